@@ -1,0 +1,139 @@
+//! Authentication, the first phase after the path is read: `Authorization: Bearer <jwt>` becomes a verified
+//! [`Principal`], or the request ends with 401. Identity comes from the verified token only.
+
+pub mod jwks;
+mod token;
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use serde::Serialize;
+
+use crate::config::AuthConfig;
+use jwks::{Fetcher, IssuerKeys};
+
+pub use token::{header_segment_checks, TokenError};
+
+/// A verified caller.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Principal {
+    /// The `sub` claim.
+    pub sub: String,
+    /// The `iss` claim (one of the configured issuers).
+    pub issuer: String,
+    /// Groups from the issuer's `groups_claim`.
+    pub groups: Vec<String>,
+    /// Every verified claim.
+    pub claims: serde_json::Value,
+}
+
+/// Why a request is not authenticated.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The token is missing or invalid; the message says how (never the token itself).
+    #[error("{0}")]
+    Invalid(String),
+    /// No keys are available to verify it (the IdP is down and nothing is cached).
+    #[error("no signing keys are available for issuer {0}")]
+    KeysUnavailable(String),
+}
+
+/// Verifies bearer tokens against the configured issuers.
+pub struct Authenticator {
+    issuers: Vec<IssuerKeys>,
+    max_token_bytes: usize,
+    leeway_secs: u64,
+}
+
+impl Authenticator {
+    /// Builds the key stores; nothing is fetched until the first token (or [`Authenticator::warm`]).
+    pub fn new(config: &AuthConfig) -> Result<Authenticator, jwks::FetchError> {
+        let fetcher = Fetcher::new()?;
+        let issuers = config
+            .issuers
+            .iter()
+            .map(|i| {
+                IssuerKeys::new(
+                    Arc::new(i.clone()),
+                    fetcher.clone(),
+                    config.jwks_cache,
+                    config.jwks_min_refresh,
+                )
+            })
+            .collect();
+        Ok(Authenticator {
+            issuers,
+            max_token_bytes: config.max_token_bytes,
+            leeway_secs: config.leeway_secs,
+        })
+    }
+
+    /// Loads every issuer's keys once, so the first request does not pay for it. Returns the issuers whose keys
+    /// could not be loaded (the gate still starts: keys may become available later).
+    pub async fn warm(&self) -> Vec<String> {
+        let mut missing = Vec::new();
+        for issuer in &self.issuers {
+            if issuer.current().await.is_none() {
+                missing.push(issuer.issuer().issuer.clone());
+            }
+        }
+        missing
+    }
+
+    /// Authenticates a request from its headers.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
+        let token = token::bearer_token(headers, self.max_token_bytes).map_err(invalid)?;
+        let parts = token::parse(token).map_err(invalid)?;
+        let issuer = self
+            .issuers
+            .iter()
+            .find(|i| i.issuer().issuer == parts.issuer)
+            .ok_or_else(|| {
+                AuthError::Invalid(format!(
+                    "the token's issuer {:?} is not trusted by this gate",
+                    parts.issuer
+                ))
+            })?;
+        let config = issuer.issuer();
+        if !config.algorithms.contains(&parts.alg) {
+            return Err(AuthError::Invalid(format!(
+                "the token is signed with {:?}, which issuer {} may not use",
+                parts.alg, config.issuer
+            )));
+        }
+        let keys = issuer
+            .current()
+            .await
+            .ok_or_else(|| AuthError::KeysUnavailable(config.issuer.clone()))?;
+        let mut candidates = keys.candidates(parts.kid.as_deref(), parts.alg);
+        if candidates.is_empty() {
+            if let Some(kid) = parts.kid.as_deref().filter(|k| !keys.has_kid(k)) {
+                // A key rotation may have published a new key: refetch, at most once per minimum interval.
+                if issuer.force_refresh().await {
+                    if let Some(fresh) = issuer.current().await {
+                        candidates = fresh.candidates(Some(kid), parts.alg);
+                    }
+                }
+            }
+        }
+        if candidates.is_empty() {
+            return Err(AuthError::Invalid(format!(
+                "no signing key of issuer {} matches the token (kid {:?}, alg {:?})",
+                config.issuer,
+                parts.kid.as_deref().unwrap_or("none"),
+                parts.alg
+            )));
+        }
+        let claims = token::verify(token, &candidates, parts.alg, config, self.leeway_secs)
+            .map_err(invalid)?;
+        token::principal(claims, config).map_err(invalid)
+    }
+}
+
+fn invalid(e: TokenError) -> AuthError {
+    AuthError::Invalid(e.to_string())
+}
+
+#[cfg(test)]
+#[path = "auth_tests.rs"]
+mod tests;

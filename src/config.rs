@@ -1,0 +1,451 @@
+//! Start-up, before any request: the TOML config file is parsed into raw serde structs (unknown keys refused) and
+//! validated into a [`Config`]. Every error names the file and the key at fault.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+
+/// A config error that names the file and the key (or the TOML position) at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {message}")]
+pub struct ConfigError {
+    /// The config file.
+    pub file: String,
+    /// The dotted key at fault, e.g. `auth.issuers[0].algorithms`.
+    pub key: String,
+    /// What is wrong and what to do about it.
+    pub message: String,
+}
+
+/// The validated configuration of a gate.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from (relative paths in it are resolved against its directory).
+    pub source: PathBuf,
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[upstream]`
+    pub upstream: UpstreamConfig,
+    /// `[auth]`
+    pub auth: AuthConfig,
+    /// `[policy]`
+    pub policy: PolicyConfig,
+}
+
+/// `[server]`: the client-facing listener.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Largest request body the gate buffers to evaluate (JSON API bodies); larger ones get 413.
+    pub max_body_bytes: usize,
+    /// How long a client may take to send the request headers.
+    pub header_read_timeout: Duration,
+    /// On SIGTERM, how long requests in flight may take to finish.
+    pub shutdown_grace: Duration,
+}
+
+/// `[upstream]`: the MLflow server the gate protects.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Base URL (scheme and authority only) of the MLflow server.
+    pub url: http::Uri,
+    /// `Host` header sent upstream (MLflow's host check must accept it); defaults to the URL's authority.
+    pub host_header: String,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Time allowed until MLflow's response headers arrive (bodies then stream without a deadline).
+    pub timeout: Duration,
+}
+
+/// `[auth]`: who may call.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Trusted token issuers.
+    pub issuers: Vec<IssuerConfig>,
+    /// Longest accepted bearer token, in bytes.
+    pub max_token_bytes: usize,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway_secs: u64,
+    /// How long fetched keys are used before they are fetched again.
+    pub jwks_cache: Duration,
+    /// Minimum time between two fetches caused by a token with an unknown `kid` (or by a failed fetch).
+    pub jwks_min_refresh: Duration,
+}
+
+/// One `[[auth.issuers]]` entry.
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    /// Expected `iss` claim, compared exactly.
+    pub issuer: String,
+    /// Accepted `aud` values; a token must carry at least one of them.
+    pub audiences: Vec<String>,
+    /// Signature algorithms accepted from this issuer (asymmetric only).
+    pub algorithms: Vec<Algorithm>,
+    /// Where the issuer's public keys come from.
+    pub keys: KeySource,
+    /// Dotted path of the claim that holds the caller's groups (e.g. `realm_access.roles`).
+    pub groups_claim: Vec<String>,
+}
+
+/// Exactly one source of an issuer's keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A JWKS document at a URL.
+    JwksUrl(String),
+    /// A JWKS JSON file on disk (re-read when the cache expires).
+    JwksFile(PathBuf),
+    /// OpenID Connect discovery: `jwks_uri` is read from this document.
+    Discovery(String),
+}
+
+/// `[policy]`: the Rego bundle.
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    /// Directory holding `*.rego` and `*.json` files.
+    pub dir: PathBuf,
+    /// Rule that yields the decision document.
+    pub entrypoint: String,
+    /// Wall-clock budget for one evaluation; a policy that runs longer denies the request.
+    pub eval_timeout: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    upstream: Option<RawUpstream>,
+    auth: Option<RawAuth>,
+    policy: Option<RawPolicy>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    max_body_bytes: Option<usize>,
+    header_read_timeout_secs: Option<u64>,
+    shutdown_grace_secs: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    url: Option<String>,
+    host_header: Option<String>,
+    connect_timeout_secs: Option<u64>,
+    timeout_secs: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    #[serde(default)]
+    issuers: Vec<RawIssuer>,
+    max_token_bytes: Option<usize>,
+    leeway_secs: Option<u64>,
+    jwks_cache_secs: Option<u64>,
+    jwks_min_refresh_secs: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuer {
+    issuer: Option<String>,
+    #[serde(default)]
+    audiences: Vec<String>,
+    #[serde(default)]
+    algorithms: Vec<String>,
+    jwks_url: Option<String>,
+    jwks_file: Option<String>,
+    discovery_url: Option<String>,
+    groups_claim: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    dir: Option<String>,
+    entrypoint: Option<String>,
+    eval_timeout_ms: Option<u64>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            key: "(file)".into(),
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` names the file in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let v = Validator {
+            file: path.display().to_string(),
+            base: base_dir(path),
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let message = e.message().to_string();
+            let at = e
+                .span()
+                .map(|s| line_col(text, s.start))
+                .unwrap_or_default();
+            v.err("(syntax)", format!("{message}{at}"))
+        })?;
+        Ok(Config {
+            source: path.to_path_buf(),
+            server: v.server(raw.server)?,
+            upstream: v.upstream(raw.upstream)?,
+            auth: v.auth(raw.auth)?,
+            policy: v.policy(raw.policy)?,
+        })
+    }
+}
+
+fn base_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> String {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!(" (at line {line}, column {col})")
+}
+
+struct Validator {
+    file: String,
+    base: PathBuf,
+}
+
+impl Validator {
+    fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn server(&self, raw: RawServer) -> Result<ServerConfig, ConfigError> {
+        let listen = raw.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen = listen.parse().map_err(|_| {
+            self.err(
+                "server.listen",
+                format!("{listen:?} is not an address such as \"127.0.0.1:8080\""),
+            )
+        })?;
+        let max_body_bytes = raw.max_body_bytes.unwrap_or(10 * 1024 * 1024);
+        if max_body_bytes == 0 {
+            return Err(self.err("server.max_body_bytes", "must be greater than 0"));
+        }
+        Ok(ServerConfig {
+            listen,
+            max_body_bytes,
+            header_read_timeout: secs(raw.header_read_timeout_secs, 30),
+            shutdown_grace: secs(raw.shutdown_grace_secs, 30),
+        })
+    }
+
+    fn upstream(&self, raw: Option<RawUpstream>) -> Result<UpstreamConfig, ConfigError> {
+        let raw = raw.ok_or_else(|| {
+            self.err(
+                "upstream",
+                "missing table [upstream] with url = \"http://...\"",
+            )
+        })?;
+        let url = raw
+            .url
+            .ok_or_else(|| self.err("upstream.url", "missing; the MLflow server's base URL"))?;
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| self.err("upstream.url", format!("{url:?} is not a URL: {e}")))?;
+        let scheme_ok = matches!(uri.scheme_str(), Some("http") | Some("https"));
+        let Some(authority) = uri.authority().filter(|_| scheme_ok).cloned() else {
+            return Err(self.err(
+                "upstream.url",
+                format!("{url:?} must be an http:// or https:// URL with a host"),
+            ));
+        };
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(self.err(
+                "upstream.url",
+                "must not have a path or query (MLflow is served at the root)",
+            ));
+        }
+        let url = http::Uri::builder()
+            .scheme(uri.scheme_str().unwrap_or("http"))
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| self.err("upstream.url", e.to_string()))?;
+        Ok(UpstreamConfig {
+            url,
+            host_header: raw.host_header.unwrap_or_else(|| authority.to_string()),
+            connect_timeout: secs(raw.connect_timeout_secs, 5),
+            timeout: secs(raw.timeout_secs, 120),
+        })
+    }
+
+    fn auth(&self, raw: Option<RawAuth>) -> Result<AuthConfig, ConfigError> {
+        let raw = raw
+            .ok_or_else(|| self.err("auth", "missing; add at least one [[auth.issuers]] table"))?;
+        if raw.issuers.is_empty() {
+            return Err(self.err("auth.issuers", "at least one [[auth.issuers]] is required"));
+        }
+        let issuers = raw
+            .issuers
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| self.issuer(i, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, a) in issuers.iter().enumerate() {
+            if issuers.iter().skip(i + 1).any(|b| b.issuer == a.issuer) {
+                return Err(self.err(
+                    &format!("auth.issuers[{i}].issuer"),
+                    format!("{:?} is listed twice", a.issuer),
+                ));
+            }
+        }
+        Ok(AuthConfig {
+            issuers,
+            max_token_bytes: raw.max_token_bytes.unwrap_or(16 * 1024),
+            leeway_secs: raw.leeway_secs.unwrap_or(30),
+            jwks_cache: secs(raw.jwks_cache_secs, 300),
+            jwks_min_refresh: secs(raw.jwks_min_refresh_secs, 30),
+        })
+    }
+
+    fn issuer(&self, i: usize, raw: RawIssuer) -> Result<IssuerConfig, ConfigError> {
+        let key = |k: &str| format!("auth.issuers[{i}].{k}");
+        let issuer = raw
+            .issuer
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| self.err(&key("issuer"), "missing"))?;
+        if raw.audiences.is_empty() || raw.audiences.iter().any(String::is_empty) {
+            return Err(self.err(
+                &key("audiences"),
+                "list the accepted audiences, e.g. [\"mlflow\"]",
+            ));
+        }
+        if raw.algorithms.is_empty() {
+            return Err(self.err(
+                &key("algorithms"),
+                "list the accepted algorithms, e.g. [\"RS256\"]",
+            ));
+        }
+        let algorithms = raw
+            .algorithms
+            .iter()
+            .map(|a| parse_algorithm(a).ok_or_else(|| self.err(&key("algorithms"), bad_alg(a))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let keys = match (raw.jwks_url, raw.jwks_file, raw.discovery_url) {
+            (Some(u), None, None) => KeySource::JwksUrl(self.url(&key("jwks_url"), u)?),
+            (None, Some(f), None) => KeySource::JwksFile(self.path(&f)),
+            (None, None, Some(u)) => KeySource::Discovery(self.url(&key("discovery_url"), u)?),
+            _ => {
+                return Err(self.err(
+                    &format!("auth.issuers[{i}]"),
+                    "set exactly one of jwks_url, jwks_file or discovery_url",
+                ))
+            }
+        };
+        let groups_claim = raw.groups_claim.unwrap_or_else(|| "groups".into());
+        let groups_claim: Vec<String> = groups_claim.split('.').map(str::to_owned).collect();
+        if groups_claim.iter().any(String::is_empty) {
+            return Err(self.err(
+                &key("groups_claim"),
+                "must be a dotted path such as \"realm_access.roles\"",
+            ));
+        }
+        Ok(IssuerConfig {
+            issuer,
+            audiences: raw.audiences,
+            algorithms,
+            keys,
+            groups_claim,
+        })
+    }
+
+    fn url(&self, key: &str, u: String) -> Result<String, ConfigError> {
+        match u.parse::<http::Uri>() {
+            Ok(uri)
+                if matches!(uri.scheme_str(), Some("http") | Some("https"))
+                    && uri.host().is_some() =>
+            {
+                Ok(u)
+            }
+            _ => Err(self.err(key, format!("{u:?} is not an http(s) URL"))),
+        }
+    }
+
+    fn policy(&self, raw: Option<RawPolicy>) -> Result<PolicyConfig, ConfigError> {
+        let raw = raw
+            .ok_or_else(|| self.err("policy", "missing table [policy] with dir = \"policies\""))?;
+        let dir = raw
+            .dir
+            .ok_or_else(|| self.err("policy.dir", "missing; the directory of *.rego files"))?;
+        let entrypoint = raw
+            .entrypoint
+            .unwrap_or_else(|| "data.mlflow_gate.decision".into());
+        if !entrypoint.starts_with("data.") {
+            return Err(self.err(
+                "policy.entrypoint",
+                "must be a rule path such as \"data.mlflow_gate.decision\"",
+            ));
+        }
+        Ok(PolicyConfig {
+            dir: self.path(&dir),
+            entrypoint,
+            eval_timeout: Duration::from_millis(raw.eval_timeout_ms.unwrap_or(50).max(1)),
+        })
+    }
+}
+
+fn secs(v: Option<u64>, default: u64) -> Duration {
+    Duration::from_secs(v.unwrap_or(default))
+}
+
+/// The asymmetric algorithms an issuer may use. HMAC is refused: a shared secret in a JWKS would let anyone
+/// holding the JWKS mint tokens.
+pub fn parse_algorithm(name: &str) -> Option<Algorithm> {
+    Some(match name {
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "EdDSA" => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+fn bad_alg(a: &str) -> String {
+    format!("{a:?} is not accepted; use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA (HMAC is refused)")
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

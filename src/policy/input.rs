@@ -1,0 +1,82 @@
+//! Policy, the input document (version 1): `principal`, `operation`, `request` (and, from enrichment, `resource`).
+//! Built once per request from the typed results of the earlier phases.
+
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::auth::Principal;
+use crate::mlflow::routes::Operation;
+
+/// Version of the input document's shape; policies may check it.
+pub const INPUT_VERSION: u32 = 1;
+
+/// The request as the policy sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestFacts<'a> {
+    /// Upper-case method.
+    pub method: &'a str,
+    /// Canonical (decoded) path: exactly the path forwarded.
+    pub path: &'a str,
+    /// Query parameters, each name with its list of values.
+    pub query: &'a Map<String, Value>,
+    /// The parsed JSON body, when the request has one the gate reads.
+    pub body: Option<&'a Map<String, Value>>,
+}
+
+/// Builds the input document.
+pub fn build(
+    principal: &Principal,
+    operation: &Operation,
+    request: &RequestFacts<'_>,
+    resource: Value,
+) -> Value {
+    json!({
+        "version": INPUT_VERSION,
+        "principal": {
+            "sub": principal.sub,
+            "issuer": principal.issuer,
+            "groups": principal.groups,
+            "claims": principal.claims,
+        },
+        "operation": {
+            "rpc": operation.rpc,
+            "read_only": operation.read_only,
+            "resource_type": operation.resource.as_str(),
+            "server_side_job": operation.server_side_job,
+            "path_params": operation.path_params.iter().map(|(k, v)| (k.to_string(), Value::String(v.clone()))).collect::<Map<_, _>>(),
+        },
+        "request": request,
+        "resource": resource,
+    })
+}
+
+/// Converts an input document for regorus.
+pub fn to_rego(input: &Value) -> regorus::Value {
+    regorus::Value::from(input.clone())
+}
+
+/// A sample input (a read by an ordinary user) for self-tests and warm-up.
+pub fn sample() -> regorus::Value {
+    let principal = Principal {
+        sub: "self-test".into(),
+        issuer: "https://self-test.invalid".into(),
+        groups: vec![],
+        claims: json!({"sub": "self-test"}),
+    };
+    let op = Operation {
+        rpc: "GetRegisteredModel",
+        read_only: true,
+        resource: crate::mlflow::routes::Resource::RegisteredModel,
+        public: false,
+        server_side_job: false,
+        path_params: vec![],
+    };
+    let query = crate::mlflow::params::query_map(&[("name".into(), "self-test".into())]);
+    let req = RequestFacts {
+        method: "GET",
+        path: "/api/2.0/mlflow/registered-models/get",
+        query: &query,
+        body: None,
+    };
+    to_rego(&build(&principal, &op, &req, json!({})))
+}

@@ -1,0 +1,151 @@
+//! Policy, the phase after classification: the Rego bundle (every `*.rego` and `*.json` file of the policy
+//! directory, test files aside) is compiled into a regorus engine once, warmed and self-tested at start, then
+//! evaluated for each request on a cheap clone with a wall-clock limit. Any error, panic, undefined or malformed
+//! result is a denial.
+
+pub mod bundle;
+pub mod input;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+pub use bundle::{Bundle, BundleError};
+
+/// What the policy decided.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Decision {
+    /// Whether the request may proceed.
+    pub allow: bool,
+    /// Human-readable reasons (for a denial they reach the client).
+    pub reasons: Vec<String>,
+    /// Optional flags such as `break_glass`, recorded but not interpreted by the gate.
+    pub flags: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Why evaluation failed (the request is then denied).
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// regorus returned an error (unknown builtin, time limit, conflict...).
+    #[error("evaluation error: {0}")]
+    Engine(String),
+    /// The entrypoint was undefined for this input.
+    #[error("the entrypoint is undefined for this input")]
+    Undefined,
+    /// The result was not a decision document.
+    #[error("the decision is malformed: {0}")]
+    Malformed(String),
+    /// Evaluation panicked.
+    #[error("evaluation panicked")]
+    Panicked,
+}
+
+/// The active policy bundle.
+pub struct Policy {
+    bundle: Arc<Bundle>,
+}
+
+impl Policy {
+    /// Wraps a loaded, self-tested bundle.
+    pub fn new(bundle: Bundle) -> Policy {
+        Policy {
+            bundle: Arc::new(bundle),
+        }
+    }
+
+    /// The bundle in force.
+    pub fn bundle(&self) -> Arc<Bundle> {
+        self.bundle.clone()
+    }
+
+    /// Evaluates the entrypoint for one input document.
+    pub fn evaluate(&self, input: regorus::Value) -> Result<Decision, EvalError> {
+        evaluate(&self.bundle, input)
+    }
+}
+
+/// Evaluates a bundle's entrypoint for one input document on a clone of its warmed engine.
+pub fn evaluate(bundle: &Bundle, input: regorus::Value) -> Result<Decision, EvalError> {
+    let mut engine = bundle.engine().clone();
+    engine.set_input(input);
+    let entrypoint = bundle.entrypoint().to_string();
+    let result = catch_unwind(AssertUnwindSafe(move || engine.eval_rule(entrypoint)))
+        .map_err(|_| EvalError::Panicked)?
+        .map_err(|e| EvalError::Engine(e.to_string()))?;
+    decision_from_value(result)
+}
+
+/// Reads a decision document: `{"allow": true|false, "reasons": [...], ...flags}`. `allow` must be a boolean;
+/// `reasons` may be a list or a set of strings. Any other key is a flag.
+pub fn decision_from_value(value: regorus::Value) -> Result<Decision, EvalError> {
+    if value == regorus::Value::Undefined {
+        return Err(EvalError::Undefined);
+    }
+    let json: serde_json::Value =
+        serde_json::to_value(&value).map_err(|e| EvalError::Malformed(format!("not JSON: {e}")))?;
+    let serde_json::Value::Object(mut obj) = json else {
+        return Err(EvalError::Malformed(
+            "expected an object with a boolean \"allow\"".into(),
+        ));
+    };
+    let allow = match obj.remove("allow") {
+        Some(serde_json::Value::Bool(b)) => b,
+        other => {
+            return Err(EvalError::Malformed(format!(
+                "\"allow\" must be a boolean, got {other:?}"
+            )))
+        }
+    };
+    let reasons = match obj.remove("reasons") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::Array(items)) => items
+            .into_iter()
+            .map(|r| match r {
+                serde_json::Value::String(s) => Ok(s),
+                other => Err(EvalError::Malformed(format!(
+                    "a reason is not a string: {other}"
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(other) => {
+            return Err(EvalError::Malformed(format!(
+                "\"reasons\" must be a list, got {other}"
+            )))
+        }
+    };
+    Ok(Decision {
+        allow,
+        reasons,
+        flags: obj,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decide(json: &str) -> Result<Decision, EvalError> {
+        let v =
+            regorus::Value::from_json_str(json).map_err(|e| EvalError::Engine(e.to_string()))?;
+        decision_from_value(v)
+    }
+
+    #[test]
+    fn decision_documents_are_read_strictly() {
+        let d = decide(r#"{"allow": false, "reasons": ["no"], "break_glass": true}"#).ok();
+        assert_eq!(d.as_ref().map(|d| d.allow), Some(false));
+        assert_eq!(
+            d.as_ref().map(|d| d.reasons.clone()),
+            Some(vec!["no".to_string()])
+        );
+        assert_eq!(
+            d.and_then(|d| d.flags.get("break_glass").cloned()),
+            Some(serde_json::json!(true))
+        );
+        assert!(decide(r#"{"allow": "true"}"#).is_err());
+        assert!(decide(r#"{"reasons": []}"#).is_err());
+        assert!(decide("true").is_err());
+        assert!(decision_from_value(regorus::Value::Undefined).is_err());
+    }
+}

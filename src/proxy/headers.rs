@@ -1,0 +1,175 @@
+//! Forwarding, header side: what crosses the gate. Hop-by-hop headers are dropped in both directions (RFC 9110
+//! section 7.6.1: `Connection` and every header it names, plus the classic list); client-sent identity and
+//! forwarding headers are replaced by the gate's own, because MLflow trusts some of them (the Assistant treats a
+//! loopback peer without `X-Forwarded-*` as local; the auth app honours `X-MLflow-Assistant-Delegation`).
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that are never forwarded, in either direction.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+/// Client request headers replaced or dropped: credentials (the gate is the authority; MLflow must never see the
+/// caller's token), headers MLflow or its auth app treat as identity, and forwarding headers the gate sets itself.
+const CLIENT_ONLY: [&str; 11] = [
+    "authorization",
+    "x-mlflow-assistant-delegation",
+    "x-mlflow-authorization",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-real-ip",
+    "via",
+    "expect",
+];
+
+/// Cookies the MLflow UI turns into request headers (`mlflow-request-header-Authorization=Bearer ...`): they carry
+/// the token, so they are not passed on.
+const UI_HEADER_COOKIE_PREFIX: &str = "mlflow-request-header-";
+
+/// Facts about the client connection used for the forwarding headers.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientConn {
+    /// The TCP peer's address.
+    pub peer_ip: IpAddr,
+    /// Whether the client connection used TLS.
+    pub tls: bool,
+}
+
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The headers sent upstream for a client request. `original_host` is the client's `Host` (or HTTP/2
+/// `:authority`); `upstream_host` replaces it so that MLflow's host check accepts the request.
+pub fn for_upstream(
+    client: &HeaderMap,
+    conn: ClientConn,
+    original_host: Option<&str>,
+    upstream_host: &HeaderValue,
+) -> HeaderMap {
+    let mut h = client.clone();
+    remove_hop_by_hop(&mut h);
+    for name in CLIENT_ONLY {
+        h.remove(name);
+    }
+    strip_ui_header_cookies(&mut h);
+    h.insert(header::HOST, upstream_host.clone());
+    let ip = HeaderValue::from_str(&conn.peer_ip.to_string())
+        .unwrap_or(HeaderValue::from_static("unknown"));
+    h.insert("x-forwarded-for", ip);
+    h.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+    );
+    if let Some(host) = original_host.and_then(|v| HeaderValue::from_str(v).ok()) {
+        h.insert("x-forwarded-host", host);
+    }
+    h.insert(header::VIA, HeaderValue::from_static("1.1 mlflow-gate"));
+    h
+}
+
+fn strip_ui_header_cookies(h: &mut HeaderMap) {
+    let kept: Vec<String> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !c.to_ascii_lowercase().starts_with(UI_HEADER_COOKIE_PREFIX))
+        .map(str::to_owned)
+        .collect();
+    h.remove(header::COOKIE);
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            h.insert(header::COOKIE, v);
+        }
+    }
+}
+
+/// Cleans an upstream response's headers before they go to the client.
+pub fn for_client(upstream: &mut HeaderMap) {
+    remove_hop_by_hop(upstream);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> ClientConn {
+        ClientConn {
+            peer_ip: "10.1.2.3".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            tls: false,
+        }
+    }
+
+    #[test]
+    fn credentials_identity_and_hop_by_hop_headers_are_not_forwarded() {
+        let mut c = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer secret"),
+            ("x-mlflow-assistant-delegation", "x"),
+            ("x-mlflow-authorization", "Basic eA=="),
+            ("x-forwarded-for", "127.0.0.1"),
+            ("connection", "keep-alive, x-custom-hop"),
+            ("x-custom-hop", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            (
+                "cookie",
+                "a=1; mlflow-request-header-Authorization=Bearer%20secret; b=2",
+            ),
+            ("content-type", "application/json"),
+        ] {
+            c.append(k, HeaderValue::from_static(v));
+        }
+        let up = for_upstream(
+            &c,
+            conn(),
+            Some("gate.example"),
+            &HeaderValue::from_static("127.0.0.1:5000"),
+        );
+        for gone in [
+            "authorization",
+            "x-mlflow-assistant-delegation",
+            "x-mlflow-authorization",
+            "connection",
+            "x-custom-hop",
+            "te",
+            "transfer-encoding",
+        ] {
+            assert!(!up.contains_key(gone), "{gone} forwarded");
+        }
+        assert_eq!(up["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(up["x-forwarded-proto"], "http");
+        assert_eq!(up["x-forwarded-host"], "gate.example");
+        assert_eq!(up["host"], "127.0.0.1:5000");
+        assert_eq!(up["cookie"], "a=1; b=2");
+        assert_eq!(up["content-type"], "application/json");
+    }
+}

@@ -1,0 +1,131 @@
+//! Forwarding, the last phase: a permitted request goes to MLflow over a pooled keep-alive client, with the
+//! canonical path the policy saw and either the body it evaluated or the client's body streamed unbuffered; the
+//! response streams back.
+
+pub mod headers;
+
+use std::time::Duration;
+
+use http::{HeaderValue, Method, Request, Response, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::body::{self, GateBody};
+use crate::config::UpstreamConfig;
+use crate::error::GateError;
+use crate::mlflow::canon::Target;
+pub use headers::ClientConn;
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// The MLflow server behind the gate.
+pub struct Upstream {
+    client: Client<Connector, GateBody>,
+    config: UpstreamConfig,
+    host: HeaderValue,
+}
+
+/// What to send as the request body.
+pub enum OutBody {
+    /// The bytes the policy evaluated (sent with a Content-Length: MLflow's Flask routes read chunked bodies as
+    /// empty).
+    Evaluated(bytes::Bytes),
+    /// The client's body, streamed as it arrives.
+    Stream(GateBody),
+    /// No body.
+    Empty,
+}
+
+/// A request ready to forward.
+pub struct Outgoing<'a> {
+    /// Method.
+    pub method: Method,
+    /// The client's headers (cleaned here).
+    pub headers: &'a http::HeaderMap,
+    /// The canonical target.
+    pub target: &'a Target,
+    /// The client's Host / :authority.
+    pub original_host: Option<String>,
+    /// The body.
+    pub body: OutBody,
+    /// The client connection.
+    pub conn: ClientConn,
+}
+
+impl Upstream {
+    /// A pooled client for the configured upstream.
+    pub fn new(config: &UpstreamConfig) -> Result<Upstream, String> {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| format!("cannot load system root certificates: {e}"))?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .build(https);
+        let host = HeaderValue::from_str(&config.host_header)
+            .map_err(|e| format!("upstream.host_header: {e}"))?;
+        Ok(Upstream {
+            client,
+            config: config.clone(),
+            host,
+        })
+    }
+
+    /// Sends a request to MLflow and returns its response (headers cleaned, body streaming).
+    pub async fn forward(&self, out: Outgoing<'_>) -> Result<Response<GateBody>, GateError> {
+        let uri = self.uri(out.target)?;
+        let mut headers = headers::for_upstream(
+            out.headers,
+            out.conn,
+            out.original_host.as_deref(),
+            &self.host,
+        );
+        let body = match out.body {
+            OutBody::Evaluated(bytes) => {
+                headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                body::full(bytes)
+            }
+            OutBody::Stream(b) => b,
+            OutBody::Empty => {
+                headers.remove(http::header::CONTENT_LENGTH);
+                body::empty()
+            }
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = out.method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        let resp = match tokio::time::timeout(self.config.timeout, self.client.request(req)).await {
+            Err(_) => return Err(GateError::UpstreamTimeout),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, connect = e.is_connect(), "forwarding to MLflow failed");
+                return Err(GateError::UpstreamUnavailable);
+            }
+            Ok(Ok(resp)) => resp,
+        };
+        let (mut parts, incoming) = resp.into_parts();
+        headers::for_client(&mut parts.headers);
+        Ok(Response::from_parts(parts, body::stream(incoming)))
+    }
+
+    fn uri(&self, target: &Target) -> Result<Uri, GateError> {
+        let base = &self.config.url;
+        Uri::builder()
+            .scheme(base.scheme_str().unwrap_or("http"))
+            .authority(base.authority().map(|a| a.as_str()).unwrap_or_default())
+            .path_and_query(target.wire_path_and_query())
+            .build()
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot build the upstream URI");
+                GateError::Internal
+            })
+    }
+}

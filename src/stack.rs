@@ -1,0 +1,328 @@
+//! The request's path through the gate, in order, and the one place that order is decided:
+//! canonical target -> classify the MLflow route -> authenticate -> read the body the policy needs -> policy ->
+//! forward. Each phase hands typed results to the next; none re-parses. Any failure ends the request with MLflow's
+//! error JSON (see `error.rs`), and one structured log line records every request (never a token or a body).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response};
+use http_body::Body;
+use tracing::Instrument;
+
+use crate::auth::{AuthError, Authenticator, Principal};
+use crate::body::{self, BoxError, CollectError, GateBody};
+use crate::config::Config;
+use crate::error::GateError;
+use crate::mlflow::canon::{self, Target};
+use crate::mlflow::params;
+use crate::mlflow::routes::{self, Operation, Resource};
+use crate::policy::{input, Policy};
+use crate::proxy::{ClientConn, OutBody, Outgoing, Upstream};
+
+/// Response header carrying the request id (also quoted in every error message).
+pub const REQUEST_ID_HEADER: &str = "x-mlflow-gate-request-id";
+
+/// Everything a request needs, shared by all connections.
+pub struct Gate {
+    config: Arc<Config>,
+    auth: Authenticator,
+    policy: Policy,
+    upstream: Upstream,
+}
+
+/// What the log line of a request records.
+#[derive(Default)]
+struct Trail {
+    rpc: &'static str,
+    sub: Option<String>,
+    decision: &'static str,
+    reasons: Vec<String>,
+}
+
+impl Gate {
+    /// Assembles a gate from its parts.
+    pub fn new(
+        config: Arc<Config>,
+        auth: Authenticator,
+        policy: Policy,
+        upstream: Upstream,
+    ) -> Gate {
+        Gate {
+            config,
+            auth,
+            policy,
+            upstream,
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Handles one request end to end. Never fails: errors become MLflow error responses.
+    pub async fn handle<B>(
+        &self,
+        req: Request<B>,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Response<GateBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let id = request_id();
+        let span = tracing::info_span!("request", request_id = %id);
+        async move {
+            let started = Instant::now();
+            let method = req.method().clone();
+            let raw_path = req.uri().path().to_owned();
+            let mut trail = Trail {
+                rpc: "-",
+                decision: "-",
+                ..Trail::default()
+            };
+            let conn = ClientConn {
+                peer_ip: peer.ip(),
+                tls,
+            };
+            let mut resp = match self.process(req, conn, &mut trail).await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    trail.decision = match (&e, trail.decision) {
+                        (_, "allow") => "allow",
+                        (e, _) => e.kind(),
+                    };
+                    e.into_response(&id)
+                }
+            };
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+            }
+            tracing::info!(
+                method = %method,
+                path = %raw_path,
+                rpc = trail.rpc,
+                sub = trail.sub.as_deref().unwrap_or("-"),
+                decision = trail.decision,
+                reasons = %trail.reasons.join("; "),
+                status = resp.status().as_u16(),
+                latency_us = started.elapsed().as_micros() as u64,
+                "request"
+            );
+            resp
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn process<B>(
+        &self,
+        req: Request<B>,
+        conn: ClientConn,
+        trail: &mut Trail,
+    ) -> Result<Response<GateBody>, GateError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let target = canon::canonicalize(req.uri(), req.version())
+            .map_err(|e| GateError::BadRequest(e.0))?;
+        let op = routes::classify(req.method().as_str(), &target.path);
+        if let Some(op) = op
+            .as_ref()
+            .filter(|op| op.public || op.rpc == "CorsPreflight")
+        {
+            trail.rpc = op.rpc;
+            trail.decision = "public";
+            let (parts, body) = req.into_parts();
+            return self
+                .forward(&parts, &target, OutBody::Stream(body::stream(body)), conn)
+                .await;
+        }
+        let principal = self
+            .auth
+            .authenticate(req.headers())
+            .await
+            .map_err(|e| match e {
+                AuthError::Invalid(m) => GateError::Unauthenticated(m),
+                AuthError::KeysUnavailable(issuer) => {
+                    tracing::error!(%issuer, "no signing keys available; denying");
+                    GateError::KeysUnavailable
+                }
+            })?;
+        trail.sub = Some(principal.sub.clone());
+        let op = op
+            .or_else(|| unknown_read(req.method()))
+            .ok_or_else(|| unknown_mutation(&req, &target))?;
+        trail.rpc = op.rpc;
+        let (parts, body) = req.into_parts();
+        let read = self.read_body(&parts, &target, &op, body).await?;
+        self.decide(
+            &principal,
+            &op,
+            &parts.method,
+            &target,
+            read.json.as_ref(),
+            trail,
+        )?;
+        self.forward(&parts, &target, read.out, conn).await
+    }
+
+    fn decide(
+        &self,
+        principal: &Principal,
+        op: &Operation,
+        method: &Method,
+        target: &Target,
+        body: Option<&serde_json::Map<String, serde_json::Value>>,
+        trail: &mut Trail,
+    ) -> Result<(), GateError> {
+        let query = params::query_map(&target.query_pairs());
+        let facts = input::RequestFacts {
+            method: method.as_str(),
+            path: &target.path,
+            query: &query,
+            body,
+        };
+        let doc = input::build(principal, op, &facts, serde_json::json!({}));
+        let decision = self.policy.evaluate(input::to_rego(&doc)).map_err(|e| {
+            tracing::error!(error = %e, "policy evaluation failed; denying");
+            GateError::PolicyFailed
+        })?;
+        trail.reasons = decision.reasons.clone();
+        if decision.allow {
+            trail.decision = "allow";
+            Ok(())
+        } else if decision.reasons.is_empty() {
+            Err(GateError::PermissionDenied(format!(
+                "{} is not permitted by policy",
+                op.rpc
+            )))
+        } else {
+            Err(GateError::PermissionDenied(decision.reasons.join("; ")))
+        }
+    }
+
+    async fn read_body<B>(
+        &self,
+        parts: &http::request::Parts,
+        target: &Target,
+        op: &Operation,
+        body: B,
+    ) -> Result<ReadBody, GateError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let has_body = !body.is_end_stream() && body.size_hint().exact() != Some(0);
+        let reads_body =
+            !matches!(parts.method, Method::GET | Method::HEAD) || op.resource == Resource::GraphQl;
+        if !has_body {
+            return Ok(ReadBody {
+                json: None,
+                out: OutBody::Empty,
+            });
+        }
+        if !reads_body {
+            return Err(GateError::BadRequest(format!(
+                "{} requests with a body are refused: MLflow may read parameters from it that the gate did not check; send parameters in the query string",
+                parts.method
+            )));
+        }
+        if streams_body(&target.path) {
+            return Ok(ReadBody {
+                json: None,
+                out: OutBody::Stream(body::stream(body)),
+            });
+        }
+        let limit = self.config.server.max_body_bytes;
+        let bytes = body::collect_limited(body, limit)
+            .await
+            .map_err(|e| match e {
+                CollectError::TooLarge(n) => GateError::PayloadTooLarge(n),
+                CollectError::Read(e) => {
+                    GateError::BadRequest(format!("the request body could not be read: {e}"))
+                }
+            })?;
+        if bytes.is_empty() {
+            return Ok(ReadBody {
+                json: None,
+                out: OutBody::Empty,
+            });
+        }
+        let json = params::parse_json_object(&bytes).map_err(|e| GateError::BadRequest(e.0))?;
+        let evaluated = serde_json::to_vec(&json).map_err(|_| GateError::Internal)?;
+        Ok(ReadBody {
+            json: Some(json),
+            out: OutBody::Evaluated(Bytes::from(evaluated)),
+        })
+    }
+
+    async fn forward(
+        &self,
+        parts: &http::request::Parts,
+        target: &Target,
+        body: OutBody,
+        conn: ClientConn,
+    ) -> Result<Response<GateBody>, GateError> {
+        let original_host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+            .map(str::to_owned);
+        let out = Outgoing {
+            method: parts.method.clone(),
+            headers: &parts.headers,
+            target,
+            original_host,
+            body,
+            conn,
+        };
+        self.upstream.forward(out).await
+    }
+}
+
+/// The body as read for the policy, and what to forward.
+struct ReadBody {
+    json: Option<serde_json::Map<String, serde_json::Value>>,
+    out: OutBody,
+}
+
+/// Routes whose bodies are file contents or protobuf, streamed without being read: artifact uploads, the UI's
+/// upload-artifact, OTLP ingest and AI-gateway invocations.
+fn streams_body(path: &str) -> bool {
+    path.starts_with("/api/2.0/mlflow-artifacts/artifacts/")
+        || path.starts_with("/ajax-api/2.0/mlflow-artifacts/artifacts/")
+        || path == "/ajax-api/2.0/mlflow/upload-artifact"
+        || path == "/v1/traces"
+        || path.starts_with("/gateway/")
+}
+
+/// A read of a route the table does not know: still evaluated by the policy, as an unknown read.
+fn unknown_read(method: &Method) -> Option<Operation> {
+    matches!(*method, Method::GET | Method::HEAD).then(|| Operation {
+        rpc: "Unknown",
+        read_only: true,
+        resource: Resource::Unknown,
+        public: false,
+        server_side_job: false,
+        path_params: Vec::new(),
+    })
+}
+
+fn unknown_mutation<B>(req: &Request<B>, target: &Target) -> GateError {
+    GateError::PermissionDenied(format!(
+        "{} {} is not a route mlflow-gate knows; unknown routes that may change state are denied",
+        req.method(),
+        target.path
+    ))
+}
+
+fn request_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
