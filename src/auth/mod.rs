@@ -133,7 +133,3 @@ impl Authenticator {
 fn invalid(e: TokenError) -> AuthError {
     AuthError::Invalid(e.to_string())
 }
-
-#[cfg(test)]
-#[path = "auth_tests.rs"]
-mod tests;

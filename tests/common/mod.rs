@@ -1,0 +1,344 @@
+//! Test harness: a recording fake upstream (proves what reached "MLflow" and what did not), an in-process gate on
+//! port 0 with a generated signing key, and small clients (hyper for ordinary requests, raw TCP for odd ones).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mlflow_gate::config::Config;
+use mlflow_gate::devkeys;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub const ISSUER: &str = "https://idp.test";
+pub const AUDIENCE: &str = "mlflow";
+
+/// One request as the fake upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub body_len: u64,
+}
+
+/// How the fake upstream answers.
+#[derive(Clone, Default)]
+pub struct Behaviour {
+    /// Delay before answering.
+    pub delay: Option<Duration>,
+    /// Serve this many bytes on GET .../big.bin (streamed in 1 MiB chunks).
+    pub big_bytes: u64,
+    /// Count bodies instead of keeping them.
+    pub count_only: bool,
+}
+
+/// A recording upstream on 127.0.0.1:0.
+pub struct Recorder {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Recorder {
+    pub async fn start(behaviour: Behaviour) -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let seen2 = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    a = listener.accept() => a.unwrap(),
+                    _ = &mut rx => break,
+                };
+                let seen = seen2.clone();
+                let behaviour = behaviour.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let seen = seen.clone();
+                        let behaviour = behaviour.clone();
+                        async move { Ok::<_, Infallible>(record(req, seen, behaviour).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Recorder {
+            addr,
+            seen,
+            _stop: tx,
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("upstream saw no request")
+    }
+}
+
+async fn record(
+    req: Request<Incoming>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    b: Behaviour,
+) -> Response<http_body_util::combinators::BoxBody<Bytes, Infallible>> {
+    let (parts, mut body) = req.into_parts();
+    let mut kept = Vec::new();
+    let mut len = 0u64;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            len += data.len() as u64;
+            if !b.count_only {
+                kept.extend_from_slice(&data);
+            }
+        }
+    }
+    seen.lock().unwrap().push(Seen {
+        method: parts.method.clone(),
+        uri: parts.uri.to_string(),
+        headers: parts.headers.clone(),
+        body: Bytes::from(kept),
+        body_len: len,
+    });
+    if let Some(d) = b.delay {
+        tokio::time::sleep(d).await;
+    }
+    if parts.method == Method::GET && parts.uri.path().ends_with("/big.bin") && b.big_bytes > 0 {
+        let chunk = Bytes::from(vec![b'x'; 1 << 20]);
+        let n = b.big_bytes / (1 << 20);
+        let stream = futures_util::stream::iter(
+            (0..n).map(move |_| Ok::<_, Infallible>(hyper::body::Frame::data(chunk.clone()))),
+        );
+        let body = http_body_util::StreamBody::new(stream);
+        return Response::builder()
+            .header("content-length", (n << 20).to_string())
+            .body(BodyExt::boxed(body))
+            .unwrap();
+    }
+    Response::builder()
+        .header("content-type", "application/json")
+        .header("connection", "keep-alive, x-upstream-hop")
+        .header("x-upstream-hop", "secret-hop")
+        .body(Full::new(Bytes::from_static(b"{}")).boxed())
+        .unwrap()
+}
+
+/// A signing key in a temporary directory, and tokens signed with it.
+pub struct Keys {
+    pub dir: tempfile::TempDir,
+}
+
+impl Keys {
+    pub fn new() -> Keys {
+        let dir = tempfile::tempdir().unwrap();
+        let key = devkeys::generate(jsonwebtoken::Algorithm::RS256, "k1").unwrap();
+        devkeys::write_dir(dir.path(), &key).unwrap();
+        Keys { dir }
+    }
+
+    pub fn jwks_path(&self) -> PathBuf {
+        self.dir.path().join("jwks.json")
+    }
+
+    pub fn pem(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("signing-key.pem")).unwrap()
+    }
+
+    /// Standard valid claims for `sub` with `groups`.
+    pub fn claims(sub: &str, groups: &[&str]) -> serde_json::Value {
+        let now = devkeys::now_secs();
+        serde_json::json!({"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "groups": groups, "iat": now, "exp": now + 600})
+    }
+
+    pub fn token(&self, sub: &str, groups: &[&str]) -> String {
+        self.sign(&Keys::claims(sub, groups))
+    }
+
+    pub fn sign(&self, claims: &serde_json::Value) -> String {
+        devkeys::mint(
+            &self.pem(),
+            jsonwebtoken::Algorithm::RS256,
+            Some("k1"),
+            claims,
+        )
+        .unwrap()
+    }
+}
+
+/// The repository's `policies/` directory.
+pub fn policies_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
+/// A config TOML for a gate in front of `upstream`.
+pub fn config_toml(
+    upstream: SocketAddr,
+    jwks: &Path,
+    policies: &Path,
+    extra_server: &str,
+) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+{extra_server}
+
+[upstream]
+url = "http://{upstream}"
+timeout_secs = 2
+connect_timeout_secs = 1
+
+[auth]
+jwks_min_refresh_secs = 1
+
+[[auth.issuers]]
+issuer = "{ISSUER}"
+audiences = ["{AUDIENCE}"]
+algorithms = ["RS256"]
+jwks_file = "{jwks}"
+
+[policy]
+dir = "{policies}"
+"#,
+        jwks = jwks.display(),
+        policies = policies.display()
+    )
+}
+
+/// A gate running in this process.
+pub struct GateHandle {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl GateHandle {
+    pub async fn start_toml(toml: &str) -> GateHandle {
+        let config = Config::parse(toml, Path::new("test-gate.toml")).unwrap();
+        GateHandle::start(config).await
+    }
+
+    pub async fn start(config: Config) -> GateHandle {
+        let listener = TcpListener::bind(config.server.listen).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            mlflow_gate::serve(listener, config, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        GateHandle {
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// The standard set-up: a recording upstream and a gate in front of it with the repository's policies.
+pub async fn gate_with_recorder(behaviour: Behaviour) -> (GateHandle, Recorder, Keys) {
+    let upstream = Recorder::start(behaviour).await;
+    let keys = Keys::new();
+    let gate = GateHandle::start_toml(&config_toml(
+        upstream.addr,
+        &keys.jwks_path(),
+        &policies_dir(),
+        "",
+    ))
+    .await;
+    (gate, upstream, keys)
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+    pub fn message(&self) -> String {
+        self.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// Sends a request with hyper's client.
+pub async fn send(
+    method: Method,
+    url: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Answer {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = Request::builder().method(method).uri(url);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+/// Sends raw bytes and returns the raw response text (up to the connection's close or 5 s).
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}

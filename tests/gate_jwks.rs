@@ -1,0 +1,225 @@
+//! Key loading from an IdP: JWKS over HTTP and OpenID Connect discovery, key rotation, the refetch rate limit for
+//! unknown `kid`s, and stale keys kept while the IdP is down.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::{Method, Response, StatusCode};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use mlflow_gate::devkeys;
+
+/// A fake IdP: `/jwks` serves the current JWKS, `/.well-known/openid-configuration` a discovery document.
+struct Idp {
+    addr: SocketAddr,
+    jwks: Arc<Mutex<String>>,
+    hits: Arc<AtomicUsize>,
+    down: Arc<AtomicBool>,
+}
+
+impl Idp {
+    async fn start(jwks: String) -> Idp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let idp = Idp {
+            addr,
+            jwks: Arc::new(Mutex::new(jwks)),
+            hits: Arc::default(),
+            down: Arc::default(),
+        };
+        let (jwks, hits, down) = (idp.jwks.clone(), idp.hits.clone(), idp.down.clone());
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = listener.accept().await.unwrap();
+                let (jwks, hits, down) = (jwks.clone(), hits.clone(), down.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (jwks, hits, down) = (jwks.clone(), hits.clone(), down.clone());
+                        async move {
+                            let body = match req.uri().path() {
+                                "/.well-known/openid-configuration" => {
+                                    format!(
+                                        r#"{{"issuer":"{ISSUER}","jwks_uri":"http://{addr}/jwks"}}"#
+                                    )
+                                }
+                                _ => {
+                                    hits.fetch_add(1, Ordering::SeqCst);
+                                    if down.load(Ordering::SeqCst) {
+                                        return Ok::<_, Infallible>(
+                                            Response::builder()
+                                                .status(503)
+                                                .body(Full::new(Bytes::new()))
+                                                .unwrap(),
+                                        );
+                                    }
+                                    jwks.lock().unwrap().clone()
+                                }
+                            };
+                            Ok(Response::new(Full::new(Bytes::from(body))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        idp
+    }
+}
+
+fn key(kid: &str) -> devkeys::DevKey {
+    devkeys::generate(jsonwebtoken::Algorithm::RS256, kid).unwrap()
+}
+
+fn token(k: &devkeys::DevKey, kid: &str) -> String {
+    devkeys::mint(
+        &k.private_pem,
+        jsonwebtoken::Algorithm::RS256,
+        Some(kid),
+        &Keys::claims("alice", &[]),
+    )
+    .unwrap()
+}
+
+fn gate_toml(upstream: SocketAddr, source: &str, cache_secs: u64, min_refresh: u64) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[upstream]
+url = "http://{upstream}"
+[auth]
+jwks_cache_secs = {cache_secs}
+jwks_min_refresh_secs = {min_refresh}
+[[auth.issuers]]
+issuer = "{ISSUER}"
+audiences = ["{AUDIENCE}"]
+algorithms = ["RS256"]
+{source}
+[policy]
+dir = "{}"
+"#,
+        policies_dir().display()
+    )
+}
+
+async fn status(gate: &GateHandle, token: &str) -> StatusCode {
+    send(
+        Method::GET,
+        &gate.url("/api/2.0/mlflow/experiments/search"),
+        Some(token),
+        &[],
+        None,
+    )
+    .await
+    .status
+}
+
+#[tokio::test]
+async fn discovery_document_leads_to_the_jwks() {
+    let k1 = key("k1");
+    let idp = Idp::start(serde_json::to_string(&k1.jwks).unwrap()).await;
+    let upstream = Recorder::start(Behaviour::default()).await;
+    let source = format!(
+        r#"discovery_url = "http://{}/.well-known/openid-configuration""#,
+        idp.addr
+    );
+    let gate = GateHandle::start_toml(&gate_toml(upstream.addr, &source, 300, 30)).await;
+    assert_eq!(status(&gate, &token(&k1, "k1")).await, StatusCode::OK);
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn rotated_key_is_fetched_once_and_random_kids_cannot_hammer_the_idp() {
+    let (k1, k2) = (key("k1"), key("k2"));
+    let idp = Idp::start(serde_json::to_string(&k1.jwks).unwrap()).await;
+    let upstream = Recorder::start(Behaviour::default()).await;
+    let source = format!(r#"jwks_url = "http://{}/jwks""#, idp.addr);
+    let gate = GateHandle::start_toml(&gate_toml(upstream.addr, &source, 300, 2)).await;
+    assert_eq!(status(&gate, &token(&k1, "k1")).await, StatusCode::OK);
+    let after_start = idp.hits.load(Ordering::SeqCst);
+    assert_eq!(
+        after_start, 1,
+        "keys are fetched once at start and then cached"
+    );
+
+    // 50 tokens with unknown kids: at most one refetch within the minimum interval.
+    let stranger = key("x");
+    for i in 0..50 {
+        assert_eq!(
+            status(&gate, &token(&stranger, &format!("random-{i}"))).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert!(
+        idp.hits.load(Ordering::SeqCst) <= after_start + 1,
+        "unknown kids refetched {} times",
+        idp.hits.load(Ordering::SeqCst)
+    );
+
+    // The IdP rotates to k2: once the minimum interval has passed, a k2 token triggers one refetch and verifies.
+    let mut both = k1.jwks.clone();
+    both.keys.extend(k2.jwks.keys.clone());
+    *idp.jwks.lock().unwrap() = serde_json::to_string(&both).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while status(&gate, &token(&k2, "k2")).await != StatusCode::OK {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rotated key was never picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status(&gate, &token(&k1, "k1")).await, StatusCode::OK);
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn stale_keys_are_kept_while_the_idp_is_down() {
+    let k1 = key("k1");
+    let idp = Idp::start(serde_json::to_string(&k1.jwks).unwrap()).await;
+    let upstream = Recorder::start(Behaviour::default()).await;
+    let source = format!(r#"jwks_url = "http://{}/jwks""#, idp.addr);
+    let gate = GateHandle::start_toml(&gate_toml(upstream.addr, &source, 1, 1)).await;
+    assert_eq!(status(&gate, &token(&k1, "k1")).await, StatusCode::OK);
+    idp.down.store(true, Ordering::SeqCst);
+    let hits_before = idp.hits.load(Ordering::SeqCst);
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            status(&gate, &token(&k1, "k1")).await,
+            StatusCode::OK,
+            "a cached key stopped working while the IdP was down"
+        );
+    }
+    let refetches = idp.hits.load(Ordering::SeqCst) - hits_before;
+    assert!(
+        (1..=5).contains(&refetches),
+        "expected a few rate-limited refetch attempts, saw {refetches}"
+    );
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn no_keys_at_all_denies_with_503() {
+    let idp = Idp::start(String::new()).await;
+    idp.down.store(true, Ordering::SeqCst);
+    let upstream = Recorder::start(Behaviour::default()).await;
+    let source = format!(r#"jwks_url = "http://{}/jwks""#, idp.addr);
+    let gate = GateHandle::start_toml(&gate_toml(upstream.addr, &source, 300, 1)).await;
+    assert_eq!(
+        status(&gate, &token(&key("k1"), "k1")).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(upstream.count(), 0);
+    gate.stop().await;
+}

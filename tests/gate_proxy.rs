@@ -1,0 +1,310 @@
+//! Forwarding at the gate: what the upstream receives for permitted requests, what it never receives for denied or
+//! ambiguous ones, and the errors a client sees when the upstream fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use http::{Method, StatusCode};
+
+const TRANSITION: &str = "/api/2.0/mlflow/model-versions/transition-stage";
+
+#[tokio::test]
+async fn policy_denial_is_403_with_reasons_and_nothing_reaches_mlflow() {
+    let (gate, upstream, keys) = gate_with_recorder(Behaviour::default()).await;
+    let body =
+        r#"{"name":"fraud","version":"1","stage":"production","archive_existing_versions":true}"#;
+    let a = send(
+        Method::POST,
+        &gate.url(TRANSITION),
+        Some(&keys.token("alice", &["ml-senior"])),
+        &[("content-type", "application/json")],
+        Some(body),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert_eq!(a.json()["error_code"], "PERMISSION_DENIED");
+    assert!(
+        a.message()
+            .contains("only the CI service account may transition to Production"),
+        "{}",
+        a.message()
+    );
+    assert_eq!(upstream.count(), 0);
+    let ok = send(
+        Method::POST,
+        &gate.url(TRANSITION),
+        Some(&keys.token("ci", &["mlflow-ci"])),
+        &[("content-type", "application/json")],
+        Some(body),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(upstream.count(), 1);
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_mutating_route_is_denied_without_reaching_mlflow() {
+    let (gate, upstream, keys) = gate_with_recorder(Behaviour::default()).await;
+    let a = send(
+        Method::POST,
+        &gate.url("/api/2.0/mlflow/registered-models/obliterate"),
+        Some(&keys.token("alice", &[])),
+        &[("content-type", "application/json")],
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(
+        a.message().contains("not a route mlflow-gate knows"),
+        "{}",
+        a.message()
+    );
+    assert_eq!(upstream.count(), 0);
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn forwarded_request_carries_no_credentials_and_gate_forwarding_headers() {
+    let (gate, upstream, keys) = gate_with_recorder(Behaviour::default()).await;
+    let headers = [
+        ("content-type", "application/json"),
+        ("x-forwarded-for", "127.0.0.1"),
+        ("x-mlflow-assistant-delegation", "forged"),
+        ("x-mlflow-authorization", "Basic Zm9vOmJhcg=="),
+        ("host", "gate.example.com"),
+    ];
+    let a = send(
+        Method::POST,
+        &gate.url("/api/2.0/mlflow/registered-models/create"),
+        Some(&keys.token("alice", &[])),
+        &headers,
+        Some(r#"{"name": "m1"}"#),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let seen = upstream.last();
+    assert_eq!(seen.uri, "/api/2.0/mlflow/registered-models/create");
+    for gone in [
+        "authorization",
+        "x-mlflow-assistant-delegation",
+        "x-mlflow-authorization",
+    ] {
+        assert!(!seen.headers.contains_key(gone), "{gone} reached MLflow");
+    }
+    assert_eq!(
+        seen.headers["x-forwarded-for"], "127.0.0.1",
+        "the gate's own peer address, not the client's claim"
+    );
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert_eq!(seen.headers["x-forwarded-host"], "gate.example.com");
+    assert_eq!(seen.headers["host"], upstream.addr.to_string());
+    assert_eq!(
+        seen.body.as_ref(),
+        br#"{"name":"m1"}"#,
+        "the evaluated body, re-serialised"
+    );
+    // Hop-by-hop headers of the upstream response do not reach the client.
+    assert!(!a.headers.contains_key("x-upstream-hop"));
+    assert!(a.headers.contains_key("x-mlflow-gate-request-id"));
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn chunked_json_body_is_forwarded_with_content_length() {
+    let (gate, upstream, keys) = gate_with_recorder(Behaviour::default()).await;
+    let body = r#"{"name":"m2"}"#;
+    let req = format!(
+        "POST /api/2.0/mlflow/registered-models/create HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        keys.token("alice", &[]),
+        body.len()
+    );
+    let resp = raw(gate.addr, req.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let seen = upstream.last();
+    assert_eq!(
+        seen.headers["content-length"],
+        body.len().to_string().as_str()
+    );
+    assert!(!seen.headers.contains_key("transfer-encoding"));
+    assert_eq!(seen.body.as_ref(), body.as_bytes());
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn ambiguous_requests_are_400_and_never_forwarded() {
+    let (gate, upstream, keys) = gate_with_recorder(Behaviour::default()).await;
+    let t = keys.token("ci", &["mlflow-ci"]);
+    let json = [("content-type", "application/json")];
+    let dup = send(
+        Method::POST,
+        &gate.url(TRANSITION),
+        Some(&t),
+        &json,
+        Some(r#"{"name":"m","version":"1","stage":"Staging","stage":"Production"}"#),
+    )
+    .await;
+    assert_eq!(dup.status, StatusCode::BAD_REQUEST);
+    assert!(dup.message().contains("duplicate key"), "{}", dup.message());
+    let double = send(
+        Method::POST,
+        &gate.url(TRANSITION),
+        Some(&t),
+        &json,
+        Some(r#""{\"name\":\"m\"}""#),
+    )
+    .await;
+    assert_eq!(double.status, StatusCode::BAD_REQUEST);
+    let get_body = send(
+        Method::GET,
+        &gate.url("/api/2.0/mlflow/registered-models/get"),
+        Some(&t),
+        &[],
+        Some(r#"{"name":"m"}"#),
+    )
+    .await;
+    assert_eq!(get_body.status, StatusCode::BAD_REQUEST);
+    for path in [
+        "//api/2.0/mlflow/registered-models/create",
+        "/api/2.0/mlflow/x/../registered-models/create",
+        "/api/2.0/mlflow/registered-models/create;x",
+        "/api/2.0/mlflow/registered-models%252Fcreate",
+    ] {
+        let req = format!("POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}");
+        let resp = raw(gate.addr, req.as_bytes()).await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "{path}: {resp}");
+    }
+    let abs = format!("POST http://evil/api/2.0/mlflow/registered-models/create HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}");
+    assert!(raw(gate.addr, abs.as_bytes())
+        .await
+        .starts_with("HTTP/1.1 400"));
+    assert_eq!(upstream.count(), 0);
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn percent_encoded_path_reaches_mlflow_as_the_path_the_policy_saw() {
+    let (gate, upstream, keys) = gate_with_recorder(Behaviour::default()).await;
+    let body = r#"{"name":"m","version":"1","stage":"Production"}"#;
+    let req = format!(
+        "POST /api/2.0/mlflow/model-versions%2Ftransition-stage HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        keys.token("alice", &[]),
+        body.len()
+    );
+    let resp = raw(gate.addr, req.as_bytes()).await;
+    assert!(
+        resp.starts_with("HTTP/1.1 403"),
+        "the encoded spelling must be denied like the plain one: {resp}"
+    );
+    assert_eq!(upstream.count(), 0);
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_body_is_413() {
+    let upstream = Recorder::start(Behaviour::default()).await;
+    let keys = Keys::new();
+    let gate = GateHandle::start_toml(&config_toml(
+        upstream.addr,
+        &keys.jwks_path(),
+        &policies_dir(),
+        "max_body_bytes = 1024",
+    ))
+    .await;
+    let big = format!(r#"{{"name":"{}"}}"#, "x".repeat(2000));
+    let a = send(
+        Method::POST,
+        &gate.url("/api/2.0/mlflow/registered-models/create"),
+        Some(&keys.token("a", &[])),
+        &[("content-type", "application/json")],
+        Some(&big),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(a.json()["error_code"], "REQUEST_LIMIT_EXCEEDED");
+    assert_eq!(upstream.count(), 0);
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_and_slow_upstream_is_504() {
+    let keys = Keys::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gate =
+        GateHandle::start_toml(&config_toml(closed, &keys.jwks_path(), &policies_dir(), "")).await;
+    let a = send(
+        Method::GET,
+        &gate.url("/api/2.0/mlflow/experiments/search"),
+        Some(&keys.token("a", &[])),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(a.json()["error_code"], "TEMPORARILY_UNAVAILABLE");
+    gate.stop().await;
+
+    let slow = Recorder::start(Behaviour {
+        delay: Some(Duration::from_secs(4)),
+        ..Behaviour::default()
+    })
+    .await;
+    let gate = GateHandle::start_toml(&config_toml(
+        slow.addr,
+        &keys.jwks_path(),
+        &policies_dir(),
+        "",
+    ))
+    .await;
+    let a = send(
+        Method::GET,
+        &gate.url("/api/2.0/mlflow/experiments/search"),
+        Some(&keys.token("a", &[])),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(a.json()["error_code"], "DEADLINE_EXCEEDED");
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn http2_clients_are_served() {
+    let (gate, upstream, keys) = gate_with_recorder(Behaviour::default()).await;
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let req = http::Request::get(gate.url("/api/2.0/mlflow/experiments/search?max_results=1"))
+        .header("authorization", format!("Bearer {}", keys.token("a", &[])))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        upstream.last().uri,
+        "/api/2.0/mlflow/experiments/search?max_results=1"
+    );
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn expect_100_continue_with_a_denial_never_reads_or_forwards_the_body() {
+    let (gate, upstream, keys) = gate_with_recorder(Behaviour::default()).await;
+    let req = format!(
+        "POST {TRANSITION} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}x\r\nContent-Type: application/json\r\nContent-Length: 50\r\nExpect: 100-continue\r\n\r\n",
+        keys.token("a", &[])
+    );
+    let resp = raw(gate.addr, req.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+    assert_eq!(upstream.count(), 0);
+    gate.stop().await;
+}
