@@ -2,6 +2,8 @@
 //! MLflow reads them (`params`) and the route table mapping (method, path) to an MLflow operation (`routes`).
 
 pub mod canon;
+pub mod enrich;
 pub mod params;
-#[path = "routes_stub.rs"]
 pub mod routes;
+pub mod stamps;
+pub mod target;
