@@ -13,9 +13,7 @@ pub type GateBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A body holding these bytes.
 pub fn full(bytes: impl Into<Bytes>) -> GateBody {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
 }
 
 /// An empty body.

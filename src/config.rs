@@ -59,6 +59,9 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Time allowed until MLflow's response headers arrive (bodies then stream without a deadline).
     pub timeout: Duration,
+    /// Environment variable holding the `Authorization` value of the gate's own look-ups and stamps (only when
+    /// MLflow itself requires credentials).
+    pub service_authorization_env: Option<String>,
 }
 
 /// `[auth]`: who may call.
@@ -139,6 +142,7 @@ struct RawUpstream {
     host_header: Option<String>,
     connect_timeout_secs: Option<u64>,
     timeout_secs: Option<u64>,
+    service_authorization_env: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -187,16 +191,10 @@ impl Config {
 
     /// Parses and validates config text; `path` names the file in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let v = Validator {
-            file: path.display().to_string(),
-            base: base_dir(path),
-        };
+        let v = Validator { file: path.display().to_string(), base: base_dir(path) };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let message = e.message().to_string();
-            let at = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or_default();
+            let at = e.span().map(|s| line_col(text, s.start)).unwrap_or_default();
             v.err("(syntax)", format!("{message}{at}"))
         })?;
         Ok(Config {
@@ -230,11 +228,7 @@ struct Validator {
 
 impl Validator {
     fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            file: self.file.clone(),
-            key: key.into(),
-            message: message.into(),
-        }
+        ConfigError { file: self.file.clone(), key: key.into(), message: message.into() }
     }
 
     fn path(&self, p: &str) -> PathBuf {
@@ -249,10 +243,7 @@ impl Validator {
     fn server(&self, raw: RawServer) -> Result<ServerConfig, ConfigError> {
         let listen = raw.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
         let listen = listen.parse().map_err(|_| {
-            self.err(
-                "server.listen",
-                format!("{listen:?} is not an address such as \"127.0.0.1:8080\""),
-            )
+            self.err("server.listen", format!("{listen:?} is not an address such as \"127.0.0.1:8080\""))
         })?;
         let max_body_bytes = raw.max_body_bytes.unwrap_or(10 * 1024 * 1024);
         if max_body_bytes == 0 {
@@ -267,30 +258,15 @@ impl Validator {
     }
 
     fn upstream(&self, raw: Option<RawUpstream>) -> Result<UpstreamConfig, ConfigError> {
-        let raw = raw.ok_or_else(|| {
-            self.err(
-                "upstream",
-                "missing table [upstream] with url = \"http://...\"",
-            )
-        })?;
-        let url = raw
-            .url
-            .ok_or_else(|| self.err("upstream.url", "missing; the MLflow server's base URL"))?;
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e| self.err("upstream.url", format!("{url:?} is not a URL: {e}")))?;
+        let raw = raw.ok_or_else(|| self.err("upstream", "missing table [upstream] with url = \"http://...\""))?;
+        let url = raw.url.ok_or_else(|| self.err("upstream.url", "missing; the MLflow server's base URL"))?;
+        let uri: http::Uri = url.parse().map_err(|e| self.err("upstream.url", format!("{url:?} is not a URL: {e}")))?;
         let scheme_ok = matches!(uri.scheme_str(), Some("http") | Some("https"));
         let Some(authority) = uri.authority().filter(|_| scheme_ok).cloned() else {
-            return Err(self.err(
-                "upstream.url",
-                format!("{url:?} must be an http:// or https:// URL with a host"),
-            ));
+            return Err(self.err("upstream.url", format!("{url:?} must be an http:// or https:// URL with a host")));
         };
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-            return Err(self.err(
-                "upstream.url",
-                "must not have a path or query (MLflow is served at the root)",
-            ));
+            return Err(self.err("upstream.url", "must not have a path or query (MLflow is served at the root)"));
         }
         let url = http::Uri::builder()
             .scheme(uri.scheme_str().unwrap_or("http"))
@@ -303,27 +279,20 @@ impl Validator {
             host_header: raw.host_header.unwrap_or_else(|| authority.to_string()),
             connect_timeout: secs(raw.connect_timeout_secs, 5),
             timeout: secs(raw.timeout_secs, 120),
+            service_authorization_env: raw.service_authorization_env,
         })
     }
 
     fn auth(&self, raw: Option<RawAuth>) -> Result<AuthConfig, ConfigError> {
-        let raw = raw
-            .ok_or_else(|| self.err("auth", "missing; add at least one [[auth.issuers]] table"))?;
+        let raw = raw.ok_or_else(|| self.err("auth", "missing; add at least one [[auth.issuers]] table"))?;
         if raw.issuers.is_empty() {
             return Err(self.err("auth.issuers", "at least one [[auth.issuers]] is required"));
         }
-        let issuers = raw
-            .issuers
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| self.issuer(i, r))
-            .collect::<Result<Vec<_>, _>>()?;
+        let issuers =
+            raw.issuers.into_iter().enumerate().map(|(i, r)| self.issuer(i, r)).collect::<Result<Vec<_>, _>>()?;
         for (i, a) in issuers.iter().enumerate() {
             if issuers.iter().skip(i + 1).any(|b| b.issuer == a.issuer) {
-                return Err(self.err(
-                    &format!("auth.issuers[{i}].issuer"),
-                    format!("{:?} is listed twice", a.issuer),
-                ));
+                return Err(self.err(&format!("auth.issuers[{i}].issuer"), format!("{:?} is listed twice", a.issuer)));
             }
         }
         Ok(AuthConfig {
@@ -337,21 +306,12 @@ impl Validator {
 
     fn issuer(&self, i: usize, raw: RawIssuer) -> Result<IssuerConfig, ConfigError> {
         let key = |k: &str| format!("auth.issuers[{i}].{k}");
-        let issuer = raw
-            .issuer
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| self.err(&key("issuer"), "missing"))?;
+        let issuer = raw.issuer.filter(|s| !s.is_empty()).ok_or_else(|| self.err(&key("issuer"), "missing"))?;
         if raw.audiences.is_empty() || raw.audiences.iter().any(String::is_empty) {
-            return Err(self.err(
-                &key("audiences"),
-                "list the accepted audiences, e.g. [\"mlflow\"]",
-            ));
+            return Err(self.err(&key("audiences"), "list the accepted audiences, e.g. [\"mlflow\"]"));
         }
         if raw.algorithms.is_empty() {
-            return Err(self.err(
-                &key("algorithms"),
-                "list the accepted algorithms, e.g. [\"RS256\"]",
-            ));
+            return Err(self.err(&key("algorithms"), "list the accepted algorithms, e.g. [\"RS256\"]"));
         }
         let algorithms = raw
             .algorithms
@@ -363,55 +323,32 @@ impl Validator {
             (None, Some(f), None) => KeySource::JwksFile(self.path(&f)),
             (None, None, Some(u)) => KeySource::Discovery(self.url(&key("discovery_url"), u)?),
             _ => {
-                return Err(self.err(
-                    &format!("auth.issuers[{i}]"),
-                    "set exactly one of jwks_url, jwks_file or discovery_url",
-                ))
+                return Err(
+                    self.err(&format!("auth.issuers[{i}]"), "set exactly one of jwks_url, jwks_file or discovery_url")
+                )
             }
         };
         let groups_claim = raw.groups_claim.unwrap_or_else(|| "groups".into());
         let groups_claim: Vec<String> = groups_claim.split('.').map(str::to_owned).collect();
         if groups_claim.iter().any(String::is_empty) {
-            return Err(self.err(
-                &key("groups_claim"),
-                "must be a dotted path such as \"realm_access.roles\"",
-            ));
+            return Err(self.err(&key("groups_claim"), "must be a dotted path such as \"realm_access.roles\""));
         }
-        Ok(IssuerConfig {
-            issuer,
-            audiences: raw.audiences,
-            algorithms,
-            keys,
-            groups_claim,
-        })
+        Ok(IssuerConfig { issuer, audiences: raw.audiences, algorithms, keys, groups_claim })
     }
 
     fn url(&self, key: &str, u: String) -> Result<String, ConfigError> {
         match u.parse::<http::Uri>() {
-            Ok(uri)
-                if matches!(uri.scheme_str(), Some("http") | Some("https"))
-                    && uri.host().is_some() =>
-            {
-                Ok(u)
-            }
+            Ok(uri) if matches!(uri.scheme_str(), Some("http") | Some("https")) && uri.host().is_some() => Ok(u),
             _ => Err(self.err(key, format!("{u:?} is not an http(s) URL"))),
         }
     }
 
     fn policy(&self, raw: Option<RawPolicy>) -> Result<PolicyConfig, ConfigError> {
-        let raw = raw
-            .ok_or_else(|| self.err("policy", "missing table [policy] with dir = \"policies\""))?;
-        let dir = raw
-            .dir
-            .ok_or_else(|| self.err("policy.dir", "missing; the directory of *.rego files"))?;
-        let entrypoint = raw
-            .entrypoint
-            .unwrap_or_else(|| "data.mlflow_gate.decision".into());
+        let raw = raw.ok_or_else(|| self.err("policy", "missing table [policy] with dir = \"policies\""))?;
+        let dir = raw.dir.ok_or_else(|| self.err("policy.dir", "missing; the directory of *.rego files"))?;
+        let entrypoint = raw.entrypoint.unwrap_or_else(|| "data.mlflow_gate.decision".into());
         if !entrypoint.starts_with("data.") {
-            return Err(self.err(
-                "policy.entrypoint",
-                "must be a rule path such as \"data.mlflow_gate.decision\"",
-            ));
+            return Err(self.err("policy.entrypoint", "must be a rule path such as \"data.mlflow_gate.decision\""));
         }
         Ok(PolicyConfig {
             dir: self.path(&dir),
@@ -443,7 +380,9 @@ pub fn parse_algorithm(name: &str) -> Option<Algorithm> {
 }
 
 fn bad_alg(a: &str) -> String {
-    format!("{a:?} is not accepted; use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA (HMAC is refused)")
+    format!(
+        "{a:?} is not accepted; use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA (HMAC is refused)"
+    )
 }
 
 #[cfg(test)]

@@ -38,17 +38,12 @@ pub fn generate(alg: Algorithm, kid: &str) -> Result<DevKey, DevKeyError> {
         Algorithm::ES256 => EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
             .and_then(|k| k.to_pkcs8v1())
             .map(|d| d.as_ref().to_vec()),
-        other => {
-            return Err(DevKeyError::Key(format!(
-                "{other:?} is not supported by dev keygen; use RS256 or ES256"
-            )))
-        }
+        other => return Err(DevKeyError::Key(format!("{other:?} is not supported by dev keygen; use RS256 or ES256"))),
     }
     .map_err(|e| DevKeyError::Key(e.to_string()))?;
     let private_pem = pem("PRIVATE KEY", &der);
     let encoding = encoding_key(&private_pem, alg)?;
-    let mut jwk =
-        Jwk::from_encoding_key(&encoding, alg).map_err(|e| DevKeyError::Key(e.to_string()))?;
+    let mut jwk = Jwk::from_encoding_key(&encoding, alg).map_err(|e| DevKeyError::Key(e.to_string()))?;
     jwk.common = CommonParameters {
         key_id: Some(kid.to_string()),
         key_algorithm: Some(match alg {
@@ -58,10 +53,7 @@ pub fn generate(alg: Algorithm, kid: &str) -> Result<DevKey, DevKeyError> {
         public_key_use: Some(PublicKeyUse::Signature),
         ..Default::default()
     };
-    Ok(DevKey {
-        private_pem,
-        jwks: JwkSet { keys: vec![jwk] },
-    })
+    Ok(DevKey { private_pem, jwks: JwkSet { keys: vec![jwk] } })
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
@@ -88,8 +80,7 @@ pub fn write_dir(dir: &Path, key: &DevKey) -> Result<(), DevKeyError> {
     let io = |e: std::io::Error| DevKeyError::Io(format!("{}: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(io)?;
     std::fs::write(dir.join("signing-key.pem"), &key.private_pem).map_err(io)?;
-    let jwks =
-        serde_json::to_string_pretty(&key.jwks).map_err(|e| DevKeyError::Key(e.to_string()))?;
+    let jwks = serde_json::to_string_pretty(&key.jwks).map_err(|e| DevKeyError::Key(e.to_string()))?;
     std::fs::write(dir.join("jwks.json"), jwks).map_err(io)
 }
 
@@ -97,13 +88,9 @@ pub fn write_dir(dir: &Path, key: &DevKey) -> Result<(), DevKeyError> {
 pub fn mint_from_dir(dir: &Path, claims: &serde_json::Value) -> Result<String, DevKeyError> {
     let io = |e: std::io::Error| DevKeyError::Io(format!("{}: {e}", dir.display()));
     let pem = std::fs::read_to_string(dir.join("signing-key.pem")).map_err(io)?;
-    let jwks: JwkSet =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("jwks.json")).map_err(io)?)
-            .map_err(|e| DevKeyError::Key(format!("jwks.json: {e}")))?;
-    let jwk = jwks
-        .keys
-        .first()
-        .ok_or_else(|| DevKeyError::Key("jwks.json has no key".into()))?;
+    let jwks: JwkSet = serde_json::from_str(&std::fs::read_to_string(dir.join("jwks.json")).map_err(io)?)
+        .map_err(|e| DevKeyError::Key(format!("jwks.json: {e}")))?;
+    let jwk = jwks.keys.first().ok_or_else(|| DevKeyError::Key("jwks.json has no key".into()))?;
     let alg = match jwk.common.key_algorithm {
         Some(KeyAlgorithm::ES256) => Algorithm::ES256,
         _ => Algorithm::RS256,
@@ -112,12 +99,7 @@ pub fn mint_from_dir(dir: &Path, claims: &serde_json::Value) -> Result<String, D
 }
 
 /// Signs `claims` with a PEM private key.
-pub fn mint(
-    pem: &str,
-    alg: Algorithm,
-    kid: Option<&str>,
-    claims: &serde_json::Value,
-) -> Result<String, DevKeyError> {
+pub fn mint(pem: &str, alg: Algorithm, kid: Option<&str>, claims: &serde_json::Value) -> Result<String, DevKeyError> {
     let key = encoding_key(pem, alg)?;
     let mut header = Header::new(alg);
     header.kid = kid.map(str::to_owned);
@@ -131,9 +113,7 @@ pub fn b64url(bytes: &[u8]) -> String {
 
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -143,19 +123,15 @@ mod tests {
     #[test]
     fn generated_keys_sign_tokens_their_jwks_verifies() {
         for alg in [Algorithm::RS256, Algorithm::ES256] {
-            let key = generate(alg, "k1")
-                .map_err(|e| e.to_string())
-                .unwrap_or_else(|e| panic!("{e}"));
+            let key = generate(alg, "k1").map_err(|e| e.to_string()).unwrap_or_else(|e| panic!("{e}"));
             let claims = serde_json::json!({"sub": "a", "exp": now_secs() + 60});
             let token = mint(&key.private_pem, alg, Some("k1"), &claims).unwrap_or_default();
             let jwk = &key.jwks.keys[0];
             let dk = jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(|e| e.to_string());
             let mut v = jsonwebtoken::Validation::new(alg);
             v.required_spec_claims.clear();
-            let ok = dk.and_then(|dk| {
-                jsonwebtoken::decode::<serde_json::Value>(&token, &dk, &v)
-                    .map_err(|e| e.to_string())
-            });
+            let ok =
+                dk.and_then(|dk| jsonwebtoken::decode::<serde_json::Value>(&token, &dk, &v).map_err(|e| e.to_string()));
             assert!(ok.is_ok(), "{alg:?}: {ok:?}");
         }
     }

@@ -25,6 +25,9 @@ pub enum GateError {
     /// The policy could not be evaluated; the request is denied (details only in the log).
     #[error("the policy could not be evaluated, so the request was denied")]
     PolicyFailed,
+    /// A look-up the policy needs failed; the request is denied.
+    #[error("looking up the registry facts the policy needs failed, so the request was denied; try again shortly")]
+    LookupFailed,
     /// The issuer's signing keys are unavailable and none are cached.
     #[error("the token issuer's signing keys are unavailable; try again shortly")]
     KeysUnavailable,
@@ -47,7 +50,7 @@ impl GateError {
             GateError::PermissionDenied(_) | GateError::PolicyFailed => StatusCode::FORBIDDEN,
             GateError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GateError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            GateError::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            GateError::KeysUnavailable | GateError::LookupFailed => StatusCode::SERVICE_UNAVAILABLE,
             GateError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             GateError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GateError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -61,7 +64,7 @@ impl GateError {
             GateError::PermissionDenied(_) | GateError::PolicyFailed => "PERMISSION_DENIED",
             GateError::BadRequest(_) => "BAD_REQUEST",
             GateError::PayloadTooLarge(_) => "REQUEST_LIMIT_EXCEEDED",
-            GateError::KeysUnavailable | GateError::UpstreamUnavailable => {
+            GateError::KeysUnavailable | GateError::LookupFailed | GateError::UpstreamUnavailable => {
                 "TEMPORARILY_UNAVAILABLE"
             }
             GateError::UpstreamTimeout => "DEADLINE_EXCEEDED",
@@ -78,6 +81,7 @@ impl GateError {
             GateError::PayloadTooLarge(_) => "too_large",
             GateError::PolicyFailed => "policy_error",
             GateError::KeysUnavailable => "keys_unavailable",
+            GateError::LookupFailed => "lookup_failed",
             GateError::UpstreamUnavailable => "upstream_unavailable",
             GateError::UpstreamTimeout => "upstream_timeout",
             GateError::Internal => "internal",
@@ -87,26 +91,17 @@ impl GateError {
     /// Builds the response. `request_id` is quoted in the message so that a user can hand it to an operator.
     pub fn into_response(self, request_id: &str) -> Response<GateBody> {
         let message = match &self {
-            GateError::Unauthenticated(m)
-            | GateError::PermissionDenied(m)
-            | GateError::BadRequest(m) => {
+            GateError::Unauthenticated(m) | GateError::PermissionDenied(m) | GateError::BadRequest(m) => {
                 format!("mlflow-gate: {m} (request id {request_id})")
             }
             other => format!("mlflow-gate: {other} (request id {request_id})"),
         };
         let body = serde_json::json!({ "error_code": self.error_code(), "message": message });
         let bytes = Bytes::from(body.to_string());
-        let mut resp = Response::new(
-            Full::new(bytes)
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        );
+        let mut resp = Response::new(Full::new(bytes).map_err(|never| match never {}).boxed_unsync());
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if matches!(self, GateError::Unauthenticated(_)) {
             // RFC 6750 section 3. Bearer (not Basic), so browsers do not pop up a password dialog.
             h.insert(
@@ -126,29 +121,18 @@ mod tests {
     async fn denial_is_mlflow_error_json_with_reason_and_request_id() {
         let resp = GateError::PermissionDenied("only CI may do that".into()).into_response("r-1");
         assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         assert_eq!(v["error_code"], "PERMISSION_DENIED");
         let msg = v["message"].as_str().unwrap_or_default();
-        assert!(
-            msg.contains("only CI may do that") && msg.contains("r-1"),
-            "{msg}"
-        );
+        assert!(msg.contains("only CI may do that") && msg.contains("r-1"), "{msg}");
     }
 
     #[test]
     fn unauthenticated_carries_bearer_challenge() {
         let resp = GateError::Unauthenticated("no token".into()).into_response("r-2");
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-        let challenge = resp
-            .headers()
-            .get(header::WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok());
+        let challenge = resp.headers().get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok());
         assert!(challenge.is_some_and(|c| c.starts_with("Bearer")));
     }
 }

@@ -8,6 +8,7 @@ pub mod body;
 pub mod config;
 pub mod devkeys;
 pub mod error;
+pub mod explain;
 pub mod mlflow;
 pub mod policy;
 pub mod proxy;
@@ -38,27 +39,14 @@ pub enum StartError {
 
 /// Loads the policy, builds the authenticator and the upstream client, and warms the issuers' keys.
 pub async fn build_gate(config: Config) -> Result<Arc<Gate>, StartError> {
-    let bundle = policy::Bundle::load(
-        &config.policy.dir,
-        &config.policy.entrypoint,
-        config.policy.eval_timeout,
-    )?;
-    tracing::info!(
-        revision = bundle.revision(),
-        files = bundle.files().len(),
-        "policy bundle loaded"
-    );
+    let bundle = policy::Bundle::load(&config.policy.dir, &config.policy.entrypoint, config.policy.eval_timeout)?;
+    tracing::info!(revision = bundle.revision(), files = bundle.files().len(), "policy bundle loaded");
     let auth = auth::Authenticator::new(&config.auth)?;
     for issuer in auth.warm().await {
         tracing::warn!(%issuer, "no signing keys yet for this issuer; its tokens are refused until they load");
     }
     let upstream = proxy::Upstream::new(&config.upstream).map_err(StartError::Upstream)?;
-    Ok(Arc::new(Gate::new(
-        Arc::new(config),
-        auth,
-        policy::Policy::new(bundle),
-        upstream,
-    )))
+    Ok(Arc::new(Gate::new(Arc::new(config), auth, policy::Policy::new(bundle), upstream)))
 }
 
 /// Runs a gate on `listener` until `shutdown` completes, then drains requests in flight.

@@ -9,11 +9,7 @@ use mlflow_gate::config::Config;
 use mlflow_gate::devkeys;
 
 #[derive(Parser)]
-#[command(
-    name = "mlflow-gate",
-    version,
-    about = "A policy-enforcing reverse proxy in front of MLflow"
-)]
+#[command(name = "mlflow-gate", version, about = "A policy-enforcing reverse proxy in front of MLflow")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -36,9 +32,53 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Show the operation, target and policy input document a request would produce.
+    Explain {
+        /// HTTP method, e.g. POST.
+        method: String,
+        /// Path and query, e.g. /api/2.0/mlflow/model-versions/transition-stage.
+        path: String,
+        /// JSON request body.
+        #[arg(long)]
+        body: Option<String>,
+        /// The caller's subject.
+        #[arg(long, default_value = "alice")]
+        sub: String,
+        /// The caller's groups, comma-separated.
+        #[arg(long, default_value = "")]
+        groups: String,
+        /// With a gate config: look up registry facts in the live MLflow and show the policy's decision.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Policy tools for the security team: run the bundle's tests, evaluate an input.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
     /// Local keys and tokens for demos and tests (production tokens come from your IdP).
     #[command(subcommand)]
     Dev(Dev),
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Run every `test_*` rule of a policy directory, with a coverage summary; exits non-zero on any failure.
+    Test {
+        /// The policy directory.
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+    },
+    /// Print the decision of a policy directory for an input document.
+    Eval {
+        /// JSON input document (as `mlflow-gate explain` prints it).
+        #[arg(long)]
+        input: PathBuf,
+        /// The policy directory.
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+        /// The decision rule.
+        #[arg(long, default_value = "data.mlflow_gate.decision")]
+        entrypoint: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -86,6 +126,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config, addr_file } => serve(&config, addr_file.as_deref()),
         Command::Check { config } => check(&config),
+        Command::Explain { method, path, body, sub, groups, config } => {
+            explain(&method, &path, body.as_deref(), &sub, &groups, config.as_deref())
+        }
+        Command::Policy(cmd) => run_policy(cmd),
         Command::Dev(dev) => run_dev(dev),
     };
     match result {
@@ -111,9 +155,7 @@ fn init_logging() {
 fn serve(config_path: &Path, addr_file: Option<&Path>) -> Result<()> {
     init_logging();
     let config = Config::load(config_path)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
@@ -121,8 +163,7 @@ fn serve(config_path: &Path, addr_file: Option<&Path>) -> Result<()> {
         let addr = listener.local_addr()?;
         let gate = mlflow_gate::build_gate(config.clone()).await?;
         if let Some(file) = addr_file {
-            std::fs::write(file, addr.to_string())
-                .with_context(|| format!("cannot write {}", file.display()))?;
+            std::fs::write(file, addr.to_string()).with_context(|| format!("cannot write {}", file.display()))?;
         }
         tracing::info!(%addr, upstream = %config.upstream.url, "mlflow-gate listening");
         mlflow_gate::server::serve(
@@ -161,11 +202,8 @@ async fn shutdown_signal() {
 
 fn check(config_path: &Path) -> Result<()> {
     let config = Config::load(config_path)?;
-    let bundle = mlflow_gate::policy::Bundle::load(
-        &config.policy.dir,
-        &config.policy.entrypoint,
-        config.policy.eval_timeout,
-    )?;
+    let bundle =
+        mlflow_gate::policy::Bundle::load(&config.policy.dir, &config.policy.entrypoint, config.policy.eval_timeout)?;
     println!(
         "{}: OK ({} issuer(s); policy {} with {} file(s), revision {}; upstream {})",
         config_path.display(),
@@ -178,6 +216,76 @@ fn check(config_path: &Path) -> Result<()> {
     Ok(())
 }
 
+fn explain(method: &str, path: &str, body: Option<&str>, sub: &str, groups: &str, config: Option<&Path>) -> Result<()> {
+    let groups: Vec<String> = groups.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_owned).collect();
+    let principal = mlflow_gate::explain::principal(sub, &groups);
+    let config = config.map(Config::load).transpose()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let upstream = match &config {
+            Some(c) => Some(mlflow_gate::proxy::Upstream::new(&c.upstream).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        let e = mlflow_gate::explain::explain(method, path, body, &principal, upstream.as_ref()).await;
+        match &e.operation {
+            Ok(op) => println!(
+                "operation: {} (read_only: {}, resource: {}, public: {}, server_side_job: {})",
+                op.rpc,
+                op.read_only,
+                op.resource.as_str(),
+                op.public,
+                op.server_side_job
+            ),
+            Err(why) => println!("refused before the policy: {why}"),
+        }
+        let Some(input) = e.input else { return Ok(()) };
+        println!("target: {}", input["resource"]["target"]);
+        println!("input:\n{}", serde_json::to_string_pretty(&input)?);
+        if let Some(c) = &config {
+            let bundle = mlflow_gate::policy::Bundle::load(&c.policy.dir, &c.policy.entrypoint, c.policy.eval_timeout)?;
+            let decision = mlflow_gate::policy::evaluate(&bundle, mlflow_gate::policy::input::to_rego(&input))?;
+            println!("decision:\n{}", serde_json::to_string_pretty(&decision)?);
+        }
+        Ok(())
+    })
+}
+
+fn run_policy(cmd: PolicyCmd) -> Result<()> {
+    match cmd {
+        PolicyCmd::Test { dir } => {
+            let report = mlflow_gate::policy::testing::run(&dir)?;
+            for r in report.results.iter().filter(|r| !r.passed) {
+                println!("FAIL {} ({}): {}", r.rule, r.file.display(), r.failure.as_deref().unwrap_or(""));
+            }
+            println!("\ncoverage:");
+            for c in &report.coverage {
+                let pct = if c.coverable == 0 { 100.0 } else { 100.0 * c.covered as f64 / c.coverable as f64 };
+                let missed: Vec<String> = c.missed.iter().map(u32::to_string).collect();
+                let missed = if missed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (not covered: lines {})", missed.join(", "))
+                };
+                println!("  {:5.1}% {}/{} lines  {}{missed}", pct, c.covered, c.coverable, c.file);
+            }
+            println!("\n{} passed, {} failed", report.passed(), report.failed());
+            if report.failed() > 0 {
+                bail!("{} policy test(s) failed", report.failed());
+            }
+            Ok(())
+        }
+        PolicyCmd::Eval { input, policies, entrypoint } => {
+            let text = std::fs::read_to_string(&input).with_context(|| format!("cannot read {}", input.display()))?;
+            let value =
+                regorus::Value::from_json_str(&text).with_context(|| format!("{}: not JSON", input.display()))?;
+            let bundle = mlflow_gate::policy::Bundle::load(&policies, &entrypoint, std::time::Duration::from_secs(5))?;
+            let decision = mlflow_gate::policy::evaluate(&bundle, value)?;
+            println!("{}", serde_json::to_string_pretty(&decision)?);
+            Ok(())
+        }
+    }
+}
+
 fn run_dev(dev: Dev) -> Result<()> {
     match dev {
         Dev::Keygen { dir, alg, kid } => {
@@ -188,37 +296,19 @@ fn run_dev(dev: Dev) -> Result<()> {
             };
             let key = devkeys::generate(alg, &kid)?;
             devkeys::write_dir(&dir, &key)?;
-            println!(
-                "wrote {0}/signing-key.pem and {0}/jwks.json (kid {kid})",
-                dir.display()
-            );
+            println!("wrote {0}/signing-key.pem and {0}/jwks.json (kid {kid})", dir.display());
             Ok(())
         }
-        Dev::Token {
-            key_dir,
-            issuer,
-            audience,
-            sub,
-            groups,
-            ttl,
-            claims,
-        } => {
+        Dev::Token { key_dir, issuer, audience, sub, groups, ttl, claims } => {
             let now = devkeys::now_secs() as i64;
-            let groups: Vec<&str> = groups
-                .split(',')
-                .map(str::trim)
-                .filter(|g| !g.is_empty())
-                .collect();
+            let groups: Vec<&str> = groups.split(',').map(str::trim).filter(|g| !g.is_empty()).collect();
             let mut doc = serde_json::json!({
                 "iss": issuer, "aud": audience, "sub": sub, "groups": groups,
                 "iat": now, "exp": now + ttl,
             });
             for claim in claims {
-                let (k, v) = claim
-                    .split_once('=')
-                    .with_context(|| format!("--claim {claim}: expected key=JSON"))?;
-                let v: serde_json::Value =
-                    serde_json::from_str(v).unwrap_or(serde_json::Value::String(v.into()));
+                let (k, v) = claim.split_once('=').with_context(|| format!("--claim {claim}: expected key=JSON"))?;
+                let v: serde_json::Value = serde_json::from_str(v).unwrap_or(serde_json::Value::String(v.into()));
                 doc[k] = v;
             }
             println!("{}", devkeys::mint_from_dir(&key_dir, &doc)?);

@@ -17,8 +17,9 @@ use crate::body::{self, BoxError, CollectError, GateBody};
 use crate::config::Config;
 use crate::error::GateError;
 use crate::mlflow::canon::{self, Target};
-use crate::mlflow::params;
+use crate::mlflow::enrich::Enricher;
 use crate::mlflow::routes::{self, Operation, Resource};
+use crate::mlflow::{params, stamps, target as target_fields};
 use crate::policy::{input, Policy};
 use crate::proxy::{ClientConn, OutBody, Outgoing, Upstream};
 
@@ -31,6 +32,7 @@ pub struct Gate {
     auth: Authenticator,
     policy: Policy,
     upstream: Upstream,
+    enricher: Enricher,
 }
 
 /// What the log line of a request records.
@@ -44,18 +46,8 @@ struct Trail {
 
 impl Gate {
     /// Assembles a gate from its parts.
-    pub fn new(
-        config: Arc<Config>,
-        auth: Authenticator,
-        policy: Policy,
-        upstream: Upstream,
-    ) -> Gate {
-        Gate {
-            config,
-            auth,
-            policy,
-            upstream,
-        }
+    pub fn new(config: Arc<Config>, auth: Authenticator, policy: Policy, upstream: Upstream) -> Gate {
+        Gate { config, auth, policy, upstream, enricher: Enricher::new() }
     }
 
     /// The policy in force.
@@ -64,12 +56,7 @@ impl Gate {
     }
 
     /// Handles one request end to end. Never fails: errors become MLflow error responses.
-    pub async fn handle<B>(
-        &self,
-        req: Request<B>,
-        peer: SocketAddr,
-        tls: bool,
-    ) -> Response<GateBody>
+    pub async fn handle<B>(&self, req: Request<B>, peer: SocketAddr, tls: bool) -> Response<GateBody>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -80,16 +67,9 @@ impl Gate {
             let started = Instant::now();
             let method = req.method().clone();
             let raw_path = req.uri().path().to_owned();
-            let mut trail = Trail {
-                rpc: "-",
-                decision: "-",
-                ..Trail::default()
-            };
-            let conn = ClientConn {
-                peer_ip: peer.ip(),
-                tls,
-            };
-            let mut resp = match self.process(req, conn, &mut trail).await {
+            let mut trail = Trail { rpc: "-", decision: "-", ..Trail::default() };
+            let conn = ClientConn { peer_ip: peer.ip(), tls };
+            let mut resp = match self.process(req, conn, &id, &mut trail).await {
                 Ok(resp) => resp,
                 Err(e) => {
                     trail.decision = match (&e, trail.decision) {
@@ -123,55 +103,87 @@ impl Gate {
         &self,
         req: Request<B>,
         conn: ClientConn,
+        id: &str,
         trail: &mut Trail,
     ) -> Result<Response<GateBody>, GateError>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let target = canon::canonicalize(req.uri(), req.version())
-            .map_err(|e| GateError::BadRequest(e.0))?;
+        let target = canon::canonicalize(req.uri(), req.version()).map_err(|e| GateError::BadRequest(e.0))?;
         let op = routes::classify(req.method().as_str(), &target.path);
-        if let Some(op) = op
-            .as_ref()
-            .filter(|op| op.public || op.rpc == "CorsPreflight")
-        {
+        if let Some(op) = op.as_ref().filter(|op| op.public || op.rpc == "CorsPreflight") {
             trail.rpc = op.rpc;
             trail.decision = "public";
             let (parts, body) = req.into_parts();
-            return self
-                .forward(&parts, &target, OutBody::Stream(body::stream(body)), conn)
-                .await;
+            return self.forward(&parts, &target, OutBody::Stream(body::stream(body)), conn).await;
         }
-        let principal = self
-            .auth
-            .authenticate(req.headers())
-            .await
-            .map_err(|e| match e {
-                AuthError::Invalid(m) => GateError::Unauthenticated(m),
-                AuthError::KeysUnavailable(issuer) => {
-                    tracing::error!(%issuer, "no signing keys available; denying");
-                    GateError::KeysUnavailable
-                }
-            })?;
+        let principal = self.auth.authenticate(req.headers()).await.map_err(|e| match e {
+            AuthError::Invalid(m) => GateError::Unauthenticated(m),
+            AuthError::KeysUnavailable(issuer) => {
+                tracing::error!(%issuer, "no signing keys available; denying");
+                GateError::KeysUnavailable
+            }
+        })?;
         trail.sub = Some(principal.sub.clone());
-        let op = op
-            .or_else(|| unknown_read(req.method()))
-            .ok_or_else(|| unknown_mutation(&req, &target))?;
+        let op = op.or_else(|| unknown_read(req.method())).ok_or_else(|| unknown_mutation(&req, &target))?;
         trail.rpc = op.rpc;
         let (parts, body) = req.into_parts();
         let read = self.read_body(&parts, &target, &op, body).await?;
-        self.decide(
-            &principal,
-            &op,
-            &parts.method,
-            &target,
-            read.json.as_ref(),
-            trail,
-        )?;
-        self.forward(&parts, &target, read.out, conn).await
+        let fields =
+            target_fields::extract(parts.method.as_str(), &target.query_pairs(), read.json.as_ref(), &op.path_params)
+                .map_err(|e| GateError::BadRequest(e.0))?;
+        if let Some(key) = stamps::reserved_tag_write(&op, &fields, read.json.as_ref()) {
+            return Err(GateError::PermissionDenied(format!(
+                "the tag {key:?} is reserved: only mlflow-gate writes it (tags starting with {:?} and the run tag {:?})",
+                stamps::RESERVED_PREFIX,
+                stamps::RUN_USER_TAG
+            )));
+        }
+        let resource = self.enricher.resource(&self.upstream, &op, fields).await.map_err(|e| {
+            tracing::error!(error = %e, "enrichment failed; denying");
+            GateError::LookupFailed
+        })?;
+        self.decide(&principal, &op, &parts.method, &target, read.json.as_ref(), &resource, trail)?;
+        let out = match read.json {
+            Some(mut json) => {
+                stamps::stamp_request(&op, &mut json, &principal.sub, now_ms());
+                OutBody::Evaluated(Bytes::from(serde_json::to_vec(&json).map_err(|_| GateError::Internal)?))
+            }
+            None => read.out,
+        };
+        let resp = self.forward(&parts, &target, out, conn).await?;
+        if resp.status().is_success() {
+            self.record_history(&op, &resource, &principal.sub, id).await;
+        }
+        Ok(resp)
     }
 
+    /// After MLflow confirmed a stage change or alias move, appends it to the version's history tag. The mutation
+    /// already happened, so a failure here is logged, not returned.
+    async fn record_history(&self, op: &Operation, resource: &serde_json::Value, sub: &str, id: &str) {
+        let target = resource.get("target").and_then(|t| t.as_object());
+        let Some(target) = target else { return };
+        let Some(entry) = stamps::history_entry(op, target, sub, now_ms(), id) else { return };
+        let (Some(name), Some(version)) =
+            (target_fields::field(target, "name"), target_fields::field(target, "version"))
+        else {
+            return;
+        };
+        let previous =
+            resource.pointer("/model_version/stage_history").and_then(|h| h.as_array()).cloned().unwrap_or_default();
+        let body = serde_json::json!({
+            "name": name, "version": version, "key": stamps::STAGE_HISTORY,
+            "value": stamps::appended_history(&previous, entry),
+        });
+        match self.upstream.call_json(Method::POST, "/api/2.0/mlflow/model-versions/set-tag", Some(&body)).await {
+            Ok((status, _)) if status.is_success() => {}
+            Ok((status, reply)) => tracing::error!(%status, %reply, "recording the stage history failed"),
+            Err(e) => tracing::error!(error = %e, "recording the stage history failed"),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn decide(
         &self,
         principal: &Principal,
@@ -179,16 +191,12 @@ impl Gate {
         method: &Method,
         target: &Target,
         body: Option<&serde_json::Map<String, serde_json::Value>>,
+        resource: &serde_json::Value,
         trail: &mut Trail,
     ) -> Result<(), GateError> {
         let query = params::query_map(&target.query_pairs());
-        let facts = input::RequestFacts {
-            method: method.as_str(),
-            path: &target.path,
-            query: &query,
-            body,
-        };
-        let doc = input::build(principal, op, &facts, serde_json::json!({}));
+        let facts = input::RequestFacts { method: method.as_str(), path: &target.path, query: &query, body };
+        let doc = input::build(principal, op, &facts, resource.clone());
         let decision = self.policy.evaluate(input::to_rego(&doc)).map_err(|e| {
             tracing::error!(error = %e, "policy evaluation failed; denying");
             GateError::PolicyFailed
@@ -198,10 +206,7 @@ impl Gate {
             trail.decision = "allow";
             Ok(())
         } else if decision.reasons.is_empty() {
-            Err(GateError::PermissionDenied(format!(
-                "{} is not permitted by policy",
-                op.rpc
-            )))
+            Err(GateError::PermissionDenied(format!("{} is not permitted by policy", op.rpc)))
         } else {
             Err(GateError::PermissionDenied(decision.reasons.join("; ")))
         }
@@ -219,13 +224,9 @@ impl Gate {
         B::Error: Into<BoxError>,
     {
         let has_body = !body.is_end_stream() && body.size_hint().exact() != Some(0);
-        let reads_body =
-            !matches!(parts.method, Method::GET | Method::HEAD) || op.resource == Resource::GraphQl;
+        let reads_body = !matches!(parts.method, Method::GET | Method::HEAD) || op.resource == Resource::GraphQl;
         if !has_body {
-            return Ok(ReadBody {
-                json: None,
-                out: OutBody::Empty,
-            });
+            return Ok(ReadBody { json: None, out: OutBody::Empty });
         }
         if !reads_body {
             return Err(GateError::BadRequest(format!(
@@ -234,32 +235,19 @@ impl Gate {
             )));
         }
         if streams_body(&target.path) {
-            return Ok(ReadBody {
-                json: None,
-                out: OutBody::Stream(body::stream(body)),
-            });
+            return Ok(ReadBody { json: None, out: OutBody::Stream(body::stream(body)) });
         }
         let limit = self.config.server.max_body_bytes;
-        let bytes = body::collect_limited(body, limit)
-            .await
-            .map_err(|e| match e {
-                CollectError::TooLarge(n) => GateError::PayloadTooLarge(n),
-                CollectError::Read(e) => {
-                    GateError::BadRequest(format!("the request body could not be read: {e}"))
-                }
-            })?;
+        let bytes = body::collect_limited(body, limit).await.map_err(|e| match e {
+            CollectError::TooLarge(n) => GateError::PayloadTooLarge(n),
+            CollectError::Read(e) => GateError::BadRequest(format!("the request body could not be read: {e}")),
+        })?;
         if bytes.is_empty() {
-            return Ok(ReadBody {
-                json: None,
-                out: OutBody::Empty,
-            });
+            return Ok(ReadBody { json: None, out: OutBody::Empty });
         }
         let json = params::parse_json_object(&bytes).map_err(|e| GateError::BadRequest(e.0))?;
         let evaluated = serde_json::to_vec(&json).map_err(|_| GateError::Internal)?;
-        Ok(ReadBody {
-            json: Some(json),
-            out: OutBody::Evaluated(Bytes::from(evaluated)),
-        })
+        Ok(ReadBody { json: Some(json), out: OutBody::Evaluated(Bytes::from(evaluated)) })
     }
 
     async fn forward(
@@ -275,19 +263,12 @@ impl Gate {
             .and_then(|h| h.to_str().ok())
             .or_else(|| parts.uri.authority().map(|a| a.as_str()))
             .map(str::to_owned);
-        let out = Outgoing {
-            method: parts.method.clone(),
-            headers: &parts.headers,
-            target,
-            original_host,
-            body,
-            conn,
-        };
+        let out = Outgoing { method: parts.method.clone(), headers: &parts.headers, target, original_host, body, conn };
         self.upstream.forward(out).await
     }
 }
 
-/// The body as read for the policy, and what to forward.
+/// The body as read for the policy (normalised), or else what to forward.
 struct ReadBody {
     json: Option<serde_json::Map<String, serde_json::Value>>,
     out: OutBody,
@@ -321,6 +302,10 @@ fn unknown_mutation<B>(req: &Request<B>, target: &Target) -> GateError {
         req.method(),
         target.path
     ))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn request_id() -> String {

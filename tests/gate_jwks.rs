@@ -30,12 +30,7 @@ impl Idp {
     async fn start(jwks: String) -> Idp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let idp = Idp {
-            addr,
-            jwks: Arc::new(Mutex::new(jwks)),
-            hits: Arc::default(),
-            down: Arc::default(),
-        };
+        let idp = Idp { addr, jwks: Arc::new(Mutex::new(jwks)), hits: Arc::default(), down: Arc::default() };
         let (jwks, hits, down) = (idp.jwks.clone(), idp.hits.clone(), idp.down.clone());
         tokio::spawn(async move {
             loop {
@@ -47,18 +42,13 @@ impl Idp {
                         async move {
                             let body = match req.uri().path() {
                                 "/.well-known/openid-configuration" => {
-                                    format!(
-                                        r#"{{"issuer":"{ISSUER}","jwks_uri":"http://{addr}/jwks"}}"#
-                                    )
+                                    format!(r#"{{"issuer":"{ISSUER}","jwks_uri":"http://{addr}/jwks"}}"#)
                                 }
                                 _ => {
                                     hits.fetch_add(1, Ordering::SeqCst);
                                     if down.load(Ordering::SeqCst) {
                                         return Ok::<_, Infallible>(
-                                            Response::builder()
-                                                .status(503)
-                                                .body(Full::new(Bytes::new()))
-                                                .unwrap(),
+                                            Response::builder().status(503).body(Full::new(Bytes::new())).unwrap(),
                                         );
                                     }
                                     jwks.lock().unwrap().clone()
@@ -67,9 +57,7 @@ impl Idp {
                             Ok(Response::new(Full::new(Bytes::from(body))))
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(s), svc)
-                        .await;
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
                 });
             }
         });
@@ -82,13 +70,7 @@ fn key(kid: &str) -> devkeys::DevKey {
 }
 
 fn token(k: &devkeys::DevKey, kid: &str) -> String {
-    devkeys::mint(
-        &k.private_pem,
-        jsonwebtoken::Algorithm::RS256,
-        Some(kid),
-        &Keys::claims("alice", &[]),
-    )
-    .unwrap()
+    devkeys::mint(&k.private_pem, jsonwebtoken::Algorithm::RS256, Some(kid), &Keys::claims("alice", &[])).unwrap()
 }
 
 fn gate_toml(upstream: SocketAddr, source: &str, cache_secs: u64, min_refresh: u64) -> String {
@@ -114,15 +96,7 @@ dir = "{}"
 }
 
 async fn status(gate: &GateHandle, token: &str) -> StatusCode {
-    send(
-        Method::GET,
-        &gate.url("/api/2.0/mlflow/experiments/search"),
-        Some(token),
-        &[],
-        None,
-    )
-    .await
-    .status
+    send(Method::GET, &gate.url("/api/2.0/mlflow/experiments/search"), Some(token), &[], None).await.status
 }
 
 #[tokio::test]
@@ -130,10 +104,7 @@ async fn discovery_document_leads_to_the_jwks() {
     let k1 = key("k1");
     let idp = Idp::start(serde_json::to_string(&k1.jwks).unwrap()).await;
     let upstream = Recorder::start(Behaviour::default()).await;
-    let source = format!(
-        r#"discovery_url = "http://{}/.well-known/openid-configuration""#,
-        idp.addr
-    );
+    let source = format!(r#"discovery_url = "http://{}/.well-known/openid-configuration""#, idp.addr);
     let gate = GateHandle::start_toml(&gate_toml(upstream.addr, &source, 300, 30)).await;
     assert_eq!(status(&gate, &token(&k1, "k1")).await, StatusCode::OK);
     gate.stop().await;
@@ -148,18 +119,12 @@ async fn rotated_key_is_fetched_once_and_random_kids_cannot_hammer_the_idp() {
     let gate = GateHandle::start_toml(&gate_toml(upstream.addr, &source, 300, 2)).await;
     assert_eq!(status(&gate, &token(&k1, "k1")).await, StatusCode::OK);
     let after_start = idp.hits.load(Ordering::SeqCst);
-    assert_eq!(
-        after_start, 1,
-        "keys are fetched once at start and then cached"
-    );
+    assert_eq!(after_start, 1, "keys are fetched once at start and then cached");
 
     // 50 tokens with unknown kids: at most one refetch within the minimum interval.
     let stranger = key("x");
     for i in 0..50 {
-        assert_eq!(
-            status(&gate, &token(&stranger, &format!("random-{i}"))).await,
-            StatusCode::UNAUTHORIZED
-        );
+        assert_eq!(status(&gate, &token(&stranger, &format!("random-{i}"))).await, StatusCode::UNAUTHORIZED);
     }
     assert!(
         idp.hits.load(Ordering::SeqCst) <= after_start + 1,
@@ -173,10 +138,7 @@ async fn rotated_key_is_fetched_once_and_random_kids_cannot_hammer_the_idp() {
     *idp.jwks.lock().unwrap() = serde_json::to_string(&both).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while status(&gate, &token(&k2, "k2")).await != StatusCode::OK {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the rotated key was never picked up"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "the rotated key was never picked up");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(status(&gate, &token(&k1, "k1")).await, StatusCode::OK);
@@ -202,10 +164,7 @@ async fn stale_keys_are_kept_while_the_idp_is_down() {
         );
     }
     let refetches = idp.hits.load(Ordering::SeqCst) - hits_before;
-    assert!(
-        (1..=5).contains(&refetches),
-        "expected a few rate-limited refetch attempts, saw {refetches}"
-    );
+    assert!((1..=5).contains(&refetches), "expected a few rate-limited refetch attempts, saw {refetches}");
     gate.stop().await;
 }
 
@@ -216,10 +175,7 @@ async fn no_keys_at_all_denies_with_503() {
     let upstream = Recorder::start(Behaviour::default()).await;
     let source = format!(r#"jwks_url = "http://{}/jwks""#, idp.addr);
     let gate = GateHandle::start_toml(&gate_toml(upstream.addr, &source, 300, 1)).await;
-    assert_eq!(
-        status(&gate, &token(&key("k1"), "k1")).await,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    assert_eq!(status(&gate, &token(&key("k1"), "k1")).await, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(upstream.count(), 0);
     gate.stop().await;
 }

@@ -14,8 +14,7 @@ const TRANSITION: &str = "/api/2.0/mlflow/model-versions/transition-stage";
 #[tokio::test]
 async fn policy_denial_is_403_with_reasons_and_nothing_reaches_mlflow() {
     let (gate, upstream, keys) = gate_with_recorder(Behaviour::default()).await;
-    let body =
-        r#"{"name":"fraud","version":"1","stage":"production","archive_existing_versions":true}"#;
+    let body = r#"{"name":"fraud","version":"1","stage":"production","archive_existing_versions":true}"#;
     let a = send(
         Method::POST,
         &gate.url(TRANSITION),
@@ -26,13 +25,9 @@ async fn policy_denial_is_403_with_reasons_and_nothing_reaches_mlflow() {
     .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
     assert_eq!(a.json()["error_code"], "PERMISSION_DENIED");
-    assert!(
-        a.message()
-            .contains("only the CI service account may transition to Production"),
-        "{}",
-        a.message()
-    );
-    assert_eq!(upstream.count(), 0);
+    assert!(a.message().contains("only the CI service account may transition to Production"), "{}", a.message());
+    assert_eq!(upstream.hits(TRANSITION), 0);
+    assert_eq!(upstream.mutations(), 0, "only the gate's own look-ups may reach MLflow before a decision");
     let ok = send(
         Method::POST,
         &gate.url(TRANSITION),
@@ -42,7 +37,7 @@ async fn policy_denial_is_403_with_reasons_and_nothing_reaches_mlflow() {
     )
     .await;
     assert_eq!(ok.status, StatusCode::OK);
-    assert_eq!(upstream.count(), 1);
+    assert_eq!(upstream.hits(TRANSITION), 1);
     gate.stop().await;
 }
 
@@ -58,11 +53,7 @@ async fn unknown_mutating_route_is_denied_without_reaching_mlflow() {
     )
     .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
-    assert!(
-        a.message().contains("not a route mlflow-gate knows"),
-        "{}",
-        a.message()
-    );
+    assert!(a.message().contains("not a route mlflow-gate knows"), "{}", a.message());
     assert_eq!(upstream.count(), 0);
     gate.stop().await;
 }
@@ -86,26 +77,19 @@ async fn forwarded_request_carries_no_credentials_and_gate_forwarding_headers() 
     )
     .await;
     assert_eq!(a.status, StatusCode::OK);
-    let seen = upstream.last();
-    assert_eq!(seen.uri, "/api/2.0/mlflow/registered-models/create");
-    for gone in [
-        "authorization",
-        "x-mlflow-assistant-delegation",
-        "x-mlflow-authorization",
-    ] {
+    let seen = upstream.last_to("/api/2.0/mlflow/registered-models/create");
+    for gone in ["authorization", "x-mlflow-assistant-delegation", "x-mlflow-authorization"] {
         assert!(!seen.headers.contains_key(gone), "{gone} reached MLflow");
     }
-    assert_eq!(
-        seen.headers["x-forwarded-for"], "127.0.0.1",
-        "the gate's own peer address, not the client's claim"
-    );
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1", "the gate's own peer address, not the client's claim");
     assert_eq!(seen.headers["x-forwarded-proto"], "http");
     assert_eq!(seen.headers["x-forwarded-host"], "gate.example.com");
     assert_eq!(seen.headers["host"], upstream.addr.to_string());
+    let forwarded: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
     assert_eq!(
-        seen.body.as_ref(),
-        br#"{"name":"m1"}"#,
-        "the evaluated body, re-serialised"
+        forwarded,
+        serde_json::json!({"name": "m1", "tags": [{"key": "mlflow_gate.created_by", "value": "alice"}]}),
+        "the evaluated body, re-serialised, plus the gate's creator stamp"
     );
     // Hop-by-hop headers of the upstream response do not reach the client.
     assert!(!a.headers.contains_key("x-upstream-hop"));
@@ -124,13 +108,11 @@ async fn chunked_json_body_is_forwarded_with_content_length() {
     );
     let resp = raw(gate.addr, req.as_bytes()).await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    let seen = upstream.last();
-    assert_eq!(
-        seen.headers["content-length"],
-        body.len().to_string().as_str()
-    );
+    let seen = upstream.last_to("/api/2.0/mlflow/registered-models/create");
+    assert_eq!(seen.headers["content-length"], seen.body.len().to_string().as_str());
     assert!(!seen.headers.contains_key("transfer-encoding"));
-    assert_eq!(seen.body.as_ref(), body.as_bytes());
+    let forwarded: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+    assert_eq!(forwarded["name"], "m2");
     gate.stop().await;
 }
 
@@ -149,23 +131,11 @@ async fn ambiguous_requests_are_400_and_never_forwarded() {
     .await;
     assert_eq!(dup.status, StatusCode::BAD_REQUEST);
     assert!(dup.message().contains("duplicate key"), "{}", dup.message());
-    let double = send(
-        Method::POST,
-        &gate.url(TRANSITION),
-        Some(&t),
-        &json,
-        Some(r#""{\"name\":\"m\"}""#),
-    )
-    .await;
+    let double = send(Method::POST, &gate.url(TRANSITION), Some(&t), &json, Some(r#""{\"name\":\"m\"}""#)).await;
     assert_eq!(double.status, StatusCode::BAD_REQUEST);
-    let get_body = send(
-        Method::GET,
-        &gate.url("/api/2.0/mlflow/registered-models/get"),
-        Some(&t),
-        &[],
-        Some(r#"{"name":"m"}"#),
-    )
-    .await;
+    let get_body =
+        send(Method::GET, &gate.url("/api/2.0/mlflow/registered-models/get"), Some(&t), &[], Some(r#"{"name":"m"}"#))
+            .await;
     assert_eq!(get_body.status, StatusCode::BAD_REQUEST);
     for path in [
         "//api/2.0/mlflow/registered-models/create",
@@ -178,9 +148,7 @@ async fn ambiguous_requests_are_400_and_never_forwarded() {
         assert!(resp.starts_with("HTTP/1.1 400"), "{path}: {resp}");
     }
     let abs = format!("POST http://evil/api/2.0/mlflow/registered-models/create HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}");
-    assert!(raw(gate.addr, abs.as_bytes())
-        .await
-        .starts_with("HTTP/1.1 400"));
+    assert!(raw(gate.addr, abs.as_bytes()).await.starts_with("HTTP/1.1 400"));
     assert_eq!(upstream.count(), 0);
     gate.stop().await;
 }
@@ -195,11 +163,8 @@ async fn percent_encoded_path_reaches_mlflow_as_the_path_the_policy_saw() {
         body.len()
     );
     let resp = raw(gate.addr, req.as_bytes()).await;
-    assert!(
-        resp.starts_with("HTTP/1.1 403"),
-        "the encoded spelling must be denied like the plain one: {resp}"
-    );
-    assert_eq!(upstream.count(), 0);
+    assert!(resp.starts_with("HTTP/1.1 403"), "the encoded spelling must be denied like the plain one: {resp}");
+    assert_eq!(upstream.mutations(), 0);
     gate.stop().await;
 }
 
@@ -232,44 +197,18 @@ async fn oversized_body_is_413() {
 #[tokio::test]
 async fn upstream_down_is_502_and_slow_upstream_is_504() {
     let keys = Keys::new();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let gate =
-        GateHandle::start_toml(&config_toml(closed, &keys.jwks_path(), &policies_dir(), "")).await;
-    let a = send(
-        Method::GET,
-        &gate.url("/api/2.0/mlflow/experiments/search"),
-        Some(&keys.token("a", &[])),
-        &[],
-        None,
-    )
-    .await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let gate = GateHandle::start_toml(&config_toml(closed, &keys.jwks_path(), &policies_dir(), "")).await;
+    let a = send(Method::GET, &gate.url("/api/2.0/mlflow/experiments/search"), Some(&keys.token("a", &[])), &[], None)
+        .await;
     assert_eq!(a.status, StatusCode::BAD_GATEWAY);
     assert_eq!(a.json()["error_code"], "TEMPORARILY_UNAVAILABLE");
     gate.stop().await;
 
-    let slow = Recorder::start(Behaviour {
-        delay: Some(Duration::from_secs(4)),
-        ..Behaviour::default()
-    })
-    .await;
-    let gate = GateHandle::start_toml(&config_toml(
-        slow.addr,
-        &keys.jwks_path(),
-        &policies_dir(),
-        "",
-    ))
-    .await;
-    let a = send(
-        Method::GET,
-        &gate.url("/api/2.0/mlflow/experiments/search"),
-        Some(&keys.token("a", &[])),
-        &[],
-        None,
-    )
-    .await;
+    let slow = Recorder::start(Behaviour { delay: Some(Duration::from_secs(4)), ..Behaviour::default() }).await;
+    let gate = GateHandle::start_toml(&config_toml(slow.addr, &keys.jwks_path(), &policies_dir(), "")).await;
+    let a = send(Method::GET, &gate.url("/api/2.0/mlflow/experiments/search"), Some(&keys.token("a", &[])), &[], None)
+        .await;
     assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(a.json()["error_code"], "DEADLINE_EXCEEDED");
     gate.stop().await;
@@ -279,9 +218,7 @@ async fn upstream_down_is_502_and_slow_upstream_is_504() {
 async fn http2_clients_are_served() {
     let (gate, upstream, keys) = gate_with_recorder(Behaviour::default()).await;
     let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .http2_only(true)
-            .build_http();
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).http2_only(true).build_http();
     let req = http::Request::get(gate.url("/api/2.0/mlflow/experiments/search?max_results=1"))
         .header("authorization", format!("Bearer {}", keys.token("a", &[])))
         .body(http_body_util::Full::new(bytes::Bytes::new()))
@@ -289,10 +226,7 @@ async fn http2_clients_are_served() {
     let resp = client.request(req).await.unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_2);
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(
-        upstream.last().uri,
-        "/api/2.0/mlflow/experiments/search?max_results=1"
-    );
+    assert_eq!(upstream.last().uri, "/api/2.0/mlflow/experiments/search?max_results=1");
     gate.stop().await;
 }
 

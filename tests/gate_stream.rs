@@ -26,12 +26,8 @@ fn peak_rss_bytes() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gib_artifact_streams_both_ways_without_buffering() {
-    let (gate, upstream, keys) = gate_with_recorder(Behaviour {
-        big_bytes: GIB,
-        count_only: true,
-        ..Behaviour::default()
-    })
-    .await;
+    let (gate, upstream, keys) =
+        gate_with_recorder(Behaviour { big_bytes: GIB, count_only: true, ..Behaviour::default() }).await;
     let token = keys.token("alice", &[]);
     let before = peak_rss_bytes();
 
@@ -41,30 +37,21 @@ async fn one_gib_artifact_streams_both_ways_without_buffering() {
         (0..GIB / MIB).map(move |_| Ok::<_, Infallible>(hyper::body::Frame::data(chunk.clone()))),
     );
     let client: Client<_, StreamBody<_>> = Client::builder(TokioExecutor::new()).build_http();
-    let req = http::Request::put(
-        gate.url("/api/2.0/mlflow-artifacts/artifacts/0/run1/artifacts/big.bin"),
-    )
-    .header("authorization", format!("Bearer {token}"))
-    .header("content-length", GIB.to_string())
-    .body(StreamBody::new(frames))
-    .unwrap();
+    let req = http::Request::put(gate.url("/api/2.0/mlflow-artifacts/artifacts/0/run1/artifacts/big.bin"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-length", GIB.to_string())
+        .body(StreamBody::new(frames))
+        .unwrap();
     let resp = client.request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(
-        upstream.last().body_len,
-        GIB,
-        "the upstream did not receive the whole upload"
-    );
+    assert_eq!(upstream.last().body_len, GIB, "the upstream did not receive the whole upload");
 
     // Download: GET of a 1 GiB body, counted as it arrives.
-    let get: Client<_, http_body_util::Empty<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let req = http::Request::get(
-        gate.url("/api/2.0/mlflow-artifacts/artifacts/0/run1/artifacts/big.bin"),
-    )
-    .header("authorization", format!("Bearer {token}"))
-    .body(http_body_util::Empty::new())
-    .unwrap();
+    let get: Client<_, http_body_util::Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let req = http::Request::get(gate.url("/api/2.0/mlflow-artifacts/artifacts/0/run1/artifacts/big.bin"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
     let mut body = get.request(req).await.unwrap().into_body();
     let mut received = 0u64;
     while let Some(frame) = body.frame().await {
@@ -75,10 +62,6 @@ async fn one_gib_artifact_streams_both_ways_without_buffering() {
     assert_eq!(received, GIB);
 
     let growth = peak_rss_bytes().saturating_sub(before);
-    assert!(
-        growth < 256 * MIB,
-        "peak memory grew by {} MiB while streaming 2 GiB",
-        growth / MIB
-    );
+    assert!(growth < 256 * MIB, "peak memory grew by {} MiB while streaming 2 GiB", growth / MIB);
     gate.stop().await;
 }

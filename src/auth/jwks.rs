@@ -43,20 +43,8 @@ impl KeySet {
     pub fn candidates(&self, kid: Option<&str>, alg: Algorithm) -> Vec<VerifyKey> {
         let usable = |k: &&VerifyKey| k.algorithms.contains(&alg);
         match kid {
-            Some(kid) => self
-                .by_kid
-                .get(kid)
-                .filter(usable)
-                .cloned()
-                .into_iter()
-                .collect(),
-            None => self
-                .by_kid
-                .values()
-                .chain(self.without_kid.iter())
-                .filter(usable)
-                .cloned()
-                .collect(),
+            Some(kid) => self.by_kid.get(kid).filter(usable).cloned().into_iter().collect(),
+            None => self.by_kid.values().chain(self.without_kid.iter()).filter(usable).cloned().collect(),
         }
     }
 
@@ -81,11 +69,7 @@ impl KeySet {
         let mut set = KeySet::default();
         let mut skipped = Vec::new();
         for jwk in &jwks.keys {
-            let label = jwk
-                .common
-                .key_id
-                .clone()
-                .unwrap_or_else(|| "(no kid)".into());
+            let label = jwk.common.key_id.clone().unwrap_or_else(|| "(no kid)".into());
             match usable_key(jwk, allowed) {
                 Ok(vk) => match &jwk.common.key_id {
                     Some(kid) => {
@@ -115,9 +99,7 @@ fn usable_key(jwk: &Jwk, allowed: &[Algorithm]) -> Result<VerifyKey, String> {
         ],
         AlgorithmParameters::EllipticCurve(_) => &[Algorithm::ES256, Algorithm::ES384],
         AlgorithmParameters::OctetKeyPair(_) => &[Algorithm::EdDSA],
-        AlgorithmParameters::OctetKey(_) => {
-            return Err("a symmetric (oct) key, never accepted from a JWKS".into())
-        }
+        AlgorithmParameters::OctetKey(_) => return Err("a symmetric (oct) key, never accepted from a JWKS".into()),
         _ => return Err("an unsupported key type".into()),
     };
     let algorithms: Vec<Algorithm> = match jwk.common.key_algorithm {
@@ -130,18 +112,12 @@ fn usable_key(jwk: &Jwk, allowed: &[Algorithm]) -> Result<VerifyKey, String> {
         }
         None => family_algs.to_vec(),
     };
-    let algorithms: Vec<Algorithm> = algorithms
-        .into_iter()
-        .filter(|a| allowed.contains(a))
-        .collect();
+    let algorithms: Vec<Algorithm> = algorithms.into_iter().filter(|a| allowed.contains(a)).collect();
     if algorithms.is_empty() {
         return Err("its algorithm is not in this issuer's allowed algorithms".into());
     }
     let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("unreadable key: {e}"))?;
-    Ok(VerifyKey {
-        key: Arc::new(key),
-        algorithms,
-    })
+    Ok(VerifyKey { key: Arc::new(key), algorithms })
 }
 
 fn key_algorithm(ka: KeyAlgorithm) -> Option<Algorithm> {
@@ -170,10 +146,8 @@ pub enum FetchError {
     Document(String),
 }
 
-type HttpsClient = Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    Empty<Bytes>,
->;
+type HttpsClient =
+    Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Empty<Bytes>>;
 
 /// Fetches documents over http(s) with a timeout and a size cap.
 #[derive(Clone)]
@@ -186,9 +160,7 @@ impl Fetcher {
     pub fn new() -> Result<Fetcher, FetchError> {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
-            .map_err(|e| {
-                FetchError::Transport(format!("cannot load system root certificates: {e}"))
-            })?
+            .map_err(|e| FetchError::Transport(format!("cannot load system root certificates: {e}")))?
             .https_or_http()
             .enable_http1()
             .build();
@@ -197,37 +169,24 @@ impl Fetcher {
     }
 
     async fn get_json(&self, url: &str) -> Result<serde_json::Value, FetchError> {
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e| FetchError::Transport(format!("bad URL {url}: {e}")))?;
+        let uri: http::Uri = url.parse().map_err(|e| FetchError::Transport(format!("bad URL {url}: {e}")))?;
         let req = http::Request::get(uri)
             .header(http::header::ACCEPT, "application/json")
             .body(Empty::new())
             .map_err(|e| FetchError::Transport(e.to_string()))?;
         let resp = tokio::time::timeout(FETCH_TIMEOUT, self.client.request(req))
             .await
-            .map_err(|_| {
-                FetchError::Transport(format!("{url}: no answer within {FETCH_TIMEOUT:?}"))
-            })?
+            .map_err(|_| FetchError::Transport(format!("{url}: no answer within {FETCH_TIMEOUT:?}")))?
             .map_err(|e| FetchError::Transport(format!("{url}: {e}")))?;
         if !resp.status().is_success() {
-            return Err(FetchError::Transport(format!(
-                "{url}: HTTP {}",
-                resp.status()
-            )));
+            return Err(FetchError::Transport(format!("{url}: HTTP {}", resp.status())));
         }
-        let body = tokio::time::timeout(
-            FETCH_TIMEOUT,
-            Limited::new(resp.into_body(), MAX_DOCUMENT_BYTES).collect(),
-        )
-        .await
-        .map_err(|_| {
-            FetchError::Transport(format!("{url}: body not received within {FETCH_TIMEOUT:?}"))
-        })?
-        .map_err(|e| FetchError::Transport(format!("{url}: {e}")))?
-        .to_bytes();
-        serde_json::from_slice(&body)
-            .map_err(|e| FetchError::Document(format!("{url}: not JSON: {e}")))
+        let body = tokio::time::timeout(FETCH_TIMEOUT, Limited::new(resp.into_body(), MAX_DOCUMENT_BYTES).collect())
+            .await
+            .map_err(|_| FetchError::Transport(format!("{url}: body not received within {FETCH_TIMEOUT:?}")))?
+            .map_err(|e| FetchError::Transport(format!("{url}: {e}")))?
+            .to_bytes();
+        serde_json::from_slice(&body).map_err(|e| FetchError::Document(format!("{url}: not JSON: {e}")))
     }
 }
 
@@ -263,19 +222,9 @@ pub struct IssuerKeys {
 
 impl IssuerKeys {
     /// Keys for an issuer, cached for `ttl`, refetched at most every `min_refresh` when forced.
-    pub fn new(
-        config: Arc<IssuerConfig>,
-        fetcher: Fetcher,
-        ttl: Duration,
-        min_refresh: Duration,
-    ) -> IssuerKeys {
-        let cache = Cache::builder()
-            .max_capacity(1)
-            .expire_after(CacheExpiry {
-                fresh: ttl,
-                stale: min_refresh,
-            })
-            .build();
+    pub fn new(config: Arc<IssuerConfig>, fetcher: Fetcher, ttl: Duration, min_refresh: Duration) -> IssuerKeys {
+        let cache =
+            Cache::builder().max_capacity(1).expire_after(CacheExpiry { fresh: ttl, stale: min_refresh }).build();
         IssuerKeys {
             config,
             fetcher,
@@ -329,11 +278,7 @@ impl IssuerKeys {
     }
 
     fn recently_failed(&self) -> bool {
-        self.last_failure
-            .lock()
-            .ok()
-            .and_then(|t| *t)
-            .is_some_and(|t| t.elapsed() < self.min_refresh)
+        self.last_failure.lock().ok().and_then(|t| *t).is_some_and(|t| t.elapsed() < self.min_refresh)
     }
 
     async fn load(&self) -> Result<Cached, Arc<FetchError>> {
@@ -370,9 +315,8 @@ impl IssuerKeys {
                 let text = tokio::fs::read(path)
                     .await
                     .map_err(|e| FetchError::Transport(format!("{}: {e}", path.display())))?;
-                serde_json::from_slice(&text).map_err(|e| {
-                    FetchError::Document(format!("{}: not JSON: {e}", path.display()))
-                })?
+                serde_json::from_slice(&text)
+                    .map_err(|e| FetchError::Document(format!("{}: not JSON: {e}", path.display())))?
             }
             KeySource::JwksUrl(url) => self.fetcher.get_json(url).await?,
             KeySource::Discovery(url) => {
@@ -380,16 +324,14 @@ impl IssuerKeys {
                 self.fetcher.get_json(&jwks_uri).await?
             }
         };
-        let jwks: JwkSet = serde_json::from_value(doc)
-            .map_err(|e| FetchError::Document(format!("not a JWKS document: {e}")))?;
+        let jwks: JwkSet =
+            serde_json::from_value(doc).map_err(|e| FetchError::Document(format!("not a JWKS document: {e}")))?;
         let (set, skipped) = KeySet::from_jwks(&jwks, &self.config.algorithms);
         for why in skipped {
             tracing::warn!(issuer = %self.config.issuer, key = %why, "ignoring a key of the issuer's JWKS");
         }
         if set.is_empty() {
-            return Err(FetchError::Document(
-                "the JWKS holds no usable signing key".into(),
-            ));
+            return Err(FetchError::Document("the JWKS holds no usable signing key".into()));
         }
         Ok(set)
     }
@@ -401,10 +343,7 @@ impl IssuerKeys {
             return Ok(uri);
         }
         let doc = self.fetcher.get_json(url).await?;
-        let issuer = doc
-            .get("issuer")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default();
+        let issuer = doc.get("issuer").and_then(|v| v.as_str()).unwrap_or_default();
         if issuer != self.config.issuer {
             return Err(FetchError::Document(format!(
                 "{url}: the discovery document is for issuer {issuer:?}, not {:?}",
@@ -415,11 +354,7 @@ impl IssuerKeys {
             .get("jwks_uri")
             .and_then(|v| v.as_str())
             .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
-            .ok_or_else(|| {
-                FetchError::Document(format!(
-                    "{url}: no http(s) jwks_uri in the discovery document"
-                ))
-            })?
+            .ok_or_else(|| FetchError::Document(format!("{url}: no http(s) jwks_uri in the discovery document")))?
             .to_string();
         if let Ok(mut u) = self.jwks_uri.write() {
             *u = Some(jwks_uri.clone());

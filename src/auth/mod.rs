@@ -52,20 +52,9 @@ impl Authenticator {
         let issuers = config
             .issuers
             .iter()
-            .map(|i| {
-                IssuerKeys::new(
-                    Arc::new(i.clone()),
-                    fetcher.clone(),
-                    config.jwks_cache,
-                    config.jwks_min_refresh,
-                )
-            })
+            .map(|i| IssuerKeys::new(Arc::new(i.clone()), fetcher.clone(), config.jwks_cache, config.jwks_min_refresh))
             .collect();
-        Ok(Authenticator {
-            issuers,
-            max_token_bytes: config.max_token_bytes,
-            leeway_secs: config.leeway_secs,
-        })
+        Ok(Authenticator { issuers, max_token_bytes: config.max_token_bytes, leeway_secs: config.leeway_secs })
     }
 
     /// Loads every issuer's keys once, so the first request does not pay for it. Returns the issuers whose keys
@@ -84,16 +73,9 @@ impl Authenticator {
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
         let token = token::bearer_token(headers, self.max_token_bytes).map_err(invalid)?;
         let parts = token::parse(token).map_err(invalid)?;
-        let issuer = self
-            .issuers
-            .iter()
-            .find(|i| i.issuer().issuer == parts.issuer)
-            .ok_or_else(|| {
-                AuthError::Invalid(format!(
-                    "the token's issuer {:?} is not trusted by this gate",
-                    parts.issuer
-                ))
-            })?;
+        let issuer = self.issuers.iter().find(|i| i.issuer().issuer == parts.issuer).ok_or_else(|| {
+            AuthError::Invalid(format!("the token's issuer {:?} is not trusted by this gate", parts.issuer))
+        })?;
         let config = issuer.issuer();
         if !config.algorithms.contains(&parts.alg) {
             return Err(AuthError::Invalid(format!(
@@ -101,10 +83,7 @@ impl Authenticator {
                 parts.alg, config.issuer
             )));
         }
-        let keys = issuer
-            .current()
-            .await
-            .ok_or_else(|| AuthError::KeysUnavailable(config.issuer.clone()))?;
+        let keys = issuer.current().await.ok_or_else(|| AuthError::KeysUnavailable(config.issuer.clone()))?;
         let mut candidates = keys.candidates(parts.kid.as_deref(), parts.alg);
         if candidates.is_empty() {
             if let Some(kid) = parts.kid.as_deref().filter(|k| !keys.has_kid(k)) {
@@ -124,8 +103,7 @@ impl Authenticator {
                 parts.alg
             )));
         }
-        let claims = token::verify(token, &candidates, parts.alg, config, self.leeway_secs)
-            .map_err(invalid)?;
+        let claims = token::verify(token, &candidates, parts.alg, config, self.leeway_secs).map_err(invalid)?;
         token::principal(claims, config).map_err(invalid)
     }
 }

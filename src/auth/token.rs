@@ -15,7 +15,9 @@ use crate::config::{parse_algorithm, IssuerConfig};
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TokenError {
     /// No Authorization header.
-    #[error("authentication required: send 'Authorization: Bearer <token>' (MLflow clients: set MLFLOW_TRACKING_TOKEN)")]
+    #[error(
+        "authentication required: send 'Authorization: Bearer <token>' (MLflow clients: set MLFLOW_TRACKING_TOKEN)"
+    )]
     Missing,
     /// Basic credentials, or another scheme.
     #[error("only bearer tokens are accepted (MLflow clients: unset MLFLOW_TRACKING_USERNAME/PASSWORD and set MLFLOW_TRACKING_TOKEN)")]
@@ -111,22 +113,15 @@ pub fn header_segment_checks(header: &serde_json::Value) -> Result<Algorithm, To
             return Err(TokenError::BadType(typ.to_string()));
         }
     }
-    let alg = obj
-        .get("alg")
-        .and_then(|a| a.as_str())
-        .unwrap_or("(missing)");
+    let alg = obj.get("alg").and_then(|a| a.as_str()).unwrap_or("(missing)");
     parse_algorithm(alg).ok_or_else(|| TokenError::BadAlgorithm(alg.to_string()))
 }
 
 /// Reads header and payload without verifying anything, to choose issuer and key.
 pub fn parse(token: &str) -> Result<Parts, TokenError> {
     let mut segments = token.split('.');
-    let (Some(h), Some(p), Some(_sig), None) = (
-        segments.next(),
-        segments.next(),
-        segments.next(),
-        segments.next(),
-    ) else {
+    let (Some(h), Some(p), Some(_sig), None) = (segments.next(), segments.next(), segments.next(), segments.next())
+    else {
         return Err(TokenError::NotJwt);
     };
     let header = decode_segment(h)?;
@@ -137,23 +132,13 @@ pub fn parse(token: &str) -> Result<Parts, TokenError> {
         Some(_) => return Err(TokenError::NotJwt),
     };
     let payload = decode_segment(p)?;
-    let issuer = payload
-        .get("iss")
-        .and_then(|i| i.as_str())
-        .ok_or(TokenError::NoIssuer)?;
-    Ok(Parts {
-        alg,
-        kid,
-        issuer: issuer.to_string(),
-    })
+    let issuer = payload.get("iss").and_then(|i| i.as_str()).ok_or(TokenError::NoIssuer)?;
+    Ok(Parts { alg, kid, issuer: issuer.to_string() })
 }
 
 fn decode_segment(segment: &str) -> Result<serde_json::Value, TokenError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| TokenError::NotJwt)?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|_| TokenError::NotJwt)?;
+    let bytes = URL_SAFE_NO_PAD.decode(segment).map_err(|_| TokenError::NotJwt)?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| TokenError::NotJwt)?;
     if value.is_object() {
         Ok(value)
     } else {
@@ -200,19 +185,14 @@ fn map_error(kind: &ErrorKind, issuer: &IssuerConfig) -> TokenError {
         ErrorKind::InvalidAudience => TokenError::BadAudience(issuer.audiences.join(", ")),
         ErrorKind::MissingRequiredClaim(c) => TokenError::MissingClaim(c.clone()),
         ErrorKind::InvalidIssuer => TokenError::Invalid("issuer mismatch".into()),
-        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-            TokenError::BadAlgorithm("mismatch".into())
-        }
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => TokenError::BadAlgorithm("mismatch".into()),
         other => TokenError::Invalid(format!("{other:?}")),
     }
 }
 
 /// Turns verified claims into a principal. `sub` must be a non-empty string; groups are read from the issuer's
 /// `groups_claim` path (a list of strings, or one string).
-pub fn principal(
-    claims: serde_json::Value,
-    issuer: &IssuerConfig,
-) -> Result<Principal, TokenError> {
+pub fn principal(claims: serde_json::Value, issuer: &IssuerConfig) -> Result<Principal, TokenError> {
     let sub = claims
         .get("sub")
         .and_then(|s| s.as_str())
@@ -224,17 +204,9 @@ pub fn principal(
         node = node.and_then(|n| n.get(part));
     }
     let groups = match node {
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .filter_map(|g| g.as_str().map(str::to_owned))
-            .collect(),
+        Some(serde_json::Value::Array(items)) => items.iter().filter_map(|g| g.as_str().map(str::to_owned)).collect(),
         Some(serde_json::Value::String(g)) => vec![g.clone()],
         _ => Vec::new(),
     };
-    Ok(Principal {
-        sub,
-        issuer: issuer.issuer.clone(),
-        groups,
-        claims,
-    })
+    Ok(Principal { sub, issuer: issuer.issuer.clone(), groups, claims })
 }

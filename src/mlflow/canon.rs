@@ -8,17 +8,8 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTRO
 
 /// Characters that must be percent-encoded in a path sent upstream (everything else of the decoded path is sent
 /// as is). Non-ASCII is always encoded.
-const PATH_ENCODE: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}');
+const PATH_ENCODE: &AsciiSet =
+    &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'<').add(b'>').add(b'?').add(b'`').add(b'{').add(b'}');
 
 /// A request target in canonical form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,11 +35,7 @@ impl Target {
     pub fn query_pairs(&self) -> Vec<(String, String)> {
         self.query
             .as_deref()
-            .map(|q| {
-                url::form_urlencoded::parse(q.as_bytes())
-                    .into_owned()
-                    .collect()
-            })
+            .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
             .unwrap_or_default()
     }
 }
@@ -59,9 +46,7 @@ impl Target {
 pub struct CanonError(pub String);
 
 fn refuse(msg: &str) -> CanonError {
-    CanonError(format!(
-        "the request path {msg}; send a plain path as MLflow clients do"
-    ))
+    CanonError(format!("the request path {msg}; send a plain path as MLflow clients do"))
 }
 
 /// Canonicalises a request target. HTTP/1 absolute-form targets are refused (MLflow answers 404 to them); for
@@ -78,11 +63,7 @@ pub fn canonicalize(uri: &Uri, version: Version) -> Result<Target, CanonError> {
     let path = String::from_utf8(bytes).map_err(|_| refuse("is not valid UTF-8 once decoded"))?;
     check_decoded(&path)?;
     let wire_path = utf8_percent_encode(&path, PATH_ENCODE).to_string();
-    Ok(Target {
-        path,
-        wire_path,
-        query: uri.query().map(str::to_owned),
-    })
+    Ok(Target { path, wire_path, query: uri.query().map(str::to_owned) })
 }
 
 /// Decodes `%XX` once; a `%` not followed by two hex digits is refused.
@@ -91,8 +72,7 @@ fn decode_strict(raw: &str) -> Result<Vec<u8>, CanonError> {
     let mut i = 0;
     while i < b.len() {
         if b.get(i) == Some(&b'%') {
-            let ok = b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+            let ok = b.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
             if !ok {
                 return Err(refuse("has a malformed percent-escape"));
             }
@@ -134,32 +114,21 @@ mod tests {
     use super::*;
 
     fn canon(target: &str) -> Result<Target, CanonError> {
-        let uri: Uri = target
-            .parse()
-            .map_err(|_| CanonError("unparsable".into()))?;
+        let uri: Uri = target.parse().map_err(|_| CanonError("unparsable".into()))?;
         canonicalize(&uri, Version::HTTP_11)
     }
 
     #[test]
     fn plain_paths_are_unchanged() {
         let t = canon("/api/2.0/mlflow/registered-models/create").ok();
-        assert_eq!(
-            t.as_ref().map(|t| t.path.as_str()),
-            Some("/api/2.0/mlflow/registered-models/create")
-        );
-        assert_eq!(
-            t.map(|t| t.wire_path),
-            Some("/api/2.0/mlflow/registered-models/create".into())
-        );
+        assert_eq!(t.as_ref().map(|t| t.path.as_str()), Some("/api/2.0/mlflow/registered-models/create"));
+        assert_eq!(t.map(|t| t.wire_path), Some("/api/2.0/mlflow/registered-models/create".into()));
     }
 
     #[test]
     fn percent_encoded_names_decode_once_like_uvicorn() {
         let t = canon("/api/2.0/mlflow/registered-models%2Fcreate?name=a%20b").ok();
-        assert_eq!(
-            t.as_ref().map(|t| t.path.as_str()),
-            Some("/api/2.0/mlflow/registered-models/create")
-        );
+        assert_eq!(t.as_ref().map(|t| t.path.as_str()), Some("/api/2.0/mlflow/registered-models/create"));
         assert_eq!(t.and_then(|t| t.query), Some("name=a%20b".into()));
         let t = canon("/%61pi/2.0/mlflow/runs/get").ok();
         assert_eq!(t.map(|t| t.path), Some("/api/2.0/mlflow/runs/get".into()));
@@ -168,14 +137,8 @@ mod tests {
     #[test]
     fn spaces_and_unicode_are_reencoded_on_the_wire() {
         let t = canon("/get-artifact/a%20b/%C3%A9.txt").ok();
-        assert_eq!(
-            t.as_ref().map(|t| t.path.as_str()),
-            Some("/get-artifact/a b/é.txt")
-        );
-        assert_eq!(
-            t.map(|t| t.wire_path),
-            Some("/get-artifact/a%20b/%C3%A9.txt".into())
-        );
+        assert_eq!(t.as_ref().map(|t| t.path.as_str()), Some("/get-artifact/a b/é.txt"));
+        assert_eq!(t.map(|t| t.wire_path), Some("/get-artifact/a%20b/%C3%A9.txt".into()));
     }
 
     #[test]

@@ -13,26 +13,17 @@ pub struct BodyError(pub String);
 
 /// Parses a JSON request body that must be one object with unique keys, in UTF-8 without a byte-order mark.
 pub fn parse_json_object(bytes: &[u8]) -> Result<Map<String, Value>, BodyError> {
-    if bytes.starts_with(&[0xEF, 0xBB, 0xBF])
-        || bytes.starts_with(&[0xFF, 0xFE])
-        || bytes.starts_with(&[0xFE, 0xFF])
-    {
-        return Err(BodyError(
-            "the JSON body starts with a byte-order mark; send plain UTF-8".into(),
-        ));
+    if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) || bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
+        return Err(BodyError("the JSON body starts with a byte-order mark; send plain UTF-8".into()));
     }
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| BodyError("the JSON body is not valid UTF-8".into()))?;
+    let text = std::str::from_utf8(bytes).map_err(|_| BodyError("the JSON body is not valid UTF-8".into()))?;
     let mut de = serde_json::Deserializer::from_str(text);
     let StrictValue(value) = StrictValue::deserialize(&mut de)
         .map_err(|e| BodyError(format!("the request body is not acceptable JSON: {e}")))?;
-    de.end()
-        .map_err(|e| BodyError(format!("the request body has trailing data: {e}")))?;
+    de.end().map_err(|e| BodyError(format!("the request body has trailing data: {e}")))?;
     match value {
         Value::Object(map) => Ok(map),
-        Value::String(_) => Err(BodyError(
-            "the JSON body is a string (double-encoded JSON?); send an object".into(),
-        )),
+        Value::String(_) => Err(BodyError("the JSON body is a string (double-encoded JSON?); send an object".into())),
         _ => Err(BodyError("the JSON body must be an object".into())),
     }
 }
@@ -42,9 +33,7 @@ pub fn parse_json_object(bytes: &[u8]) -> Result<Map<String, Value>, BodyError> 
 pub fn query_map(pairs: &[(String, String)]) -> Map<String, Value> {
     let mut map = Map::new();
     for (k, v) in pairs {
-        let entry = map
-            .entry(k.clone())
-            .or_insert_with(|| Value::Array(Vec::new()));
+        let entry = map.entry(k.clone()).or_insert_with(|| Value::Array(Vec::new()));
         if let Value::Array(values) = entry {
             values.push(Value::String(v.clone()));
         }
@@ -117,12 +106,8 @@ mod tests {
 
     #[test]
     fn objects_parse_and_keep_key_order() {
-        let m = parse_json_object(br#"{"name":"m","version":"1","stage":"Production"}"#)
-            .unwrap_or_default();
-        assert_eq!(
-            m.keys().cloned().collect::<Vec<_>>(),
-            ["name", "version", "stage"]
-        );
+        let m = parse_json_object(br#"{"name":"m","version":"1","stage":"Production"}"#).unwrap_or_default();
+        assert_eq!(m.keys().cloned().collect::<Vec<_>>(), ["name", "version", "stage"]);
     }
 
     #[test]
@@ -143,10 +128,7 @@ mod tests {
 
     #[test]
     fn query_values_are_grouped_in_order() {
-        let pairs = vec![
-            ("name".to_string(), "m1".to_string()),
-            ("name".to_string(), "m2".to_string()),
-        ];
+        let pairs = vec![("name".to_string(), "m1".to_string()), ("name".to_string(), "m2".to_string())];
         assert_eq!(query_map(&pairs)["name"], serde_json::json!(["m1", "m2"]));
     }
 }

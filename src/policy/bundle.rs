@@ -58,13 +58,7 @@ impl Bundle {
             check_interval: NonZeroU32::MIN.saturating_add(63),
         });
         let revision = load_files(&mut engine, &files)?;
-        Bundle {
-            engine,
-            entrypoint: entrypoint.to_string(),
-            revision,
-            files,
-        }
-        .warm_and_self_test()
+        Bundle { engine, entrypoint: entrypoint.to_string(), revision, files }.warm_and_self_test()
     }
 
     /// The warmed engine (clone it to evaluate).
@@ -91,15 +85,10 @@ impl Bundle {
     /// analysis on the first evaluation, and clones of a warmed engine skip that work. Undefined builtins and
     /// malformed decisions surface here, at start, rather than on every request.
     fn warm_and_self_test(mut self) -> Result<Bundle, BundleError> {
-        let fail = |message: String| BundleError::SelfTest {
-            entrypoint: self.entrypoint.clone(),
-            message,
-        };
+        let fail = |message: String| BundleError::SelfTest { entrypoint: self.entrypoint.clone(), message };
         let mut warmed = self.engine.clone();
         warmed.set_input(input::sample());
-        warmed
-            .eval_rule(self.entrypoint.clone())
-            .map_err(|e| fail(e.to_string()))?;
+        warmed.eval_rule(self.entrypoint.clone()).map_err(|e| fail(e.to_string()))?;
         evaluate(&self, input::sample()).map_err(|e| fail(e.to_string()))?;
         self.engine = warmed;
         Ok(self)
@@ -109,17 +98,11 @@ impl Bundle {
 /// Lists the policy files of a directory in name order: `*.rego` (with or without `*_test.rego`) and `*.json`.
 /// Entries whose names start with `.` are skipped (Kubernetes ConfigMap mounts keep their data under `..data`).
 pub fn policy_files(dir: &Path, with_tests: bool) -> Result<Vec<PathBuf>, BundleError> {
-    let io = |e: std::io::Error| BundleError::Io {
-        path: dir.display().to_string(),
-        message: e.to_string(),
-    };
+    let io = |e: std::io::Error| BundleError::Io { path: dir.display().to_string(), message: e.to_string() };
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if name.starts_with('.') || !path.is_file() {
             continue;
         }
@@ -129,14 +112,8 @@ pub fn policy_files(dir: &Path, with_tests: bool) -> Result<Vec<PathBuf>, Bundle
         }
     }
     files.sort();
-    if !files
-        .iter()
-        .any(|f| f.extension().is_some_and(|e| e == "rego"))
-    {
-        return Err(BundleError::Io {
-            path: dir.display().to_string(),
-            message: "holds no *.rego file".into(),
-        });
+    if !files.iter().any(|f| f.extension().is_some_and(|e| e == "rego")) {
+        return Err(BundleError::Io { path: dir.display().to_string(), message: "holds no *.rego file".into() });
     }
     Ok(files)
 }
@@ -146,30 +123,18 @@ pub fn load_files(engine: &mut regorus::Engine, files: &[PathBuf]) -> Result<Str
     let mut hash = Sha256::new();
     for file in files {
         let path = file.display().to_string();
-        let text = std::fs::read_to_string(file).map_err(|e| BundleError::Io {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        hash.update(
-            file.file_name()
-                .map(|n| n.as_encoded_bytes())
-                .unwrap_or_default(),
-        );
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| BundleError::Io { path: path.clone(), message: e.to_string() })?;
+        hash.update(file.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
         hash.update([0]);
         hash.update(text.as_bytes());
         hash.update([0]);
-        let compile = |message: String| BundleError::Compile {
-            path: path.clone(),
-            message,
-        };
+        let compile = |message: String| BundleError::Compile { path: path.clone(), message };
         if path.ends_with(".json") {
-            let value = regorus::Value::from_json_str(&text)
-                .map_err(|e| compile(format!("not valid JSON: {e}")))?;
+            let value = regorus::Value::from_json_str(&text).map_err(|e| compile(format!("not valid JSON: {e}")))?;
             engine.add_data(value).map_err(|e| compile(e.to_string()))?;
         } else {
-            engine
-                .add_policy(path.clone(), text)
-                .map_err(|e| compile(e.to_string()))?;
+            engine.add_policy(path.clone(), text).map_err(|e| compile(e.to_string()))?;
         }
     }
     let digest = hash.finalize();

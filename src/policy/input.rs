@@ -24,12 +24,7 @@ pub struct RequestFacts<'a> {
 }
 
 /// Builds the input document.
-pub fn build(
-    principal: &Principal,
-    operation: &Operation,
-    request: &RequestFacts<'_>,
-    resource: Value,
-) -> Value {
+pub fn build(principal: &Principal, operation: &Operation, request: &RequestFacts<'_>, resource: Value) -> Value {
     json!({
         "version": INPUT_VERSION,
         "principal": {
@@ -72,11 +67,6 @@ pub fn sample() -> regorus::Value {
         path_params: vec![],
     };
     let query = crate::mlflow::params::query_map(&[("name".into(), "self-test".into())]);
-    let req = RequestFacts {
-        method: "GET",
-        path: "/api/2.0/mlflow/registered-models/get",
-        query: &query,
-        body: None,
-    };
+    let req = RequestFacts { method: "GET", path: "/api/2.0/mlflow/registered-models/get", query: &query, body: None };
     to_rego(&build(&principal, &op, &req, json!({})))
 }

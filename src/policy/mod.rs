@@ -5,6 +5,7 @@
 
 pub mod bundle;
 pub mod input;
+pub mod testing;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -49,9 +50,7 @@ pub struct Policy {
 impl Policy {
     /// Wraps a loaded, self-tested bundle.
     pub fn new(bundle: Bundle) -> Policy {
-        Policy {
-            bundle: Arc::new(bundle),
-        }
+        Policy { bundle: Arc::new(bundle) }
     }
 
     /// The bundle in force.
@@ -85,17 +84,11 @@ pub fn decision_from_value(value: regorus::Value) -> Result<Decision, EvalError>
     let json: serde_json::Value =
         serde_json::to_value(&value).map_err(|e| EvalError::Malformed(format!("not JSON: {e}")))?;
     let serde_json::Value::Object(mut obj) = json else {
-        return Err(EvalError::Malformed(
-            "expected an object with a boolean \"allow\"".into(),
-        ));
+        return Err(EvalError::Malformed("expected an object with a boolean \"allow\"".into()));
     };
     let allow = match obj.remove("allow") {
         Some(serde_json::Value::Bool(b)) => b,
-        other => {
-            return Err(EvalError::Malformed(format!(
-                "\"allow\" must be a boolean, got {other:?}"
-            )))
-        }
+        other => return Err(EvalError::Malformed(format!("\"allow\" must be a boolean, got {other:?}"))),
     };
     let reasons = match obj.remove("reasons") {
         None | Some(serde_json::Value::Null) => Vec::new(),
@@ -103,22 +96,12 @@ pub fn decision_from_value(value: regorus::Value) -> Result<Decision, EvalError>
             .into_iter()
             .map(|r| match r {
                 serde_json::Value::String(s) => Ok(s),
-                other => Err(EvalError::Malformed(format!(
-                    "a reason is not a string: {other}"
-                ))),
+                other => Err(EvalError::Malformed(format!("a reason is not a string: {other}"))),
             })
             .collect::<Result<Vec<_>, _>>()?,
-        Some(other) => {
-            return Err(EvalError::Malformed(format!(
-                "\"reasons\" must be a list, got {other}"
-            )))
-        }
+        Some(other) => return Err(EvalError::Malformed(format!("\"reasons\" must be a list, got {other}"))),
     };
-    Ok(Decision {
-        allow,
-        reasons,
-        flags: obj,
-    })
+    Ok(Decision { allow, reasons, flags: obj })
 }
 
 #[cfg(test)]
@@ -126,8 +109,7 @@ mod tests {
     use super::*;
 
     fn decide(json: &str) -> Result<Decision, EvalError> {
-        let v =
-            regorus::Value::from_json_str(json).map_err(|e| EvalError::Engine(e.to_string()))?;
+        let v = regorus::Value::from_json_str(json).map_err(|e| EvalError::Engine(e.to_string()))?;
         decision_from_value(v)
     }
 
@@ -135,14 +117,8 @@ mod tests {
     fn decision_documents_are_read_strictly() {
         let d = decide(r#"{"allow": false, "reasons": ["no"], "break_glass": true}"#).ok();
         assert_eq!(d.as_ref().map(|d| d.allow), Some(false));
-        assert_eq!(
-            d.as_ref().map(|d| d.reasons.clone()),
-            Some(vec!["no".to_string()])
-        );
-        assert_eq!(
-            d.and_then(|d| d.flags.get("break_glass").cloned()),
-            Some(serde_json::json!(true))
-        );
+        assert_eq!(d.as_ref().map(|d| d.reasons.clone()), Some(vec!["no".to_string()]));
+        assert_eq!(d.and_then(|d| d.flags.get("break_glass").cloned()), Some(serde_json::json!(true)));
         assert!(decide(r#"{"allow": "true"}"#).is_err());
         assert!(decide(r#"{"reasons": []}"#).is_err());
         assert!(decide("true").is_err());

@@ -80,13 +80,9 @@ pub fn for_upstream(
     }
     strip_ui_header_cookies(&mut h);
     h.insert(header::HOST, upstream_host.clone());
-    let ip = HeaderValue::from_str(&conn.peer_ip.to_string())
-        .unwrap_or(HeaderValue::from_static("unknown"));
+    let ip = HeaderValue::from_str(&conn.peer_ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
     h.insert("x-forwarded-for", ip);
-    h.insert(
-        "x-forwarded-proto",
-        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
-    );
+    h.insert("x-forwarded-proto", HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
     if let Some(host) = original_host.and_then(|v| HeaderValue::from_str(v).ok()) {
         h.insert("x-forwarded-host", host);
     }
@@ -122,10 +118,7 @@ mod tests {
     use super::*;
 
     fn conn() -> ClientConn {
-        ClientConn {
-            peer_ip: "10.1.2.3".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
-            tls: false,
-        }
+        ClientConn { peer_ip: "10.1.2.3".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), tls: false }
     }
 
     #[test]
@@ -140,20 +133,12 @@ mod tests {
             ("x-custom-hop", "1"),
             ("te", "trailers"),
             ("transfer-encoding", "chunked"),
-            (
-                "cookie",
-                "a=1; mlflow-request-header-Authorization=Bearer%20secret; b=2",
-            ),
+            ("cookie", "a=1; mlflow-request-header-Authorization=Bearer%20secret; b=2"),
             ("content-type", "application/json"),
         ] {
             c.append(k, HeaderValue::from_static(v));
         }
-        let up = for_upstream(
-            &c,
-            conn(),
-            Some("gate.example"),
-            &HeaderValue::from_static("127.0.0.1:5000"),
-        );
+        let up = for_upstream(&c, conn(), Some("gate.example"), &HeaderValue::from_static("127.0.0.1:5000"));
         for gone in [
             "authorization",
             "x-mlflow-assistant-delegation",

@@ -24,6 +24,7 @@ pub struct Upstream {
     client: Client<Connector, GateBody>,
     config: UpstreamConfig,
     host: HeaderValue,
+    service_authorization: Option<HeaderValue>,
 }
 
 /// What to send as the request body.
@@ -70,24 +71,24 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
             .build(https);
-        let host = HeaderValue::from_str(&config.host_header)
-            .map_err(|e| format!("upstream.host_header: {e}"))?;
-        Ok(Upstream {
-            client,
-            config: config.clone(),
-            host,
-        })
+        let host = HeaderValue::from_str(&config.host_header).map_err(|e| format!("upstream.host_header: {e}"))?;
+        let service_authorization = match &config.service_authorization_env {
+            None => None,
+            Some(var) => {
+                let value =
+                    std::env::var(var).map_err(|_| format!("upstream.service_authorization_env: ${var} is not set"))?;
+                let mut v = HeaderValue::from_str(&value).map_err(|_| format!("${var} is not a valid header value"))?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+        };
+        Ok(Upstream { client, config: config.clone(), host, service_authorization })
     }
 
     /// Sends a request to MLflow and returns its response (headers cleaned, body streaming).
     pub async fn forward(&self, out: Outgoing<'_>) -> Result<Response<GateBody>, GateError> {
         let uri = self.uri(out.target)?;
-        let mut headers = headers::for_upstream(
-            out.headers,
-            out.conn,
-            out.original_host.as_deref(),
-            &self.host,
-        );
+        let mut headers = headers::for_upstream(out.headers, out.conn, out.original_host.as_deref(), &self.host);
         let body = match out.body {
             OutBody::Evaluated(bytes) => {
                 headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
@@ -117,15 +118,51 @@ impl Upstream {
     }
 
     fn uri(&self, target: &Target) -> Result<Uri, GateError> {
+        self.uri_for(&target.wire_path_and_query()).map_err(|e| {
+            tracing::error!(error = %e, "cannot build the upstream URI");
+            GateError::Internal
+        })
+    }
+
+    fn uri_for(&self, path_and_query: &str) -> Result<Uri, http::Error> {
         let base = &self.config.url;
         Uri::builder()
             .scheme(base.scheme_str().unwrap_or("http"))
             .authority(base.authority().map(|a| a.as_str()).unwrap_or_default())
-            .path_and_query(target.wire_path_and_query())
+            .path_and_query(path_and_query)
             .build()
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot build the upstream URI");
-                GateError::Internal
-            })
+    }
+
+    /// The gate's own JSON call to MLflow (look-ups and stamps), with the configured service credentials. Returns
+    /// the status and the parsed body (`null` when the body is not JSON).
+    pub async fn call_json(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(http::StatusCode, serde_json::Value), String> {
+        let uri = self.uri_for(path_and_query).map_err(|e| e.to_string())?;
+        let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut req = Request::new(body::full(bytes));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        let h = req.headers_mut();
+        h.insert(http::header::HOST, self.host.clone());
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(http::header::USER_AGENT, HeaderValue::from_static("mlflow-gate"));
+        if let Some(auth) = &self.service_authorization {
+            h.insert(http::header::AUTHORIZATION, auth.clone());
+        }
+        let resp = tokio::time::timeout(self.config.timeout, self.client.request(req))
+            .await
+            .map_err(|_| format!("{path_and_query}: MLflow did not answer in time"))?
+            .map_err(|e| format!("{path_and_query}: {e}"))?;
+        let status = resp.status();
+        let limited = http_body_util::Limited::new(resp.into_body(), 16 * 1024 * 1024);
+        let bytes = http_body_util::BodyExt::collect(limited)
+            .await
+            .map_err(|e| format!("{path_and_query}: reading the response failed: {e}"))?
+            .to_bytes();
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)))
     }
 }

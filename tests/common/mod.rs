@@ -72,30 +72,42 @@ impl Recorder {
                         let behaviour = behaviour.clone();
                         async move { Ok::<_, Infallible>(record(req, seen, behaviour).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
                 });
             }
         });
-        Recorder {
-            addr,
-            seen,
-            _stop: tx,
-        }
+        Recorder { addr, seen, _stop: tx }
     }
 
     pub fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
 
-    pub fn last(&self) -> Seen {
+    /// Requests to `path` (any method), e.g. the mutation a test expects to be blocked.
+    pub fn hits(&self, path: &str) -> usize {
+        self.seen.lock().unwrap().iter().filter(|s| s.uri.split('?').next() == Some(path)).count()
+    }
+
+    /// Requests other than the gate's own GET look-ups.
+    pub fn mutations(&self) -> usize {
+        self.seen.lock().unwrap().iter().filter(|s| s.method != Method::GET).count()
+    }
+
+    /// The last request to `path`.
+    pub fn last_to(&self, path: &str) -> Seen {
         self.seen
             .lock()
             .unwrap()
-            .last()
+            .iter()
+            .rev()
+            .find(|s| s.uri.split('?').next() == Some(path))
             .cloned()
-            .expect("upstream saw no request")
+            .expect("no request to that path")
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen.lock().unwrap().last().cloned().expect("upstream saw no request")
     }
 }
 
@@ -132,10 +144,7 @@ async fn record(
             (0..n).map(move |_| Ok::<_, Infallible>(hyper::body::Frame::data(chunk.clone()))),
         );
         let body = http_body_util::StreamBody::new(stream);
-        return Response::builder()
-            .header("content-length", (n << 20).to_string())
-            .body(BodyExt::boxed(body))
-            .unwrap();
+        return Response::builder().header("content-length", (n << 20).to_string()).body(BodyExt::boxed(body)).unwrap();
     }
     Response::builder()
         .header("content-type", "application/json")
@@ -177,13 +186,7 @@ impl Keys {
     }
 
     pub fn sign(&self, claims: &serde_json::Value) -> String {
-        devkeys::mint(
-            &self.pem(),
-            jsonwebtoken::Algorithm::RS256,
-            Some("k1"),
-            claims,
-        )
-        .unwrap()
+        devkeys::mint(&self.pem(), jsonwebtoken::Algorithm::RS256, Some("k1"), claims).unwrap()
     }
 }
 
@@ -193,12 +196,7 @@ pub fn policies_dir() -> PathBuf {
 }
 
 /// A config TOML for a gate in front of `upstream`.
-pub fn config_toml(
-    upstream: SocketAddr,
-    jwks: &Path,
-    policies: &Path,
-    extra_server: &str,
-) -> String {
+pub fn config_toml(upstream: SocketAddr, jwks: &Path, policies: &Path, extra_server: &str) -> String {
     format!(
         r#"
 [server]
@@ -251,11 +249,7 @@ impl GateHandle {
             .await
             .unwrap();
         });
-        GateHandle {
-            addr,
-            stop: Some(tx),
-            task: Some(task),
-        }
+        GateHandle { addr, stop: Some(tx), task: Some(task) }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -276,13 +270,7 @@ impl GateHandle {
 pub async fn gate_with_recorder(behaviour: Behaviour) -> (GateHandle, Recorder, Keys) {
     let upstream = Recorder::start(behaviour).await;
     let keys = Keys::new();
-    let gate = GateHandle::start_toml(&config_toml(
-        upstream.addr,
-        &keys.jwks_path(),
-        &policies_dir(),
-        "",
-    ))
-    .await;
+    let gate = GateHandle::start_toml(&config_toml(upstream.addr, &keys.jwks_path(), &policies_dir(), "")).await;
     (gate, upstream, keys)
 }
 
@@ -299,10 +287,7 @@ impl Answer {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
     }
     pub fn message(&self) -> String {
-        self.json()["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        self.json()["message"].as_str().unwrap_or_default().to_string()
     }
 }
 
@@ -322,16 +307,10 @@ pub async fn send(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let req = req
-        .body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))
-        .unwrap();
+    let req = req.body(Full::new(Bytes::from(body.unwrap_or("").to_owned()))).unwrap();
     let resp = client.request(req).await.unwrap();
     let (parts, body) = resp.into_parts();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
+    Answer { status: parts.status, headers: parts.headers, body: body.collect().await.unwrap().to_bytes() }
 }
 
 /// Sends raw bytes and returns the raw response text (up to the connection's close or 5 s).

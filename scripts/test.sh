@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every test of mlflow-gate on a fresh machine, installing what it needs: format and lint checks, the Rust
+# unit and integration tests (including the route-table check against the installed MLflow), and the end-to-end
+# suite that drives the real MLflow Python client through the gate in front of a real `mlflow server`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+started=$(date +%s)
+step() { printf '\n==> [%4ss] %s\n' "$(( $(date +%s) - started ))" "$*"; }
+
+step "Python environment (mlflow==3.17.2; cached under ~/.cache/mlflow-gate)"
+venv=$(scripts/venv.sh | tail -n1)
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "MLflow's own route table (read from the installed package)"
+mkdir -p target
+"$venv/bin/python" tests/e2e/dump_mlflow_routes.py > target/mlflow-routes.txt
+echo "$(wc -l < target/mlflow-routes.txt) routes"
+
+step "cargo test (unit and integration tests)"
+MLFLOW_ROUTES_FILE="$PWD/target/mlflow-routes.txt" cargo test --locked
+
+step "cargo build (the binary the end-to-end suite runs)"
+cargo build --locked
+
+step "end-to-end: the real MLflow client through the gate in front of a real MLflow server"
+"$venv/bin/python" -m pytest tests/e2e -v -p no:cacheprovider
+
+step "all tests passed"

@@ -1,0 +1,293 @@
+//! Enrichment, between classification and policy: for registry mutations the gate looks up, through MLflow with its
+//! own credentials, the facts a registry policy needs (the version's stage, source, run and stamps; the model's
+//! aliases and latest versions; the source run's metrics and tags; whether the source really belongs to the run)
+//! and hands them to the policy as `input.resource`. Mutable facts are read fresh on every request; immutable ones
+//! (a logged model's source run and location, keyed by its globally unique id) are cached with moka. A failed
+//! look-up is an error, which denies: a policy never decides on half the facts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use moka::future::Cache;
+use serde_json::{json, Map, Value};
+
+use super::routes::{Operation, Resource};
+use super::stamps::{CREATED_BY, STAGE_HISTORY};
+use super::target::field;
+use crate::proxy::Upstream;
+
+/// A look-up failed (other than "does not exist").
+#[derive(Debug, thiserror::Error)]
+#[error("looking up {what} in MLflow failed: {detail}")]
+pub struct EnrichError {
+    /// What was being looked up.
+    pub what: String,
+    /// Why it failed (logged, never sent to the client).
+    pub detail: String,
+}
+
+/// RPCs of the transition-request workflow, which act on a model version.
+const WORKFLOW_RPCS: [&str; 6] = [
+    "CreateTransitionRequest",
+    "ApproveTransitionRequest",
+    "RejectTransitionRequest",
+    "DeleteTransitionRequest",
+    "CreateComment",
+    "ListTransitionRequests",
+];
+
+/// Looks up the facts of registry operations.
+pub struct Enricher {
+    logged_models: Cache<String, Arc<Value>>,
+}
+
+impl Default for Enricher {
+    fn default() -> Self {
+        Enricher::new()
+    }
+}
+
+impl Enricher {
+    /// An enricher with an empty cache.
+    pub fn new() -> Enricher {
+        Enricher {
+            logged_models: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(3600)).build(),
+        }
+    }
+
+    /// Whether an operation gets registry facts: every registry mutation and the transition-request workflow.
+    pub fn needs(op: &Operation) -> bool {
+        let registry = matches!(op.resource, Resource::RegisteredModel | Resource::ModelVersion);
+        (registry && !op.read_only) || WORKFLOW_RPCS.contains(&op.rpc)
+    }
+
+    /// Builds `input.resource` for an operation and its target.
+    pub async fn resource(
+        &self,
+        up: &Upstream,
+        op: &Operation,
+        target: Map<String, Value>,
+    ) -> Result<Value, EnrichError> {
+        if !Enricher::needs(op) {
+            return Ok(json!({ "target": target }));
+        }
+        let mut res = Map::new();
+        let name = field(&target, "name");
+        let version = field(&target, "version");
+        let rm = match name {
+            Some(n) => get(up, "registered model", "/api/2.0/mlflow/registered-models/get", &[("name", n)]).await?,
+            None => None,
+        };
+        let mv = match (name, version) {
+            (Some(n), Some(v)) => {
+                get(up, "model version", "/api/2.0/mlflow/model-versions/get", &[("name", n), ("version", v)]).await?
+            }
+            _ => None,
+        };
+        let rm = rm.map(|v| registered_model_facts(v.get("registered_model").unwrap_or(&Value::Null)));
+        let mv = mv.map(|v| model_version_facts(v.get("model_version").unwrap_or(&Value::Null)));
+        // For a version being created, its lineage is in the request.
+        let lineage = mv.as_ref().filter(|_| op.rpc != "CreateModelVersion").unwrap_or(&target);
+        let run_id = str_of(lineage, "run_id");
+        let source = str_of(lineage, "source");
+        let model_id = str_of(lineage, "model_id");
+        let run = match run_id {
+            Some(r) => {
+                get(up, "source run", "/api/2.0/mlflow/runs/get", &[("run_id", r)]).await?.map(|v| run_facts(&v))
+            }
+            None => None,
+        };
+        let matches = match (source, run.as_ref()) {
+            (Some(s), Some(run)) => self.source_matches_run(up, s, model_id, run).await?,
+            _ => false,
+        };
+        if let (Some(alias), Some(rm)) = (field(&target, "alias"), rm.as_ref()) {
+            if let Some(v) = rm.get("aliases").and_then(|a| a.get(alias)) {
+                res.insert("alias_holder".into(), json!({"alias": alias, "version": v}));
+            }
+        }
+        let approvals = mv.as_ref().map(super::stamps::approvals).unwrap_or_default();
+        res.insert("approvals".into(), Value::Array(approvals));
+        res.insert("source_matches_run".into(), Value::Bool(matches));
+        if let Some(rm) = rm {
+            res.insert("registered_model".into(), Value::Object(rm));
+        }
+        if let Some(mv) = mv {
+            res.insert("model_version".into(), Value::Object(mv));
+        }
+        if let Some(run) = run {
+            res.insert("source_run".into(), Value::Object(run));
+        }
+        res.insert("target".into(), Value::Object(target));
+        Ok(Value::Object(res))
+    }
+
+    /// Whether `source` belongs to the run: `runs:/<run_id>/...`, a path under the run's artifact location, or a
+    /// logged model (`models:/m-<id>`, or the version's `model_id` with a source under the model's location) whose
+    /// source run is this run. Anything with `..` or a backslash never matches.
+    async fn source_matches_run(
+        &self,
+        up: &Upstream,
+        source: &str,
+        model_id: Option<&str>,
+        run: &Map<String, Value>,
+    ) -> Result<bool, EnrichError> {
+        let run_id = str_of(run, "run_id").unwrap_or_default();
+        if run_id.is_empty() || source.contains('\\') || source.split('/').any(|s| s == "..") {
+            return Ok(false);
+        }
+        if source == format!("runs:/{run_id}") || source.starts_with(&format!("runs:/{run_id}/")) {
+            return Ok(true);
+        }
+        if str_of(run, "artifact_uri").is_some_and(|uri| under(source, uri)) {
+            return Ok(true);
+        }
+        let logged_id = source
+            .strip_prefix("models:/")
+            .filter(|rest| rest.starts_with("m-"))
+            .map(|rest| rest.split('/').next().unwrap_or(rest))
+            .or(model_id);
+        let Some(id) = logged_id else { return Ok(false) };
+        let Some(model) = self.logged_model(up, id).await? else { return Ok(false) };
+        let from_this_run = model.get("source_run_id").and_then(Value::as_str) == Some(run_id);
+        let located = source.starts_with(&format!("models:/{id}"))
+            || model.get("artifact_uri").and_then(Value::as_str).is_some_and(|uri| under(source, uri));
+        Ok(from_this_run && located)
+    }
+
+    async fn logged_model(&self, up: &Upstream, id: &str) -> Result<Option<Arc<Value>>, EnrichError> {
+        if let Some(hit) = self.logged_models.get(id).await {
+            return Ok(Some(hit));
+        }
+        let path = format!("/api/2.0/mlflow/logged-models/{}", encode_segment(id));
+        let Some(v) = get(up, "logged model", &path, &[]).await? else { return Ok(None) };
+        let info = Arc::new(v.pointer("/model/info").cloned().unwrap_or(Value::Null));
+        self.logged_models.insert(id.to_string(), info.clone()).await;
+        Ok(Some(info))
+    }
+}
+
+fn under(source: &str, base: &str) -> bool {
+    let base = base.trim_end_matches('/');
+    !base.is_empty() && (source == base || source.starts_with(&format!("{base}/")))
+}
+
+fn encode_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn str_of<'a>(m: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
+    m.get(k).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+/// GET a JSON document from MLflow; `None` when MLflow says it does not exist.
+async fn get(up: &Upstream, what: &str, path: &str, query: &[(&str, &str)]) -> Result<Option<Value>, EnrichError> {
+    let mut pq = path.to_string();
+    if !query.is_empty() {
+        let q = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(query).finish();
+        pq = format!("{pq}?{q}");
+    }
+    let fail = |detail: String| EnrichError { what: what.to_string(), detail };
+    let (status, body) = up.call_json(Method::GET, &pq, None).await.map_err(fail)?;
+    match status {
+        StatusCode::OK => Ok(Some(body)),
+        StatusCode::NOT_FOUND => Ok(None),
+        s if body.get("error_code").and_then(Value::as_str) == Some("RESOURCE_DOES_NOT_EXIST")
+            && s.is_client_error() =>
+        {
+            Ok(None)
+        }
+        s => Err(fail(format!("HTTP {s}"))),
+    }
+}
+
+/// `[{key, value}]` -> `{key: value}`.
+fn kv_map(list: Option<&Value>, key: &str, value: &str) -> Map<String, Value> {
+    list.and_then(Value::as_array)
+        .map(|items| {
+            items.iter().filter_map(|i| Some((i.get(key)?.as_str()?.to_string(), i.get(value)?.clone()))).collect()
+        })
+        .unwrap_or_default()
+}
+
+fn registered_model_facts(rm: &Value) -> Map<String, Value> {
+    let tags = kv_map(rm.get("tags"), "key", "value");
+    let latest: Map<String, Value> = rm
+        .get("latest_versions")
+        .and_then(Value::as_array)
+        .map(|vs| {
+            vs.iter()
+                .filter_map(|v| Some((v.get("current_stage")?.as_str()?.to_string(), v.get("version")?.clone())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut m = Map::new();
+    m.insert("name".into(), rm.get("name").cloned().unwrap_or(Value::Null));
+    m.insert("created_by".into(), tags.get(CREATED_BY).cloned().unwrap_or(Value::Null));
+    m.insert("aliases".into(), Value::Object(kv_map(rm.get("aliases"), "alias", "version")));
+    m.insert("latest_versions".into(), Value::Object(latest));
+    m.insert("tags".into(), Value::Object(tags));
+    m
+}
+
+fn model_version_facts(mv: &Value) -> Map<String, Value> {
+    let tags = kv_map(mv.get("tags"), "key", "value");
+    let history: Vec<Value> = tags
+        .get(STAGE_HISTORY)
+        .and_then(Value::as_str)
+        .and_then(|s| serde_json::from_str::<Vec<Value>>(s).ok())
+        .unwrap_or_default();
+    let was_in_production = history.iter().any(|h| h.get("stage").and_then(Value::as_str) == Some("Production"));
+    let mut m = Map::new();
+    for k in ["name", "version", "current_stage", "source", "run_id", "model_id", "status"] {
+        m.insert(k.into(), mv.get(k).cloned().unwrap_or(Value::Null));
+    }
+    m.insert("aliases".into(), mv.get("aliases").cloned().unwrap_or_else(|| json!([])));
+    m.insert("created_by".into(), tags.get(CREATED_BY).cloned().unwrap_or(Value::Null));
+    m.insert("stage_history".into(), Value::Array(history));
+    m.insert("was_in_production".into(), Value::Bool(was_in_production));
+    m.insert("tags".into(), Value::Object(tags));
+    m
+}
+
+fn run_facts(v: &Value) -> Map<String, Value> {
+    let info = v.pointer("/run/info").unwrap_or(&Value::Null);
+    let data = v.pointer("/run/data").unwrap_or(&Value::Null);
+    let mut m = Map::new();
+    for k in ["run_id", "experiment_id", "artifact_uri", "status", "user_id", "lifecycle_stage"] {
+        m.insert(k.into(), info.get(k).cloned().unwrap_or(Value::Null));
+    }
+    m.insert("metrics".into(), Value::Object(kv_map(data.get("metrics"), "key", "value")));
+    m.insert("params".into(), Value::Object(kv_map(data.get("params"), "key", "value")));
+    m.insert("tags".into(), Value::Object(kv_map(data.get("tags"), "key", "value")));
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_are_flattened_for_policies() {
+        let rm = json!({"name": "m", "tags": [{"key": "mlflow_gate.created_by", "value": "alice"}],
+            "aliases": [{"alias": "champion", "version": "2"}],
+            "latest_versions": [{"version": "2", "current_stage": "Production"}, {"version": "3", "current_stage": "Staging"}]});
+        let f = registered_model_facts(&rm);
+        assert_eq!(f["created_by"], "alice");
+        assert_eq!(f["aliases"], json!({"champion": "2"}));
+        assert_eq!(f["latest_versions"], json!({"Production": "2", "Staging": "3"}));
+        let mv = json!({"name": "m", "version": "3", "current_stage": "Staging", "tags": [
+            {"key": "mlflow_gate.stage_history", "value": "[{\"stage\":\"Production\",\"by\":\"ci\",\"at\":1}]"}]});
+        let f = model_version_facts(&mv);
+        assert_eq!(f["was_in_production"], true);
+        assert_eq!(f["created_by"], Value::Null);
+    }
+
+    #[test]
+    fn sources_under_the_run_location_match_and_traversal_does_not() {
+        assert!(under("mlflow-artifacts:/1/r1/artifacts/model", "mlflow-artifacts:/1/r1/artifacts"));
+        assert!(!under("mlflow-artifacts:/1/r10/artifacts/model", "mlflow-artifacts:/1/r1"));
+        assert!(!under("s3://evil/model", "mlflow-artifacts:/1/r1/artifacts"));
+    }
+}

@@ -1,0 +1,176 @@
+//! Identity stamps, around forwarding: open-source MLflow records no creator for registered models or versions and
+//! takes a run's `user_id` from the client. The gate writes the authenticated subject into reserved tags
+//! (`mlflow_gate.*`) of the requests it forwards, records every stage change it lets through, and refuses any
+//! client attempt to set or delete a reserved tag, on any route.
+
+use serde_json::{json, Map, Value};
+
+use super::routes::Operation;
+
+/// Prefix of the tags only the gate writes.
+pub const RESERVED_PREFIX: &str = "mlflow_gate.";
+/// Who created a registered model or a model version (the token's `sub`).
+pub const CREATED_BY: &str = "mlflow_gate.created_by";
+/// When the gate forwarded the creation (ms since the epoch).
+pub const CREATED_AT: &str = "mlflow_gate.created_at";
+/// JSON list of `{stage|alias, by, at, request_id}`: every stage change and alias move made through the gate.
+pub const STAGE_HISTORY: &str = "mlflow_gate.stage_history";
+/// JSON list of approvals recorded by the transition-request workflow.
+pub const APPROVALS: &str = "mlflow_gate.approvals";
+/// The run tag MLflow shows as the run's user.
+pub const RUN_USER_TAG: &str = "mlflow.user";
+/// Longest history kept in the tag (MLflow limits tag values to 5000 characters).
+const MAX_HISTORY: usize = 25;
+
+/// Operations whose `key` names a tag being set or deleted.
+const TAG_WRITES: [&str; 10] = [
+    "SetRegisteredModelTag",
+    "DeleteRegisteredModelTag",
+    "SetModelVersionTag",
+    "DeleteModelVersionTag",
+    "SetTag",
+    "DeleteTag",
+    "SetExperimentTag",
+    "DeleteExperimentTag",
+    "SetTraceTag",
+    "DeleteTraceTag",
+];
+
+/// A client write to a reserved tag, if the request makes one: a tag set/delete whose key is reserved, or a
+/// creation or batch whose `tags` carry a reserved key (also the run-user tag on runs, which the gate sets).
+pub fn reserved_tag_write(
+    op: &Operation,
+    target: &Map<String, Value>,
+    body: Option<&Map<String, Value>>,
+) -> Option<String> {
+    let reserved = |k: &str| k.starts_with(RESERVED_PREFIX) || (k == RUN_USER_TAG && op.rpc != "CreateRun");
+    if TAG_WRITES.contains(&op.rpc) {
+        if let Some(key) = target.get("key").and_then(Value::as_str).filter(|k| reserved(k)) {
+            return Some(key.to_string());
+        }
+    }
+    let tags = body.and_then(|b| b.get("tags")).and_then(Value::as_array)?;
+    tags.iter()
+        .filter_map(|t| t.get("key").and_then(Value::as_str))
+        .find(|k| k.starts_with(RESERVED_PREFIX) || (*k == RUN_USER_TAG && op.rpc == "LogBatch"))
+        .map(str::to_owned)
+}
+
+/// Adds the gate's stamps to a request body about to be forwarded: creator tags on registered models and
+/// versions; the run's `user_id` and `mlflow.user` tag on new runs (replacing whatever the client claimed).
+pub fn stamp_request(op: &Operation, body: &mut Map<String, Value>, sub: &str, now_ms: u64) {
+    match op.rpc {
+        "CreateRegisteredModel" => push_tags(body, &[(CREATED_BY, sub.to_string())], &[]),
+        "CreateModelVersion" => {
+            push_tags(body, &[(CREATED_BY, sub.to_string()), (CREATED_AT, now_ms.to_string())], &[])
+        }
+        "CreateRun" => {
+            body.insert("user_id".into(), Value::String(sub.to_string()));
+            push_tags(body, &[(RUN_USER_TAG, sub.to_string())], &[RUN_USER_TAG]);
+        }
+        _ => {}
+    }
+}
+
+fn push_tags(body: &mut Map<String, Value>, add: &[(&str, String)], replace: &[&str]) {
+    let tags = body.entry("tags").or_insert_with(|| Value::Array(Vec::new()));
+    if !tags.is_array() {
+        *tags = Value::Array(Vec::new());
+    }
+    if let Value::Array(list) = tags {
+        list.retain(|t| t.get("key").and_then(Value::as_str).is_none_or(|k| !replace.contains(&k)));
+        for (k, v) in add {
+            list.push(json!({"key": k, "value": v}));
+        }
+    }
+}
+
+/// The history entry to append after a permitted stage change or alias move, if the operation is one.
+pub fn history_entry(
+    op: &Operation,
+    target: &Map<String, Value>,
+    sub: &str,
+    now_ms: u64,
+    request_id: &str,
+) -> Option<Value> {
+    let (field, value) = match op.rpc {
+        "TransitionModelVersionStage" => ("stage", target.get("stage")?.as_str()?),
+        "SetRegisteredModelAlias" => ("alias", target.get("alias")?.as_str()?),
+        _ => return None,
+    };
+    Some(json!({ field: value, "by": sub, "at": now_ms, "request_id": request_id }))
+}
+
+/// The new value of the history tag: the old list (as the enrichment read it) with the entry appended, bounded.
+pub fn appended_history(previous: &[Value], entry: Value) -> String {
+    let mut list: Vec<Value> = previous.to_vec();
+    list.push(entry);
+    let skip = list.len().saturating_sub(MAX_HISTORY);
+    Value::Array(list.into_iter().skip(skip).collect()).to_string()
+}
+
+/// Approvals recorded on a model version (facts as built by the enrichment).
+pub fn approvals(model_version: &Map<String, Value>) -> Vec<Value> {
+    model_version
+        .get("tags")
+        .and_then(|t| t.get(APPROVALS))
+        .and_then(Value::as_str)
+        .and_then(|s| serde_json::from_str::<Vec<Value>>(s).ok())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mlflow::routes::Resource;
+
+    fn op(rpc: &'static str) -> Operation {
+        Operation {
+            rpc,
+            read_only: false,
+            resource: Resource::ModelVersion,
+            public: false,
+            server_side_job: false,
+            path_params: vec![],
+        }
+    }
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn reserved_tags_cannot_be_written_by_clients() {
+        let t = obj(json!({"key": "mlflow_gate.created_by"}));
+        assert!(reserved_tag_write(&op("SetModelVersionTag"), &t, None).is_some());
+        assert!(reserved_tag_write(&op("DeleteRegisteredModelTag"), &t, None).is_some());
+        let body = obj(json!({"name": "m", "tags": [{"key": "mlflow_gate.created_by", "value": "ci"}]}));
+        assert!(reserved_tag_write(&op("CreateModelVersion"), &Map::new(), Some(&body)).is_some());
+        assert!(reserved_tag_write(&op("SetTag"), &obj(json!({"key": "mlflow.user"})), None).is_some());
+        assert!(reserved_tag_write(&op("SetModelVersionTag"), &obj(json!({"key": "team"})), None).is_none());
+    }
+
+    #[test]
+    fn creations_and_runs_are_stamped_with_the_subject() {
+        let mut b = obj(json!({"name": "m", "source": "s"}));
+        stamp_request(&op("CreateModelVersion"), &mut b, "alice", 5);
+        assert_eq!(b["tags"], json!([{"key": CREATED_BY, "value": "alice"}, {"key": CREATED_AT, "value": "5"}]));
+        let mut run = obj(
+            json!({"experiment_id": "1", "user_id": "mallory", "tags": [{"key": "mlflow.user", "value": "mallory"}, {"key": "x", "value": "y"}]}),
+        );
+        stamp_request(&op("CreateRun"), &mut run, "alice", 5);
+        assert_eq!(run["user_id"], "alice");
+        assert_eq!(run["tags"], json!([{"key": "x", "value": "y"}, {"key": "mlflow.user", "value": "alice"}]));
+    }
+
+    #[test]
+    fn history_is_appended_and_bounded() {
+        let prev: Vec<Value> = (0..30).map(|i| json!({"stage": "Staging", "at": i})).collect();
+        let entry =
+            history_entry(&op("TransitionModelVersionStage"), &obj(json!({"stage": "Production"})), "ci", 99, "r");
+        let h: Vec<Value> =
+            serde_json::from_str(&appended_history(&prev, entry.unwrap_or_default())).unwrap_or_default();
+        assert_eq!(h.len(), MAX_HISTORY);
+        assert_eq!(h.last().map(|e| e["stage"].clone()), Some(json!("Production")));
+    }
+}
