@@ -1,0 +1,272 @@
+"""Fixtures for the end-to-end suite: a real MLflow server, the gate in front of it, signing keys and tokens,
+and the MLflow client pointed at the gate.
+
+Run with the venv from scripts/venv.sh: `"$(scripts/venv.sh | tail -n1)/bin/python" -m pytest tests/e2e`.
+The gate binary is `target/debug/mlflow-gate` unless MLFLOW_GATE_BIN says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pytest
+import requests
+from mlflow import MlflowClient
+
+REPO = Path(__file__).resolve().parents[2]
+GATE_BIN = Path(os.environ.get("MLFLOW_GATE_BIN", REPO / "target" / "debug" / "mlflow-gate"))
+# The suite runs under the venv's python, so the venv's `mlflow` sits next to it.
+MLFLOW_BIN = Path(sys.executable).with_name("mlflow")
+ISSUER = "https://idp.test"
+AUDIENCE = "mlflow"
+STARTUP_TIMEOUT_SECS = 120  # MLflow needs ~10 s on a warm machine to create its tables and import everything
+POLL_INTERVAL_SECS = 0.1
+
+
+@dataclass(frozen=True)
+class Server:
+    """A process we started: where it listens and where its output goes."""
+
+    url: str
+    log: Path
+
+
+@dataclass(frozen=True)
+class GateKeys:
+    """A directory made by `mlflow-gate dev keygen`, and a way to mint tokens signed with it."""
+
+    dir: Path
+
+    @property
+    def jwks(self) -> Path:
+        return self.dir / "jwks.json"
+
+    def token(self, sub: str, groups: tuple[str, ...] | list[str] = (), ttl: int = 3600, **claims) -> str:
+        """A JWT for `sub` from issuer https://idp.test, audience mlflow; extra claims are JSON-encoded."""
+        cmd = ["dev", "token", "--key-dir", str(self.dir), "--issuer", ISSUER, "--audience", AUDIENCE]
+        # `--ttl=N` rather than `--ttl N` so that a negative N is not mistaken for a flag.
+        cmd += ["--sub", sub, f"--ttl={ttl}"]
+        if groups:
+            cmd += ["--groups", ",".join(groups)]
+        for key, value in claims.items():
+            cmd += ["--claim", f"{key}={json.dumps(value)}"]
+        return run_gate(*cmd).strip()
+
+
+def run_gate(*args: str) -> str:
+    """Runs the gate binary to completion; returns stdout, or raises RuntimeError carrying its stderr."""
+    if not GATE_BIN.is_file():
+        pytest.fail(f"gate binary {GATE_BIN} not found: run `cargo build` or set MLFLOW_GATE_BIN")
+    result = subprocess.run([str(GATE_BIN), *args], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise RuntimeError(f"mlflow-gate {' '.join(args)} exited {result.returncode}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def keygen(directory: Path) -> GateKeys:
+    run_gate("dev", "keygen", "--dir", str(directory))
+    return GateKeys(directory)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(cmd: list[str], log: Path, **kwargs) -> subprocess.Popen:
+    """Starts `cmd` in a new session (its own process group, so `stop` reaches the children it spawns)."""
+    with log.open("wb") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 15) -> None:
+    """SIGTERM to the process group we created, then SIGKILL if it has not exited within `timeout`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def tail(path: Path, lines: int = 60) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as err:
+        return f"(no log: {err})"
+
+
+def wait_for(check: Callable[[], object], what: str, proc: subprocess.Popen, log: Path, timeout: float):
+    """Polls `check` until it returns something truthy (and returns that), failing with the log's tail if the
+    process exits or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{what}: process exited with {proc.returncode}; log tail ({log}):\n{tail(log)}")
+        result = check()
+        if result:
+            return result
+        time.sleep(POLL_INTERVAL_SECS)
+    pytest.fail(f"{what}: not ready after {timeout}s; log tail ({log}):\n{tail(log)}")
+
+
+def answers_200(url: str) -> bool:
+    try:
+        with requests.Session() as session:
+            session.trust_env = False  # no HTTP(S)_PROXY for loopback
+            return session.get(url, timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def read_addr(path: Path) -> str | None:
+    """The `host:port` the gate wrote to its addr file, once the file is complete."""
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return text if re.fullmatch(r"\S+:\d+", text) else None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Servers
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> Iterator[Server]:
+    """A real `mlflow server` (sqlite, served artifacts, one worker, no job runner) on a free port."""
+    tmp = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    cmd = [str(MLFLOW_BIN), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    cmd += ["--backend-store-uri", f"sqlite:///{tmp}/mlflow.db"]
+    cmd += ["--serve-artifacts", "--artifacts-destination", str(tmp / "artifacts")]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server = Server(f"http://127.0.0.1:{port}", tmp / "mlflow.log")
+    proc = start(cmd, server.log, env=env, cwd=tmp)
+    try:
+        wait_for(lambda: answers_200(f"{server.url}/health"), "mlflow server", proc, server.log, STARTUP_TIMEOUT_SECS)
+        yield server
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="session")
+def gate_keys(tmp_path_factory) -> GateKeys:
+    """The signing key the gate trusts (issuer https://idp.test, audience mlflow)."""
+    return keygen(tmp_path_factory.mktemp("keys") / "keys")
+
+
+@pytest.fixture(scope="session")
+def foreign_keys(tmp_path_factory) -> GateKeys:
+    """A second key pair the gate does not trust: tokens signed with it must be refused."""
+    return keygen(tmp_path_factory.mktemp("foreign-keys") / "keys")
+
+
+def gate_config(upstream: str, jwks: Path) -> str:
+    # json.dumps gives a TOML basic string (same escapes) for the paths and URLs.
+    return f"""\
+[server]
+listen = "127.0.0.1:0"
+max_body_bytes = 10485760
+
+[upstream]
+url = {json.dumps(upstream)}
+connect_timeout_secs = 5
+timeout_secs = 60
+
+[[auth.issuers]]
+issuer = {json.dumps(ISSUER)}
+audiences = [{json.dumps(AUDIENCE)}]
+algorithms = ["RS256"]
+jwks_file = {json.dumps(str(jwks))}
+groups_claim = "groups"
+
+[policy]
+dir = {json.dumps(str(REPO / "policies"))}
+"""
+
+
+@pytest.fixture(scope="session")
+def gate(mlflow_server: Server, gate_keys: GateKeys, tmp_path_factory) -> Iterator[Server]:
+    """The gate on port 0 in front of `mlflow_server`, with the repository's policies."""
+    tmp = tmp_path_factory.mktemp("gate")
+    config, addr_file, log = tmp / "gate.toml", tmp / "gate.addr", tmp / "gate.log"
+    config.write_text(gate_config(mlflow_server.url, gate_keys.jwks))
+    if not GATE_BIN.is_file():
+        pytest.fail(f"gate binary {GATE_BIN} not found: run `cargo build` or set MLFLOW_GATE_BIN")
+    env = {"RUST_LOG": "info", **os.environ}
+    proc = start([str(GATE_BIN), "serve", "--config", str(config), "--addr-file", str(addr_file)], log, env=env)
+    try:
+        addr = wait_for(lambda: read_addr(addr_file), "gate addr file", proc, log, 30)
+        url = f"http://{addr}"
+        wait_for(lambda: answers_200(f"{url}/health"), "gate /health", proc, log, 30)
+        yield Server(url, log)
+    finally:
+        stop(proc)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On a failed test, attach the tails of the gate's and MLflow's logs to the report."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for name in ("gate", "mlflow_server"):
+        server = item.funcargs.get(name)
+        if isinstance(server, Server):
+            report.sections.append((f"{name} log tail ({server.log})", tail(server.log)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The MLflow client
+
+
+@pytest.fixture
+def client_as(gate: Server, monkeypatch) -> Iterator[Callable[[str | None], MlflowClient]]:
+    """Points the MLflow client (fluent API included) at the gate for this test. Call the returned function with
+    a token (or None for no token) to act as that caller from then on; it returns a fresh MlflowClient."""
+    for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_AUTH",
+                "MLFLOW_TRACKING_AWS_SIGV4", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(var, raising=False)  # Basic credentials would win over the bearer token
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", gate.url)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", gate.url)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a failing request fails now, not after backoff
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    # The module-level URIs win over the environment; set them, and clear them afterwards.
+    mlflow.set_tracking_uri(gate.url)
+    mlflow.set_registry_uri(gate.url)
+
+    def as_caller(token: str | None) -> MlflowClient:
+        if token is None:
+            monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
+        else:
+            monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", token)
+        return MlflowClient(tracking_uri=gate.url, registry_uri=gate.url)
+
+    try:
+        yield as_caller
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)

@@ -1,0 +1,254 @@
+"""The real MLflow Python client, talking to a real MLflow server through the gate with bearer tokens.
+
+Every test checks the outcome against MLflow itself (plain HTTP straight to the upstream, bypassing the gate).
+"""
+
+from __future__ import annotations
+
+import base64
+import filecmp
+import json
+import re
+import time
+import uuid
+
+import mlflow
+import mlflow.artifacts
+import mlflow.pyfunc
+import mlflow.sklearn
+import numpy as np
+import pytest
+import requests
+import sklearn
+from mlflow.exceptions import MlflowException
+from sklearn.linear_model import LogisticRegression
+
+# What the default policy's denial of a Production transition must name (the group that may do it).
+PRODUCTION_DENIAL_MENTIONS = "only the CI service account may transition to Production"
+
+
+def unique(prefix: str) -> str:
+    return f"e2e-{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def http(base_url: str, method: str, path: str, token: str | None = None, **kwargs) -> requests.Response:
+    """One plain HTTP request (no proxies from the environment, no retries)."""
+    with requests.Session() as session:
+        session.trust_env = False
+        headers = bearer(token) if token else {}
+        return session.request(method, base_url + path, headers=headers, timeout=60, **kwargs)
+
+
+def upstream(mlflow_server, path: str, **params) -> dict:
+    """GET straight from MLflow (no gate, no token); asserts 200 and returns the JSON."""
+    response = http(mlflow_server.url, "GET", path, params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def upstream_has_experiment(mlflow_server, name: str) -> bool:
+    response = http(mlflow_server.url, "GET", "/api/2.0/mlflow/experiments/get-by-name",
+                    params={"experiment_name": name})
+    assert response.status_code in (200, 404), response.text
+    return response.status_code == 200
+
+
+def upstream_stage(mlflow_server, name: str, version: str) -> str:
+    mv = upstream(mlflow_server, "/api/2.0/mlflow/model-versions/get", name=name, version=version)
+    return mv["model_version"]["current_stage"]
+
+
+def strip_request_id(message: str) -> str:
+    """The gate quotes a per-request id in every error message; two requests share everything else."""
+    return re.sub(r" \(request id [0-9a-f]+\)$", "", message)
+
+
+def assert_mlflow_error(response: requests.Response, status: int, error_code: str) -> str:
+    """Asserts MLflow's error shape and returns the message."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    body = response.json()
+    assert body["error_code"] == error_code, body
+    assert isinstance(body["message"], str) and body["message"].strip(), body
+    return body["message"]
+
+
+def jwt_claims(token: str) -> dict:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def new_model_version(client) -> tuple[str, str]:
+    """A registered model with one version (stage None) whose source is a fresh run's artifact directory."""
+    run = client.create_run(client.create_experiment(unique("exp")))
+    client.set_terminated(run.info.run_id)
+    name = unique("model")
+    client.create_registered_model(name)
+    mv = client.create_model_version(name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    return name, mv.version
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_tracking_and_registry_round_trip(client_as, gate_keys, mlflow_server):
+    client = client_as(gate_keys.token("alice"))
+    experiment_id = client.create_experiment(unique("exp"))
+    name = unique("model")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_params({"C": 0.5, "solver": "lbfgs"})
+        model = LogisticRegression(C=0.5, solver="lbfgs").fit(X, y)
+        accuracy = float(model.score(X, y))
+        mlflow.log_metric("accuracy", accuracy)
+        info = mlflow.sklearn.log_model(
+            model, name="model", registered_model_name=name,
+            pip_requirements=[f"scikit-learn=={sklearn.__version__}"],  # skips the slow requirement inference
+        )
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(name, "candidate", version)
+
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}@candidate")
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+    run_id = run.info.run_id
+    data = upstream(mlflow_server, "/api/2.0/mlflow/runs/get", run_id=run_id)["run"]
+    assert data["info"]["experiment_id"] == experiment_id
+    assert data["info"]["status"] == "FINISHED"
+    assert {p["key"]: p["value"] for p in data["data"]["params"]} == {"C": "0.5", "solver": "lbfgs"}
+    assert {m["key"]: m["value"] for m in data["data"]["metrics"]} == {"accuracy": pytest.approx(accuracy)}
+    registered = upstream(mlflow_server, "/api/2.0/mlflow/registered-models/get", name=name)["registered_model"]
+    assert registered["aliases"] == [{"alias": "candidate", "version": version}]
+    mv = upstream(mlflow_server, "/api/2.0/mlflow/model-versions/get", name=name, version=version)["model_version"]
+    assert mv["status"] == "READY"
+    assert mv["run_id"] == run_id
+    by_alias = upstream(mlflow_server, "/api/2.0/mlflow/registered-models/alias", name=name, alias="candidate")
+    assert by_alias["model_version"]["version"] == version
+
+
+def test_no_token_is_401_with_clear_message(client_as, gate, mlflow_server):
+    client = client_as(None)
+    name = unique("exp")
+
+    with pytest.raises(MlflowException) as raised:
+        client.create_experiment(name)
+    response = http(gate.url, "POST", "/api/2.0/mlflow/experiments/create", json={"name": name})
+
+    message = assert_mlflow_error(response, 401, "UNAUTHENTICATED")
+    assert any(word in message.lower() for word in ("token", "authorization", "bearer")), message
+    assert raised.value.error_code == "UNAUTHENTICATED"
+    assert strip_request_id(message) in str(raised.value)
+    assert not upstream_has_experiment(mlflow_server, name)
+
+
+def bad_token(kind: str, gate_keys, foreign_keys) -> str:
+    if kind == "garbage":
+        return "not-a-jwt"
+    if kind == "signed-by-unknown-key":
+        return foreign_keys.token("alice")
+    try:
+        token = gate_keys.token("alice", ttl=-600)  # well past any clock-skew leeway
+    except RuntimeError as err:
+        pytest.skip(f"cannot mint an expired token: `mlflow-gate dev token --ttl=-600` is refused ({err})")
+    assert jwt_claims(token)["exp"] < time.time() - 300
+    return token
+
+
+@pytest.mark.parametrize(
+    ("kind", "mentions"),
+    [
+        ("garbage", ("token", "jwt", "malformed", "invalid")),
+        ("signed-by-unknown-key", ("signature", "key", "kid", "invalid")),
+        ("expired", ("expired",)),
+    ],
+)
+def test_bad_token_is_401(kind, mentions, client_as, gate, gate_keys, foreign_keys, mlflow_server):
+    token = bad_token(kind, gate_keys, foreign_keys)
+    client = client_as(token)
+    name = unique("exp")
+
+    with pytest.raises(MlflowException) as raised:
+        client.create_experiment(name)
+    response = http(gate.url, "POST", "/api/2.0/mlflow/experiments/create", token, json={"name": name})
+
+    message = assert_mlflow_error(response, 401, "UNAUTHENTICATED")
+    assert any(word in message.lower() for word in mentions), message
+    assert raised.value.error_code == "UNAUTHENTICATED"
+    assert strip_request_id(message) in str(raised.value)
+    assert not upstream_has_experiment(mlflow_server, name)
+
+
+def test_policy_denial_reaches_client(client_as, gate, gate_keys, mlflow_server):
+    alice = gate_keys.token("alice")
+    client = client_as(alice)
+    name, version = new_model_version(client)
+
+    with pytest.raises(MlflowException) as raised:
+        client.transition_model_version_stage(name, version, "Production")
+    body = {"name": name, "version": version, "stage": "Production", "archive_existing_versions": False}
+    response = http(gate.url, "POST", "/api/2.0/mlflow/model-versions/transition-stage", alice, json=body)
+
+    message = assert_mlflow_error(response, 403, "PERMISSION_DENIED")
+    assert PRODUCTION_DENIAL_MENTIONS in message
+    assert raised.value.error_code == "PERMISSION_DENIED"
+    assert strip_request_id(message) in str(raised.value)
+    assert upstream_stage(mlflow_server, name, version) == "None"
+
+    ci_bot = client_as(gate_keys.token("ci-bot", groups=["mlflow-ci"]))
+    assert ci_bot.transition_model_version_stage(name, version, "Production").current_stage == "Production"
+    assert upstream_stage(mlflow_server, name, version) == "Production"
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/health", "text/plain"),
+        ("/version", "text/html"),  # sic: MLflow 3.17.2 labels the bare version string as HTML
+        ("/api/3.0/mlflow/server-info", "application/json"),
+        ("/", "text/html"),  # the UI shell, index.html
+    ],
+)
+def test_public_paths_need_no_token(path, content_type, gate, mlflow_server):
+    response = http(gate.url, "GET", path)
+
+    assert response.status_code == 200, response.text[:500]
+    assert response.headers["content-type"].startswith(content_type), response.headers
+    assert response.headers.get("x-mlflow-gate-request-id"), response.headers
+    assert response.content == http(mlflow_server.url, "GET", path).content
+
+
+def test_artifacts_stream_through_gate(client_as, gate_keys, mlflow_server, tmp_path):
+    client = client_as(gate_keys.token("alice"))
+    run = client.create_run(client.create_experiment(unique("exp")))
+    original = tmp_path / "big.bin"
+    original.write_bytes(np.random.default_rng(1).bytes(20 * 1024 * 1024))
+
+    client.log_artifact(run.info.run_id, str(original), artifact_path="blobs")
+    downloaded = mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="blobs/big.bin", dst_path=str(tmp_path / "down"))
+
+    assert filecmp.cmp(original, downloaded, shallow=False)
+    # The upstream holds exactly these bytes (read with plain HTTP from MLflow's artifact proxy).
+    stored = run.info.artifact_uri.removeprefix("mlflow-artifacts:/") + "/blobs/big.bin"
+    response = http(mlflow_server.url, "GET", f"/api/2.0/mlflow-artifacts/artifacts/{stored}")
+    assert response.status_code == 200, response.text[:500]
+    assert response.content == original.read_bytes()
+
+
+def test_ui_ajax_route_works(gate, gate_keys, mlflow_server):
+    params = {"max_results": 10}
+    path = "/ajax-api/2.0/mlflow/experiments/search"
+
+    response = http(gate.url, "GET", path, gate_keys.token("alice"), params=params)
+
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json() == upstream(mlflow_server, path, **params)
+    assert response.json()["experiments"]
