@@ -30,6 +30,46 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
+/// A streamed body that reports when it has been read to the end (or failed), so that a deadline can start
+/// counting only once an upload has been fully sent.
+pub struct NotifyOnEnd {
+    inner: GateBody,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl NotifyOnEnd {
+    /// Wraps `inner`; `done` fires once the body is exhausted.
+    pub fn new(inner: GateBody, done: tokio::sync::oneshot::Sender<()>) -> NotifyOnEnd {
+        NotifyOnEnd { inner, done: Some(done) }
+    }
+}
+
+impl Body for NotifyOnEnd {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None) | std::task::Poll::Ready(Some(Err(_)))) {
+            if let Some(done) = self.done.take() {
+                let _ = done.send(());
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Why a body could not be buffered.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {

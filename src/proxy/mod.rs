@@ -89,14 +89,18 @@ impl Upstream {
     pub async fn forward(&self, out: Outgoing<'_>) -> Result<Response<GateBody>, GateError> {
         let uri = self.uri(out.target)?;
         let mut headers = headers::for_upstream(out.headers, out.conn, out.original_host.as_deref(), &self.host);
+        // The deadline counts from the end of the request body: an upload takes as long as it takes.
+        let (sent_tx, sent_rx) = tokio::sync::oneshot::channel::<()>();
         let body = match out.body {
             OutBody::Evaluated(bytes) => {
                 headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                let _ = sent_tx.send(());
                 body::full(bytes)
             }
-            OutBody::Stream(b) => b,
+            OutBody::Stream(b) => body::stream(body::NotifyOnEnd::new(b, sent_tx)),
             OutBody::Empty => {
                 headers.remove(http::header::CONTENT_LENGTH);
+                let _ = sent_tx.send(());
                 body::empty()
             }
         };
@@ -104,13 +108,23 @@ impl Upstream {
         *req.method_mut() = out.method;
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
-        let resp = match tokio::time::timeout(self.config.timeout, self.client.request(req)).await {
-            Err(_) => return Err(GateError::UpstreamTimeout),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, connect = e.is_connect(), "forwarding to MLflow failed");
-                return Err(GateError::UpstreamUnavailable);
+        let timeout = self.config.timeout;
+        let deadline = async move {
+            if sent_rx.await.is_err() {
+                // The body was dropped unfinished (the request failed); the request future reports why.
+                std::future::pending::<()>().await;
             }
-            Ok(Ok(resp)) => resp,
+            tokio::time::sleep(timeout).await;
+        };
+        let resp = tokio::select! {
+            r = self.client.request(req) => match r {
+                Ok(resp) => resp,
+                Err(e) => {
+                    tracing::warn!(error = %e, connect = e.is_connect(), "forwarding to MLflow failed");
+                    return Err(GateError::UpstreamUnavailable);
+                }
+            },
+            () = deadline => return Err(GateError::UpstreamTimeout),
         };
         let (mut parts, incoming) = resp.into_parts();
         headers::for_client(&mut parts.headers);
