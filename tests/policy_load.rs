@@ -1,0 +1,100 @@
+//! Start-up refusals and fail-closed evaluation: a bundle that does not compile, or whose entrypoint errors on the
+//! sample input, stops the gate from starting (and `mlflow-gate check` names the file and line); an evaluation
+//! error at request time denies.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use http::{Method, StatusCode};
+use mlflow_gate::policy::Bundle;
+
+fn bundle_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+fn load(dir: &Path) -> Result<Bundle, String> {
+    Bundle::load(dir, "data.mlflow_gate.decision", Duration::from_millis(100)).map_err(|e| e.to_string())
+}
+
+const HEADER: &str = "package mlflow_gate\nimport rego.v1\n";
+
+#[test]
+fn syntax_error_names_the_file_and_line() {
+    let dir = bundle_dir(&[(
+        "broken.rego",
+        &format!("{HEADER}\ndecision := {{\"allow\": true}}\n\nallow if {{ input.x == }}\n"),
+    )]);
+    let err = load(dir.path()).err().unwrap_or_default();
+    assert!(err.contains("broken.rego") && err.contains(":6:"), "{err}");
+}
+
+#[test]
+fn entrypoint_failing_on_the_sample_input_refuses_to_start() {
+    // regorus has no io.jwt: the policy compiles but errors on every evaluation.
+    let dir =
+        bundle_dir(&[("p.rego", &format!("{HEADER}\ndecision := {{\"allow\": io.jwt.decode(\"x\")[0] == {{}}}}\n"))]);
+    let err = load(dir.path()).err().unwrap_or_default();
+    assert!(err.contains("self-test") && err.contains("io.jwt.decode"), "{err}");
+    let dir = bundle_dir(&[("p.rego", &format!("{HEADER}\ndecision := \"yes\"\n"))]);
+    assert!(load(dir.path()).err().unwrap_or_default().contains("malformed"));
+    let dir = bundle_dir(&[("p.rego", &format!("{HEADER}\nallow := true\n"))]);
+    assert!(load(dir.path()).is_err(), "a bundle without the entrypoint must not load");
+}
+
+#[tokio::test]
+async fn evaluation_error_at_request_time_denies() {
+    // Fine on the sample input, an error (integer division by zero) when the request has a body with n = 0.
+    let policy = format!("{HEADER}\ndecision := {{\"allow\": true}} if input.request.body == null\n\ndecision := {{\"allow\": 10 / input.request.body.n > 1}} if input.request.body != null\n");
+    let dir = bundle_dir(&[("p.rego", &policy)]);
+    let upstream = Recorder::start(Behaviour::default()).await;
+    let keys = Keys::new();
+    let gate = GateHandle::start_toml(&config_toml(upstream.addr, &keys.jwks_path(), dir.path(), "")).await;
+    let token = keys.token("alice", &[]);
+    let ok = send(Method::GET, &gate.url("/api/2.0/mlflow/experiments/search"), Some(&token), &[], None).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let denied = send(
+        Method::POST,
+        &gate.url("/api/2.0/mlflow/experiments/create"),
+        Some(&token),
+        &[("content-type", "application/json")],
+        Some(r#"{"name":"e","n":0}"#),
+    )
+    .await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    assert!(denied.message().contains("could not be evaluated"), "{}", denied.message());
+    assert_eq!(upstream.mutations(), 0);
+    gate.stop().await;
+}
+
+#[test]
+fn check_command_reports_config_and_policy_faults_and_passes_a_good_config() {
+    let bin = env!("CARGO_BIN_EXE_mlflow-gate");
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let good = config_toml("127.0.0.1:5000".parse().unwrap(), &keys.jwks_path(), &policies_dir(), "");
+    let run = |toml: &str| {
+        let path = dir.path().join("gate.toml");
+        std::fs::write(&path, toml).unwrap();
+        let out = Command::new(bin).args(["check", "--config"]).arg(&path).output().unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let (ok, text) = run(&good);
+    assert!(ok, "{text}");
+    let (ok, text) = run(&good.replace("algorithms = [\"RS256\"]", "algorithms = [\"none\"]"));
+    assert!(!ok && text.contains("gate.toml: auth.issuers[0].algorithms:"), "{text}");
+    let broken = bundle_dir(&[("bad.rego", &format!("{HEADER}\ndecision := {{\"allow\": true}}\nx if {{ ]\n"))]);
+    let (ok, text) = run(&good.replace(&policies_dir().display().to_string(), &broken.path().display().to_string()));
+    assert!(!ok && text.contains("bad.rego:5"), "{text}");
+}
