@@ -83,7 +83,13 @@ pub async fn explain(
         None => json!({ "target": Value::Object(fields) }),
     };
     let query = params::query_map(&t.query_pairs());
-    let facts = input::RequestFacts { method: method.as_str(), path: &t.path, query: &query, body: json.as_ref() };
+    let facts = input::RequestFacts {
+        method: method.as_str(),
+        path: &t.path,
+        query: &query,
+        body: json.as_ref(),
+        workspace: None,
+    };
     let doc = input::build(principal, &op, &facts, resource);
     Explanation { operation: Ok(op), input: Some(doc) }
 }

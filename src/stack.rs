@@ -144,7 +144,8 @@ impl Gate {
             tracing::error!(error = %e, "enrichment failed; denying");
             GateError::LookupFailed
         })?;
-        self.decide(&principal, &op, &parts.method, &target, read.json.as_ref(), &resource, trail)?;
+        let workspace = parts.headers.get("x-mlflow-workspace").and_then(|v| v.to_str().ok());
+        self.decide(&principal, &op, &parts.method, &target, read.json.as_ref(), workspace, &resource, trail)?;
         let out = match read.json {
             Some(mut json) => {
                 stamps::stamp_request(&op, &mut json, &principal.sub, now_ms());
@@ -191,11 +192,12 @@ impl Gate {
         method: &Method,
         target: &Target,
         body: Option<&serde_json::Map<String, serde_json::Value>>,
+        workspace: Option<&str>,
         resource: &serde_json::Value,
         trail: &mut Trail,
     ) -> Result<(), GateError> {
         let query = params::query_map(&target.query_pairs());
-        let facts = input::RequestFacts { method: method.as_str(), path: &target.path, query: &query, body };
+        let facts = input::RequestFacts { method: method.as_str(), path: &target.path, query: &query, body, workspace };
         let doc = input::build(principal, op, &facts, resource.clone());
         let decision = self.policy.evaluate(input::to_rego(&doc)).map_err(|e| {
             tracing::error!(error = %e, "policy evaluation failed; denying");
@@ -245,9 +247,9 @@ impl Gate {
         if bytes.is_empty() {
             return Ok(ReadBody { json: None, out: OutBody::Empty });
         }
-        let json = params::parse_json_object(&bytes).map_err(|e| GateError::BadRequest(e.0))?;
-        let evaluated = serde_json::to_vec(&json).map_err(|_| GateError::Internal)?;
-        Ok(ReadBody { json: Some(json), out: OutBody::Evaluated(Bytes::from(evaluated)) })
+        let mut json = params::parse_json_object(&bytes).map_err(|e| GateError::BadRequest(e.0))?;
+        target_fields::normalize_body(&mut json).map_err(|e| GateError::BadRequest(e.0))?;
+        Ok(ReadBody { json: Some(json), out: OutBody::Empty })
     }
 
     async fn forward(

@@ -242,3 +242,22 @@ async fn expect_100_continue_with_a_denial_never_reads_or_forwards_the_body() {
     assert_eq!(upstream.count(), 0);
     gate.stop().await;
 }
+
+#[tokio::test]
+async fn failed_registry_lookup_denies_with_503_and_mutates_nothing() {
+    let (gate, upstream, keys) = gate_with_recorder(Behaviour { fail_gets: true, ..Behaviour::default() }).await;
+    let body = r#"{"name":"fraud","version":"1","stage":"Staging"}"#;
+    let a = send(
+        Method::POST,
+        &gate.url(TRANSITION),
+        Some(&keys.token("ci", &["mlflow-ci"])),
+        &[("content-type", "application/json")],
+        Some(body),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(a.json()["error_code"], "TEMPORARILY_UNAVAILABLE");
+    assert!(a.message().contains("looking up"), "{}", a.message());
+    assert_eq!(upstream.mutations(), 0);
+    gate.stop().await;
+}

@@ -21,6 +21,8 @@ pub struct RequestFacts<'a> {
     pub query: &'a Map<String, Value>,
     /// The parsed JSON body, when the request has one the gate reads.
     pub body: Option<&'a Map<String, Value>>,
+    /// The `X-MLFLOW-WORKSPACE` header (the MLflow tenant the request addresses), when sent.
+    pub workspace: Option<&'a str>,
 }
 
 /// Builds the input document.
@@ -67,6 +69,12 @@ pub fn sample() -> regorus::Value {
         path_params: vec![],
     };
     let query = crate::mlflow::params::query_map(&[("name".into(), "self-test".into())]);
-    let req = RequestFacts { method: "GET", path: "/api/2.0/mlflow/registered-models/get", query: &query, body: None };
+    let req = RequestFacts {
+        method: "GET",
+        path: "/api/2.0/mlflow/registered-models/get",
+        query: &query,
+        body: None,
+        workspace: None,
+    };
     to_rego(&build(&principal, &op, &req, json!({})))
 }

@@ -42,6 +42,8 @@ pub struct Behaviour {
     pub big_bytes: u64,
     /// Count bodies instead of keeping them.
     pub count_only: bool,
+    /// Answer every GET with 500 (the gate's look-ups fail).
+    pub fail_gets: bool,
 }
 
 /// A recording upstream on 127.0.0.1:0.
@@ -136,6 +138,9 @@ async fn record(
     });
     if let Some(d) = b.delay {
         tokio::time::sleep(d).await;
+    }
+    if b.fail_gets && parts.method == Method::GET {
+        return Response::builder().status(500).body(Full::new(Bytes::from_static(b"boom")).boxed()).unwrap();
     }
     if parts.method == Method::GET && parts.uri.path().ends_with("/big.bin") && b.big_bytes > 0 {
         let chunk = Bytes::from(vec![b'x'; 1 << 20]);

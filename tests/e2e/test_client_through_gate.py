@@ -27,69 +27,8 @@ from sklearn.linear_model import LogisticRegression
 PRODUCTION_DENIAL_MENTIONS = "only the CI service account may transition to Production"
 
 
-def unique(prefix: str) -> str:
-    return f"e2e-{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def http(base_url: str, method: str, path: str, token: str | None = None, **kwargs) -> requests.Response:
-    """One plain HTTP request (no proxies from the environment, no retries)."""
-    with requests.Session() as session:
-        session.trust_env = False
-        headers = bearer(token) if token else {}
-        return session.request(method, base_url + path, headers=headers, timeout=60, **kwargs)
-
-
-def upstream(mlflow_server, path: str, **params) -> dict:
-    """GET straight from MLflow (no gate, no token); asserts 200 and returns the JSON."""
-    response = http(mlflow_server.url, "GET", path, params=params)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def upstream_has_experiment(mlflow_server, name: str) -> bool:
-    response = http(mlflow_server.url, "GET", "/api/2.0/mlflow/experiments/get-by-name",
-                    params={"experiment_name": name})
-    assert response.status_code in (200, 404), response.text
-    return response.status_code == 200
-
-
-def upstream_stage(mlflow_server, name: str, version: str) -> str:
-    mv = upstream(mlflow_server, "/api/2.0/mlflow/model-versions/get", name=name, version=version)
-    return mv["model_version"]["current_stage"]
-
-
-def strip_request_id(message: str) -> str:
-    """The gate quotes a per-request id in every error message; two requests share everything else."""
-    return re.sub(r" \(request id [0-9a-f]+\)$", "", message)
-
-
-def assert_mlflow_error(response: requests.Response, status: int, error_code: str) -> str:
-    """Asserts MLflow's error shape and returns the message."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json"), response.headers
-    body = response.json()
-    assert body["error_code"] == error_code, body
-    assert isinstance(body["message"], str) and body["message"].strip(), body
-    return body["message"]
-
-
-def jwt_claims(token: str) -> dict:
-    payload = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-
-
-def new_model_version(client) -> tuple[str, str]:
-    """A registered model with one version (stage None) whose source is a fresh run's artifact directory."""
-    run = client.create_run(client.create_experiment(unique("exp")))
-    client.set_terminated(run.info.run_id)
-    name = unique("model")
-    client.create_registered_model(name)
-    mv = client.create_model_version(name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
-    return name, mv.version
+from helpers import (assert_mlflow_error, http, jwt_claims, new_model_version, strip_request_id, unique,
+                     upstream, upstream_has_experiment, upstream_stage)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,109 @@
+"""Helpers shared by the end-to-end suites: plain HTTP to the gate or straight to MLflow, and small fixtures of
+MLflow state made through the real client."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import socket
+import uuid
+
+import requests
+
+
+def unique(prefix: str) -> str:
+    return f"e2e-{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def http(base_url: str, method: str, path: str, token: str | None = None, **kwargs) -> requests.Response:
+    """One plain HTTP request (no proxies from the environment, no retries); `headers` are added to the token's."""
+    with requests.Session() as session:
+        session.trust_env = False
+        headers = {**(bearer(token) if token else {}), **kwargs.pop("headers", {})}
+        return session.request(method, base_url + path, headers=headers, timeout=60, **kwargs)
+
+
+def upstream(mlflow_server, path: str, **params) -> dict:
+    """GET straight from MLflow (no gate, no token); asserts 200 and returns the JSON."""
+    response = http(mlflow_server.url, "GET", path, params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def upstream_has_experiment(mlflow_server, name: str) -> bool:
+    response = http(mlflow_server.url, "GET", "/api/2.0/mlflow/experiments/get-by-name",
+                    params={"experiment_name": name})
+    assert response.status_code in (200, 404), response.text
+    return response.status_code == 200
+
+
+def upstream_stage(mlflow_server, name: str, version: str) -> str:
+    mv = upstream(mlflow_server, "/api/2.0/mlflow/model-versions/get", name=name, version=version)
+    return mv["model_version"]["current_stage"]
+
+
+def strip_request_id(message: str) -> str:
+    """The gate quotes a per-request id in every error message; two requests share everything else."""
+    return re.sub(r" \(request id [0-9a-f]+\)$", "", message)
+
+
+def assert_mlflow_error(response: requests.Response, status: int, error_code: str) -> str:
+    """Asserts MLflow's error shape and returns the message."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    body = response.json()
+    assert body["error_code"] == error_code, body
+    assert isinstance(body["message"], str) and body["message"].strip(), body
+    return body["message"]
+
+
+def jwt_claims(token: str) -> dict:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def new_model_version(client) -> tuple[str, str]:
+    """A registered model with one version (stage None) whose source is a fresh run's artifact directory."""
+    run = client.create_run(client.create_experiment(unique("exp")))
+    client.set_terminated(run.info.run_id)
+    name = unique("model")
+    client.create_registered_model(name)
+    mv = client.create_model_version(name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    return name, mv.version
+
+
+
+
+def raw_request(base_url: str, request: bytes, timeout: float = 30) -> tuple[int, bytes]:
+    """Sends raw bytes (for targets and framings a client library would normalise) and returns (status, body)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(request)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, body
+
+
+def raw_post(base_url: str, target: str, token: str, body: bytes, content_type: str = "application/json",
+             method: str = "POST", extra: str = "", content_length: bool = True) -> tuple[int, bytes]:
+    """A request with an exact request target and body bytes (Connection: close). With content_length=False the
+    caller frames the body itself (e.g. `extra="Transfer-Encoding: chunked\\r\\n"`)."""
+    length = f"Content-Length: {len(body)}\r\n" if content_length else ""
+    head = (f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: {content_type}\r\n{length}{extra}Connection: close\r\n\r\n")
+    return raw_request(base_url, head.encode() + body)
+
+
+def tags_of(entity: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in entity.get("tags", [])}
