@@ -19,6 +19,12 @@ pub enum GateError {
     /// The request cannot be read unambiguously.
     #[error("{0}")]
     BadRequest(String),
+    /// The object the request names does not exist (workflow requests the gate serves itself).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request does not fit the object's current state (e.g. approving a request that is not open).
+    #[error("{0}")]
+    InvalidState(String),
     /// The request body is larger than the gate buffers.
     #[error("request body is larger than the gate's limit of {0} bytes")]
     PayloadTooLarge(usize),
@@ -48,7 +54,8 @@ impl GateError {
         match self {
             GateError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             GateError::PermissionDenied(_) | GateError::PolicyFailed => StatusCode::FORBIDDEN,
-            GateError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GateError::BadRequest(_) | GateError::InvalidState(_) => StatusCode::BAD_REQUEST,
+            GateError::NotFound(_) => StatusCode::NOT_FOUND,
             GateError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GateError::KeysUnavailable | GateError::LookupFailed => StatusCode::SERVICE_UNAVAILABLE,
             GateError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
@@ -63,6 +70,8 @@ impl GateError {
             GateError::Unauthenticated(_) => "UNAUTHENTICATED",
             GateError::PermissionDenied(_) | GateError::PolicyFailed => "PERMISSION_DENIED",
             GateError::BadRequest(_) => "BAD_REQUEST",
+            GateError::NotFound(_) => "RESOURCE_DOES_NOT_EXIST",
+            GateError::InvalidState(_) => "INVALID_STATE",
             GateError::PayloadTooLarge(_) => "REQUEST_LIMIT_EXCEEDED",
             GateError::KeysUnavailable | GateError::LookupFailed | GateError::UpstreamUnavailable => {
                 "TEMPORARILY_UNAVAILABLE"
@@ -78,6 +87,8 @@ impl GateError {
             GateError::Unauthenticated(_) => "unauthenticated",
             GateError::PermissionDenied(_) => "denied",
             GateError::BadRequest(_) => "bad_request",
+            GateError::NotFound(_) => "not_found",
+            GateError::InvalidState(_) => "invalid_state",
             GateError::PayloadTooLarge(_) => "too_large",
             GateError::PolicyFailed => "policy_error",
             GateError::KeysUnavailable => "keys_unavailable",
@@ -91,7 +102,11 @@ impl GateError {
     /// Builds the response. `request_id` is quoted in the message so that a user can hand it to an operator.
     pub fn into_response(self, request_id: &str) -> Response<GateBody> {
         let message = match &self {
-            GateError::Unauthenticated(m) | GateError::PermissionDenied(m) | GateError::BadRequest(m) => {
+            GateError::Unauthenticated(m)
+            | GateError::PermissionDenied(m)
+            | GateError::BadRequest(m)
+            | GateError::NotFound(m)
+            | GateError::InvalidState(m) => {
                 format!("mlflow-gate: {m} (request id {request_id})")
             }
             other => format!("mlflow-gate: {other} (request id {request_id})"),

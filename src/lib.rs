@@ -3,8 +3,10 @@
 //! `auth`, decision in `policy`), `proxy` forwards what was permitted, and `error` turns every failure into
 //! MLflow's error JSON.
 
+pub mod approvals;
 pub mod auth;
 pub mod body;
+pub mod client;
 pub mod config;
 pub mod devkeys;
 pub mod error;

@@ -51,12 +51,86 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Ask for a model version to be moved to a stage (a Databricks-style transition request).
+    RequestTransition {
+        #[command(flatten)]
+        gate: GateArgs,
+        #[command(flatten)]
+        version: VersionArgs,
+        /// Target stage: Staging, Production or Archived.
+        #[arg(long)]
+        stage: String,
+        /// Why.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Approve an open transition request (if the policy also lets you transition, the gate performs it).
+    Approve {
+        #[command(flatten)]
+        gate: GateArgs,
+        #[command(flatten)]
+        version: VersionArgs,
+        /// The requested stage.
+        #[arg(long)]
+        stage: String,
+        /// Archive the versions now in that stage when the transition is performed.
+        #[arg(long)]
+        archive_existing_versions: bool,
+        /// Comment.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Reject an open transition request.
+    Reject {
+        #[command(flatten)]
+        gate: GateArgs,
+        #[command(flatten)]
+        version: VersionArgs,
+        /// The requested stage.
+        #[arg(long)]
+        stage: String,
+        /// Why.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// List a model version's open transition requests (with --history, every activity).
+    Requests {
+        #[command(flatten)]
+        gate: GateArgs,
+        #[command(flatten)]
+        version: VersionArgs,
+        /// Show the whole history: requests, approvals, rejections, cancellations, comments.
+        #[arg(long)]
+        history: bool,
+    },
     /// Policy tools for the security team: run the bundle's tests, evaluate an input.
     #[command(subcommand)]
     Policy(PolicyCmd),
     /// Local keys and tokens for demos and tests (production tokens come from your IdP).
     #[command(subcommand)]
     Dev(Dev),
+}
+
+/// Where the gate is and who is calling.
+#[derive(clap::Args)]
+struct GateArgs {
+    /// The gate's URL.
+    #[arg(long, env = "MLFLOW_TRACKING_URI")]
+    gate_url: String,
+    /// Bearer token (from your IdP).
+    #[arg(long, env = "MLFLOW_TRACKING_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+/// Which model version.
+#[derive(clap::Args)]
+struct VersionArgs {
+    /// Registered model name.
+    #[arg(long)]
+    name: String,
+    /// Version number.
+    #[arg(long)]
+    version: String,
 }
 
 #[derive(Subcommand)]
@@ -128,6 +202,41 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Explain { method, path, body, sub, groups, config } => {
             explain(&method, &path, body.as_deref(), &sub, &groups, config.as_deref())
+        }
+        Command::RequestTransition { gate, version, stage, comment } => workflow(
+            &gate,
+            http::Method::POST,
+            "transition-requests/create".into(),
+            Some(
+                serde_json::json!({"name": version.name, "version": version.version, "stage": stage, "comment": comment}),
+            ),
+        ),
+        Command::Approve { gate, version, stage, archive_existing_versions, comment } => workflow(
+            &gate,
+            http::Method::POST,
+            "transition-requests/approve".into(),
+            Some(serde_json::json!({"name": version.name, "version": version.version, "stage": stage,
+                "archive_existing_versions": archive_existing_versions, "comment": comment})),
+        ),
+        Command::Reject { gate, version, stage, comment } => workflow(
+            &gate,
+            http::Method::POST,
+            "transition-requests/reject".into(),
+            Some(
+                serde_json::json!({"name": version.name, "version": version.version, "stage": stage, "comment": comment}),
+            ),
+        ),
+        Command::Requests { gate, version, history } => {
+            let mut pairs = vec![("name", version.name.as_str()), ("version", version.version.as_str())];
+            if history {
+                pairs.push(("include_history", "true"));
+            }
+            workflow(
+                &gate,
+                http::Method::GET,
+                format!("transition-requests/list?{}", mlflow_gate::client::query(&pairs)),
+                None,
+            )
         }
         Command::Policy(cmd) => run_policy(cmd),
         Command::Dev(dev) => run_dev(dev),
@@ -248,6 +357,15 @@ fn explain(method: &str, path: &str, body: Option<&str>, sub: &str, groups: &str
         }
         Ok(())
     })
+}
+
+fn workflow(gate: &GateArgs, method: http::Method, path: String, body: Option<serde_json::Value>) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let path = format!("/api/2.0/mlflow/{path}");
+    let reply =
+        runtime.block_on(mlflow_gate::client::call(&gate.gate_url, &gate.token, method, &path, body.as_ref()))?;
+    println!("{}", serde_json::to_string_pretty(&reply)?);
+    Ok(())
 }
 
 fn run_policy(cmd: PolicyCmd) -> Result<()> {

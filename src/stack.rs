@@ -12,6 +12,7 @@ use http::{header, HeaderValue, Method, Request, Response};
 use http_body::Body;
 use tracing::Instrument;
 
+use crate::approvals;
 use crate::auth::{AuthError, Authenticator, Principal};
 use crate::body::{self, BoxError, CollectError, GateBody};
 use crate::config::Config;
@@ -111,7 +112,8 @@ impl Gate {
         B::Error: Into<BoxError>,
     {
         let target = canon::canonicalize(req.uri(), req.version()).map_err(|e| GateError::BadRequest(e.0))?;
-        let op = routes::classify(req.method().as_str(), &target.path);
+        let op = approvals::classify(req.method().as_str(), &target.path)
+            .or_else(|| routes::classify(req.method().as_str(), &target.path));
         if let Some(op) = op.as_ref().filter(|op| op.public || op.rpc == "CorsPreflight") {
             trail.rpc = op.rpc;
             trail.decision = "public";
@@ -130,9 +132,15 @@ impl Gate {
         trail.rpc = op.rpc;
         let (parts, body) = req.into_parts();
         let read = self.read_body(&parts, &target, &op, body).await?;
-        let fields =
-            target_fields::extract(parts.method.as_str(), &target.query_pairs(), read.json.as_ref(), &op.path_params)
-                .map_err(|e| GateError::BadRequest(e.0))?;
+        let workflow = approvals::is_workflow(&op);
+        // Databricks clients send the workflow's DELETE parameters in the query string.
+        let reads_query = workflow && parts.method == Method::DELETE && read.json.is_none();
+        let method = if reads_query { "GET" } else { parts.method.as_str() };
+        let mut fields = target_fields::extract(method, &target.query_pairs(), read.json.as_ref(), &op.path_params)
+            .map_err(|e| GateError::BadRequest(e.0))?;
+        if workflow {
+            approvals::prepare_target(&op, &mut fields)?;
+        }
         if let Some(key) = stamps::reserved_tag_write(&op, &fields, read.json.as_ref()) {
             return Err(GateError::PermissionDenied(format!(
                 "the tag {key:?} is reserved: only mlflow-gate writes it (tags starting with {:?} and the run tag {:?})",
@@ -146,6 +154,20 @@ impl Gate {
         })?;
         let workspace = parts.headers.get("x-mlflow-workspace").and_then(|v| v.to_str().ok());
         self.decide(&principal, &op, &parts.method, &target, read.json.as_ref(), workspace, &resource, trail)?;
+        if workflow {
+            let include_history = target.query_pairs().iter().any(|(k, v)| k == "include_history" && v == "true");
+            let fields = resource.get("target").and_then(|t| t.as_object()).cloned().unwrap_or_default();
+            let flow = approvals::Workflow { upstream: &self.upstream, policy: &self.policy, enricher: &self.enricher };
+            let call = approvals::Call {
+                op: &op,
+                principal: &principal,
+                target: &fields,
+                resource: &resource,
+                include_history,
+                request_id: id,
+            };
+            return flow.execute(call).await;
+        }
         let out = match read.json {
             Some(mut json) => {
                 stamps::stamp_request(&op, &mut json, &principal.sub, now_ms());

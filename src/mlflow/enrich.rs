@@ -28,12 +28,14 @@ pub struct EnrichError {
 }
 
 /// RPCs of the transition-request workflow, which act on a model version.
-const WORKFLOW_RPCS: [&str; 6] = [
+const WORKFLOW_RPCS: [&str; 8] = [
     "CreateTransitionRequest",
     "ApproveTransitionRequest",
     "RejectTransitionRequest",
     "DeleteTransitionRequest",
     "CreateComment",
+    "UpdateComment",
+    "DeleteComment",
     "ListTransitionRequests",
 ];
 
@@ -107,8 +109,13 @@ impl Enricher {
                 res.insert("alias_holder".into(), json!({"alias": alias, "version": v}));
             }
         }
-        let approvals = mv.as_ref().map(super::stamps::approvals).unwrap_or_default();
-        res.insert("approvals".into(), Value::Array(approvals));
+        let workflow =
+            mv.as_ref().map(|mv| crate::approvals::policy_facts(mv, run.as_ref(), &target)).unwrap_or_default();
+        res.insert("approvals".into(), workflow.get("approvals").cloned().unwrap_or_else(|| json!([])));
+        res.insert("open_requests".into(), workflow.get("open_requests").cloned().unwrap_or_else(|| json!([])));
+        if let Some(activity) = workflow.get("activity") {
+            res.insert("activity".into(), activity.clone());
+        }
         res.insert("source_matches_run".into(), Value::Bool(matches));
         if let Some(rm) = rm {
             res.insert("registered_model".into(), Value::Object(rm));

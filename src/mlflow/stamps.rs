@@ -15,8 +15,6 @@ pub const CREATED_BY: &str = "mlflow_gate.created_by";
 pub const CREATED_AT: &str = "mlflow_gate.created_at";
 /// JSON list of `{stage|alias, by, at, request_id}`: every stage change and alias move made through the gate.
 pub const STAGE_HISTORY: &str = "mlflow_gate.stage_history";
-/// JSON list of approvals recorded by the transition-request workflow.
-pub const APPROVALS: &str = "mlflow_gate.approvals";
 /// The run tag MLflow shows as the run's user.
 pub const RUN_USER_TAG: &str = "mlflow.user";
 /// Longest history kept in the tag (MLflow limits tag values to 5000 characters).
@@ -107,16 +105,6 @@ pub fn appended_history(previous: &[Value], entry: Value) -> String {
     list.push(entry);
     let skip = list.len().saturating_sub(MAX_HISTORY);
     Value::Array(list.into_iter().skip(skip).collect()).to_string()
-}
-
-/// Approvals recorded on a model version (facts as built by the enrichment).
-pub fn approvals(model_version: &Map<String, Value>) -> Vec<Value> {
-    model_version
-        .get("tags")
-        .and_then(|t| t.get(APPROVALS))
-        .and_then(Value::as_str)
-        .and_then(|s| serde_json::from_str::<Vec<Value>>(s).ok())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -67,16 +67,42 @@ def jwt_claims(token: str) -> dict:
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
-def new_model_version(client) -> tuple[str, str]:
-    """A registered model with one version (stage None) whose source is a fresh run's artifact directory."""
-    run = client.create_run(client.create_experiment(unique("exp")))
+GOOD_TAGS = {"data_version": "2026-11", "git_commit": "0f1e2d3c"}
+
+
+def gated_run(client, metrics: dict | None = None, tags: dict | None = None):
+    """A finished run with the metrics and tags the default evaluation gate asks for (or the ones given)."""
+    run = client.create_run(client.create_experiment(unique("exp")), tags=GOOD_TAGS if tags is None else tags)
+    for key, value in ({"val_auc": 0.91} if metrics is None else metrics).items():
+        client.log_metric(run.info.run_id, key, value)
     client.set_terminated(run.info.run_id)
-    name = unique("model")
-    client.create_registered_model(name)
+    return run
+
+
+def new_model_version(client, name: str | None = None, metrics: dict | None = None,
+                      tags: dict | None = None) -> tuple[str, str]:
+    """A model version (stage None) whose source is a fresh run's artifact directory; the registered model is
+    created when `name` is not given."""
+    run = gated_run(client, metrics, tags)
+    if name is None:
+        name = unique("model")
+        client.create_registered_model(name)
     mv = client.create_model_version(name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
     return name, mv.version
 
 
+def workflow(gate_url: str, token: str, action: str, **fields) -> requests.Response:
+    """A Databricks-style transition-request call to the gate (create, approve, reject)."""
+    return http(gate_url, "POST", f"/api/2.0/mlflow/transition-requests/{action}", token, json=fields)
+
+
+def approve_for(gate_url: str, name: str, version: str, stage: str, requester: str, reviewer: str) -> None:
+    """Requests a transition as `requester` and approves it as `reviewer`; asserts both succeed."""
+    response = workflow(gate_url, requester, "create", name=name, version=version, stage=stage)
+    assert response.status_code == 200, response.text
+    response = workflow(gate_url, reviewer, "approve", name=name, version=version, stage=stage,
+                        archive_existing_versions=True)
+    assert response.status_code == 200, response.text
 
 
 def raw_request(base_url: str, request: bytes, timeout: float = 30) -> tuple[int, bytes]:

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from helpers import http, new_model_version, raw_post, tags_of, unique, upstream, upstream_stage
+from helpers import approve_for, http, new_model_version, raw_post, tags_of, upstream, upstream_stage
 
 API = "/api/2.0/mlflow/model-versions/transition-stage"
 
@@ -88,17 +88,23 @@ def test_chunked_body_is_evaluated_and_forwarded_whole(gate, mlflow_server, engi
     assert upstream_stage(mlflow_server, name, v) == "Staging"
 
 
-def test_ci_transition_in_alternate_spellings_takes_effect(gate, mlflow_server, ci, version, client_as, engineer):
+def test_ci_transition_in_alternate_spellings_takes_effect(gate, mlflow_server, ci, version, client_as, engineer,
+                                                          gate_keys):
     name, v = version
-    # The UI's twin route, lower-case stage and the camelCase flag: one operation, as MLflow reads it.
+    reviewer = gate_keys.token("bob", groups=["ml-senior"])
+    client_as(ci).transition_model_version_stage(name, v, "Staging")
+    approve_for(gate.url, name, v, "Production", engineer, reviewer)
+    # The UI's twin route, an encoded slash, lower-case stage and the camelCase flag: one operation, as MLflow
+    # reads it, and allowed because CI asks for an approved version.
     status, reply = raw_post(gate.url, "/ajax-api/2.0/mlflow/model-versions%2Ftransition-stage", ci,
                              body(name, v, "production", archiveExistingVersions=True))
     assert status == 200, reply
     assert upstream_stage(mlflow_server, name, v) == "Production"
     # A second version promoted the same way archives the first (archive_existing_versions reached MLflow).
-    run = client_as(engineer).create_run(client_as(engineer).create_experiment(unique("exp")))
-    v2 = client_as(engineer).create_model_version(name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id).version
-    status, reply = raw_post(gate.url, API, ci, body(name, v2, "Production", archiveExistingVersions=True))
+    _, v2 = new_model_version(client_as(engineer), name=name)
+    client_as(ci).transition_model_version_stage(name, v2, "Staging")
+    approve_for(gate.url, name, v2, "Production", engineer, reviewer)
+    status, reply = raw_post(gate.url, API, ci, body(name, v2, "PRODUCTION", archiveExistingVersions=True))
     assert status == 200, reply
     assert upstream_stage(mlflow_server, name, v2) == "Production"
     assert upstream_stage(mlflow_server, name, v) == "Archived"

@@ -1,0 +1,358 @@
+//! Approval workflow, served by the gate itself after the policy allowed the request: Databricks-compatible
+//! transition requests (create, approve, reject, cancel, list) and comments for open-source MLflow, which has
+//! none. Same paths, fields and response shapes as Databricks' Workspace Model Registry, under `/api/2.0/mlflow/`
+//! and `/ajax-api/2.0/mlflow/`. State is kept in reserved model-version tags (see `state`).
+
+pub mod state;
+
+use bytes::Bytes;
+use http::{Method, Response, StatusCode};
+use serde_json::{json, Map, Value};
+
+use crate::auth::Principal;
+use crate::body::{self, GateBody};
+use crate::error::GateError;
+use crate::mlflow::enrich::Enricher;
+use crate::mlflow::routes::{Operation, Resource};
+use crate::mlflow::stamps;
+use crate::mlflow::target::field;
+use crate::policy::{input, Policy};
+use crate::proxy::Upstream;
+use state::{kind, Activity};
+
+/// The workflow routes: (method, path after `/api/2.0/mlflow/` or `/ajax-api/2.0/mlflow/`, RPC, read-only).
+const ROUTES: [(&str, &str, &str, bool); 8] = [
+    ("POST", "transition-requests/create", "CreateTransitionRequest", false),
+    ("POST", "transition-requests/approve", "ApproveTransitionRequest", false),
+    ("POST", "transition-requests/reject", "RejectTransitionRequest", false),
+    ("DELETE", "transition-requests/delete", "DeleteTransitionRequest", false),
+    ("GET", "transition-requests/list", "ListTransitionRequests", true),
+    ("POST", "comments/create", "CreateComment", false),
+    ("PATCH", "comments/update", "UpdateComment", false),
+    ("DELETE", "comments/delete", "DeleteComment", false),
+];
+
+/// Classifies a workflow route (HEAD reads like GET).
+pub fn classify(method: &str, path: &str) -> Option<Operation> {
+    let rest = path.strip_prefix("/api/2.0/mlflow/").or_else(|| path.strip_prefix("/ajax-api/2.0/mlflow/"))?;
+    let method = if method == "HEAD" { "GET" } else { method };
+    ROUTES.iter().find(|(m, p, _, _)| *m == method && *p == rest).map(|(_, _, rpc, read_only)| Operation {
+        rpc,
+        read_only: *read_only,
+        resource: Resource::ModelVersion,
+        public: false,
+        server_side_job: false,
+        path_params: Vec::new(),
+    })
+}
+
+/// Whether an operation is served by the workflow rather than forwarded.
+pub fn is_workflow(op: &Operation) -> bool {
+    ROUTES.iter().any(|(_, _, rpc, _)| *rpc == op.rpc)
+}
+
+/// Completes a workflow target before enrichment: a comment id names its model version.
+pub fn prepare_target(op: &Operation, target: &mut Map<String, Value>) -> Result<(), GateError> {
+    if matches!(op.rpc, "UpdateComment" | "DeleteComment") {
+        let id = field(target, "id").ok_or_else(|| bad("id is required"))?;
+        let (name, version, _) = state::parse_external_id(id).ok_or_else(|| not_found("no comment has this id"))?;
+        target.insert("name".into(), Value::String(name));
+        target.insert("version".into(), Value::String(version));
+    }
+    Ok(())
+}
+
+/// The facts a policy needs about the workflow of a version: approvals (with validity), open requests, and the
+/// activity a request acts on (a comment being edited).
+pub fn policy_facts(
+    model_version: &Map<String, Value>,
+    source_run: Option<&Map<String, Value>>,
+    target: &Map<String, Value>,
+) -> Map<String, Value> {
+    let tags = model_version.get("tags").and_then(Value::as_object).cloned().unwrap_or_default();
+    let list = state::activities(&tags);
+    let mut facts = Map::new();
+    facts.insert("approvals".into(), Value::Array(state::approvals_for_policy(&list, model_version, source_run)));
+    let open = state::open_requests(&list)
+        .into_iter()
+        .map(|r| json!({"id": r.id, "to_stage": r.to_stage, "user_id": r.user_id, "creation_timestamp": r.creation_timestamp}))
+        .collect();
+    facts.insert("open_requests".into(), Value::Array(open));
+    let short = field(target, "id").and_then(state::parse_external_id).map(|(_, _, s)| s);
+    if let Some(a) = short.and_then(|s| list.iter().find(|a| a.id == s)) {
+        facts.insert("activity".into(), json!({"id": a.id, "activity_type": a.activity_type, "user_id": a.user_id}));
+    }
+    facts
+}
+
+fn bad(msg: &str) -> GateError {
+    GateError::BadRequest(msg.to_string())
+}
+
+fn not_found(msg: &str) -> GateError {
+    GateError::NotFound(msg.to_string())
+}
+
+fn invalid_state(msg: String) -> GateError {
+    GateError::InvalidState(msg)
+}
+
+/// Serves workflow requests.
+pub struct Workflow<'a> {
+    /// MLflow.
+    pub upstream: &'a Upstream,
+    /// The policy (asked again before an approval performs a transition).
+    pub policy: &'a Policy,
+    /// Look-ups for that second decision.
+    pub enricher: &'a Enricher,
+}
+
+/// One permitted workflow request.
+pub struct Call<'a> {
+    /// The operation.
+    pub op: &'a Operation,
+    /// Who.
+    pub principal: &'a Principal,
+    /// The target fields.
+    pub target: &'a Map<String, Value>,
+    /// The enriched resource the policy saw.
+    pub resource: &'a Value,
+    /// Whether `include_history=true` was asked (list).
+    pub include_history: bool,
+    /// The gate's request id.
+    pub request_id: &'a str,
+}
+
+impl Workflow<'_> {
+    /// Performs a permitted workflow request and answers in Databricks' response shape.
+    pub async fn execute(&self, call: Call<'_>) -> Result<Response<GateBody>, GateError> {
+        let mv = call.resource.get("model_version").and_then(Value::as_object);
+        let name = field(call.target, "name").ok_or_else(|| bad("name is required"))?;
+        let version = field(call.target, "version").ok_or_else(|| bad("version is required"))?;
+        let mv = mv.ok_or_else(|| not_found(&format!("model version {version} of {name} does not exist")))?;
+        let tags = mv.get("tags").and_then(Value::as_object).cloned().unwrap_or_default();
+        let list = state::activities(&tags);
+        let ctx = Ctx { name, version, mv, list: &list, call: &call };
+        let body = match call.op.rpc {
+            "CreateTransitionRequest" => self.create_request(&ctx).await?,
+            "ApproveTransitionRequest" | "RejectTransitionRequest" => self.resolve_request(&ctx).await?,
+            "DeleteTransitionRequest" => self.cancel_request(&ctx).await?,
+            "ListTransitionRequests" => list_requests(&ctx),
+            "CreateComment" | "UpdateComment" => self.write_comment(&ctx).await?,
+            "DeleteComment" => self.delete_comment(&ctx).await?,
+            other => return Err(bad(&format!("{other} is not a workflow operation"))),
+        };
+        let mut resp = Response::new(body::full(Bytes::from(body.to_string())));
+        *resp.status_mut() = StatusCode::OK;
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        Ok(resp)
+    }
+
+    async fn create_request(&self, ctx: &Ctx<'_>) -> Result<Value, GateError> {
+        let stage = ctx.stage()?;
+        let sub = &ctx.call.principal.sub;
+        if state::open_requests(ctx.list).iter().any(|r| r.user_id == *sub && r.to_stage.as_deref() == Some(stage)) {
+            return Err(invalid_state(format!(
+                "{sub} already has an open request to move version {} to {stage}",
+                ctx.version
+            )));
+        }
+        let a = ctx.new_activity(kind::REQUESTED, Some(stage), None);
+        self.save(ctx, &a).await?;
+        let actions = ["APPROVE_TRANSITION_REQUEST", "REJECT_TRANSITION_REQUEST", "CANCEL_TRANSITION_REQUEST"];
+        Ok(json!({"request": {"to_stage": stage, "comment": a.comment, "user_id": a.user_id,
+            "creation_timestamp": a.creation_timestamp, "available_actions": actions}}))
+    }
+
+    async fn resolve_request(&self, ctx: &Ctx<'_>) -> Result<Value, GateError> {
+        let stage = ctx.stage()?;
+        let approve = ctx.call.op.rpc == "ApproveTransitionRequest";
+        let open = state::open_requests(ctx.list);
+        let request = open.iter().find(|r| r.to_stage.as_deref() == Some(stage)).ok_or_else(|| {
+            invalid_state(format!(
+                "there is no open request to move version {} of {} to {stage}",
+                ctx.version, ctx.name
+            ))
+        })?;
+        let kind = if approve { kind::APPROVED } else { kind::REJECTED };
+        let mut a = ctx.new_activity(kind, Some(stage), Some(request.id.clone()));
+        if approve {
+            let run = ctx.call.resource.get("source_run").and_then(Value::as_object);
+            a.fingerprint = Some(state::fingerprint(ctx.mv, run));
+        }
+        self.save(ctx, &a).await?;
+        if approve {
+            a.system_comment = self.transition_if_permitted(ctx, stage).await?;
+        }
+        Ok(json!({"activity": a.to_api(ctx.name, ctx.version)}))
+    }
+
+    /// As Databricks does, an approver the policy also allows to perform the transition gets it performed.
+    /// Under the default policy a reviewer's approval only records; CI then transitions.
+    async fn transition_if_permitted(&self, ctx: &Ctx<'_>, stage: &str) -> Result<Option<String>, GateError> {
+        let archive = ctx.call.target.get("archive_existing_versions").and_then(Value::as_bool).unwrap_or(false);
+        let body =
+            json!({"name": ctx.name, "version": ctx.version, "stage": stage, "archive_existing_versions": archive});
+        let Value::Object(body) = body else { return Err(GateError::Internal) };
+        let op = Operation {
+            rpc: "TransitionModelVersionStage",
+            read_only: false,
+            resource: Resource::ModelVersion,
+            public: false,
+            server_side_job: false,
+            path_params: Vec::new(),
+        };
+        let resource = self.enricher.resource(self.upstream, &op, body.clone()).await.map_err(|e| {
+            tracing::error!(error = %e, "enrichment for the approval's transition failed");
+            GateError::LookupFailed
+        })?;
+        let path = "/api/2.0/mlflow/model-versions/transition-stage";
+        let query = Map::new();
+        let facts = input::RequestFacts { method: "POST", path, query: &query, body: Some(&body), workspace: None };
+        let doc = input::build(ctx.call.principal, &op, &facts, resource.clone());
+        let decision = self.policy.evaluate(input::to_rego(&doc));
+        if !decision.as_ref().is_ok_and(|d| d.allow) {
+            return Ok(Some(format!(
+                "approval recorded; {} may not perform the transition, so it was not applied",
+                ctx.call.principal.sub
+            )));
+        }
+        let (status, reply) =
+            self.upstream.call_json(Method::POST, path, Some(&Value::Object(body.clone()))).await.map_err(|e| {
+                tracing::error!(error = %e, "the approval's transition failed");
+                GateError::UpstreamUnavailable
+            })?;
+        if !status.is_success() {
+            tracing::warn!(%status, %reply, "MLflow refused the approval's transition");
+            return Ok(Some(format!("approval recorded; MLflow refused the transition ({status})")));
+        }
+        let entry = stamps::history_entry(&op, &body, &ctx.call.principal.sub, now_ms(), ctx.call.request_id);
+        let previous =
+            resource.pointer("/model_version/stage_history").and_then(Value::as_array).cloned().unwrap_or_default();
+        if let Some(entry) = entry {
+            let value = stamps::appended_history(&previous, entry);
+            self.set_tag(ctx, stamps::STAGE_HISTORY, &value).await?;
+        }
+        let applied = ctx.new_activity(kind::APPLIED, Some(stage), None);
+        self.save(ctx, &applied).await?;
+        Ok(Some(format!("approved and transitioned to {stage}")))
+    }
+
+    async fn cancel_request(&self, ctx: &Ctx<'_>) -> Result<Value, GateError> {
+        let stage = ctx.stage()?;
+        let creator = field(ctx.call.target, "creator").unwrap_or(&ctx.call.principal.sub);
+        let open = state::open_requests(ctx.list);
+        let request =
+            open.iter().find(|r| r.user_id == creator && r.to_stage.as_deref() == Some(stage)).ok_or_else(|| {
+                not_found(&format!("{creator} has no open request to move version {} to {stage}", ctx.version))
+            })?;
+        let a = ctx.new_activity(kind::CANCELLED, Some(stage), Some(request.id.clone()));
+        self.save(ctx, &a).await?;
+        Ok(json!({"activity": a.to_api(ctx.name, ctx.version)}))
+    }
+
+    async fn write_comment(&self, ctx: &Ctx<'_>) -> Result<Value, GateError> {
+        let mut a = match ctx.call.op.rpc {
+            "UpdateComment" => ctx.existing_comment()?,
+            _ => ctx.new_activity(kind::COMMENT, None, None),
+        };
+        let text = field(ctx.call.target, "comment").ok_or_else(|| bad("comment is required"))?;
+        a.comment = Some(text.to_string());
+        a.last_updated_timestamp = now_ms();
+        self.save(ctx, &a).await?;
+        let mine = a.user_id == ctx.call.principal.sub;
+        let actions: Vec<&str> = if mine { vec!["EDIT_COMMENT", "DELETE_COMMENT"] } else { vec![] };
+        Ok(json!({"comment": {"id": state::external_id(ctx.name, ctx.version, &a.id), "comment": a.comment,
+            "user_id": a.user_id, "creation_timestamp": a.creation_timestamp,
+            "last_updated_timestamp": a.last_updated_timestamp, "available_actions": actions}}))
+    }
+
+    async fn delete_comment(&self, ctx: &Ctx<'_>) -> Result<Value, GateError> {
+        let a = ctx.existing_comment()?;
+        let body = json!({"name": ctx.name, "version": ctx.version, "key": a.tag_key()});
+        self.call(Method::DELETE, "/api/2.0/mlflow/model-versions/delete-tag", &body).await?;
+        Ok(json!({}))
+    }
+
+    async fn save(&self, ctx: &Ctx<'_>, a: &Activity) -> Result<(), GateError> {
+        let value = serde_json::to_string(a).map_err(|_| GateError::Internal)?;
+        self.set_tag(ctx, &a.tag_key(), &value).await
+    }
+
+    async fn set_tag(&self, ctx: &Ctx<'_>, key: &str, value: &str) -> Result<(), GateError> {
+        let body = json!({"name": ctx.name, "version": ctx.version, "key": key, "value": value});
+        self.call(Method::POST, "/api/2.0/mlflow/model-versions/set-tag", &body).await
+    }
+
+    async fn call(&self, method: Method, path: &str, body: &Value) -> Result<(), GateError> {
+        match self.upstream.call_json(method, path, Some(body)).await {
+            Ok((status, _)) if status.is_success() => Ok(()),
+            Ok((status, reply)) => {
+                tracing::error!(%status, %reply, path, "recording workflow state in MLflow failed");
+                Err(GateError::UpstreamUnavailable)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, path, "recording workflow state in MLflow failed");
+                Err(GateError::UpstreamUnavailable)
+            }
+        }
+    }
+}
+
+/// One workflow request's context.
+struct Ctx<'a> {
+    name: &'a str,
+    version: &'a str,
+    mv: &'a Map<String, Value>,
+    list: &'a [Activity],
+    call: &'a Call<'a>,
+}
+
+impl Ctx<'_> {
+    fn stage(&self) -> Result<&str, GateError> {
+        match field(self.call.target, "stage") {
+            Some(s @ ("Staging" | "Production" | "Archived")) => Ok(s),
+            Some(other) => Err(bad(&format!("stage {other:?} is not one of Staging, Production, Archived"))),
+            None => Err(bad("stage is required")),
+        }
+    }
+
+    fn new_activity(&self, kind: &str, to_stage: Option<&str>, resolves: Option<String>) -> Activity {
+        let now = now_ms();
+        let comment = field(self.call.target, "comment").map(|c| c.chars().take(state::MAX_COMMENT_CHARS).collect());
+        Activity {
+            id: state::new_id(),
+            activity_type: kind.to_string(),
+            from_stage: self.mv.get("current_stage").and_then(Value::as_str).map(str::to_owned),
+            to_stage: to_stage.map(str::to_owned),
+            comment,
+            system_comment: None,
+            user_id: self.call.principal.sub.clone(),
+            creation_timestamp: now,
+            last_updated_timestamp: now,
+            resolves,
+            fingerprint: None,
+        }
+    }
+
+    fn existing_comment(&self) -> Result<Activity, GateError> {
+        let short = field(self.call.target, "id").and_then(state::parse_external_id).map(|(_, _, s)| s);
+        short
+            .and_then(|s| self.list.iter().find(|a| a.id == s && a.activity_type == kind::COMMENT))
+            .cloned()
+            .ok_or_else(|| not_found("no comment has this id"))
+    }
+}
+
+fn list_requests(ctx: &Ctx<'_>) -> Value {
+    let items: Vec<Value> = if ctx.call.include_history {
+        ctx.list.iter().map(|a| a.to_api(ctx.name, ctx.version)).collect()
+    } else {
+        state::open_requests(ctx.list).into_iter().map(|a| a.to_api(ctx.name, ctx.version)).collect()
+    };
+    json!({ "requests": items })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,243 @@
+//! Approval workflow, state side: transition requests, approvals, rejections, cancellations and comments live in
+//! MLflow itself, one reserved model-version tag per activity (`mlflow_gate.activity.<id>`), written only by the
+//! gate. One tag per activity means replicas never race on a shared list, and the history survives restarts and is
+//! visible in the MLflow UI. Activity ids given to clients encode the model name and version, so a comment can be
+//! found from its id alone.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+/// Prefix of the activity tags.
+pub const ACTIVITY_PREFIX: &str = "mlflow_gate.activity.";
+/// Longest comment accepted.
+pub const MAX_COMMENT_CHARS: usize = 5000;
+
+/// Databricks' activity types.
+pub mod kind {
+    /// A transition was requested.
+    pub const REQUESTED: &str = "REQUESTED_TRANSITION";
+    /// A request was approved.
+    pub const APPROVED: &str = "APPROVED_REQUEST";
+    /// A request was rejected.
+    pub const REJECTED: &str = "REJECTED_REQUEST";
+    /// The requester cancelled the request.
+    pub const CANCELLED: &str = "CANCELLED_REQUEST";
+    /// A comment.
+    pub const COMMENT: &str = "NEW_COMMENT";
+    /// A transition performed by the gate on approval.
+    pub const APPLIED: &str = "APPLIED_TRANSITION";
+}
+
+/// One activity as stored in its tag.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Activity {
+    /// Short id (the tag key's suffix).
+    pub id: String,
+    /// One of [`kind`].
+    pub activity_type: String,
+    /// Stage of the version when the activity happened.
+    #[serde(default)]
+    pub from_stage: Option<String>,
+    /// Target stage (requests, approvals, rejections, cancellations, applied transitions).
+    #[serde(default)]
+    pub to_stage: Option<String>,
+    /// The person's comment.
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// A comment by the gate (e.g. what an approval led to).
+    #[serde(default)]
+    pub system_comment: Option<String>,
+    /// Who did it (the token's `sub`).
+    pub user_id: String,
+    /// When (ms since the epoch).
+    pub creation_timestamp: u64,
+    /// Last edit (comments).
+    pub last_updated_timestamp: u64,
+    /// For approvals, rejections and cancellations: the request resolved.
+    #[serde(default)]
+    pub resolves: Option<String>,
+    /// For approvals: the evidence the approver saw (see [`fingerprint`]).
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+}
+
+impl Activity {
+    /// The tag key this activity is stored under.
+    pub fn tag_key(&self) -> String {
+        format!("{ACTIVITY_PREFIX}{}", self.id)
+    }
+
+    /// Databricks' `Activity` object, with the client-facing id.
+    pub fn to_api(&self, name: &str, version: &str) -> Value {
+        json!({
+            "id": external_id(name, version, &self.id),
+            "activity_type": self.activity_type,
+            "from_stage": self.from_stage,
+            "to_stage": self.to_stage,
+            "comment": self.comment,
+            "system_comment": self.system_comment,
+            "user_id": self.user_id,
+            "creation_timestamp": self.creation_timestamp,
+            "last_updated_timestamp": self.last_updated_timestamp,
+        })
+    }
+}
+
+/// A new short activity id.
+pub fn new_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// The id clients see: model name, version and short id, base64url-encoded.
+pub fn external_id(name: &str, version: &str, short: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{name}\u{0}{version}\u{0}{short}"))
+}
+
+/// Reverses [`external_id`].
+pub fn parse_external_id(id: &str) -> Option<(String, String, String)> {
+    let bytes = URL_SAFE_NO_PAD.decode(id).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let mut parts = text.split('\u{0}');
+    let (name, version, short) = (parts.next()?, parts.next()?, parts.next()?);
+    let valid = parts.next().is_none() && !name.is_empty() && !version.is_empty() && short.len() == 16;
+    valid.then(|| (name.to_string(), version.to_string(), short.to_string()))
+}
+
+/// Every activity recorded on a model version (from its tags `{key: value}`), oldest first.
+pub fn activities(tags: &Map<String, Value>) -> Vec<Activity> {
+    let mut list: Vec<Activity> = tags
+        .iter()
+        .filter(|(k, _)| k.starts_with(ACTIVITY_PREFIX))
+        .filter_map(|(_, v)| serde_json::from_str::<Activity>(v.as_str()?).ok())
+        .collect();
+    list.sort_by(|a, b| (a.creation_timestamp, &a.id).cmp(&(b.creation_timestamp, &b.id)));
+    list
+}
+
+/// Requests not yet approved, rejected or cancelled.
+pub fn open_requests(list: &[Activity]) -> Vec<&Activity> {
+    list.iter()
+        .filter(|a| a.activity_type == kind::REQUESTED)
+        .filter(|r| !list.iter().any(|a| a.resolves.as_deref() == Some(r.id.as_str())))
+        .collect()
+}
+
+/// What an approval vouches for: the version's lineage and its source run's metrics, params and user tags. If any
+/// of these changes after the approval, the approval is void. (MLflow system tags `mlflow.*` are left out: MLflow
+/// itself updates some of them.)
+pub fn fingerprint(model_version: &Map<String, Value>, source_run: Option<&Map<String, Value>>) -> String {
+    let run = source_run.cloned().unwrap_or_default();
+    let user_tags: Map<String, Value> = run
+        .get("tags")
+        .and_then(Value::as_object)
+        .map(|t| t.iter().filter(|(k, _)| !k.starts_with("mlflow.")).map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    let evidence = json!({
+        "source": model_version.get("source"),
+        "run_id": model_version.get("run_id"),
+        "model_id": model_version.get("model_id"),
+        "metrics": sorted(run.get("metrics")),
+        "params": sorted(run.get("params")),
+        "tags": sorted(Some(&Value::Object(user_tags))),
+    });
+    let digest = Sha256::digest(evidence.to_string().as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+fn sorted(v: Option<&Value>) -> Value {
+    let mut entries: Vec<(String, Value)> = v
+        .and_then(Value::as_object)
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Value::Array(entries.into_iter().map(|(k, v)| json!([k, v])).collect())
+}
+
+/// The policy's view of the approvals of a version: `{approver, stage, at, comment, valid}`. An approval is valid
+/// while the evidence it vouched for is unchanged and the version is still in the stage it was approved from.
+pub fn approvals_for_policy(
+    list: &[Activity],
+    model_version: &Map<String, Value>,
+    source_run: Option<&Map<String, Value>>,
+) -> Vec<Value> {
+    let now = fingerprint(model_version, source_run);
+    let stage = model_version.get("current_stage").and_then(Value::as_str);
+    list.iter()
+        .filter(|a| a.activity_type == kind::APPROVED)
+        .map(|a| {
+            let valid = a.fingerprint.as_deref() == Some(now.as_str()) && a.from_stage.as_deref() == stage;
+            json!({"approver": a.user_id, "stage": a.to_stage, "at": a.creation_timestamp, "comment": a.comment, "valid": valid})
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn act(id: &str, kind: &str, resolves: Option<&str>, at: u64) -> Activity {
+        Activity {
+            id: id.into(),
+            activity_type: kind.into(),
+            from_stage: Some("Staging".into()),
+            to_stage: Some("Production".into()),
+            comment: None,
+            system_comment: None,
+            user_id: "u".into(),
+            creation_timestamp: at,
+            last_updated_timestamp: at,
+            resolves: resolves.map(str::to_owned),
+            fingerprint: None,
+        }
+    }
+
+    #[test]
+    fn external_ids_round_trip_and_reject_garbage() {
+        let id = external_id("fraud/detector", "7", "0123456789abcdef");
+        assert_eq!(parse_external_id(&id), Some(("fraud/detector".into(), "7".into(), "0123456789abcdef".into())));
+        assert_eq!(parse_external_id("not-an-id"), None);
+        assert_eq!(parse_external_id(&URL_SAFE_NO_PAD.encode("a\u{0}1\u{0}short")), None);
+    }
+
+    #[test]
+    fn resolved_requests_are_not_open() {
+        let list = vec![
+            act("r1", kind::REQUESTED, None, 1),
+            act("r2", kind::REQUESTED, None, 2),
+            act("a1", kind::APPROVED, Some("r1"), 3),
+        ];
+        let open: Vec<&str> = open_requests(&list).iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(open, ["r2"]);
+    }
+
+    #[test]
+    fn approvals_are_void_once_the_evidence_changes() {
+        let mv = json!({"source": "runs:/r/m", "run_id": "r", "current_stage": "Staging"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let run =
+            json!({"metrics": {"val_auc": 0.9}, "params": {}, "tags": {"git_commit": "abc", "mlflow.runName": "x"}})
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+        let mut approval = act("a1", kind::APPROVED, Some("r1"), 3);
+        approval.fingerprint = Some(fingerprint(&mv, Some(&run)));
+        let valid = |run: &Map<String, Value>, mv: &Map<String, Value>| {
+            approvals_for_policy(&[approval.clone()], mv, Some(run))[0]["valid"].clone()
+        };
+        assert_eq!(valid(&run, &mv), json!(true));
+        let mut system_tag_changed = run.clone();
+        system_tag_changed.insert("tags".into(), json!({"git_commit": "abc", "mlflow.runName": "renamed"}));
+        assert_eq!(valid(&system_tag_changed, &mv), json!(true));
+        let mut metric_changed = run.clone();
+        metric_changed.insert("metrics".into(), json!({"val_auc": 0.95}));
+        assert_eq!(valid(&metric_changed, &mv), json!(false));
+        let mut demoted = mv.clone();
+        demoted.insert("current_stage".into(), json!("Archived"));
+        assert_eq!(valid(&run, &demoted), json!(false));
+    }
+}
