@@ -1,0 +1,56 @@
+# mlflow-gate default governance bundle: the decision for every authenticated request.
+#
+# Purpose: make accidental promotion to Production impossible without distrusting engineers. Engineers may do
+# everything tracking and registration needs; a model reaches Production only if it passed its evaluation gate,
+# was approved by a reviewer who is not its author, and is promoted by the CI identity (or rolled back by on-call).
+#
+# How the bundle is built: every rule is a denial. A rule adds {"id", "reason"} to `violations`; the request is
+# allowed when no violation is enforced. Mutations are fail-closed through an explicit allow-list (access.rego), so
+# "no violation" never means "nobody thought about it". The files, all in this package:
+#   facts.rego      safe views of the input and of data.json (never errors, never undefined)
+#   access.rego     authentication, the mutation allow-list, server-side jobs, webhooks
+#   tags.rego       reserved tags (mlflow_gate.*, the run tag mlflow.user)
+#   registry.rego   admin-only registry operations, moving out of Production, the transition-request workflow
+#   promotion.rego  Staging and Production promotion: evaluation gate, approvals, CI-only, break-glass
+#
+# Output (README.md, "Decision document"): {"allow", "reasons", "break_glass", "would_deny"}, always defined.
+package mlflow_gate
+
+import rego.v1
+
+decision := {
+	"allow": allow,
+	"reasons": reasons,
+	"break_glass": break_glass,
+	"would_deny": would_deny,
+}
+
+# Shadow mode (data.shadow_rules): a rule listed there still runs and reports, but does not deny. This lets the
+# security team roll out a new rule, or a stricter threshold, and watch `would_deny` before enforcing it.
+enforced contains v if {
+	some v in violations
+	not v.id in shadow_rules
+}
+
+shadowed contains v if {
+	some v in violations
+	v.id in shadow_rules
+}
+
+default allow := false
+
+allow if count(enforced) == 0
+
+# Every reason is reported (sorted, duplicates merged), so one round trip tells the user all that is missing.
+reasons := sort({v.reason | some v in enforced})
+
+would_deny := sort({sprintf("%s: %s", [v.id, v.reason]) | some v in shadowed})
+
+# The flag is raised only when the request is allowed and only because of the break-glass exception
+# (promotion.rego): an ordinary CI promotion, or a refused rollback attempt, is not a break-glass event.
+default break_glass := false
+
+break_glass if {
+	allow
+	break_glass_used
+}

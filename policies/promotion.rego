@@ -1,0 +1,314 @@
+# Promotion: the reason this project exists.
+#
+#   to Staging      any engineer, if the version passes its evaluation gate.
+#   to Production   by stage transition, or by moving a protected alias (data.production.protected_aliases):
+#                   only the CI identity, only from Staging (the alias may also stay on a Production version), the
+#                   evaluation gate passes, and at least data.production.min_approvals reviewers other than the
+#                   version's creator approved it. A transition must archive the previous Production version.
+#   break-glass     on-call may put back a version that was in Production before, without new approvals and from any
+#                   stage (the evaluation gate and archiving still apply); the decision then carries break_glass: true.
+package mlflow_gate
+
+import rego.v1
+
+is_transition if rpc == "TransitionModelVersionStage"
+
+to_staging if {
+	is_transition
+	target_stage == "Staging"
+}
+
+production_transition if {
+	is_transition
+	target_stage == "Production"
+}
+
+protected_alias_move if {
+	rpc == "SetRegisteredModelAlias"
+	is_protected_alias(target_alias)
+}
+
+production_promotion if production_transition
+
+production_promotion if protected_alias_move
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation gate: facts of the version's source run against data.gates. Every failure is reported.
+# ---------------------------------------------------------------------------------------------------------------
+
+gates_config := g if {
+	g := data.gates
+	is_object(g)
+} else := {}
+
+# Models without an entry get the default gate only (required tags).
+model_gate := as_object(at(at(gates_config, "models"), model_name))
+
+default_gate := as_object(at(gates_config, "default"))
+
+required_tags := tag_list(default_gate) | tag_list(model_gate)
+
+tag_list(gate) := {t | some t in as_list(at(gate, "required_tags")); is_string(t)}
+
+metric_gates := as_object(at(model_gate, "metrics"))
+
+run_tags := as_object(at(source_run, "tags"))
+
+run_metrics := as_object(at(source_run, "metrics"))
+
+# Numbers in reasons: a fraction gets at least two decimals, as thresholds are usually written (0.8 prints 0.80;
+# 0.815 and 1000 print as they are).
+num(x) := concat("", [s, "0"]) if {
+	s := sprintf("%v", [x])
+	parts := split(s, ".")
+	count(parts) == 2
+	count(parts[1]) == 1
+} else := sprintf("%v", [x])
+
+gate_violations contains violation(
+	"gate.source_run",
+	sprintf("version %s of %s has no source run, so it cannot pass the evaluation gate", [version_label, model_name]),
+) if not has_source_run
+
+# The source must be the run's artifact (or its logged model): a metric of run A says nothing about a model file
+# registered from elsewhere with run_id A.
+gate_violations contains violation(
+	"gate.source_mismatch",
+	sprintf("the source of version %s of %s does not belong to its run %s", [version_label, model_name, source_run_label]),
+) if {
+	has_source_run
+	input_at(["resource", "source_matches_run"]) != true
+}
+
+gate_violations contains violation(
+	"gate.required_tag",
+	sprintf("run %s of %s version %s lacks the required tag %s", [source_run_label, model_name, version_label, tag]),
+) if {
+	has_source_run
+	some tag in required_tags
+	not tag in object.keys(run_tags)
+}
+
+# A missing metric fails the gate: no evidence is not a pass.
+gate_violations contains violation(
+	"gate.metric",
+	sprintf("run %s of %s version %s has no metric %s, which its evaluation gate requires", [source_run_label, model_name, version_label, metric]),
+) if {
+	has_source_run
+	some metric, _ in metric_gates
+	not metric in object.keys(run_metrics)
+}
+
+gate_violations contains violation(
+	"gate.metric",
+	sprintf("metric %s of run %s is not a number, so it cannot pass the gate for %s", [metric, source_run_label, model_name]),
+) if {
+	has_source_run
+	some metric, _ in metric_gates
+	value := run_metrics[metric]
+	not is_number(value)
+}
+
+gate_violations contains violation(
+	"gate.metric",
+	sprintf("%s %s is below the gate %s for %s", [metric, num(value), num(bound), model_name]),
+) if {
+	has_source_run
+	some metric, spec in metric_gates
+	bound := at(spec, "min")
+	is_number(bound)
+	value := run_metrics[metric]
+	is_number(value)
+	value < bound
+}
+
+gate_violations contains violation(
+	"gate.metric",
+	sprintf("%s %s is above the gate maximum %s for %s", [metric, num(value), num(bound), model_name]),
+) if {
+	has_source_run
+	some metric, spec in metric_gates
+	bound := at(spec, "max")
+	is_number(bound)
+	value := run_metrics[metric]
+	is_number(value)
+	value > bound
+}
+
+# A malformed threshold must not silently disable the gate: it fails closed and says what to fix.
+gate_violations contains violation(
+	"gate.config",
+	sprintf("the evaluation gate for %s has a malformed entry for %s; fix gates.models in data.json", [model_name, metric]),
+) if {
+	some metric, spec in metric_gates
+	not valid_metric_gate(spec)
+}
+
+# The structure of data.gates itself: a typo must not switch the gate off.
+gate_violations contains violation(
+	"gate.config",
+	"data.gates is missing or malformed, so no evaluation gate can pass; fix data.json",
+) if not is_object(data.gates)
+
+gate_violations contains violation(
+	"gate.config",
+	sprintf("gates.%s in data.json must be %s", [concat(".", path), kind]),
+) if {
+	some [path, kind] in gate_shapes
+	value := object.get(gates_config, path, null)
+	value != null
+	not shape_ok(value, kind)
+}
+
+gate_shapes := [
+	[["default"], "an object"],
+	[["default", "required_tags"], "a list"],
+	[["models"], "an object"],
+	[["models", model_name], "an object"],
+	[["models", model_name, "required_tags"], "a list"],
+	[["models", model_name, "metrics"], "an object"],
+]
+
+shape_ok(value, "an object") if is_object(value)
+
+shape_ok(value, "a list") if is_array(value)
+
+valid_metric_gate(spec) if {
+	is_object(spec)
+	every bound in ["min", "max"] {
+		valid_bound(spec, bound)
+	}
+}
+
+valid_bound(spec, bound) if not bound in object.keys(spec)
+
+valid_bound(spec, bound) if is_number(spec[bound])
+
+violations contains v if {
+	to_staging
+	some v in gate_violations
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Approvals: distinct approvers of a Production transition, other than the version's creator. Validity and the
+# approver's reviewer role at approval time are the gate's to record (registry.rego allows only reviewers).
+# ---------------------------------------------------------------------------------------------------------------
+
+approvers := {a.approver |
+	some a in approvals
+	a.valid == true
+	is_string(a.stage)
+	lower(a.stage) == "production"
+	is_string(a.approver)
+	a.approver != ""
+	a.approver != version_creator
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# The normal route to Production: CI only, from Staging, approved. Break-glass (below) waives exactly these
+# (`promotion_violations`); the evaluation gate and archive_existing_versions still apply to a rollback.
+# ---------------------------------------------------------------------------------------------------------------
+
+production_action := "transition to Production" if production_transition
+
+else := sprintf("move the protected alias %s", [target_alias])
+
+break_glass_hint := " (on-call break-glass applies only to versions that were in Production before)" if is_oncall
+
+else := ""
+
+promotion_violations contains violation(
+	"production.ci_only",
+	sprintf("only the CI service account may %s%s", [production_action, break_glass_hint]),
+) if {
+	production_promotion
+	not is_ci
+}
+
+stage_label := current_stage if current_stage != ""
+
+else := "no stage"
+
+promotion_violations contains violation(
+	"production.from_staging",
+	sprintf("version %s of %s is in %s; only a Staging version may be promoted to Production", [version_label, model_name, stage_label]),
+) if {
+	production_transition
+	current_stage != "Staging"
+}
+
+# Re-pointing the alias at the version already in Production is allowed (e.g. adopting aliases after stages).
+promotion_violations contains violation(
+	"production.from_staging",
+	sprintf("version %s of %s is in %s; the protected alias %s may point only to a Staging or Production version", [version_label, model_name, stage_label, target_alias]),
+) if {
+	protected_alias_move
+	not current_stage in {"Staging", "Production"}
+}
+
+# The evaluation gate applies to every route to Production, break-glass included: a rollback target served before,
+# so it passed its gate then; if it fails now, the data changed and a human should look (or shadow the gate rule).
+violations contains v if {
+	production_promotion
+	some v in gate_violations
+}
+
+promotion_violations contains violation("approvals.required", msg) if {
+	production_promotion
+	count(approvers) < min_approvals
+	msg := approvals_message
+}
+
+approvals_message := sprintf("version %s of %s has no approval from a reviewer other than its creator", [version_label, model_name]) if {
+	min_approvals == 1
+} else := sprintf("version %s of %s has %v of the %v approvals required from reviewers other than its creator", [version_label, model_name, count(approvers), min_approvals])
+
+# Without the creator stamp (versions registered before the gate, or directly in MLflow) self-approval cannot be
+# ruled out. Register the version again through the gate, or list this id in shadow_rules while migrating.
+promotion_violations contains violation(
+	"approvals.unknown_creator",
+	sprintf("version %s of %s has no recorded creator (registered before the gate?), so its approvals cannot be checked; register it again through the gate", [version_label, model_name]),
+) if {
+	production_promotion
+	version_creator == null
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Applies to every transition to Production, break-glass included: at most one version is ever in Production.
+# ---------------------------------------------------------------------------------------------------------------
+
+violations contains violation(
+	"production.archive_existing",
+	"transition to Production must set archive_existing_versions=true",
+) if {
+	production_transition
+	at(target, "archive_existing_versions") != true
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Break-glass rollback: on-call puts back a version that served before. "Served before" comes from the gate's own
+# stamps: a stage transition to Production, or a move of a protected alias onto the version.
+# ---------------------------------------------------------------------------------------------------------------
+
+served_in_production if model_version.was_in_production == true
+
+served_in_production if {
+	some entry in as_list(at(model_version, "stage_history"))
+	is_protected_alias(at(entry, "alias"))
+}
+
+break_glass_eligible if {
+	production_promotion
+	is_oncall
+	served_in_production
+}
+
+violations contains v if {
+	some v in promotion_violations
+	not break_glass_eligible
+}
+
+break_glass_used if {
+	break_glass_eligible
+	count(promotion_violations) > 0
+}

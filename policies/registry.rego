@@ -1,0 +1,130 @@
+# Registry operations that are not promotions: what only admins may do, who may take a version out of Production,
+# and the transition-request workflow (request, comment, approve, reject, cancel).
+package mlflow_gate
+
+import rego.v1
+
+# ---------------------------------------------------------------------------------------------------------------
+# Admin-only: operations that destroy or re-key what is (or was) deployed. Deleting a registered model cascades to
+# every version and alias; renaming one moves its versions out from under the gate thresholds keyed on its name.
+# ---------------------------------------------------------------------------------------------------------------
+
+violations contains violation("registry.delete_model", "only admins may delete registered models") if {
+	rpc == "DeleteRegisteredModel"
+	not is_admin
+}
+
+violations contains violation("registry.rename_model", "only admins may rename registered models") if {
+	rpc == "RenameRegisteredModel"
+	not is_admin
+}
+
+# A version serving traffic: in Production, or holding a protected alias (read from the version and from the model,
+# whichever the enrichment filled in).
+version_protection contains "is in Production" if current_stage == "Production"
+
+version_protection contains sprintf("holds the protected alias %s", [a]) if {
+	some a in as_list(at(model_version, "aliases"))
+	is_protected_alias(a)
+}
+
+version_protection contains sprintf("holds the protected alias %s", [a]) if {
+	some a, v in as_object(at(registered_model, "aliases"))
+	is_protected_alias(a)
+	as_label(v) == version_label
+}
+
+violations contains violation(
+	"registry.delete_protected_version",
+	sprintf("version %s of %s %s; only admins may delete it", [version_label, model_name, why]),
+) if {
+	rpc == "DeleteModelVersion"
+	not is_admin
+	some why in version_protection
+}
+
+violations contains violation(
+	"registry.delete_protected_alias",
+	sprintf("only admins may delete the protected alias %s of %s", [target_alias, model_name]),
+) if {
+	rpc == "DeleteRegisteredModelAlias"
+	is_protected_alias(target_alias)
+	not is_admin
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stage transitions that are not promotions
+# ---------------------------------------------------------------------------------------------------------------
+
+canonical_stages := {"None", "Staging", "Production", "Archived"}
+
+# The gate canonicalises valid stages; anything else is refused here rather than trusted to MLflow's validation.
+violations contains violation(
+	"transition.unknown_stage",
+	sprintf("%q is not an MLflow stage (None, Staging, Production or Archived)", [target_stage]),
+) if {
+	rpc == "TransitionModelVersionStage"
+	not target_stage in canonical_stages
+}
+
+# Taking a version out of Production changes what serves traffic: CI does it as part of a release, on-call during an
+# incident, admins for clean-up.
+violations contains violation(
+	"production.demote",
+	sprintf("only CI, on-call or admins may move version %s of %s out of Production", [version_label, model_name]),
+) if {
+	rpc == "TransitionModelVersionStage"
+	current_stage == "Production"
+	target_stage != "Production"
+	not is_ci
+	not is_oncall
+	not is_admin
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Transition-request workflow. The gate records an approval only after this policy allowed it, so an approval in
+# resource.approvals is known to come from a reviewer who is not the version's creator (promotion.rego counts them).
+# CreateTransitionRequest and CreateComment are open to every engineer (governed_mutations, no further rule).
+# ---------------------------------------------------------------------------------------------------------------
+
+review_verbs := {"ApproveTransitionRequest": "approve", "RejectTransitionRequest": "reject"}
+
+violations contains violation(
+	"approvals.reviewer_only",
+	sprintf("only reviewers may %s transition requests", [review_verbs[rpc]]),
+) if {
+	review_verbs[rpc]
+	not is_reviewer
+}
+
+# No self-approval: the creator is the gate's stamp, not a client-supplied field.
+violations contains violation(
+	"approvals.self_approval",
+	sprintf("you created version %s of %s, so you cannot approve it; ask another reviewer", [version_label, model_name]),
+) if {
+	rpc == "ApproveTransitionRequest"
+	principal_sub == version_creator
+}
+
+# Cancelling a request is for whoever made it (target.creator, the request being cancelled), or an admin.
+violations contains violation(
+	"transition_requests.cancel",
+	"only the requester or an admin may cancel a transition request",
+) if {
+	rpc == "DeleteTransitionRequest"
+	as_string(at(target, "creator")) != principal_sub
+	not is_admin
+}
+
+# Comments belong to their authors: editing or deleting someone else's comment would rewrite the review record.
+# resource.activity is the comment being acted on (the gate finds it from the comment id).
+comment_verbs := {"UpdateComment": "edit", "DeleteComment": "delete"}
+
+violations contains violation(
+	"comments.author_only",
+	sprintf("only the author of a comment (or an admin) may %s it", [comment_verbs[rpc]]),
+) if {
+	comment_verbs[rpc]
+	as_string(at(as_object(input_at(["resource", "activity"])), "user_id")) != principal_sub
+	not is_admin
+}

@@ -1,0 +1,70 @@
+# Reserved tags: the facts the promotion rules trust (who created a version, its stage history, its approvals) are
+# stored in tags under `mlflow_gate.`, and the run's user in the run tag `mlflow.user`. Only the gate writes them,
+# from the verified token, so nobody (admins included) may set or delete them through the API. The gate enforces
+# this in Rust as well; the policy repeats it so the rule is visible, tested and independent of the binary.
+package mlflow_gate
+
+import rego.v1
+
+reserved_prefix := "mlflow_gate."
+
+run_user_tag := "mlflow.user"
+
+# Case-insensitive: on case-insensitive database collations `MLFLOW_GATE.created_by` is the same tag.
+reserved_key(k) if {
+	is_string(k)
+	startswith(lower(k), reserved_prefix)
+}
+
+run_user_key(k) if {
+	is_string(k)
+	lower(k) == run_user_tag
+}
+
+# Keys a request sets or deletes one at a time: registered model, model version, run, experiment and trace tags
+# (`key`), and the path-addressed tags of logged models (`tag_key`).
+single_tag_keys contains k if {
+	mutating
+	some field in ["key", "tag_key"]
+	k := target[field]
+}
+
+# Keys a request writes in a batch or at creation: `tags: [{key, value}]` (CreateRegisteredModel,
+# CreateModelVersion, CreateRun, LogBatch, CreateExperiment, ...), or a `{key: value}` object.
+body_tag_keys contains k if {
+	mutating
+	some t in as_list(at(request_body, "tags"))
+	k := at(t, "key")
+}
+
+body_tag_keys contains k if {
+	mutating
+	some k, _ in as_object(at(request_body, "tags"))
+}
+
+violations contains violation(
+	"reserved_tags",
+	sprintf("tags starting with %s are written only by the gate; %s may not set or delete %s", [reserved_prefix, rpc, k]),
+) if {
+	some k in single_tag_keys | body_tag_keys
+	reserved_key(k)
+}
+
+# The run user: set by the gate on CreateRun (it replaces whatever the client sent, so CreateRun is not refused);
+# changing it afterwards would let anyone pass a run off as someone else's.
+violations contains violation(
+	"reserved_tags",
+	sprintf("the run tag %s is set by the gate from your token; %s may not change it", [run_user_tag, rpc]),
+) if {
+	rpc in {"SetTag", "DeleteTag"}
+	run_user_key(at(target, "key"))
+}
+
+violations contains violation(
+	"reserved_tags",
+	sprintf("the run tag %s is set by the gate from your token; %s may not change it", [run_user_tag, rpc]),
+) if {
+	rpc == "LogBatch"
+	some k in body_tag_keys
+	run_user_key(k)
+}
