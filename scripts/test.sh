@@ -24,8 +24,11 @@ echo "$(wc -l < target/mlflow-routes.txt) routes"
 step "cargo test (unit and integration tests)"
 MLFLOW_ROUTES_FILE="$PWD/target/mlflow-routes.txt" cargo test --locked
 
-step "cargo build (the binary the end-to-end suite runs)"
+step "cargo build (the binary the end-to-end suite and the policy tests run)"
 cargo build --locked
+
+step "policy unit tests (mlflow-gate policy test policies)"
+target/debug/mlflow-gate policy test policies
 
 step "end-to-end: the real MLflow client through the gate in front of a real MLflow server"
 "$venv/bin/python" -m pytest tests/e2e -v -p no:cacheprovider

@@ -41,7 +41,10 @@ pub fn reserved_tag_write(
     target: &Map<String, Value>,
     body: Option<&Map<String, Value>>,
 ) -> Option<String> {
-    let reserved = |k: &str| k.starts_with(RESERVED_PREFIX) || (k == RUN_USER_TAG && op.rpc != "CreateRun");
+    // Case-insensitive: on MySQL/MSSQL collations MLflow treats `MLFLOW_GATE.x` and `mlflow_gate.x` as one key.
+    let is_reserved = |k: &str| k.to_ascii_lowercase().starts_with(RESERVED_PREFIX);
+    let is_run_user = |k: &str| k.eq_ignore_ascii_case(RUN_USER_TAG);
+    let reserved = |k: &str| is_reserved(k) || (is_run_user(k) && op.rpc != "CreateRun");
     if TAG_WRITES.contains(&op.rpc) {
         if let Some(key) = target.get("key").and_then(Value::as_str).filter(|k| reserved(k)) {
             return Some(key.to_string());
@@ -50,7 +53,7 @@ pub fn reserved_tag_write(
     let tags = body.and_then(|b| b.get("tags")).and_then(Value::as_array)?;
     tags.iter()
         .filter_map(|t| t.get("key").and_then(Value::as_str))
-        .find(|k| k.starts_with(RESERVED_PREFIX) || (*k == RUN_USER_TAG && op.rpc == "LogBatch"))
+        .find(|k| is_reserved(k) || (is_run_user(k) && op.rpc == "LogBatch"))
         .map(str::to_owned)
 }
 
@@ -136,6 +139,7 @@ mod tests {
         assert!(reserved_tag_write(&op("CreateModelVersion"), &Map::new(), Some(&body)).is_some());
         assert!(reserved_tag_write(&op("SetTag"), &obj(json!({"key": "mlflow.user"})), None).is_some());
         assert!(reserved_tag_write(&op("SetModelVersionTag"), &obj(json!({"key": "team"})), None).is_none());
+        assert!(reserved_tag_write(&op("SetModelVersionTag"), &obj(json!({"key": "MLflow_Gate.created_by"})), None).is_some());
     }
 
     #[test]
