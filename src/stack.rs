@@ -43,6 +43,8 @@ struct Trail {
     sub: Option<String>,
     decision: &'static str,
     reasons: Vec<String>,
+    break_glass: bool,
+    would_deny: Vec<String>,
 }
 
 impl Gate {
@@ -90,6 +92,8 @@ impl Gate {
                 sub = trail.sub.as_deref().unwrap_or("-"),
                 decision = trail.decision,
                 reasons = %trail.reasons.join("; "),
+                break_glass = trail.break_glass,
+                would_deny = %trail.would_deny.join("; "),
                 status = resp.status().as_u16(),
                 latency_us = started.elapsed().as_micros() as u64,
                 "request"
@@ -226,6 +230,16 @@ impl Gate {
             GateError::PolicyFailed
         })?;
         trail.reasons = decision.reasons.clone();
+        trail.break_glass = decision.flags.get("break_glass").and_then(|b| b.as_bool()).unwrap_or(false);
+        trail.would_deny = decision
+            .flags
+            .get("would_deny")
+            .and_then(|w| w.as_array())
+            .map(|w| w.iter().filter_map(|r| r.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        if !trail.would_deny.is_empty() {
+            tracing::warn!(would_deny = %trail.would_deny.join("; "), "shadow-mode rules would deny this request");
+        }
         if decision.allow {
             trail.decision = "allow";
             Ok(())
