@@ -69,7 +69,8 @@ fn altering_deleting_or_reordering_a_record_is_found_and_located() {
 fn rotation_keeps_one_chain_across_files() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = write_records(dir.path(), 20, 2000);
-    let mut files: Vec<PathBuf> = (1..=5).rev().map(|n| PathBuf::from(format!("{}.{n}", path.display()))).filter(|p| p.exists()).collect();
+    let mut files: Vec<PathBuf> =
+        (1..=5).rev().map(|n| PathBuf::from(format!("{}.{n}", path.display()))).filter(|p| p.exists()).collect();
     assert!(files.len() >= 2, "expected rotation to have happened");
     files.push(path.clone());
     let total: usize = files.iter().map(|f| lines(f).len()).sum();

@@ -33,6 +33,21 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[policy]`
     pub policy: PolicyConfig,
+    /// `[webhook_delivery]`
+    pub webhook_delivery: WebhookDeliveryConfig,
+    /// `[[webhooks]]`, in file order
+    pub webhooks: Vec<WebhookConfig>,
+    /// `[admin]`: the metrics and health listener, if configured.
+    pub admin: Option<AdminConfig>,
+    /// `[audit]`: where decision records go (none when absent).
+    pub audit: Option<crate::audit::Sink>,
+}
+
+/// `[admin]`: a separate listener for `/metrics`, `/healthz` and `/readyz`.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Its address.
+    pub listen: SocketAddr,
 }
 
 /// `[server]`: the client-facing listener.
@@ -46,6 +61,8 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// On SIGTERM, how long requests in flight may take to finish.
     pub shutdown_grace: Duration,
+    /// `[server.tls]`: TLS termination (plain HTTP when absent).
+    pub tls: Option<crate::tls::TlsSettings>,
 }
 
 /// `[upstream]`: the MLflow server the gate protects.
@@ -62,6 +79,8 @@ pub struct UpstreamConfig {
     /// Environment variable holding the `Authorization` value of the gate's own look-ups and stamps (only when
     /// MLflow itself requires credentials).
     pub service_authorization_env: Option<String>,
+    /// Extra CA (PEM) trusted for an `https://` upstream, besides the system roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[auth]`: who may call.
@@ -77,6 +96,17 @@ pub struct AuthConfig {
     pub jwks_cache: Duration,
     /// Minimum time between two fetches caused by a token with an unknown `kid` (or by a failed fetch).
     pub jwks_min_refresh: Duration,
+    /// Client-certificate identities accepted as principals (mTLS), when a request sends no bearer token.
+    pub client_certs: Vec<ClientCertIdentity>,
+}
+
+/// One `[[auth.client_certs]]` entry: a verified client certificate identity and the groups it stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertIdentity {
+    /// SPIFFE ID (`spiffe://...` URI SAN) or subject CN.
+    pub identity: String,
+    /// Groups of the principal.
+    pub groups: Vec<String>,
 }
 
 /// One `[[auth.issuers]]` entry.
@@ -116,6 +146,44 @@ pub struct PolicyConfig {
     pub eval_timeout: Duration,
 }
 
+/// `[webhook_delivery]`: how registry-event webhooks are delivered.
+#[derive(Debug, Clone)]
+pub struct WebhookDeliveryConfig {
+    /// Directory of pending deliveries (one file each); `None` only when no `[[webhooks]]` are configured.
+    pub spool_dir: Option<PathBuf>,
+    /// Attempts per delivery before it is dropped.
+    pub max_attempts: u32,
+    /// Backoff ceiling after the first failed attempt (doubles per attempt; full jitter).
+    pub initial_backoff: Duration,
+    /// Largest backoff ceiling.
+    pub max_backoff: Duration,
+    /// Time allowed for one attempt (connect, send, response headers and body).
+    pub timeout: Duration,
+    /// Deliveries attempted at the same time.
+    pub concurrency: usize,
+}
+
+/// One `[[webhooks]]` entry: a receiver of Databricks-shaped registry events.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Stable id sent as `webhook_id`: the first 16 hex digits of SHA-256 of `"<url>\n<index>"`.
+    pub id: String,
+    /// Where events are POSTed (`http` or `https`).
+    pub url: http::Uri,
+    /// Event names this webhook receives.
+    pub events: Vec<String>,
+    /// Only events about this registered model (`None`: registry-wide).
+    pub model_name: Option<String>,
+    /// Environment variable holding the HMAC secret (read at start).
+    pub secret_env: Option<String>,
+    /// Environment variable holding the `Authorization` header value (read at start).
+    pub authorization_env: Option<String>,
+    /// Verify the receiver's TLS certificate.
+    pub verify_tls: bool,
+    /// Extra trusted CA certificates (PEM), added to the system roots.
+    pub ca_file: Option<PathBuf>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -124,6 +192,62 @@ struct RawConfig {
     upstream: Option<RawUpstream>,
     auth: Option<RawAuth>,
     policy: Option<RawPolicy>,
+    #[serde(default)]
+    webhook_delivery: RawWebhookDelivery,
+    #[serde(default)]
+    webhooks: Vec<RawWebhook>,
+    admin: Option<RawAdmin>,
+    audit: Option<RawAudit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    sink: String,
+    file: Option<String>,
+    max_bytes: Option<u64>,
+    keep: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: String,
+    key_file: String,
+    client_ca_file: Option<String>,
+    #[serde(default)]
+    client_cert_required: bool,
+    reload_interval_secs: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWebhookDelivery {
+    spool_dir: Option<String>,
+    max_attempts: Option<u32>,
+    initial_backoff_ms: Option<u64>,
+    max_backoff_ms: Option<u64>,
+    timeout_secs: Option<u64>,
+    concurrency: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: Option<String>,
+    #[serde(default)]
+    events: Vec<String>,
+    model_name: Option<String>,
+    secret_env: Option<String>,
+    authorization_env: Option<String>,
+    verify_tls: Option<bool>,
+    ca_file: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -133,6 +257,7 @@ struct RawServer {
     max_body_bytes: Option<usize>,
     header_read_timeout_secs: Option<u64>,
     shutdown_grace_secs: Option<u64>,
+    tls: Option<RawTls>,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +268,7 @@ struct RawUpstream {
     connect_timeout_secs: Option<u64>,
     timeout_secs: Option<u64>,
     service_authorization_env: Option<String>,
+    ca_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -154,6 +280,16 @@ struct RawAuth {
     leeway_secs: Option<u64>,
     jwks_cache_secs: Option<u64>,
     jwks_min_refresh_secs: Option<u64>,
+    #[serde(default)]
+    client_certs: Vec<RawClientCert>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientCert {
+    identity: String,
+    #[serde(default)]
+    groups: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -203,6 +339,10 @@ impl Config {
             upstream: v.upstream(raw.upstream)?,
             auth: v.auth(raw.auth)?,
             policy: v.policy(raw.policy)?,
+            webhook_delivery: v.webhook_delivery(raw.webhook_delivery, !raw.webhooks.is_empty())?,
+            webhooks: raw.webhooks.into_iter().enumerate().map(|(i, r)| v.webhook(i, r)).collect::<Result<_, _>>()?,
+            admin: raw.admin.map(|a| v.admin(a)).transpose()?,
+            audit: raw.audit.map(|a| v.audit(a)).transpose()?,
         })
     }
 }
@@ -254,7 +394,42 @@ impl Validator {
             max_body_bytes,
             header_read_timeout: secs(raw.header_read_timeout_secs, 30),
             shutdown_grace: secs(raw.shutdown_grace_secs, 30),
+            tls: raw.tls.map(|t| self.tls(t)).transpose()?,
         })
+    }
+
+    fn tls(&self, raw: RawTls) -> Result<crate::tls::TlsSettings, ConfigError> {
+        if raw.client_cert_required && raw.client_ca_file.is_none() {
+            return Err(self.err("server.tls.client_cert_required", "needs server.tls.client_ca_file"));
+        }
+        Ok(crate::tls::TlsSettings {
+            cert_file: self.path(&raw.cert_file),
+            key_file: self.path(&raw.key_file),
+            client_ca_file: raw.client_ca_file.map(|f| self.path(&f)),
+            client_cert_required: raw.client_cert_required,
+            reload_interval: secs(raw.reload_interval_secs, 10),
+        })
+    }
+
+    fn admin(&self, raw: RawAdmin) -> Result<AdminConfig, ConfigError> {
+        let listen = raw.listen.parse().map_err(|_| {
+            self.err("admin.listen", format!("{:?} is not an address such as \"127.0.0.1:9090\"", raw.listen))
+        })?;
+        Ok(AdminConfig { listen })
+    }
+
+    fn audit(&self, raw: RawAudit) -> Result<crate::audit::Sink, ConfigError> {
+        match (raw.sink.as_str(), raw.file) {
+            ("stdout", None) => Ok(crate::audit::Sink::Stdout),
+            ("file", Some(f)) => Ok(crate::audit::Sink::File {
+                path: self.path(&f),
+                max_bytes: raw.max_bytes.unwrap_or(100 * 1024 * 1024).max(1024),
+                keep: raw.keep.unwrap_or(10).max(1),
+            }),
+            ("file", None) => Err(self.err("audit.file", "sink = \"file\" needs file = \"...\"")),
+            ("stdout", Some(_)) => Err(self.err("audit.file", "only with sink = \"file\"")),
+            (other, _) => Err(self.err("audit.sink", format!("{other:?} is not \"file\" or \"stdout\""))),
+        }
     }
 
     fn upstream(&self, raw: Option<RawUpstream>) -> Result<UpstreamConfig, ConfigError> {
@@ -280,6 +455,7 @@ impl Validator {
             connect_timeout: secs(raw.connect_timeout_secs, 5),
             timeout: secs(raw.timeout_secs, 120),
             service_authorization_env: raw.service_authorization_env,
+            ca_file: raw.ca_file.map(|f| self.path(&f)),
         })
     }
 
@@ -301,6 +477,11 @@ impl Validator {
             leeway_secs: raw.leeway_secs.unwrap_or(30),
             jwks_cache: secs(raw.jwks_cache_secs, 300),
             jwks_min_refresh: secs(raw.jwks_min_refresh_secs, 30),
+            client_certs: raw
+                .client_certs
+                .into_iter()
+                .map(|c| ClientCertIdentity { identity: c.identity, groups: c.groups })
+                .collect(),
         })
     }
 
@@ -356,6 +537,100 @@ impl Validator {
             eval_timeout: Duration::from_millis(raw.eval_timeout_ms.unwrap_or(50).max(1)),
         })
     }
+}
+
+impl Validator {
+    fn webhook_delivery(&self, raw: RawWebhookDelivery, needed: bool) -> Result<WebhookDeliveryConfig, ConfigError> {
+        let key = |k: &str| format!("webhook_delivery.{k}");
+        let spool_dir = match raw.spool_dir {
+            Some(d) if d.is_empty() => return Err(self.err(&key("spool_dir"), "must not be empty")),
+            Some(d) => Some(self.path(&d)),
+            None if needed => {
+                return Err(self.err(&key("spool_dir"), "missing; [[webhooks]] need a directory for pending deliveries"))
+            }
+            None => None,
+        };
+        let max_attempts = raw.max_attempts.unwrap_or(12);
+        let initial_backoff_ms = raw.initial_backoff_ms.unwrap_or(500);
+        let max_backoff_ms = raw.max_backoff_ms.unwrap_or(300_000);
+        let timeout_secs = raw.timeout_secs.unwrap_or(10);
+        let concurrency = raw.concurrency.unwrap_or(4);
+        for (k, zero) in [
+            ("max_attempts", max_attempts == 0),
+            ("initial_backoff_ms", initial_backoff_ms == 0),
+            ("timeout_secs", timeout_secs == 0),
+            ("concurrency", concurrency == 0),
+        ] {
+            if zero {
+                return Err(self.err(&key(k), "must be greater than 0"));
+            }
+        }
+        if max_backoff_ms < initial_backoff_ms {
+            return Err(self.err(&key("max_backoff_ms"), "must be at least initial_backoff_ms"));
+        }
+        if concurrency > 64 {
+            return Err(self.err(&key("concurrency"), "at most 64"));
+        }
+        Ok(WebhookDeliveryConfig {
+            spool_dir,
+            max_attempts,
+            initial_backoff: Duration::from_millis(initial_backoff_ms),
+            max_backoff: Duration::from_millis(max_backoff_ms),
+            timeout: Duration::from_secs(timeout_secs),
+            concurrency,
+        })
+    }
+
+    fn webhook(&self, i: usize, raw: RawWebhook) -> Result<WebhookConfig, ConfigError> {
+        let key = |k: &str| format!("webhooks[{i}].{k}");
+        let text = raw.url.ok_or_else(|| self.err(&key("url"), "missing; the receiver's http(s) URL"))?;
+        let url = self.webhook_url(&key("url"), &text)?;
+        if raw.events.is_empty() {
+            return Err(self.err(&key("events"), "list the events to deliver, e.g. [\"MODEL_VERSION_CREATED\"]"));
+        }
+        if let Some(bad) = raw.events.iter().find(|e| !crate::webhooks::is_known_event(e)) {
+            let known = crate::webhooks::KNOWN_EVENTS.join(", ");
+            return Err(self.err(&key("events"), format!("{bad:?} is not an event; use one of {known}")));
+        }
+        if raw.model_name.as_deref() == Some("") {
+            return Err(self.err(&key("model_name"), "must not be empty (omit it for registry-wide)"));
+        }
+        for (k, var) in [("secret_env", &raw.secret_env), ("authorization_env", &raw.authorization_env)] {
+            if var.as_deref().is_some_and(|v| v.is_empty() || v.contains(['=', '\0'])) {
+                return Err(self.err(&key(k), "must be the name of an environment variable"));
+            }
+        }
+        let verify_tls = raw.verify_tls.unwrap_or(true);
+        if raw.ca_file.is_some() && (!verify_tls || url.scheme_str() != Some("https")) {
+            return Err(self.err(&key("ca_file"), "only meaningful with an https:// url and verify_tls = true"));
+        }
+        Ok(WebhookConfig {
+            id: webhook_id(&text, i),
+            url,
+            events: raw.events,
+            model_name: raw.model_name,
+            secret_env: raw.secret_env,
+            authorization_env: raw.authorization_env,
+            verify_tls,
+            ca_file: raw.ca_file.map(|f| self.path(&f)),
+        })
+    }
+
+    fn webhook_url(&self, key: &str, text: &str) -> Result<http::Uri, ConfigError> {
+        let uri: http::Uri = text.parse().map_err(|e| self.err(key, format!("{text:?} is not a URL: {e}")))?;
+        let scheme_ok = matches!(uri.scheme_str(), Some("http") | Some("https"));
+        match uri.authority() {
+            Some(a) if scheme_ok && !a.host().is_empty() && !a.as_str().contains('@') => Ok(uri),
+            _ => Err(self.err(key, "must be an http:// or https:// URL with a host and no user:password@")),
+        }
+    }
+}
+
+/// The stable id of the `index`-th `[[webhooks]]` entry: first 16 hex digits of SHA-256 of `"<url>\n<index>"`.
+fn webhook_id(url: &str, index: usize) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{url}\n{index}").as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 fn secs(v: Option<u64>, default: u64) -> Duration {

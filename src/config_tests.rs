@@ -67,3 +67,68 @@ fn duplicate_issuers_are_refused() {
     let text = format!("{GOOD}\n[[auth.issuers]]\nissuer = \"https://idp.example\"\naudiences = [\"m\"]\nalgorithms = [\"RS256\"]\njwks_url = \"https://idp.example/jwks\"\n");
     assert!(err_of(&text).contains("auth.issuers[0].issuer"));
 }
+
+const HOOKS: &str = r#"
+[webhook_delivery]
+spool_dir = "spool"
+initial_backoff_ms = 10
+max_backoff_ms = 100
+
+[[webhooks]]
+url = "https://hooks.example/mlflow"
+events = ["MODEL_VERSION_TRANSITIONED_TO_PRODUCTION", "POLICY_DENIED"]
+model_name = "fraud-detector"
+secret_env = "FRAUD_HOOK_SECRET"
+
+[[webhooks]]
+url = "http://127.0.0.1:9000/hook"
+events = ["MODEL_VERSION_CREATED"]
+"#;
+
+#[test]
+fn webhooks_are_parsed_with_defaults_and_stable_ids() {
+    let c = parse(&format!("{GOOD}{HOOKS}")).ok();
+    let d = c.as_ref().map(|c| c.webhook_delivery.clone());
+    assert_eq!(d.as_ref().and_then(|d| d.spool_dir.clone()), Some(PathBuf::from("/etc/gate/spool")));
+    assert_eq!(d.as_ref().map(|d| (d.max_attempts, d.timeout, d.concurrency)), Some((12, secs(None, 10), 4)));
+    let hooks = c.map(|c| c.webhooks).unwrap_or_default();
+    assert_eq!(hooks.len(), 2);
+    let ids: Vec<&str> = hooks.iter().map(|h| h.id.as_str()).collect();
+    assert_eq!(ids, [webhook_id("https://hooks.example/mlflow", 0), webhook_id("http://127.0.0.1:9000/hook", 1)]);
+    assert!(ids.iter().all(|id| id.len() == 16) && ids.first() != ids.get(1));
+    assert!(hooks.iter().all(|h| h.verify_tls));
+    assert_eq!(hooks.first().and_then(|h| h.model_name.clone()), Some("fraud-detector".to_string()));
+}
+
+#[test]
+fn no_webhooks_need_no_spool() {
+    let c = parse(GOOD).ok();
+    assert!(c.is_some_and(|c| c.webhooks.is_empty() && c.webhook_delivery.spool_dir.is_none()));
+}
+
+#[test]
+fn webhook_errors_name_the_key_at_fault() {
+    let all = format!("{GOOD}{HOOKS}");
+    let cases = [
+        (all.replace("\"POLICY_DENIED\"", "\"MODEL_DELETED\""), "webhooks[0].events"),
+        (all.replace("[\"MODEL_VERSION_CREATED\"]", "[]"), "webhooks[1].events"),
+        (all.replace("spool_dir = \"spool\"", ""), "webhook_delivery.spool_dir"),
+        (all.replace("max_backoff_ms = 100", "max_backoff_ms = 5"), "webhook_delivery.max_backoff_ms"),
+        (all.replace("http://127.0.0.1:9000/hook", "ftp://x/hook"), "webhooks[1].url"),
+        (all.replace("https://hooks.example/mlflow", "https://u:p@hooks.example/"), "webhooks[0].url"),
+        (all.replace("\"FRAUD_HOOK_SECRET\"", "\"\""), "webhooks[0].secret_env"),
+        (all.replace("model_name = \"fraud-detector\"", "model_name = \"\""), "webhooks[0].model_name"),
+        (
+            all.replace("model_name = \"fraud-detector\"", "verify_tls = false\nca_file = \"ca.pem\""),
+            "webhooks[0].ca_file",
+        ),
+        (all.replace("secret_env = \"FRAUD_HOOK_SECRET\"", "secret = \"inline\""), "secret"),
+        (all.replace("initial_backoff_ms = 10", "retries = 3"), "retries"),
+    ];
+    for (text, key) in cases {
+        let e = err_of(&text);
+        assert!(e.contains(key) && e.starts_with("/etc/gate/gate.toml: "), "expected key {key} in {e:?}");
+    }
+    let e = err_of(&all.replace("\"POLICY_DENIED\"", "\"MODEL_DELETED\""));
+    assert!(e.contains("MODEL_DELETED") && e.contains("MODEL_VERSION_CREATED"), "names the bad and the known: {e}");
+}

@@ -4,6 +4,7 @@
 //! MLflow's error JSON.
 
 pub mod approvals;
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod client;
@@ -11,11 +12,14 @@ pub mod config;
 pub mod devkeys;
 pub mod error;
 pub mod explain;
+pub mod metrics;
 pub mod mlflow;
 pub mod policy;
 pub mod proxy;
 pub mod server;
 pub mod stack;
+pub mod tls;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,6 +38,9 @@ pub enum StartError {
     /// The upstream client cannot be built.
     #[error("upstream: {0}")]
     Upstream(String),
+    /// The TLS certificate, key or client CA is unusable.
+    #[error("tls: {0}")]
+    Tls(tls::TlsError),
     /// The key fetcher cannot be built.
     #[error("auth: {0}")]
     Auth(#[from] auth::jwks::FetchError),
@@ -57,9 +64,33 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    run(listener, config, |_| {}, shutdown).await
+}
+
+/// Builds everything (policy, keys, upstream client, TLS), calls `on_ready` with the bound address once the gate
+/// can serve, serves until `shutdown` completes, then drains requests in flight.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    on_ready: impl FnOnce(std::net::SocketAddr),
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
     let header_timeout = config.server.header_read_timeout;
     let grace = config.server.shutdown_grace;
+    let tls = match &config.server.tls {
+        Some(settings) => {
+            let cert = tls::ReloadingCert::load(&settings.cert_file, &settings.key_file).map_err(StartError::Tls)?;
+            // The watcher lives as long as the runtime; it only reads the two files.
+            drop(cert.spawn_watcher(settings.reload_interval));
+            Some(tls::server_config(settings, cert).map_err(StartError::Tls)?)
+        }
+        None => None,
+    };
     let gate = build_gate(config).await?;
-    server::serve(listener, gate, header_timeout, grace, shutdown).await;
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, tls = tls.is_some(), "mlflow-gate listening");
+        on_ready(addr);
+    }
+    server::serve(listener, gate, header_timeout, grace, tls, shutdown).await;
     Ok(())
 }

@@ -269,20 +269,15 @@ fn serve(config_path: &Path, addr_file: Option<&Path>) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-        let addr = listener.local_addr()?;
-        let gate = mlflow_gate::build_gate(config.clone()).await?;
-        if let Some(file) = addr_file {
-            std::fs::write(file, addr.to_string()).with_context(|| format!("cannot write {}", file.display()))?;
-        }
-        tracing::info!(%addr, upstream = %config.upstream.url, "mlflow-gate listening");
-        mlflow_gate::server::serve(
-            listener,
-            gate,
-            config.server.header_read_timeout,
-            config.server.shutdown_grace,
-            shutdown_signal(),
-        )
-        .await;
+        let addr_file = addr_file.map(Path::to_path_buf);
+        let on_ready = move |addr: std::net::SocketAddr| {
+            if let Some(file) = addr_file {
+                if let Err(e) = std::fs::write(&file, addr.to_string()) {
+                    tracing::error!(file = %file.display(), error = %e, "cannot write the address file");
+                }
+            }
+        };
+        mlflow_gate::run(listener, config, on_ready, shutdown_signal()).await?;
         tracing::info!("mlflow-gate stopped");
         Ok(())
     })

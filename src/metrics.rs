@@ -8,8 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the latency histograms' buckets.
-const BUCKETS: [f64; 14] =
-    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+const BUCKETS: [f64; 14] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
 /// A latency histogram with fixed buckets.
 pub struct Histogram {
@@ -113,7 +112,11 @@ impl Metrics {
         self.request_seconds.render(&mut out, "mlflow_gate_request_duration_seconds", "Whole request latency.");
         self.auth_seconds.render(&mut out, "mlflow_gate_auth_duration_seconds", "Token verification latency.");
         self.policy_seconds.render(&mut out, "mlflow_gate_policy_duration_seconds", "Policy evaluation latency.");
-        self.upstream_seconds.render(&mut out, "mlflow_gate_upstream_duration_seconds", "Time to MLflow's response headers.");
+        self.upstream_seconds.render(
+            &mut out,
+            "mlflow_gate_upstream_duration_seconds",
+            "Time to MLflow's response headers.",
+        );
         for (name, help, v) in &external.counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         }

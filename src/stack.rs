@@ -3,7 +3,6 @@
 //! forward. Each phase hands typed results to the next; none re-parses. Any failure ends the request with MLflow's
 //! error JSON (see `error.rs`), and one structured log line records every request (never a token or a body).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,6 +22,7 @@ use crate::mlflow::routes::{self, Operation, Resource};
 use crate::mlflow::{params, stamps, target as target_fields};
 use crate::policy::{input, Policy};
 use crate::proxy::{ClientConn, OutBody, Outgoing, Upstream};
+use crate::server::ConnInfo;
 
 /// Response header carrying the request id (also quoted in every error message).
 pub const REQUEST_ID_HEADER: &str = "x-mlflow-gate-request-id";
@@ -59,7 +59,7 @@ impl Gate {
     }
 
     /// Handles one request end to end. Never fails: errors become MLflow error responses.
-    pub async fn handle<B>(&self, req: Request<B>, peer: SocketAddr, tls: bool) -> Response<GateBody>
+    pub async fn handle<B>(&self, req: Request<B>, conn: ConnInfo) -> Response<GateBody>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -71,8 +71,8 @@ impl Gate {
             let method = req.method().clone();
             let raw_path = req.uri().path().to_owned();
             let mut trail = Trail { rpc: "-", decision: "-", ..Trail::default() };
-            let conn = ClientConn { peer_ip: peer.ip(), tls };
-            let mut resp = match self.process(req, conn, &id, &mut trail).await {
+            let client = ClientConn { peer_ip: conn.peer.ip(), tls: conn.tls };
+            let mut resp = match self.process(req, client, conn.client_cert.as_deref(), &id, &mut trail).await {
                 Ok(resp) => resp,
                 Err(e) => {
                     trail.decision = match (&e, trail.decision) {
@@ -108,6 +108,7 @@ impl Gate {
         &self,
         req: Request<B>,
         conn: ClientConn,
+        client_cert: Option<&str>,
         id: &str,
         trail: &mut Trail,
     ) -> Result<Response<GateBody>, GateError>
@@ -124,7 +125,7 @@ impl Gate {
             let (parts, body) = req.into_parts();
             return self.forward(&parts, &target, OutBody::Stream(body::stream(body)), conn).await;
         }
-        let principal = self.auth.authenticate(req.headers()).await.map_err(|e| match e {
+        let principal = self.auth.authenticate(req.headers(), client_cert).await.map_err(|e| match e {
             AuthError::Invalid(m) => GateError::Unauthenticated(m),
             AuthError::KeysUnavailable(issuer) => {
                 tracing::error!(%issuer, "no signing keys available; denying");

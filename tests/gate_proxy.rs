@@ -28,16 +28,18 @@ async fn policy_denial_is_403_with_reasons_and_nothing_reaches_mlflow() {
     assert!(a.message().contains("only the CI service account may transition to Production"), "{}", a.message());
     assert_eq!(upstream.hits(TRANSITION), 0);
     assert_eq!(upstream.mutations(), 0, "only the gate's own look-ups may reach MLflow before a decision");
+    // The same principal's permitted mutation does reach MLflow.
+    let create = "/api/2.0/mlflow/registered-models/create";
     let ok = send(
         Method::POST,
-        &gate.url(TRANSITION),
-        Some(&keys.token("ci", &["mlflow-ci"])),
+        &gate.url(create),
+        Some(&keys.token("alice", &["ml-senior"])),
         &[("content-type", "application/json")],
-        Some(body),
+        Some(r#"{"name":"fraud"}"#),
     )
     .await;
     assert_eq!(ok.status, StatusCode::OK);
-    assert_eq!(upstream.hits(TRANSITION), 1);
+    assert_eq!(upstream.hits(create), 1);
     gate.stop().await;
 }
 

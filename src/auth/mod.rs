@@ -41,6 +41,7 @@ pub enum AuthError {
 /// Verifies bearer tokens against the configured issuers.
 pub struct Authenticator {
     issuers: Vec<IssuerKeys>,
+    client_certs: Vec<crate::config::ClientCertIdentity>,
     max_token_bytes: usize,
     leeway_secs: u64,
 }
@@ -54,7 +55,12 @@ impl Authenticator {
             .iter()
             .map(|i| IssuerKeys::new(Arc::new(i.clone()), fetcher.clone(), config.jwks_cache, config.jwks_min_refresh))
             .collect();
-        Ok(Authenticator { issuers, max_token_bytes: config.max_token_bytes, leeway_secs: config.leeway_secs })
+        Ok(Authenticator {
+            issuers,
+            client_certs: config.client_certs.clone(),
+            max_token_bytes: config.max_token_bytes,
+            leeway_secs: config.leeway_secs,
+        })
     }
 
     /// Loads every issuer's keys once, so the first request does not pay for it. Returns the issuers whose keys
@@ -69,8 +75,14 @@ impl Authenticator {
         missing
     }
 
-    /// Authenticates a request from its headers.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
+    /// Authenticates a request from its headers, or (when it sends no bearer token) from the verified client
+    /// certificate of its connection, if that identity is one the config maps to a principal.
+    pub async fn authenticate(&self, headers: &HeaderMap, client_cert: Option<&str>) -> Result<Principal, AuthError> {
+        if !headers.contains_key(http::header::AUTHORIZATION) {
+            if let Some(p) = client_cert.and_then(|id| self.certificate_principal(id)) {
+                return Ok(p);
+            }
+        }
         let token = token::bearer_token(headers, self.max_token_bytes).map_err(invalid)?;
         let parts = token::parse(token).map_err(invalid)?;
         let issuer = self.issuers.iter().find(|i| i.issuer().issuer == parts.issuer).ok_or_else(|| {
@@ -105,6 +117,14 @@ impl Authenticator {
         }
         let claims = token::verify(token, &candidates, parts.alg, config, self.leeway_secs).map_err(invalid)?;
         token::principal(claims, config).map_err(invalid)
+    }
+}
+
+impl Authenticator {
+    fn certificate_principal(&self, identity: &str) -> Option<Principal> {
+        let mapped = self.client_certs.iter().find(|c| c.identity == identity)?;
+        let claims = serde_json::json!({"sub": identity, "mtls": true, "groups": mapped.groups});
+        Some(Principal { sub: identity.to_string(), issuer: "mtls".into(), groups: mapped.groups.clone(), claims })
     }
 }
 
