@@ -9,7 +9,7 @@ fn entry(i: u32) -> Entry {
         target: json!({"name": "m", "version": "1", "stage": "Production"}),
         method: "POST".into(),
         path: "/api/2.0/mlflow/model-versions/transition-stage".into(),
-        decision: if i % 2 == 0 { "allow".into() } else { "deny".into() },
+        decision: if i.is_multiple_of(2) { "allow".into() } else { "deny".into() },
         reasons: vec!["only the CI service account may transition to Production".into()],
         bundle_revision: "abc".into(),
         status: 403,
@@ -36,7 +36,7 @@ fn an_intact_chain_verifies_and_continues_after_reopening() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     write_records(dir.path(), 5, u64::MAX);
     let path = write_records(dir.path(), 3, u64::MAX);
-    assert_eq!(verify(&[path.clone()]), Ok(8));
+    assert_eq!(verify(std::slice::from_ref(&path)), Ok(8));
     let first: Value = serde_json::from_str(&lines(&path)[0]).unwrap_or_default();
     assert_eq!(first["prev_hash"], GENESIS);
     assert_eq!(first["principal"]["sub"], "alice");
@@ -50,7 +50,7 @@ fn altering_deleting_or_reordering_a_record_is_found_and_located() {
     let original = lines(&path);
     let check = |l: Vec<String>| {
         std::fs::write(&path, l.join("\n") + "\n").unwrap_or_else(|e| panic!("{e}"));
-        verify(&[path.clone()])
+        verify(std::slice::from_ref(&path))
     };
     let mut altered = original.clone();
     altered[2] = altered[2].replace("\"decision_id\":\"req-2\"", "\"decision_id\":\"req-9\"");

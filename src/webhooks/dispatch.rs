@@ -134,11 +134,13 @@ async fn attempt(shared: Arc<Shared>, mut job: Job) -> Option<(Job, Instant)> {
     let (id, host, delivery_id, event, attempt) = (&hook.id, &hook.host, &job.delivery_id, &job.event, job.attempts);
     match outcome {
         Attempt::Delivered(status) => {
-            tracing::info!(webhook_id = %id, %host, %delivery_id, %event, attempt, status = status.as_u16(), "webhook delivered");
+            let status = status.as_u16();
+            tracing::info!(webhook_id = %id, %host, %delivery_id, %event, attempt, status, "webhook delivered");
             c.finished(&c.delivered);
         }
         Attempt::GiveUp(reason) => {
-            tracing::warn!(webhook_id = %id, %host, %delivery_id, %event, attempt, %reason, "webhook refused; delivery dropped");
+            tracing::warn!(webhook_id = %id, %host, %delivery_id, %event, attempt, %reason,
+                "webhook receiver refused the delivery; dropped");
             c.failed_attempts.fetch_add(1, Ordering::Relaxed);
             c.finished(&c.dropped);
         }

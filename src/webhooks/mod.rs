@@ -196,7 +196,8 @@ impl Webhooks {
         let job = Job { key, hook, delivery_id, event, body, file, attempts: 0 };
         if let Err(mpsc::error::SendError(job)) = self.queue.send(job) {
             if job.file.is_some() {
-                tracing::info!(delivery_id = %job.delivery_id, "webhook delivery spooled after shutdown; sent on restart");
+                let delivery_id = &job.delivery_id;
+                tracing::info!(%delivery_id, "webhook delivery spooled after shutdown; it is sent after a restart");
             } else {
                 let delivery_id = &job.delivery_id;
                 tracing::error!(%delivery_id, "webhook delivery lost: delivery has stopped and the spool write failed");
