@@ -3,6 +3,7 @@
 //! `auth`, decision in `policy`), `proxy` forwards what was permitted, and `error` turns every failure into
 //! MLflow's error JSON.
 
+pub mod admin;
 pub mod approvals;
 pub mod audit;
 pub mod auth;
@@ -38,6 +39,12 @@ pub enum StartError {
     /// The upstream client cannot be built.
     #[error("upstream: {0}")]
     Upstream(String),
+    /// The audit log cannot be opened.
+    #[error("{0}")]
+    Audit(audit::AuditError),
+    /// The admin listener cannot bind.
+    #[error("admin.listen: {0}")]
+    Admin(std::io::Error),
     /// The TLS certificate, key or client CA is unusable.
     #[error("tls: {0}")]
     Tls(tls::TlsError),
@@ -55,7 +62,12 @@ pub async fn build_gate(config: Config) -> Result<Arc<Gate>, StartError> {
         tracing::warn!(%issuer, "no signing keys yet for this issuer; its tokens are refused until they load");
     }
     let upstream = proxy::Upstream::new(&config.upstream).map_err(StartError::Upstream)?;
-    Ok(Arc::new(Gate::new(Arc::new(config), auth, policy::Policy::new(bundle), upstream)))
+    let audit_sink = config.audit.clone();
+    let mut gate = Gate::new(Arc::new(config), auth, policy::Policy::new(bundle), upstream);
+    if let Some(sink) = audit_sink {
+        gate = gate.with_audit(audit::AuditLog::start(sink).map_err(StartError::Audit)?);
+    }
+    Ok(Arc::new(gate))
 }
 
 /// Runs a gate on `listener` until `shutdown` completes, then drains requests in flight.
@@ -86,11 +98,29 @@ pub async fn run(
         }
         None => None,
     };
+    let admin = match &config.admin {
+        Some(a) => Some(TcpListener::bind(a.listen).await.map_err(StartError::Admin)?),
+        None => None,
+    };
     let gate = build_gate(config).await?;
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(admin_listener) = admin {
+        if let Ok(addr) = admin_listener.local_addr() {
+            tracing::info!(%addr, "admin listener (metrics, health) ready");
+        }
+        let extra: admin::ExtraCounters = Arc::new(metrics::External::default);
+        tokio::spawn(admin::serve(admin_listener, gate.clone(), extra, async {
+            let _ = admin_stopped.await;
+        }));
+    }
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, tls = tls.is_some(), "mlflow-gate listening");
         on_ready(addr);
     }
-    server::serve(listener, gate, header_timeout, grace, tls, shutdown).await;
+    server::serve(listener, gate.clone(), header_timeout, grace, tls, shutdown).await;
+    if let Some(audit) = gate.audit() {
+        audit.flush(std::time::Duration::from_secs(10)).await;
+    }
+    let _ = admin_stop.send(());
     Ok(())
 }

@@ -106,9 +106,23 @@ enum Command {
     /// Policy tools for the security team: run the bundle's tests, evaluate an input.
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// Audit log tools.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Local keys and tokens for demos and tests (production tokens come from your IdP).
     #[command(subcommand)]
     Dev(Dev),
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain of audit files given oldest first (e.g. audit.log.2 audit.log.1 audit.log); reports
+    /// the first record that was altered, removed or reordered, and exits non-zero.
+    Verify {
+        /// The files, oldest first.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// Where the gate is and who is calling.
@@ -239,6 +253,13 @@ fn main() -> ExitCode {
             )
         }
         Command::Policy(cmd) => run_policy(cmd),
+        Command::Audit(AuditCmd::Verify { files }) => match mlflow_gate::audit::verify(&files) {
+            Ok(n) => {
+                println!("audit chain intact: {n} records in {} file(s)", files.len());
+                Ok(())
+            }
+            Err(where_) => Err(anyhow::anyhow!("audit chain broken: {where_}")),
+        },
         Command::Dev(dev) => run_dev(dev),
     };
     match result {

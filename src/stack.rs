@@ -12,10 +12,12 @@ use http_body::Body;
 use tracing::Instrument;
 
 use crate::approvals;
+use crate::audit::{AuditLog, Entry as AuditEntry};
 use crate::auth::{AuthError, Authenticator, Principal};
 use crate::body::{self, BoxError, CollectError, GateBody};
 use crate::config::Config;
 use crate::error::GateError;
+use crate::metrics::Metrics;
 use crate::mlflow::canon::{self, Target};
 use crate::mlflow::enrich::Enricher;
 use crate::mlflow::routes::{self, Operation, Resource};
@@ -34,13 +36,19 @@ pub struct Gate {
     policy: Policy,
     upstream: Upstream,
     enricher: Enricher,
+    metrics: Metrics,
+    audit: Option<AuditLog>,
 }
 
 /// What the log line of a request records.
 #[derive(Default)]
 struct Trail {
     rpc: &'static str,
+    resource_type: &'static str,
     sub: Option<String>,
+    groups: Vec<String>,
+    target: serde_json::Value,
+    upstream_status: Option<u16>,
     decision: &'static str,
     reasons: Vec<String>,
     break_glass: bool,
@@ -50,7 +58,33 @@ struct Trail {
 impl Gate {
     /// Assembles a gate from its parts.
     pub fn new(config: Arc<Config>, auth: Authenticator, policy: Policy, upstream: Upstream) -> Gate {
-        Gate { config, auth, policy, upstream, enricher: Enricher::new() }
+        Gate { config, auth, policy, upstream, enricher: Enricher::new(), metrics: Metrics::default(), audit: None }
+    }
+
+    /// Records every decision to this audit log.
+    pub fn with_audit(mut self, audit: AuditLog) -> Gate {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// The audit log, if any (flushed at shutdown).
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
+    }
+
+    /// The authenticator (readiness and metrics read it).
+    pub fn auth(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    /// The upstream (readiness probes it).
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// The request metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The policy in force.
@@ -98,6 +132,7 @@ impl Gate {
                 latency_us = started.elapsed().as_micros() as u64,
                 "request"
             );
+            self.account(&trail, &method, &raw_path, &id, resp.status().as_u16(), started.elapsed());
             resp
         }
         .instrument(span)
@@ -125,7 +160,10 @@ impl Gate {
             let (parts, body) = req.into_parts();
             return self.forward(&parts, &target, OutBody::Stream(body::stream(body)), conn).await;
         }
-        let principal = self.auth.authenticate(req.headers(), client_cert).await.map_err(|e| match e {
+        let auth_started = Instant::now();
+        let authenticated = self.auth.authenticate(req.headers(), client_cert).await;
+        self.metrics.auth_seconds.observe(auth_started.elapsed());
+        let principal = authenticated.map_err(|e| match e {
             AuthError::Invalid(m) => GateError::Unauthenticated(m),
             AuthError::KeysUnavailable(issuer) => {
                 tracing::error!(%issuer, "no signing keys available; denying");
@@ -133,8 +171,10 @@ impl Gate {
             }
         })?;
         trail.sub = Some(principal.sub.clone());
+        trail.groups = principal.groups.clone();
         let op = op.or_else(|| unknown_read(req.method())).ok_or_else(|| unknown_mutation(&req, &target))?;
         trail.rpc = op.rpc;
+        trail.resource_type = op.resource.as_str();
         let (parts, body) = req.into_parts();
         let read = self.read_body(&parts, &target, &op, body).await?;
         let workflow = approvals::is_workflow(&op);
@@ -157,6 +197,7 @@ impl Gate {
             tracing::error!(error = %e, "enrichment failed; denying");
             GateError::LookupFailed
         })?;
+        trail.target = resource.get("target").cloned().unwrap_or_default();
         let workspace = parts.headers.get("x-mlflow-workspace").and_then(|v| v.to_str().ok());
         self.decide(&principal, &op, &parts.method, &target, read.json.as_ref(), workspace, &resource, trail)?;
         if workflow {
@@ -180,7 +221,10 @@ impl Gate {
             }
             None => read.out,
         };
+        let upstream_started = Instant::now();
         let resp = self.forward(&parts, &target, out, conn).await?;
+        self.metrics.upstream_seconds.observe(upstream_started.elapsed());
+        trail.upstream_status = Some(resp.status().as_u16());
         if resp.status().is_success() {
             self.record_history(&op, &resource, &principal.sub, id).await;
         }
@@ -211,6 +255,36 @@ impl Gate {
         }
     }
 
+    /// Counts the request and, when it reached a decision, writes its audit record.
+    fn account(&self, trail: &Trail, method: &Method, path: &str, id: &str, status: u16, elapsed: std::time::Duration) {
+        self.metrics.count_request(trail.rpc, trail.decision, status);
+        self.metrics.request_seconds.observe(elapsed);
+        if !trail.would_deny.is_empty() {
+            self.metrics.count_would_deny(trail.rpc);
+        }
+        let Some(audit) = &self.audit else { return };
+        if matches!(trail.decision, "public" | "-") {
+            return;
+        }
+        audit.record(AuditEntry {
+            decision_id: id.to_string(),
+            principal: trail.sub.clone().map(|s| (s, trail.groups.clone())),
+            rpc: trail.rpc.to_string(),
+            resource_type: trail.resource_type.to_string(),
+            target: trail.target.clone(),
+            method: method.to_string(),
+            path: path.to_string(),
+            decision: trail.decision.to_string(),
+            reasons: trail.reasons.clone(),
+            would_deny: trail.would_deny.clone(),
+            break_glass: trail.break_glass,
+            bundle_revision: self.policy.bundle().revision().to_string(),
+            upstream_status: trail.upstream_status,
+            status,
+            latency_ms: elapsed.as_secs_f64() * 1000.0,
+        });
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn decide(
         &self,
@@ -226,7 +300,10 @@ impl Gate {
         let query = params::query_map(&target.query_pairs());
         let facts = input::RequestFacts { method: method.as_str(), path: &target.path, query: &query, body, workspace };
         let doc = input::build(principal, op, &facts, resource.clone());
-        let decision = self.policy.evaluate(input::to_rego(&doc)).map_err(|e| {
+        let policy_started = Instant::now();
+        let evaluated = self.policy.evaluate(input::to_rego(&doc));
+        self.metrics.policy_seconds.observe(policy_started.elapsed());
+        let decision = evaluated.map_err(|e| {
             tracing::error!(error = %e, "policy evaluation failed; denying");
             GateError::PolicyFailed
         })?;

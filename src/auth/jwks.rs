@@ -218,6 +218,10 @@ pub struct IssuerKeys {
     last_failure: Mutex<Option<Instant>>,
     min_refresh: Duration,
     jwks_uri: RwLock<Option<String>>,
+    /// Successful key fetches.
+    pub refreshes: std::sync::atomic::AtomicU64,
+    /// Failed key fetches.
+    pub failures: std::sync::atomic::AtomicU64,
 }
 
 impl IssuerKeys {
@@ -234,6 +238,8 @@ impl IssuerKeys {
             last_failure: Mutex::new(None),
             min_refresh,
             jwks_uri: RwLock::new(None),
+            refreshes: Default::default(),
+            failures: Default::default(),
         }
     }
 
@@ -273,6 +279,11 @@ impl IssuerKeys {
         true
     }
 
+    /// Whether usable keys are held (without fetching).
+    pub fn has_keys(&self) -> bool {
+        self.last_good().is_some()
+    }
+
     fn last_good(&self) -> Option<Arc<KeySet>> {
         self.last_good.read().ok().and_then(|g| g.clone())
     }
@@ -284,6 +295,7 @@ impl IssuerKeys {
     async fn load(&self) -> Result<Cached, Arc<FetchError>> {
         match self.fetch().await {
             Ok(keys) => {
+                self.refreshes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let keys = Arc::new(keys);
                 if let Ok(mut g) = self.last_good.write() {
                     *g = Some(keys.clone());
@@ -295,6 +307,7 @@ impl IssuerKeys {
                 Ok(Cached { keys, stale: false })
             }
             Err(e) => {
+                self.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let Ok(mut f) = self.last_failure.lock() {
                     *f = Some(Instant::now());
                 }

@@ -75,6 +75,19 @@ impl Authenticator {
         missing
     }
 
+    /// (successful, failed) key fetches over all issuers.
+    pub fn key_fetch_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.issuers
+            .iter()
+            .fold((0, 0), |(ok, bad), i| (ok + i.refreshes.load(Relaxed), bad + i.failures.load(Relaxed)))
+    }
+
+    /// Whether every issuer has usable keys (for readiness).
+    pub fn keys_ready(&self) -> bool {
+        self.issuers.iter().all(IssuerKeys::has_keys)
+    }
+
     /// Authenticates a request from its headers, or (when it sends no bearer token) from the verified client
     /// certificate of its connection, if that identity is one the config maps to a principal.
     pub async fn authenticate(&self, headers: &HeaderMap, client_cert: Option<&str>) -> Result<Principal, AuthError> {

@@ -1,0 +1,88 @@
+//! The admin listener, beside the request path on its own address: `/metrics` (Prometheus text format),
+//! `/healthz` (the process is alive) and `/readyz` (policy loaded, signing keys available, MLflow reachable), for
+//! Kubernetes probes and scrapers. It never proxies anything.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::metrics::External;
+use crate::stack::Gate;
+
+/// Extra counters owned outside the gate (e.g. webhook delivery), read at scrape time.
+pub type ExtraCounters = Arc<dyn Fn() -> External + Send + Sync>;
+
+/// Serves the admin endpoints until `shutdown` completes.
+pub async fn serve(listener: TcpListener, gate: Arc<Gate>, extra: ExtraCounters, shutdown: impl Future<Output = ()>) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(_) => continue,
+            },
+            () = &mut shutdown => break,
+        };
+        let (gate, extra) = (gate.clone(), extra.clone());
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let (gate, extra) = (gate.clone(), extra.clone());
+                async move { Ok::<_, std::convert::Infallible>(answer(&req, &gate, &extra).await) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+async fn answer<B>(req: &Request<B>, gate: &Gate, extra: &ExtraCounters) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            let mut ext = extra();
+            let (ok, failed) = gate.auth().key_fetch_counts();
+            ext.counters.push(("mlflow_gate_jwks_refreshes_total", "Successful fetches of issuer keys.", ok));
+            ext.counters.push(("mlflow_gate_jwks_refresh_failures_total", "Failed fetches of issuer keys.", failed));
+            let mut resp = text(StatusCode::OK, gate.metrics().render(&ext));
+            resp.headers_mut()
+                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
+            resp
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" => readiness(gate).await,
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+    }
+}
+
+/// Ready when the policy is loaded (it always is once the gate runs), every issuer has usable keys, and MLflow
+/// answers its health check.
+async fn readiness(gate: &Gate) -> Response<Full<Bytes>> {
+    let keys = gate.auth().keys_ready();
+    let probe = gate.upstream().call_json(Method::GET, "/health", None);
+    let upstream =
+        matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Ok((s, _))) if s.is_success());
+    let body = format!(
+        "policy: loaded (revision {})\nkeys: {}\nupstream: {}\n",
+        gate.policy().bundle().revision(),
+        if keys { "available" } else { "unavailable" },
+        if upstream { "reachable" } else { "unreachable" }
+    );
+    let status = if keys && upstream { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    text(status, body)
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp
+}
