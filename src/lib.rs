@@ -39,6 +39,9 @@ pub enum StartError {
     /// The upstream client cannot be built.
     #[error("upstream: {0}")]
     Upstream(String),
+    /// Webhook delivery cannot start (spool directory, secrets, CA files).
+    #[error("webhooks: {0}")]
+    Webhooks(#[from] webhooks::WebhookError),
     /// The audit log cannot be opened.
     #[error("{0}")]
     Audit(audit::AuditError),
@@ -63,7 +66,12 @@ pub async fn build_gate(config: Config) -> Result<Arc<Gate>, StartError> {
     }
     let upstream = proxy::Upstream::new(&config.upstream).map_err(StartError::Upstream)?;
     let audit_sink = config.audit.clone();
+    let (webhook_delivery, webhook_hooks) = (config.webhook_delivery.clone(), config.webhooks.clone());
     let mut gate = Gate::new(Arc::new(config), auth, policy::Policy::new(bundle), upstream);
+    if !webhook_hooks.is_empty() {
+        let hooks = webhooks::Webhooks::start(&webhook_delivery, &webhook_hooks).await?;
+        gate = gate.with_webhooks(hooks);
+    }
     if let Some(sink) = audit_sink {
         gate = gate.with_audit(audit::AuditLog::start(sink).map_err(StartError::Audit)?);
     }
@@ -108,7 +116,8 @@ pub async fn run(
         if let Ok(addr) = admin_listener.local_addr() {
             tracing::info!(%addr, "admin listener (metrics, health) ready");
         }
-        let extra: admin::ExtraCounters = Arc::new(metrics::External::default);
+        let hooks = gate.webhooks().cloned();
+        let extra: admin::ExtraCounters = Arc::new(move || webhook_counters(hooks.as_deref()));
         tokio::spawn(admin::serve(admin_listener, gate.clone(), extra, async {
             let _ = admin_stopped.await;
         }));
@@ -118,9 +127,29 @@ pub async fn run(
         on_ready(addr);
     }
     server::serve(listener, gate.clone(), header_timeout, grace, tls, shutdown).await;
+    if let Some(hooks) = gate.webhooks() {
+        hooks.shutdown().await;
+    }
     if let Some(audit) = gate.audit() {
         audit.flush(std::time::Duration::from_secs(10)).await;
     }
     let _ = admin_stop.send(());
     Ok(())
+}
+
+/// Webhook delivery counters for `/metrics`.
+fn webhook_counters(hooks: Option<&webhooks::Webhooks>) -> metrics::External {
+    let Some(stats) = hooks.map(webhooks::Webhooks::stats) else { return metrics::External::default() };
+    metrics::External {
+        counters: vec![
+            ("mlflow_gate_webhook_deliveries_total", "Webhook deliveries that succeeded.", stats.delivered),
+            (
+                "mlflow_gate_webhook_failed_attempts_total",
+                "Webhook delivery attempts that failed.",
+                stats.failed_attempts,
+            ),
+            ("mlflow_gate_webhook_dropped_total", "Webhook deliveries given up.", stats.dropped),
+        ],
+        gauges: vec![("mlflow_gate_webhook_pending", "Webhook deliveries waiting.", stats.pending)],
+    }
 }

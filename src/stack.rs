@@ -20,11 +20,13 @@ use crate::error::GateError;
 use crate::metrics::Metrics;
 use crate::mlflow::canon::{self, Target};
 use crate::mlflow::enrich::Enricher;
+use crate::mlflow::events;
 use crate::mlflow::routes::{self, Operation, Resource};
 use crate::mlflow::{params, stamps, target as target_fields};
 use crate::policy::{input, Policy};
 use crate::proxy::{ClientConn, OutBody, Outgoing, Upstream};
 use crate::server::ConnInfo;
+use crate::webhooks::{Event, Webhooks};
 
 /// Response header carrying the request id (also quoted in every error message).
 pub const REQUEST_ID_HEADER: &str = "x-mlflow-gate-request-id";
@@ -38,6 +40,7 @@ pub struct Gate {
     enricher: Enricher,
     metrics: Metrics,
     audit: Option<AuditLog>,
+    webhooks: Option<Arc<Webhooks>>,
 }
 
 /// What the log line of a request records.
@@ -58,13 +61,33 @@ struct Trail {
 impl Gate {
     /// Assembles a gate from its parts.
     pub fn new(config: Arc<Config>, auth: Authenticator, policy: Policy, upstream: Upstream) -> Gate {
-        Gate { config, auth, policy, upstream, enricher: Enricher::new(), metrics: Metrics::default(), audit: None }
+        Gate {
+            config,
+            auth,
+            policy,
+            upstream,
+            enricher: Enricher::new(),
+            metrics: Metrics::default(),
+            audit: None,
+            webhooks: None,
+        }
     }
 
     /// Records every decision to this audit log.
     pub fn with_audit(mut self, audit: AuditLog) -> Gate {
         self.audit = Some(audit);
         self
+    }
+
+    /// Sends registry events to these webhooks.
+    pub fn with_webhooks(mut self, webhooks: Arc<Webhooks>) -> Gate {
+        self.webhooks = Some(webhooks);
+        self
+    }
+
+    /// The webhooks, if any (drained at shutdown).
+    pub fn webhooks(&self) -> Option<&Arc<Webhooks>> {
+        self.webhooks.as_ref()
     }
 
     /// The audit log, if any (flushed at shutdown).
@@ -203,7 +226,12 @@ impl Gate {
         if workflow {
             let include_history = target.query_pairs().iter().any(|(k, v)| k == "include_history" && v == "true");
             let fields = resource.get("target").and_then(|t| t.as_object()).cloned().unwrap_or_default();
-            let flow = approvals::Workflow { upstream: &self.upstream, policy: &self.policy, enricher: &self.enricher };
+            let flow = approvals::Workflow {
+                upstream: &self.upstream,
+                policy: &self.policy,
+                enricher: &self.enricher,
+                webhooks: self.webhooks.as_deref(),
+            };
             let call = approvals::Call {
                 op: &op,
                 principal: &principal,
@@ -225,10 +253,20 @@ impl Gate {
         let resp = self.forward(&parts, &target, out, conn).await?;
         self.metrics.upstream_seconds.observe(upstream_started.elapsed());
         trail.upstream_status = Some(resp.status().as_u16());
-        if resp.status().is_success() {
-            self.record_history(&op, &resource, &principal.sub, id).await;
+        if !resp.status().is_success() {
+            return Ok(resp);
         }
-        Ok(resp)
+        self.record_history(&op, &resource, &principal.sub, id).await;
+        match self.webhooks.as_ref().filter(|_| events::produces_events(&op)) {
+            Some(hooks) => {
+                let (resp, answer) = read_small_json(resp).await?;
+                for e in events::for_mutation(&op, &resource, &answer) {
+                    hooks.emit(webhook_event(e, &principal.sub, id));
+                }
+                Ok(resp)
+            }
+            None => Ok(resp),
+        }
     }
 
     /// After MLflow confirmed a stage change or alias move, appends it to the version's history tag. The mutation
@@ -261,6 +299,17 @@ impl Gate {
         self.metrics.request_seconds.observe(elapsed);
         if !trail.would_deny.is_empty() {
             self.metrics.count_would_deny(trail.rpc);
+        }
+        if let (Some(hooks), "denied") = (&self.webhooks, trail.decision) {
+            let fields = serde_json::json!({"rpc": trail.rpc, "method": method.as_str(), "path": path,
+                "reasons": trail.reasons, "target": trail.target});
+            hooks.emit(Event {
+                event: "POLICY_DENIED".into(),
+                model_name: trail.target.get("name").and_then(|n| n.as_str()).map(str::to_owned),
+                fields: fields.as_object().cloned().unwrap_or_default(),
+                principal: trail.sub.clone(),
+                decision_id: id.to_string(),
+            });
         }
         let Some(audit) = &self.audit else { return };
         if matches!(trail.decision, "public" | "-") {
@@ -418,6 +467,29 @@ fn unknown_mutation<B>(req: &Request<B>, target: &Target) -> GateError {
         req.method(),
         target.path
     ))
+}
+
+/// Converts a registry event for the webhooks.
+pub fn webhook_event(e: events::RegistryEvent, sub: &str, id: &str) -> Event {
+    Event {
+        event: e.event.to_string(),
+        model_name: e.model_name,
+        fields: e.fields,
+        principal: Some(sub.to_string()),
+        decision_id: id.to_string(),
+    }
+}
+
+/// Reads a (small) JSON answer from MLflow to learn what a mutation created, and rebuilds the response around the
+/// same bytes. Registry answers are a few hundred bytes; anything over 1 MiB is an error, not a silent skip.
+async fn read_small_json(resp: Response<GateBody>) -> Result<(Response<GateBody>, serde_json::Value), GateError> {
+    let (parts, body) = resp.into_parts();
+    let bytes = body::collect_limited(body, 1024 * 1024).await.map_err(|e| {
+        tracing::error!(error = %e, "reading MLflow's answer failed");
+        GateError::UpstreamUnavailable
+    })?;
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Ok((Response::from_parts(parts, body::full(bytes)), json))
 }
 
 fn now_ms() -> u64 {

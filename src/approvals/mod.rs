@@ -14,8 +14,8 @@ use crate::body::{self, GateBody};
 use crate::error::GateError;
 use crate::mlflow::enrich::Enricher;
 use crate::mlflow::routes::{Operation, Resource};
-use crate::mlflow::stamps;
 use crate::mlflow::target::field;
+use crate::mlflow::{events, stamps};
 use crate::policy::{input, Policy};
 use crate::proxy::Upstream;
 use state::{kind, Activity};
@@ -105,6 +105,8 @@ pub struct Workflow<'a> {
     pub policy: &'a Policy,
     /// Look-ups for that second decision.
     pub enricher: &'a Enricher,
+    /// Where registry events go (after MLflow confirmed the state change).
+    pub webhooks: Option<&'a crate::webhooks::Webhooks>,
 }
 
 /// One permitted workflow request.
@@ -159,6 +161,7 @@ impl Workflow<'_> {
         }
         let a = ctx.new_activity(kind::REQUESTED, Some(stage), None);
         self.save(ctx, &a).await?;
+        self.emit(ctx, events::request_events(ctx.name, ctx.version, stage, a.comment.as_deref()));
         let actions = ["APPROVE_TRANSITION_REQUEST", "REJECT_TRANSITION_REQUEST", "CANCEL_TRANSITION_REQUEST"];
         Ok(json!({"request": {"to_stage": stage, "comment": a.comment, "user_id": a.user_id,
             "creation_timestamp": a.creation_timestamp, "available_actions": actions}}))
@@ -235,6 +238,8 @@ impl Workflow<'_> {
         }
         let applied = ctx.new_activity(kind::APPLIED, Some(stage), None);
         self.save(ctx, &applied).await?;
+        let from = ctx.mv.get("current_stage").cloned().unwrap_or(Value::Null);
+        self.emit(ctx, events::transition_events(Some(ctx.name), Some(ctx.version), &from, &Value::from(stage)));
         Ok(Some(format!("approved and transitioned to {stage}")))
     }
 
@@ -260,6 +265,15 @@ impl Workflow<'_> {
         a.comment = Some(text.to_string());
         a.last_updated_timestamp = now_ms();
         self.save(ctx, &a).await?;
+        if ctx.call.op.rpc == "CreateComment" {
+            let fields = json!({"version": ctx.version, "comment": a.comment});
+            let event = events::RegistryEvent {
+                event: "COMMENT_CREATED",
+                model_name: Some(ctx.name.to_string()),
+                fields: fields.as_object().cloned().unwrap_or_default(),
+            };
+            self.emit(ctx, vec![event]);
+        }
         let mine = a.user_id == ctx.call.principal.sub;
         let actions: Vec<&str> = if mine { vec!["EDIT_COMMENT", "DELETE_COMMENT"] } else { vec![] };
         Ok(json!({"comment": {"id": state::external_id(ctx.name, ctx.version, &a.id), "comment": a.comment,
@@ -272,6 +286,14 @@ impl Workflow<'_> {
         let body = json!({"name": ctx.name, "version": ctx.version, "key": a.tag_key()});
         self.call(Method::DELETE, "/api/2.0/mlflow/model-versions/delete-tag", &body).await?;
         Ok(json!({}))
+    }
+
+    fn emit(&self, ctx: &Ctx<'_>, list: Vec<events::RegistryEvent>) {
+        if let Some(hooks) = self.webhooks {
+            for e in list {
+                hooks.emit(crate::stack::webhook_event(e, &ctx.call.principal.sub, ctx.call.request_id));
+            }
+        }
     }
 
     async fn save(&self, ctx: &Ctx<'_>, a: &Activity) -> Result<(), GateError> {

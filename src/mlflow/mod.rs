@@ -3,6 +3,7 @@
 
 pub mod canon;
 pub mod enrich;
+pub mod events;
 pub mod params;
 pub mod routes;
 pub mod stamps;

@@ -1,0 +1,154 @@
+//! After forwarding: which registry events (Databricks' names) a permitted mutation produced, once MLflow confirmed
+//! it. Built from the target the policy saw, the facts looked up before, and MLflow's response (for the version
+//! number of a new model version).
+
+use serde_json::{json, Map, Value};
+
+use super::routes::Operation;
+use super::target::field;
+
+/// One event: its name, the model it concerns, and its payload fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistryEvent {
+    /// Databricks event name.
+    pub event: &'static str,
+    /// The registered model.
+    pub model_name: Option<String>,
+    /// Payload fields (`version`, `from_stage`, `to_stage`, `tags`, `alias`, `comment`, ...).
+    pub fields: Map<String, Value>,
+}
+
+/// Whether an operation can produce events (so the gate reads MLflow's response for it).
+pub fn produces_events(op: &Operation) -> bool {
+    matches!(
+        op.rpc,
+        "CreateRegisteredModel"
+            | "CreateModelVersion"
+            | "TransitionModelVersionStage"
+            | "SetModelVersionTag"
+            | "SetRegisteredModelAlias"
+            | "DeleteRegisteredModelAlias"
+    )
+}
+
+/// The events of a confirmed mutation. `response` is MLflow's JSON answer.
+pub fn for_mutation(op: &Operation, resource: &Value, response: &Value) -> Vec<RegistryEvent> {
+    let target = resource.get("target").and_then(Value::as_object).cloned().unwrap_or_default();
+    let name = field(&target, "name").map(str::to_owned);
+    let version = field(&target, "version").map(str::to_owned);
+    let one = |event: &'static str, fields: Value| RegistryEvent {
+        event,
+        model_name: name.clone(),
+        fields: fields.as_object().cloned().unwrap_or_default(),
+    };
+    match op.rpc {
+        "CreateRegisteredModel" => vec![one("REGISTERED_MODEL_CREATED", json!({}))],
+        "CreateModelVersion" => {
+            let mv = response.get("model_version").cloned().unwrap_or_default();
+            vec![one(
+                "MODEL_VERSION_CREATED",
+                json!({"version": mv.get("version"), "source": mv.get("source"),
+                "run_id": mv.get("run_id"), "to_stage": "None"}),
+            )]
+        }
+        "TransitionModelVersionStage" => {
+            let from = resource.pointer("/model_version/current_stage").cloned().unwrap_or(Value::Null);
+            let to = target.get("stage").cloned().unwrap_or(Value::Null);
+            transition_events(name.as_deref(), version.as_deref(), &from, &to)
+        }
+        "SetModelVersionTag" => vec![one(
+            "MODEL_VERSION_TAG_SET",
+            json!({"version": version,
+            "tags": [{"key": target.get("key"), "value": target.get("value")}]}),
+        )],
+        "SetRegisteredModelAlias" => {
+            vec![one("MODEL_VERSION_ALIAS_SET", json!({"version": version, "alias": target.get("alias")}))]
+        }
+        "DeleteRegisteredModelAlias" => {
+            let holder = resource.pointer("/alias_holder/version").cloned().unwrap_or(Value::Null);
+            vec![one("MODEL_VERSION_ALIAS_DELETED", json!({"version": holder, "alias": target.get("alias")}))]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// `MODEL_VERSION_TRANSITIONED_STAGE` plus the per-stage event (to Staging, Production or Archived).
+pub fn transition_events(name: Option<&str>, version: Option<&str>, from: &Value, to: &Value) -> Vec<RegistryEvent> {
+    let fields = json!({"version": version, "from_stage": from, "to_stage": to});
+    let fields = fields.as_object().cloned().unwrap_or_default();
+    let mut events = vec![RegistryEvent {
+        event: "MODEL_VERSION_TRANSITIONED_STAGE",
+        model_name: name.map(str::to_owned),
+        fields: fields.clone(),
+    }];
+    let specific = match to.as_str() {
+        Some("Staging") => Some("MODEL_VERSION_TRANSITIONED_TO_STAGING"),
+        Some("Production") => Some("MODEL_VERSION_TRANSITIONED_TO_PRODUCTION"),
+        Some("Archived") => Some("MODEL_VERSION_TRANSITIONED_TO_ARCHIVED"),
+        _ => None,
+    };
+    if let Some(event) = specific {
+        events.push(RegistryEvent { event, model_name: name.map(str::to_owned), fields });
+    }
+    events
+}
+
+/// The events of a transition request to `stage`.
+pub fn request_events(name: &str, version: &str, stage: &str, comment: Option<&str>) -> Vec<RegistryEvent> {
+    let fields = json!({"version": version, "to_stage": stage, "comment": comment});
+    let fields = fields.as_object().cloned().unwrap_or_default();
+    let mut events = vec![RegistryEvent {
+        event: "TRANSITION_REQUEST_CREATED",
+        model_name: Some(name.into()),
+        fields: fields.clone(),
+    }];
+    let specific = match stage {
+        "Staging" => Some("TRANSITION_REQUEST_TO_STAGING_CREATED"),
+        "Production" => Some("TRANSITION_REQUEST_TO_PRODUCTION_CREATED"),
+        "Archived" => Some("TRANSITION_REQUEST_TO_ARCHIVED_CREATED"),
+        _ => None,
+    };
+    if let Some(event) = specific {
+        events.push(RegistryEvent { event, model_name: Some(name.into()), fields });
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mlflow::routes::Resource;
+
+    fn op(rpc: &'static str) -> Operation {
+        Operation {
+            rpc,
+            read_only: false,
+            resource: Resource::ModelVersion,
+            public: false,
+            server_side_job: false,
+            path_params: vec![],
+        }
+    }
+
+    #[test]
+    fn a_production_transition_produces_both_databricks_events() {
+        let resource = json!({"target": {"name": "m", "version": "3", "stage": "Production"}, "model_version": {"current_stage": "Staging"}});
+        let events = for_mutation(&op("TransitionModelVersionStage"), &resource, &json!({}));
+        let names: Vec<&str> = events.iter().map(|e| e.event).collect();
+        assert_eq!(names, ["MODEL_VERSION_TRANSITIONED_STAGE", "MODEL_VERSION_TRANSITIONED_TO_PRODUCTION"]);
+        assert_eq!(events[0].fields["from_stage"], "Staging");
+        assert_eq!(events[0].model_name.as_deref(), Some("m"));
+    }
+
+    #[test]
+    fn a_new_version_takes_its_number_from_mlflows_answer() {
+        let resource = json!({"target": {"name": "m", "source": "runs:/r/model"}});
+        let events = for_mutation(
+            &op("CreateModelVersion"),
+            &resource,
+            &json!({"model_version": {"version": "4", "source": "runs:/r/model"}}),
+        );
+        assert_eq!(events[0].event, "MODEL_VERSION_CREATED");
+        assert_eq!(events[0].fields["version"], "4");
+    }
+}
