@@ -203,6 +203,9 @@ min_approvals := max([1, n]) if {
 
 shadow_rules := {r | some r in configured_shadow_rules; is_string(r)}
 
+# Only an explicit `true` shadows the whole bundle; anything else (absent, "yes", 1) enforces.
+shadow_all if data.shadow_all == true
+
 configured_shadow_rules := s if {
 	s := data.shadow_rules
 	is_array(s)

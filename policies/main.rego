@@ -27,14 +27,21 @@ decision := {
 
 # Shadow mode (data.shadow_rules): a rule listed there still runs and reports, but does not deny. This lets the
 # security team roll out a new rule, or a stricter threshold, and watch `would_deny` before enforcing it.
+# data.shadow_all puts the whole bundle in shadow mode: nothing is enforced, every denial is reported.
 enforced contains v if {
 	some v in violations
 	not v.id in shadow_rules
+	not shadow_all
 }
 
 shadowed contains v if {
 	some v in violations
 	v.id in shadow_rules
+}
+
+shadowed contains v if {
+	some v in violations
+	shadow_all
 }
 
 default allow := false

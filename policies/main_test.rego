@@ -130,3 +130,14 @@ test_every_denial_has_a_stable_id if {
 	ids := {v.id | some v in violations} with input as fx_transition(fx_alice, object.union(fx_v1_staging, {"model_version": {"current_stage": "None"}, "approvals": [], "source_matches_run": false}), "Production", false)
 	ids == {"production.ci_only", "production.archive_existing", "approvals.required", "production.from_staging", "gate.source_mismatch"}
 }
+
+test_whole_bundle_shadow_mode_reports_every_denial_and_enforces_none if {
+	inp := fx_write(fx_alice, "DeleteRegisteredModel", {"target": {"name": "m"}})
+	not decision.allow with input as inp
+	d := decision with input as inp with data.shadow_all as true
+	d.allow
+	d.reasons == []
+	count(d.would_deny) > 0
+	startswith(d.would_deny[0], "registry.delete_model: ")
+	not decision.allow with input as inp with data.shadow_all as "true"
+}
