@@ -98,3 +98,64 @@ fn check_command_reports_config_and_policy_faults_and_passes_a_good_config() {
     let (ok, text) = run(&good.replace(&policies_dir().display().to_string(), &broken.path().display().to_string()));
     assert!(!ok && text.contains("bad.rego:5"), "{text}");
 }
+
+fn copy_policies(shadow_all: bool) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(policies_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_owned();
+        std::fs::copy(&path, dir.path().join(name)).unwrap();
+    }
+    let data = dir.path().join("data.json");
+    let text = std::fs::read_to_string(&data).unwrap();
+    std::fs::write(&data, text.replace("\"shadow_all\": false", &format!("\"shadow_all\": {shadow_all}"))).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn whole_bundle_shadow_mode_allows_but_counts_would_deny() {
+    let upstream = Recorder::start(Behaviour::default()).await;
+    let keys = Keys::new();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let policies = copy_policies(true);
+    let toml = config_toml(upstream.addr, &keys.jwks_path(), policies.path(), "")
+        + &format!("\n[admin]\nlisten = \"{admin}\"\n");
+    let gate = GateHandle::start_toml(&toml).await;
+    let delete = "/api/2.0/mlflow/registered-models/delete";
+    let a = send(
+        Method::DELETE,
+        &gate.url(delete),
+        Some(&keys.token("alice", &[])),
+        &[("content-type", "application/json")],
+        Some(r#"{"name":"m"}"#),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "shadow mode must not enforce: {:?}", a.body);
+    assert_eq!(upstream.hits(delete), 1);
+    let metrics = send(Method::GET, &format!("http://{admin}/metrics"), None, &[], None).await;
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(text.contains("mlflow_gate_would_deny_total{operation=\"DeleteRegisteredModel\"} 1"), "{text}");
+    assert!(
+        text.contains(
+            "mlflow_gate_requests_total{operation=\"DeleteRegisteredModel\",decision=\"allow\",status=\"200\"} 1"
+        ),
+        "{text}"
+    );
+    gate.stop().await;
+
+    // The same request with the bundle enforcing is denied and never reaches MLflow.
+    let policies = copy_policies(false);
+    let upstream = Recorder::start(Behaviour::default()).await;
+    let gate = GateHandle::start_toml(&config_toml(upstream.addr, &keys.jwks_path(), policies.path(), "")).await;
+    let a = send(
+        Method::DELETE,
+        &gate.url(delete),
+        Some(&keys.token("alice", &[])),
+        &[("content-type", "application/json")],
+        Some(r#"{"name":"m"}"#),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert_eq!(upstream.hits(delete), 0);
+    gate.stop().await;
+}
