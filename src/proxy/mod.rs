@@ -19,6 +19,30 @@ pub use headers::ClientConn;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
+/// TLS for an `https://` MLflow: the system's roots, plus `ca_file` (PEM) when MLflow's certificate comes from a
+/// private CA.
+fn client_tls(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_file {
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("upstream.ca_file {}: {e}", path.display()))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("upstream.ca_file {}: {e}", path.display()))?;
+            roots.add(cert).map_err(|e| format!("upstream.ca_file {}: {e}", path.display()))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// The MLflow server behind the gate.
 pub struct Upstream {
     client: Client<Connector, GateBody>,
@@ -62,8 +86,7 @@ impl Upstream {
         http.set_nodelay(true);
         http.enforce_http(false);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| format!("cannot load system root certificates: {e}"))?
+            .with_tls_config(client_tls(config.ca_file.as_deref())?)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
