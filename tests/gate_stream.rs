@@ -30,6 +30,7 @@ async fn one_gib_artifact_streams_both_ways_without_buffering() {
         gate_with_recorder(Behaviour { big_bytes: GIB, count_only: true, ..Behaviour::default() }).await;
     let token = keys.token("alice", &[]);
     let before = peak_rss_bytes();
+    let started = std::time::Instant::now();
 
     // Upload: PUT to the proxied-artifact route, streamed from a generator.
     let chunk = Bytes::from(vec![b'a'; MIB as usize]);
@@ -62,6 +63,7 @@ async fn one_gib_artifact_streams_both_ways_without_buffering() {
     assert_eq!(received, GIB);
 
     let growth = peak_rss_bytes().saturating_sub(before);
+    eprintln!("streamed 1 GiB up and 1 GiB down through the gate in {:?}; peak RSS grew {} MiB", started.elapsed(), growth / MIB);
     assert!(growth < 256 * MIB, "peak memory grew by {} MiB while streaming 2 GiB", growth / MIB);
     gate.stop().await;
 }
