@@ -64,8 +64,9 @@ async fn main() {
     let key = devkeys::generate(jsonwebtoken::Algorithm::RS256, "k1").unwrap();
     devkeys::write_dir(dir.path(), &key).unwrap();
     let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let toml = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{up}\"\n[[auth.issuers]]\nissuer = \"https://idp.bench\"\naudiences = [\"mlflow\"]\nalgorithms = [\"RS256\"]\njwks_file = \"{}\"\n[policy]\ndir = \"{}\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{up}\"\n[[auth.issuers]]\nissuer = \"https://idp.bench\"\naudiences = [\"mlflow\"]\nalgorithms = [\"RS256\"]\njwks_file = \"{}\"\n[policy]\ndir = \"{}\"\n[admin]\nlisten = \"{admin}\"\n",
         dir.path().join("jwks.json").display(),
         policies.display()
     );
@@ -118,7 +119,30 @@ async fn main() {
         ("through the gate: authenticated read", &read),
         ("through the gate: registry mutation", &mutation),
     ] {
-        println!("{name:<44} {:>8.1}us {:>8.1}us {:>7.2}x", s.median.as_secs_f64() * 1e6, s.p99.as_secs_f64() * 1e6, ratio(s));
+        println!(
+            "{name:<44} {:>8.1}us {:>8.1}us {:>7.2}x",
+            s.median.as_secs_f64() * 1e6,
+            s.p99.as_secs_f64() * 1e6,
+            ratio(s)
+        );
+    }
+    let metrics = client
+        .request(http::Request::get(format!("http://{admin}/metrics")).body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8_lossy(&metrics);
+    let value = |name: &str| -> f64 {
+        text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
+    };
+    for phase in ["request", "auth", "policy", "upstream"] {
+        let sum = value(&format!("mlflow_gate_{phase}_duration_seconds_sum "));
+        let count = value(&format!("mlflow_gate_{phase}_duration_seconds_count "));
+        println!("gate phase {phase:<9} mean {:>8.1}us over {count} requests", sum / count.max(1.0) * 1e6);
     }
     println!(
         "added by the gate (median): read {:.1}us, mutation {:.1}us",
