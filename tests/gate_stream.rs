@@ -63,7 +63,11 @@ async fn one_gib_artifact_streams_both_ways_without_buffering() {
     assert_eq!(received, GIB);
 
     let growth = peak_rss_bytes().saturating_sub(before);
-    eprintln!("streamed 1 GiB up and 1 GiB down through the gate in {:?}; peak RSS grew {} MiB", started.elapsed(), growth / MIB);
+    eprintln!(
+        "streamed 1 GiB up and 1 GiB down through the gate in {:?}; peak RSS grew {} MiB",
+        started.elapsed(),
+        growth / MIB
+    );
     assert!(growth < 256 * MIB, "peak memory grew by {} MiB while streaming 2 GiB", growth / MIB);
     gate.stop().await;
 }
