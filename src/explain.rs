@@ -42,14 +42,9 @@ pub async fn explain(
     };
     let op = match routes::classify(method.as_str(), &t.path) {
         Some(op) => op,
-        None if matches!(method, Method::GET | Method::HEAD) => routes::Operation {
-            rpc: "Unknown",
-            read_only: true,
-            resource: routes::Resource::Unknown,
-            public: false,
-            server_side_job: false,
-            path_params: vec![],
-        },
+        None if matches!(method, Method::GET | Method::HEAD) => {
+            routes::Operation::plain("Unknown", true, routes::Resource::Unknown)
+        }
         None => return refused(format!("403: {method} {} is not a route the gate knows", t.path)),
     };
     if op.public {

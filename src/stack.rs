@@ -451,14 +451,7 @@ fn streams_body(path: &str) -> bool {
 
 /// A read of a route the table does not know: still evaluated by the policy, as an unknown read.
 fn unknown_read(method: &Method) -> Option<Operation> {
-    matches!(*method, Method::GET | Method::HEAD).then(|| Operation {
-        rpc: "Unknown",
-        read_only: true,
-        resource: Resource::Unknown,
-        public: false,
-        server_side_job: false,
-        path_params: Vec::new(),
-    })
+    matches!(*method, Method::GET | Method::HEAD).then(|| Operation::plain("Unknown", true, Resource::Unknown))
 }
 
 fn unknown_mutation<B>(req: &Request<B>, target: &Target) -> GateError {

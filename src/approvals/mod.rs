@@ -36,14 +36,10 @@ const ROUTES: [(&str, &str, &str, bool); 8] = [
 pub fn classify(method: &str, path: &str) -> Option<Operation> {
     let rest = path.strip_prefix("/api/2.0/mlflow/").or_else(|| path.strip_prefix("/ajax-api/2.0/mlflow/"))?;
     let method = if method == "HEAD" { "GET" } else { method };
-    ROUTES.iter().find(|(m, p, _, _)| *m == method && *p == rest).map(|(_, _, rpc, read_only)| Operation {
-        rpc,
-        read_only: *read_only,
-        resource: Resource::ModelVersion,
-        public: false,
-        server_side_job: false,
-        path_params: Vec::new(),
-    })
+    ROUTES
+        .iter()
+        .find(|(m, p, _, _)| *m == method && *p == rest)
+        .map(|(_, _, rpc, read_only)| Operation::plain(rpc, *read_only, Resource::ModelVersion))
 }
 
 /// Whether an operation is served by the workflow rather than forwarded.
@@ -197,14 +193,7 @@ impl Workflow<'_> {
         let body =
             json!({"name": ctx.name, "version": ctx.version, "stage": stage, "archive_existing_versions": archive});
         let Value::Object(body) = body else { return Err(GateError::Internal) };
-        let op = Operation {
-            rpc: "TransitionModelVersionStage",
-            read_only: false,
-            resource: Resource::ModelVersion,
-            public: false,
-            server_side_job: false,
-            path_params: Vec::new(),
-        };
+        let op = Operation::plain("TransitionModelVersionStage", false, Resource::ModelVersion);
         let resource = self.enricher.resource(self.upstream, &op, body.clone()).await.map_err(|e| {
             tracing::error!(error = %e, "enrichment for the approval's transition failed");
             GateError::LookupFailed

@@ -151,6 +151,14 @@ pub struct Operation {
     pub path_params: Vec<(&'static str, String)>,
 }
 
+impl Operation {
+    /// An operation that is neither public nor a server-side job and has no path parameters (the gate's own
+    /// workflow routes, unknown reads, and look-alikes built for a second policy decision).
+    pub fn plain(rpc: &'static str, read_only: bool, resource: Resource) -> Operation {
+        Operation { rpc, read_only, resource, public: false, server_side_job: false, path_params: Vec::new() }
+    }
+}
+
 /// Classifies a request. `method` is upper-case (GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS); `path` is
 /// canonical (percent-decoded once, no query string, no `//`, no dot segments). Returns `None` when MLflow
 /// serves no route for this method and path.

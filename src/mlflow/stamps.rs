@@ -116,14 +116,7 @@ mod tests {
     use crate::mlflow::routes::Resource;
 
     fn op(rpc: &'static str) -> Operation {
-        Operation {
-            rpc,
-            read_only: false,
-            resource: Resource::ModelVersion,
-            public: false,
-            server_side_job: false,
-            path_params: vec![],
-        }
+        Operation::plain(rpc, false, Resource::ModelVersion)
     }
 
     fn obj(v: Value) -> Map<String, Value> {

@@ -60,14 +60,7 @@ pub fn sample() -> regorus::Value {
         groups: vec![],
         claims: json!({"sub": "self-test"}),
     };
-    let op = Operation {
-        rpc: "GetRegisteredModel",
-        read_only: true,
-        resource: crate::mlflow::routes::Resource::RegisteredModel,
-        public: false,
-        server_side_job: false,
-        path_params: vec![],
-    };
+    let op = Operation::plain("GetRegisteredModel", true, crate::mlflow::routes::Resource::RegisteredModel);
     let query = crate::mlflow::params::query_map(&[("name".into(), "self-test".into())]);
     let req = RequestFacts {
         method: "GET",
