@@ -68,3 +68,20 @@ violations contains violation(
 	some k in body_tag_keys
 	run_user_key(k)
 }
+
+# Server-side schedules: in MLflow 3.18 the experiment tag `mlflow.issueDetection.schedule` (any
+# `mlflow.issueDetection.*` key) makes the server run issue detection on its own, writing without passing through
+# the gate. Like the other server-side job triggers, only admins may set or remove it.
+schedule_key(k) if {
+	is_string(k)
+	startswith(lower(k), "mlflow.issuedetection.")
+}
+
+violations contains violation(
+	"jobs.schedule_tag",
+	sprintf("the experiment tag %s schedules server-side work that bypasses the gate; only admins may change it", [k]),
+) if {
+	some k in single_tag_keys | body_tag_keys
+	schedule_key(k)
+	not is_admin
+}

@@ -67,3 +67,15 @@ test_reserved_tag_rules_ignore_reads if {
 	inp := fx_request(fx_alice, "GetModelVersion", "model_version", true, fx_target({"name": "m", "key": "mlflow_gate.created_by"}))
 	decision == fx_allowed with input as inp
 }
+
+test_server_side_schedule_tags_are_admin_only if {
+	tag := {"target": {"experiment_id": "1", "key": "mlflow.issueDetection.schedule", "value": "daily"}}
+	inp := fx_request(fx_alice, "SetExperimentTag", "experiment", false, tag)
+	d := decision with input as inp
+	not d.allow
+	contains(d.reasons[0], "schedules server-side work")
+	fx_allowed_for(fx_root, inp)
+	created := fx_request(fx_alice, "CreateExperiment", "experiment", false, {"target": {}})
+	with_tags := object.union(created, {"request": {"body": {"name": "e", "tags": [{"key": "MLFLOW.ISSUEDETECTION.schedule", "value": "x"}]}}})
+	not fx_allowed_for(fx_alice, with_tags)
+}
