@@ -18,7 +18,21 @@ package mlflow_gate
 
 import rego.v1
 
-decision := {
+# Reads are most of the traffic and no rule denies an authenticated, ordinary read, so they skip evaluating every
+# rule (about 6x cheaper). `fast_read` lists exactly the exceptions the rules make for reads (webhooks and
+# server-side jobs are admin-only even to read); main_test.rego checks that the fast path agrees with the full one.
+decision := {"allow": true, "reasons": [], "break_glass": false, "would_deny": []} if {
+	fast_read
+} else := full_decision
+
+fast_read if {
+	read_only
+	authenticated
+	not server_side_job
+	resource_type != "webhook"
+}
+
+full_decision := {
 	"allow": allow,
 	"reasons": reasons,
 	"break_glass": break_glass,

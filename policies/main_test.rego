@@ -141,3 +141,13 @@ test_whole_bundle_shadow_mode_reports_every_denial_and_enforces_none if {
 	startswith(d.would_deny[0], "registry.delete_model: ")
 	not decision.allow with input as inp with data.shadow_all as "true"
 }
+
+test_the_read_fast_path_agrees_with_the_full_evaluation if {
+	every who in [fx_alice, fx_root, {"sub": "", "groups": []}] {
+		every kind in [["GetRegisteredModel", "registered_model", false], ["ListWebhooks", "webhook", false], ["GetJob", "job", true], ["Unknown", "unknown", false]] {
+			inp := object.union(fx_request(who, kind[0], kind[1], true, {"target": {}}), {"operation": {"server_side_job": kind[2]}})
+			d := decision with input as inp
+			d == full_decision with input as inp
+		}
+	}
+}

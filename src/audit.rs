@@ -204,14 +204,19 @@ fn open_append(path: &Path) -> Result<std::fs::File, AuditError> {
         .map_err(|e| AuditError { path: path.display().to_string(), message: e.to_string() })
 }
 
-/// The hash and sequence number of the last record of an existing file (to continue its chain after a restart).
+/// The hash and sequence number of the last record written (to continue the chain after a restart): the last
+/// record of the active file, or, when a rotation just left it empty, of the newest rotated file (`<file>.1`).
 fn last_link(path: &Path) -> (String, u64) {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let rotated = PathBuf::from(format!("{}.1", path.display()));
+    last_record(path).or_else(|| last_record(&rotated)).unwrap_or_else(|| (GENESIS.to_string(), 0))
+}
+
+fn last_record(path: &Path) -> Option<(String, u64)> {
+    let text = std::fs::read_to_string(path).ok()?;
     text.lines()
         .rev()
         .find_map(|l| serde_json::from_str::<Value>(l).ok())
         .and_then(|v| Some((v.get("hash")?.as_str()?.to_string(), v.get("seq")?.as_u64()?)))
-        .unwrap_or_else(|| (GENESIS.to_string(), 0))
 }
 
 fn record_body(e: &Entry, seq: u64) -> Map<String, Value> {

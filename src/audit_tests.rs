@@ -86,3 +86,17 @@ fn rfc3339_is_correct() {
     assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_millis(1_795_714_970_236)), "2026-11-26T17:42:50.236Z");
     assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
 }
+
+#[test]
+fn a_restart_right_after_rotation_continues_the_chain() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("audit.log");
+    // Rotate on every record, so the active file is empty whenever the writer stops.
+    write_records(dir.path(), 3, 1);
+    assert_eq!(lines(&path).len(), 0);
+    write_records(dir.path(), 2, u64::MAX);
+    let mut files: Vec<PathBuf> =
+        (1..=5).rev().map(|n| PathBuf::from(format!("{}.{n}", path.display()))).filter(|p| p.exists()).collect();
+    files.push(path);
+    assert_eq!(verify(&files), Ok(5));
+}

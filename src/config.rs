@@ -144,6 +144,8 @@ pub struct PolicyConfig {
     pub entrypoint: String,
     /// Wall-clock budget for one evaluation; a policy that runs longer denies the request.
     pub eval_timeout: Duration,
+    /// How often the directory is checked for changed files (zero: never; SIGHUP still reloads).
+    pub reload_interval: Duration,
 }
 
 /// `[webhook_delivery]`: how registry-event webhooks are delivered.
@@ -312,6 +314,7 @@ struct RawPolicy {
     dir: Option<String>,
     entrypoint: Option<String>,
     eval_timeout_ms: Option<u64>,
+    reload_interval_ms: Option<u64>,
 }
 
 impl Config {
@@ -534,7 +537,8 @@ impl Validator {
         Ok(PolicyConfig {
             dir: self.path(&dir),
             entrypoint,
-            eval_timeout: Duration::from_millis(raw.eval_timeout_ms.unwrap_or(50).max(1)),
+            eval_timeout: Duration::from_millis(raw.eval_timeout_ms.unwrap_or(500).max(1)),
+            reload_interval: Duration::from_millis(raw.reload_interval_ms.unwrap_or(1000)),
         })
     }
 }

@@ -67,7 +67,9 @@ pub async fn build_gate(config: Config) -> Result<Arc<Gate>, StartError> {
     let upstream = proxy::Upstream::new(&config.upstream).map_err(StartError::Upstream)?;
     let audit_sink = config.audit.clone();
     let (webhook_delivery, webhook_hooks) = (config.webhook_delivery.clone(), config.webhooks.clone());
-    let mut gate = Gate::new(Arc::new(config), auth, policy::Policy::new(bundle), upstream);
+    let mut policy = policy::Policy::new(bundle);
+    policy.start_reloader(config.policy.reload_interval);
+    let mut gate = Gate::new(Arc::new(config), auth, policy, upstream);
     if !webhook_hooks.is_empty() {
         let hooks = webhooks::Webhooks::start(&webhook_delivery, &webhook_hooks).await?;
         gate = gate.with_webhooks(hooks);
@@ -97,14 +99,14 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let header_timeout = config.server.header_read_timeout;
     let grace = config.server.shutdown_grace;
-    let tls = match &config.server.tls {
+    let (tls, cert) = match &config.server.tls {
         Some(settings) => {
             let cert = tls::ReloadingCert::load(&settings.cert_file, &settings.key_file).map_err(StartError::Tls)?;
             // The watcher lives as long as the runtime; it only reads the two files.
             drop(cert.spawn_watcher(settings.reload_interval));
-            Some(tls::server_config(settings, cert).map_err(StartError::Tls)?)
+            (Some(tls::server_config(settings, cert.clone()).map_err(StartError::Tls)?), Some(cert))
         }
-        None => None,
+        None => (None, None),
     };
     let admin = match &config.admin {
         Some(a) => Some(TcpListener::bind(a.listen).await.map_err(StartError::Admin)?),
@@ -117,7 +119,23 @@ pub async fn run(
             tracing::info!(%addr, "admin listener (metrics, health) ready");
         }
         let hooks = gate.webhooks().cloned();
-        let extra: admin::ExtraCounters = Arc::new(move || webhook_counters(hooks.as_deref()));
+        let extra: admin::ExtraCounters = Arc::new(move || {
+            let mut ext = webhook_counters(hooks.as_deref());
+            if let Some(cert) = &cert {
+                use std::sync::atomic::Ordering::Relaxed;
+                ext.counters.push((
+                    "mlflow_gate_tls_reloads_total",
+                    "TLS certificate reloads.",
+                    cert.reloads.load(Relaxed),
+                ));
+                ext.counters.push((
+                    "mlflow_gate_tls_reload_failures_total",
+                    "TLS certificate pairs refused on reload.",
+                    cert.failures.load(Relaxed),
+                ));
+            }
+            ext
+        });
         tokio::spawn(admin::serve(admin_listener, gate.clone(), extra, async {
             let _ = admin_stopped.await;
         }));

@@ -183,6 +183,10 @@ impl Gate {
             let (parts, body) = req.into_parts();
             return self.forward(&parts, &target, OutBody::Stream(body::stream(body)), conn).await;
         }
+        if let Some(op) = &op {
+            trail.rpc = op.rpc;
+            trail.resource_type = op.resource.as_str();
+        }
         let auth_started = Instant::now();
         let authenticated = self.auth.authenticate(req.headers(), client_cert).await;
         self.metrics.auth_seconds.observe(auth_started.elapsed());

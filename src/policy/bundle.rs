@@ -1,14 +1,15 @@
-//! Policy, start-up side: reading a policy directory into a compiled, warmed and self-tested regorus engine.
-//! A bundle that fails to load, or whose entrypoint errors on the sample input, is refused with the file (and,
+//! Policy, start-up and reload side: reading a policy directory into a compiled, warmed and self-tested regorus
+//! engine. A bundle that fails to load, or whose entrypoint errors on a sample input, is refused with the file (and,
 //! for Rego, the line) at fault.
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::{evaluate, input};
+use super::{samples, worker, EvalError};
 
 /// Why a bundle was refused.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +30,7 @@ pub enum BundleError {
         /// regorus' message.
         message: String,
     },
-    /// The entrypoint failed on the sample input.
+    /// The entrypoint failed on a sample input.
     #[error("policy self-test failed: evaluating {entrypoint} on a sample request: {message}")]
     SelfTest {
         /// The entrypoint.
@@ -39,12 +40,35 @@ pub enum BundleError {
     },
 }
 
+impl BundleError {
+    /// The file or directory at fault, when one is.
+    pub fn file(&self) -> Option<&str> {
+        match self {
+            BundleError::Io { path, .. } | BundleError::Compile { path, .. } => Some(path),
+            BundleError::SelfTest { .. } => None,
+        }
+    }
+
+    /// The line at fault, read from regorus' `file:line:column` prefix.
+    pub fn line(&self) -> Option<u32> {
+        let BundleError::Compile { path, message } = self else { return None };
+        let rest = message.split_once(&format!("{path}:"))?.1;
+        rest.split(':').next()?.trim().parse().ok()
+    }
+}
+
+/// Every bundle loaded in this process gets its own number: per-thread engines are keyed by it.
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
 /// A loaded policy bundle.
 pub struct Bundle {
     engine: regorus::Engine,
     entrypoint: String,
     revision: String,
     files: Vec<PathBuf>,
+    dir: PathBuf,
+    timeout: Duration,
+    generation: u64,
 }
 
 impl Bundle {
@@ -58,10 +82,19 @@ impl Bundle {
             check_interval: NonZeroU32::MIN.saturating_add(63),
         });
         let revision = load_files(&mut engine, &files)?;
-        Bundle { engine, entrypoint: entrypoint.to_string(), revision, files }.warm_and_self_test()
+        Bundle {
+            engine,
+            entrypoint: entrypoint.to_string(),
+            revision,
+            files,
+            dir: dir.to_path_buf(),
+            timeout,
+            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+        }
+        .warm_and_self_test()
     }
 
-    /// The warmed engine (clone it to evaluate).
+    /// The warmed engine (evaluate on a clone of it).
     pub fn engine(&self) -> &regorus::Engine {
         &self.engine
     }
@@ -81,22 +114,44 @@ impl Bundle {
         &self.files
     }
 
-    /// Evaluates the entrypoint on a sample read request and keeps the engine that did it: regorus prepares its
-    /// analysis on the first evaluation, and clones of a warmed engine skip that work. Undefined builtins and
-    /// malformed decisions surface here, at start, rather than on every request.
+    /// The directory the bundle was loaded from (and is reloaded from).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The wall-clock budget of one evaluation.
+    pub fn eval_timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// This bundle's number, unique in the process (a reload of the same files gets a new one).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Evaluates the entrypoint on the sample inputs and keeps the engine that did it: regorus prepares its
+    /// analysis on the first evaluation, and clones of a warmed engine skip that work. Undefined builtins, runtime
+    /// errors and malformed decisions surface here, at start or reload, rather than on every request.
     fn warm_and_self_test(mut self) -> Result<Bundle, BundleError> {
-        let fail = |message: String| BundleError::SelfTest { entrypoint: self.entrypoint.clone(), message };
         let mut warmed = self.engine.clone();
-        warmed.set_input(input::sample());
-        warmed.eval_rule(self.entrypoint.clone()).map_err(|e| fail(e.to_string()))?;
-        evaluate(&self, input::sample()).map_err(|e| fail(e.to_string()))?;
+        for sample in samples::self_test_inputs() {
+            match worker::evaluate_on(&mut warmed, &self.entrypoint, sample.input) {
+                Ok(_) => {}
+                Err(EvalError::Undefined | EvalError::Malformed(_)) if !sample.strict => {}
+                Err(e) => {
+                    let message = format!("{}: {e}", sample.name);
+                    return Err(BundleError::SelfTest { entrypoint: self.entrypoint.clone(), message });
+                }
+            }
+        }
         self.engine = warmed;
         Ok(self)
     }
 }
 
 /// Lists the policy files of a directory in name order: `*.rego` (with or without `*_test.rego`) and `*.json`.
-/// Entries whose names start with `.` are skipped (Kubernetes ConfigMap mounts keep their data under `..data`).
+/// Entries whose names start with `.` are skipped (Kubernetes ConfigMap mounts keep their data under `..data`);
+/// symlinks are followed, so a ConfigMap's visible files count.
 pub fn policy_files(dir: &Path, with_tests: bool) -> Result<Vec<PathBuf>, BundleError> {
     let io = |e: std::io::Error| BundleError::Io { path: dir.display().to_string(), message: e.to_string() };
     let mut files = Vec::new();
@@ -120,15 +175,11 @@ pub fn policy_files(dir: &Path, with_tests: bool) -> Result<Vec<PathBuf>, Bundle
 
 /// Adds the files to an engine and returns the bundle revision (SHA-256 over names and contents).
 pub fn load_files(engine: &mut regorus::Engine, files: &[PathBuf]) -> Result<String, BundleError> {
-    let mut hash = Sha256::new();
+    let mut revision = Revision::default();
     for file in files {
         let path = file.display().to_string();
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| BundleError::Io { path: path.clone(), message: e.to_string() })?;
-        hash.update(file.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
-        hash.update([0]);
-        hash.update(text.as_bytes());
-        hash.update([0]);
+        let text = read(file)?;
+        revision.add(file, &text);
         let compile = |message: String| BundleError::Compile { path: path.clone(), message };
         if path.ends_with(".json") {
             let value = regorus::Value::from_json_str(&text).map_err(|e| compile(format!("not valid JSON: {e}")))?;
@@ -137,6 +188,37 @@ pub fn load_files(engine: &mut regorus::Engine, files: &[PathBuf]) -> Result<Str
             engine.add_policy(path.clone(), text).map_err(|e| compile(e.to_string()))?;
         }
     }
-    let digest = hash.finalize();
-    Ok(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
+    Ok(revision.finish())
+}
+
+/// The revision the files of `dir` would load as, without compiling them: what the reloader compares with the
+/// bundle in force. Symlinks are followed, so it changes when a ConfigMap swaps its `..data` link.
+pub fn fingerprint(dir: &Path) -> Result<String, BundleError> {
+    let mut revision = Revision::default();
+    for file in policy_files(dir, false)? {
+        revision.add(&file, &read(&file)?);
+    }
+    Ok(revision.finish())
+}
+
+fn read(file: &Path) -> Result<String, BundleError> {
+    std::fs::read_to_string(file)
+        .map_err(|e| BundleError::Io { path: file.display().to_string(), message: e.to_string() })
+}
+
+/// SHA-256 over each file's name and contents, shortened to 16 hex digits.
+#[derive(Default)]
+struct Revision(Sha256);
+
+impl Revision {
+    fn add(&mut self, file: &Path, text: &str) {
+        self.0.update(file.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+        self.0.update([0]);
+        self.0.update(text.as_bytes());
+        self.0.update([0]);
+    }
+
+    fn finish(self) -> String {
+        self.0.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
 }

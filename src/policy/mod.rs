@@ -1,18 +1,23 @@
 //! Policy, the phase after classification: the Rego bundle (every `*.rego` and `*.json` file of the policy
-//! directory, test files aside) is compiled into a regorus engine once, warmed and self-tested at start, then
-//! evaluated for each request on a cheap clone with a wall-clock limit. Any error, panic, undefined or malformed
-//! result is a denial.
+//! directory, test files aside) is compiled into a regorus engine, warmed and self-tested at start and on every
+//! reload, then evaluated for each request on a per-thread engine with a wall-clock limit. Any error, panic,
+//! undefined or malformed result is a denial.
 
 pub mod bundle;
 pub mod input;
+pub mod reload;
+pub mod samples;
 pub mod testing;
+mod worker;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
 pub use bundle::{Bundle, BundleError};
+pub use reload::{Reload, ReloadStats};
+pub use worker::evaluate;
 
 /// What the policy decided.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -42,37 +47,55 @@ pub enum EvalError {
     Panicked,
 }
 
-/// The active policy bundle.
+/// The policy in force: the current bundle behind an atomic swap, and (once started) its reloader.
 pub struct Policy {
-    bundle: Arc<Bundle>,
+    slot: Arc<reload::Slot>,
+    reloader: Option<tokio::task::AbortHandle>,
 }
 
 impl Policy {
-    /// Wraps a loaded, self-tested bundle.
+    /// Wraps a loaded, self-tested bundle. Reloads read the bundle's own directory, entrypoint and time limit.
     pub fn new(bundle: Bundle) -> Policy {
-        Policy { bundle: Arc::new(bundle) }
+        Policy { slot: Arc::new(reload::Slot::new(bundle)), reloader: None }
+    }
+
+    /// Starts the background reloader (inside a tokio runtime): polls the directory every `interval` (zero: no
+    /// polling) and reloads on SIGHUP. It stops when the policy is dropped, that is with the server.
+    pub fn start_reloader(&mut self, interval: Duration) {
+        if let Some(previous) = self.reloader.replace(reload::spawn(self.slot.clone(), interval)) {
+            previous.abort();
+        }
     }
 
     /// The bundle in force.
     pub fn bundle(&self) -> Arc<Bundle> {
-        self.bundle.clone()
+        self.slot.bundle()
     }
 
-    /// Evaluates the entrypoint for one input document.
+    /// Evaluates the bundle in force for one input document. The request keeps that bundle for the whole
+    /// evaluation, whatever a concurrent reload swaps in.
     pub fn evaluate(&self, input: regorus::Value) -> Result<Decision, EvalError> {
-        evaluate(&self.bundle, input)
+        evaluate(&self.slot.current(), input)
+    }
+
+    /// Reloads now if the files changed: loads, compiles and self-tests the bundle, then swaps it in. On failure the
+    /// bundle in force stays, and the failure is logged and counted. Blocks while compiling.
+    pub fn reload_now(&self) -> Result<Reload, BundleError> {
+        self.slot.reload("reload_now")
+    }
+
+    /// Reload counters and the revision in force.
+    pub fn stats(&self) -> ReloadStats {
+        self.slot.stats()
     }
 }
 
-/// Evaluates a bundle's entrypoint for one input document on a clone of its warmed engine.
-pub fn evaluate(bundle: &Bundle, input: regorus::Value) -> Result<Decision, EvalError> {
-    let mut engine = bundle.engine().clone();
-    engine.set_input(input);
-    let entrypoint = bundle.entrypoint().to_string();
-    let result = catch_unwind(AssertUnwindSafe(move || engine.eval_rule(entrypoint)))
-        .map_err(|_| EvalError::Panicked)?
-        .map_err(|e| EvalError::Engine(e.to_string()))?;
-    decision_from_value(result)
+impl Drop for Policy {
+    fn drop(&mut self) {
+        if let Some(reloader) = self.reloader.take() {
+            reloader.abort();
+        }
+    }
 }
 
 /// Reads a decision document: `{"allow": true|false, "reasons": [...], ...flags}`. `allow` must be a boolean;

@@ -1,0 +1,172 @@
+//! Policy, start-up and tooling: realistic input documents (a read, a model registration, a Production promotion
+//! with full registry facts, as `policies/README.md` describes them). Every bundle is self-tested on them before it
+//! serves, and the benchmark evaluates them.
+
+use serde_json::{json, Map, Value};
+
+use super::input::{self, RequestFacts};
+use crate::auth::Principal;
+use crate::mlflow::routes::{Operation, Resource};
+
+/// One request as the policy phase would see it, kept in parts so that building the input can be measured too.
+pub struct Sample {
+    /// Short name, used in self-test failures and benchmark ids.
+    pub name: &'static str,
+    principal: Principal,
+    operation: Operation,
+    method: &'static str,
+    path: &'static str,
+    query: Map<String, Value>,
+    body: Option<Map<String, Value>>,
+    resource: Value,
+}
+
+impl Sample {
+    /// The input document, built as the gate builds it for a request.
+    pub fn document(&self) -> Value {
+        let request = RequestFacts {
+            method: self.method,
+            path: self.path,
+            query: &self.query,
+            body: self.body.as_ref(),
+            workspace: None,
+        };
+        input::build(&self.principal, &self.operation, &request, self.resource.clone())
+    }
+
+    /// The input document converted for regorus: exactly the per-request work before evaluation.
+    pub fn input(&self) -> regorus::Value {
+        input::to_rego(&self.document())
+    }
+}
+
+/// The realistic samples: a read, a CreateModelVersion, a Production TransitionModelVersionStage by CI.
+pub fn all() -> Vec<Sample> {
+    vec![read(), create_model_version(), production_transition()]
+}
+
+/// One input a bundle is self-tested on.
+pub struct SelfTest {
+    /// Which sample.
+    pub name: &'static str,
+    /// The input document.
+    pub input: regorus::Value,
+    /// Whether the decision must be well formed; otherwise only evaluation errors and panics refuse the bundle.
+    pub strict: bool,
+}
+
+/// What a bundle is self-tested on: the minimal read of [`input::sample`] (no registry facts at all) must yield a
+/// well-formed decision; the realistic samples must evaluate without an error (a builtin regorus lacks, a runtime
+/// error, the time limit), which regorus reports only when a rule using it is evaluated.
+pub fn self_test_inputs() -> Vec<SelfTest> {
+    let mut inputs = vec![SelfTest { name: "minimal read", input: input::sample(), strict: true }];
+    inputs.extend(all().iter().map(|s| SelfTest { name: s.name, input: s.input(), strict: false }));
+    inputs
+}
+
+fn principal(sub: &str, groups: &[&str]) -> Principal {
+    Principal {
+        sub: sub.into(),
+        issuer: "https://idp.example".into(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        claims: json!({
+            "iss": "https://idp.example", "sub": sub, "aud": "mlflow", "groups": groups,
+            "iat": 1_795_700_000u64, "exp": 1_795_703_600u64, "email": format!("{sub}@example.com"),
+        }),
+    }
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+const RUN: &str = "4f1c2a9e0b7d4c3e8a6f5b2d1c0e9f8a";
+
+fn registered_model() -> Value {
+    json!({
+        "name": "fraud-detector",
+        "tags": {"team": "risk"},
+        "aliases": {"champion": "6"},
+        "latest_versions": {"Production": "6", "Staging": "7"},
+        "created_by": "alice",
+    })
+}
+
+fn source_run() -> Value {
+    json!({
+        "run_id": RUN, "experiment_id": "1", "artifact_uri": format!("mlflow-artifacts:/1/{RUN}/artifacts"),
+        "status": "FINISHED",
+        "metrics": {"val_auc": 0.91, "val_loss": 0.21},
+        "params": {"C": "1.0", "max_iter": "200"},
+        "tags": {"data_version": "v3", "git_commit": "9c37091", "mlflow.user": "alice"},
+    })
+}
+
+/// GetRegisteredModel by an engineer.
+fn read() -> Sample {
+    let query = crate::mlflow::params::query_map(&[("name".into(), "fraud-detector".into())]);
+    Sample {
+        name: "read",
+        principal: principal("alice", &["ml-engineers"]),
+        operation: Operation::plain("GetRegisteredModel", true, Resource::RegisteredModel),
+        method: "GET",
+        path: "/api/2.0/mlflow/registered-models/get",
+        query,
+        body: None,
+        resource: json!({"target": {"name": "fraud-detector"}, "registered_model": registered_model()}),
+    }
+}
+
+/// CreateModelVersion from a finished run, by an engineer.
+fn create_model_version() -> Sample {
+    let source = format!("mlflow-artifacts:/1/{RUN}/artifacts/model");
+    let body = json!({"name": "fraud-detector", "source": source, "run_id": RUN});
+    Sample {
+        name: "create model version",
+        principal: principal("alice", &["ml-engineers"]),
+        operation: Operation::plain("CreateModelVersion", false, Resource::ModelVersion),
+        method: "POST",
+        path: "/api/2.0/mlflow/model-versions/create",
+        query: Map::new(),
+        body: Some(object(body.clone())),
+        resource: json!({
+            "target": body,
+            "registered_model": registered_model(),
+            "source_run": source_run(),
+            "source_matches_run": true,
+        }),
+    }
+}
+
+/// TransitionModelVersionStage to Production by CI, of an approved Staging version that passes its gate.
+fn production_transition() -> Sample {
+    let body =
+        json!({"name": "fraud-detector", "version": "7", "stage": "Production", "archive_existing_versions": true});
+    Sample {
+        name: "production transition",
+        principal: principal("ci-bot", &["mlflow-ci"]),
+        operation: Operation::plain("TransitionModelVersionStage", false, Resource::ModelVersion),
+        method: "POST",
+        path: "/api/2.0/mlflow/model-versions/transition-stage",
+        query: Map::new(),
+        body: Some(object(body.clone())),
+        resource: json!({
+            "target": body,
+            "registered_model": registered_model(),
+            "model_version": {
+                "name": "fraud-detector", "version": "7", "current_stage": "Staging",
+                "source": format!("runs:/{RUN}/model"), "run_id": RUN, "model_id": "m-0a1b2c3d",
+                "status": "READY", "tags": {"validated": "true"}, "aliases": ["challenger"],
+                "created_by": "alice",
+                "stage_history": [{"stage": "Staging", "by": "ci-bot", "at": 1_795_700_000_000u64}],
+                "was_in_production": false,
+            },
+            "source_run": source_run(),
+            "source_matches_run": true,
+            "approvals": [{"approver": "bob", "stage": "Production", "at": 1_795_700_100_000u64, "valid": true}],
+        }),
+    }
+}
