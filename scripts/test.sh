@@ -30,6 +30,9 @@ cargo build --locked
 step "policy unit tests (mlflow-gate policy test policies)"
 target/debug/mlflow-gate policy test policies
 
+step "TLS scanner for the end-to-end TLS test (sslscan, from Debian)"
+command -v sslscan || (apt-get update -qq && apt-get install -y -qq sslscan)
+
 step "end-to-end: the real MLflow client through the gate in front of a real MLflow server"
 "$venv/bin/python" -m pytest tests/e2e -v -p no:cacheprovider
 

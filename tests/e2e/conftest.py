@@ -270,3 +270,18 @@ def client_as(gate: Server, monkeypatch) -> Iterator[Callable[[str | None], Mlfl
     finally:
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
+
+
+@pytest.hookimpl(hookwrapper=True, specname="pytest_runtest_makereport")
+def pytest_runtest_makereport_started_gates(item, call):
+    """On a failed test, also attach the log tails of gates a test started itself: a fixture value with a `logs`
+    attribute listing (name, log path) pairs (see `gates` in test_production_ops.py). (pytest only reads hook
+    functions named pytest_*; `specname` says which hook this one is.)"""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for value in item.funcargs.values():
+        for name, log in getattr(value, "logs", None) or []:
+            if isinstance(log, Path):
+                report.sections.append((f"{name} log tail ({log})", tail(log)))
