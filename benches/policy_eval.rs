@@ -1,0 +1,169 @@
+//! Benchmark of the policy phase of a request: the default bundle (`policies/`, or `$POLICY_DIR`) evaluated on
+//! realistic inputs through `Policy::evaluate` (the request path: the bundle in force, this thread's engine),
+//! against a trivial bundle evaluated the same way in the same run, with input conversion alone and the former
+//! clone-per-request evaluation and regorus' bytecode VM (RVM, not used by the gate) beside them. Ends with a
+//! summary of medians and the default/baseline ratio.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use criterion::Criterion;
+use mlflow_gate::policy::{samples, Bundle, Policy};
+use regorus::languages::rego::compiler::Compiler;
+use regorus::rvm::RegoVM;
+
+const ENTRYPOINT: &str = "data.mlflow_gate.decision";
+const TARGET_US: f64 = 50.0;
+
+fn load(dir: &Path) -> Policy {
+    let bundle = Bundle::load(dir, ENTRYPOINT, Duration::from_millis(50))
+        .unwrap_or_else(|e| panic!("cannot load {}: {e}", dir.display()));
+    Policy::new(bundle)
+}
+
+fn policies_dir() -> PathBuf {
+    std::env::var_os("POLICY_DIR").map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"), PathBuf::from)
+}
+
+fn id(sample: &samples::Sample) -> String {
+    sample.name.replace(' ', "_")
+}
+
+fn bench(c: &mut Criterion, trivial: &Path) {
+    let default = load(&policies_dir());
+    let baseline = load(trivial);
+    let samples = samples::all();
+    for s in &samples {
+        // Measure decisions, not the error path.
+        let d = default.evaluate(s.input()).unwrap_or_else(|e| panic!("default bundle on {}: {e}", s.name));
+        eprintln!("default bundle, {}: allow={} reasons={:?}", s.name, d.allow, d.reasons);
+    }
+    let mut group = c.benchmark_group("default");
+    for s in &samples {
+        let input = s.input();
+        group.bench_function(id(s), |b| b.iter(|| default.evaluate(black_box(input.clone()))));
+    }
+    group.finish();
+    let mut group = c.benchmark_group("baseline");
+    for s in &samples {
+        let input = s.input();
+        group.bench_function(id(s), |b| b.iter(|| baseline.evaluate(black_box(input.clone()))));
+    }
+    group.finish();
+    let mut group = c.benchmark_group("input");
+    for s in &samples {
+        group.bench_function(id(s), |b| b.iter(|| black_box(s.input())));
+    }
+    group.finish();
+    // What evaluation cost before per-thread engines: a clone of the warmed engine for every request.
+    let bundle = default.bundle();
+    let mut group = c.benchmark_group("clone_per_request");
+    for s in &samples {
+        let input = s.input();
+        group.bench_function(id(s), |b| {
+            b.iter(|| {
+                let mut engine = bundle.engine().clone();
+                engine.set_input(black_box(input.clone()));
+                engine.eval_rule(ENTRYPOINT.to_string())
+            })
+        });
+    }
+    group.finish();
+    bench_rvm(c, &bundle, &samples);
+}
+
+/// The default bundle compiled to RVM bytecode, for comparison: its decisions are checked against the interpreter's.
+fn bench_rvm(c: &mut Criterion, bundle: &Bundle, samples: &[samples::Sample]) {
+    let Some(mut vm) = rvm(bundle) else { return };
+    let mut group = c.benchmark_group("rvm");
+    for s in samples {
+        let input = s.input();
+        vm.set_input(input.clone());
+        let mut engine = bundle.engine().clone();
+        engine.set_input(input.clone());
+        let same = vm.execute().ok() == engine.eval_rule(ENTRYPOINT.to_string()).ok();
+        eprintln!("rvm, {}: same decision as the interpreter: {same}", s.name);
+        group.bench_function(id(s), |b| {
+            b.iter(|| {
+                vm.set_input(black_box(input.clone()));
+                vm.execute()
+            })
+        });
+    }
+    group.finish();
+}
+
+fn rvm(bundle: &Bundle) -> Option<RegoVM> {
+    let mut engine = bundle.engine().clone();
+    let compiled = engine.compile_with_entrypoint(&ENTRYPOINT.into()).map_err(|e| e.to_string());
+    let program = compiled.and_then(|c| Compiler::compile_from_policy(&c, &[ENTRYPOINT]).map_err(|e| e.to_string()));
+    let program = program.map_err(|e| eprintln!("rvm: the bundle does not compile to bytecode: {e}")).ok()?;
+    let mut vm = RegoVM::new();
+    vm.load_program(program);
+    vm.set_data(engine.get_data()).ok()?;
+    Some(vm)
+}
+
+/// Where criterion keeps its results: `$CRITERION_HOME`, `$CARGO_TARGET_DIR/criterion`, or beside this binary.
+fn criterion_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return PathBuf::from(home);
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(target).join("criterion");
+    }
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors().nth(3).map_or_else(|| PathBuf::from("target"), Path::to_path_buf).join("criterion")
+}
+
+/// The median of one benchmark in microseconds, from this run's `new/estimates.json`.
+fn median_us(group: &str, id: &str) -> Option<f64> {
+    let path = criterion_home().join(group).join(id).join("new/estimates.json");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    json.pointer("/median/point_estimate")?.as_f64().map(|ns| ns / 1000.0)
+}
+
+fn summary() {
+    println!("\npolicy_eval summary (medians, µs; policies: {})", policies_dir().display());
+    let head = ["default", "baseline", "ratio", "input", "clone/request", "rvm"];
+    println!(
+        "{:<24} {:>9} {:>9} {:>9} {:>9} {:>14} {:>9}",
+        "sample", head[0], head[1], head[2], head[3], head[4], head[5]
+    );
+    for s in samples::all() {
+        let id = id(&s);
+        let [d, b, i, c, r] = ["default", "baseline", "input", "clone_per_request", "rvm"].map(|g| median_us(g, &id));
+        let (Some(d), Some(b)) = (d, b) else {
+            println!("{id:<24} (not measured in this run)");
+            continue;
+        };
+        let verdict = if d < TARGET_US { "ok" } else { "OVER" };
+        let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+        println!(
+            "{id:<24} {d:>9.2} {b:>9.2} {:>8.1}x {:>9} {:>14} {:>9}   default under {TARGET_US} µs: {verdict}",
+            d / b,
+            show(i),
+            show(c),
+            show(r)
+        );
+    }
+}
+
+fn main() {
+    let trivial = tempfile::tempdir().unwrap();
+    std::fs::write(
+        trivial.path().join("main.rego"),
+        "package mlflow_gate\nimport rego.v1\ndecision := {\"allow\": true, \"reasons\": []}\n",
+    )
+    .unwrap();
+    let mut c = Criterion::default()
+        .sample_size(60)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    bench(&mut c, trivial.path());
+    c.final_summary();
+    summary();
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Policy evaluation benchmark: the default bundle against a trivial bundle measured in the same run (criterion).
+# Prints each median and the default/baseline ratio from the bench's closing summary, which reads criterion's
+# target/criterion/<group>/<input>/new/estimates.json. Arguments go to criterion, e.g. `scripts/bench.sh default`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo bench --bench policy_eval -- "$@" 2>&1 | tee "$log" >/dev/null || { cat "$log"; exit 1; }
+grep -E "^(default bundle|rvm), " "$log" || true
+sed -n '/^policy_eval summary/,$p' "$log"
