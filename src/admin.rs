@@ -53,6 +53,23 @@ async fn answer<B>(req: &Request<B>, gate: &Gate, extra: &ExtraCounters) -> Resp
             let (ok, failed) = gate.auth().key_fetch_counts();
             ext.counters.push(("mlflow_gate_jwks_refreshes_total", "Successful fetches of issuer keys.", ok));
             ext.counters.push(("mlflow_gate_jwks_refresh_failures_total", "Failed fetches of issuer keys.", failed));
+            let policy = gate.policy().stats();
+            ext.counters.push((
+                "mlflow_gate_policy_reloads_total",
+                "Policy bundles swapped in since start.",
+                policy.reloads,
+            ));
+            ext.counters.push((
+                "mlflow_gate_policy_reload_failures_total",
+                "Policy reloads refused (unreadable files, compile error, failed self-test); the last good bundle stayed.",
+                policy.reload_failures,
+            ));
+            ext.info.push((
+                "mlflow_gate_policy_bundle_info",
+                "The policy bundle in force (revision: hash of its files).",
+                "revision",
+                policy.revision,
+            ));
             let mut resp = text(StatusCode::OK, gate.metrics().render(&ext));
             resp.headers_mut()
                 .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));

@@ -169,5 +169,6 @@ fn webhook_counters(hooks: Option<&webhooks::Webhooks>) -> metrics::External {
             ("mlflow_gate_webhook_dropped_total", "Webhook deliveries given up.", stats.dropped),
         ],
         gauges: vec![("mlflow_gate_webhook_pending", "Webhook deliveries waiting.", stats.pending)],
+        info: vec![],
     }
 }

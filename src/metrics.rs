@@ -70,6 +70,8 @@ pub struct External {
     pub counters: Vec<(&'static str, &'static str, u64)>,
     /// (name, help, value) triples rendered as gauges.
     pub gauges: Vec<(&'static str, &'static str, u64)>,
+    /// (name, help, label, value): info gauges rendered as `name{label="value"} 1`.
+    pub info: Vec<(&'static str, &'static str, &'static str, String)>,
 }
 
 impl Metrics {
@@ -123,6 +125,9 @@ impl Metrics {
         for (name, help, v) in &external.gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
+        for (name, help, label, v) in &external.info {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{label}=\"{}\"}} 1", escape(v));
+        }
         out
     }
 }
@@ -143,7 +148,11 @@ mod tests {
         m.count_request("Transition\"X", "deny", 403);
         m.policy_seconds.observe(Duration::from_micros(30));
         m.policy_seconds.observe(Duration::from_millis(30));
-        let ext = External { counters: vec![("mlflow_gate_jwks_refreshes_total", "JWKS fetches.", 3)], gauges: vec![] };
+        let ext = External {
+            counters: vec![("mlflow_gate_jwks_refreshes_total", "JWKS fetches.", 3)],
+            gauges: vec![],
+            info: vec![("mlflow_gate_policy_bundle_info", "Bundle in force.", "revision", "ab\"c".into())],
+        };
         let text = m.render(&ext);
         assert!(text.contains("mlflow_gate_requests_total{operation=\"GetRun\",decision=\"allow\",status=\"200\"} 2"));
         assert!(text.contains("operation=\"Transition\\\"X\""));
@@ -151,5 +160,6 @@ mod tests {
         assert!(text.contains("mlflow_gate_policy_duration_seconds_bucket{le=\"0.05\"} 2"));
         assert!(text.contains("mlflow_gate_policy_duration_seconds_count 2"));
         assert!(text.contains("mlflow_gate_jwks_refreshes_total 3"));
+        assert!(text.contains("mlflow_gate_policy_bundle_info{revision=\"ab\\\"c\"} 1"));
     }
 }

@@ -211,6 +211,8 @@ async fn sighup_reloads_the_running_binary() {
     let keys = Keys::new();
     let mut toml = config_toml(upstream.addr, &keys.jwks_path(), &policies, "");
     toml.push_str("reload_interval_ms = 0\n");
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    toml.push_str(&format!("\n[admin]\nlisten = \"{admin}\"\n"));
     let config = work.path().join("gate.toml");
     std::fs::write(&config, toml).unwrap();
     let addr_file = work.path().join("addr");
@@ -236,6 +238,29 @@ async fn sighup_reloads_the_running_binary() {
     eventually(10, "the reload on SIGHUP", || async { (version().await == 2).then_some(()) }).await;
     let log = std::fs::read_to_string(work.path().join("gate.log")).unwrap();
     assert!(log.contains("policy bundle reloaded") && log.contains("SIGHUP"), "{log}");
+    let metrics = || async {
+        let resp = send(Method::GET, &format!("http://{admin}/metrics"), None, &[], None).await;
+        String::from_utf8_lossy(&resp.body).into_owned()
+    };
+    let text = metrics().await;
+    assert!(text.contains("mlflow_gate_policy_reloads_total 1\n"), "{text}");
+    assert!(text.contains("mlflow_gate_policy_reload_failures_total 0\n"), "{text}");
+    let revision = |text: &str| {
+        text.lines().find_map(|l| l.strip_prefix("mlflow_gate_policy_bundle_info{revision=\"")).map(str::to_string)
+    };
+    let good = revision(&text).expect("bundle info");
+    // A broken file: refused, counted, and the last good bundle stays in force.
+    write(&policies, "main.rego", "package mlflow_gate\ndecision := {\n");
+    let hup = Command::new("kill").args(["-HUP", &binary.0.id().to_string()]).status().unwrap();
+    assert!(hup.success());
+    let text = eventually(10, "the failed reload to be counted", || async {
+        let text = metrics().await;
+        text.contains("mlflow_gate_policy_reload_failures_total 1\n").then_some(text)
+    })
+    .await;
+    assert!(text.contains("mlflow_gate_policy_reloads_total 1\n"), "{text}");
+    assert_eq!(revision(&text).as_deref(), Some(good.as_str()));
+    assert_eq!(version().await, 2, "the last good bundle stays in force");
 }
 
 #[test]
