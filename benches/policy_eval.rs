@@ -1,8 +1,8 @@
 //! Benchmark of the policy phase of a request: the default bundle (`policies/`, or `$POLICY_DIR`) evaluated on
-//! realistic inputs through `Policy::evaluate` (the request path: the bundle in force, this thread's engine),
-//! against a trivial bundle evaluated the same way in the same run, with input conversion alone and the former
-//! clone-per-request evaluation and regorus' bytecode VM (RVM, not used by the gate) beside them. Ends with a
-//! summary of medians and the default/baseline ratio.
+//! realistic inputs through `Policy::evaluate` (the request path: the bundle in force on this thread's engine, the
+//! bytecode VM), against a trivial bundle evaluated the same way in the same run, with the building of the input
+//! document and the same bundle on regorus' interpreter beside them. Ends with a summary of medians and the
+//! default/baseline ratio.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use criterion::Criterion;
-use mlflow_gate::policy::{samples, Bundle, Policy};
-use regorus::languages::rego::compiler::Compiler;
-use regorus::rvm::RegoVM;
+use mlflow_gate::policy::{samples, Bundle, EngineChoice, Policy};
 
 const ENTRYPOINT: &str = "data.mlflow_gate.decision";
 const TARGET_US: f64 = 50.0;
@@ -33,6 +31,7 @@ fn id(sample: &samples::Sample) -> String {
 
 fn bench(c: &mut Criterion, trivial: &Path) {
     let default = load(&policies_dir());
+    assert_eq!(default.bundle().engine_name(), "bytecode", "{:?}", default.bundle().interpreter_reason());
     let baseline = load(trivial);
     let samples = samples::all();
     for s in &samples {
@@ -57,53 +56,16 @@ fn bench(c: &mut Criterion, trivial: &Path) {
         group.bench_function(id(s), |b| b.iter(|| black_box(s.input())));
     }
     group.finish();
-    // What evaluation cost before per-thread engines: a clone of the warmed engine for every request.
-    let bundle = default.bundle();
-    let mut group = c.benchmark_group("clone_per_request");
+    // The same bundle on the interpreter (the engine before bytecode, and the fallback), also per thread.
+    let interpreter = Policy::new(
+        Bundle::load_with(&policies_dir(), ENTRYPOINT, Duration::from_millis(50), EngineChoice::Interpreter).unwrap(),
+    );
+    let mut group = c.benchmark_group("interpreter");
     for s in &samples {
         let input = s.input();
-        group.bench_function(id(s), |b| {
-            b.iter(|| {
-                let mut engine = bundle.engine().clone();
-                engine.set_input(black_box(input.clone()));
-                engine.eval_rule(ENTRYPOINT.to_string())
-            })
-        });
+        group.bench_function(id(s), |b| b.iter(|| interpreter.evaluate(black_box(input.clone()))));
     }
     group.finish();
-    bench_rvm(c, &bundle, &samples);
-}
-
-/// The default bundle compiled to RVM bytecode, for comparison: its decisions are checked against the interpreter's.
-fn bench_rvm(c: &mut Criterion, bundle: &Bundle, samples: &[samples::Sample]) {
-    let Some(mut vm) = rvm(bundle) else { return };
-    let mut group = c.benchmark_group("rvm");
-    for s in samples {
-        let input = s.input();
-        vm.set_input(input.clone());
-        let mut engine = bundle.engine().clone();
-        engine.set_input(input.clone());
-        let same = vm.execute().ok() == engine.eval_rule(ENTRYPOINT.to_string()).ok();
-        eprintln!("rvm, {}: same decision as the interpreter: {same}", s.name);
-        group.bench_function(id(s), |b| {
-            b.iter(|| {
-                vm.set_input(black_box(input.clone()));
-                vm.execute()
-            })
-        });
-    }
-    group.finish();
-}
-
-fn rvm(bundle: &Bundle) -> Option<RegoVM> {
-    let mut engine = bundle.engine().clone();
-    let compiled = engine.compile_with_entrypoint(&ENTRYPOINT.into()).map_err(|e| e.to_string());
-    let program = compiled.and_then(|c| Compiler::compile_from_policy(&c, &[ENTRYPOINT]).map_err(|e| e.to_string()));
-    let program = program.map_err(|e| eprintln!("rvm: the bundle does not compile to bytecode: {e}")).ok()?;
-    let mut vm = RegoVM::new();
-    vm.load_program(program);
-    vm.set_data(engine.get_data()).ok()?;
-    Some(vm)
 }
 
 /// Where criterion keeps its results: `$CRITERION_HOME`, `$CARGO_TARGET_DIR/criterion`, or beside this binary.
@@ -127,14 +89,14 @@ fn median_us(group: &str, id: &str) -> Option<f64> {
 
 fn summary() {
     println!("\npolicy_eval summary (medians, µs; policies: {})", policies_dir().display());
-    let head = ["default", "baseline", "ratio", "input", "clone/request", "rvm"];
+    let head = ["default", "baseline", "ratio", "input", "interpreter", "vs interp."];
     println!(
         "{:<24} {:>9} {:>9} {:>9} {:>9} {:>14} {:>9}",
         "sample", head[0], head[1], head[2], head[3], head[4], head[5]
     );
     for s in samples::all() {
         let id = id(&s);
-        let [d, b, i, c, r] = ["default", "baseline", "input", "clone_per_request", "rvm"].map(|g| median_us(g, &id));
+        let [d, b, i, t] = ["default", "baseline", "input", "interpreter"].map(|g| median_us(g, &id));
         let (Some(d), Some(b)) = (d, b) else {
             println!("{id:<24} (not measured in this run)");
             continue;
@@ -145,8 +107,8 @@ fn summary() {
             "{id:<24} {d:>9.2} {b:>9.2} {:>8.1}x {:>9} {:>14} {:>9}   default under {TARGET_US} µs: {verdict}",
             d / b,
             show(i),
-            show(c),
-            show(r)
+            show(t),
+            t.map_or("-".to_string(), |t| format!("{:.1}x faster", t / d))
         );
     }
 }

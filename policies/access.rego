@@ -48,8 +48,8 @@ violations contains violation(
 	mutating
 	not outside_allow_list
 	not rpc in governed_mutations
-	not rpc in engineer_mutations
-	not rpc in admin_mutations
+	not engineer_mutation
+	not admin_mutation
 }
 
 # data.operations.admin_mutations: mutations the security team opened to admins only (empty by default).
@@ -57,8 +57,8 @@ violations contains violation("operations.admin_only", sprintf("only admins may 
 	mutating
 	not outside_allow_list
 	not rpc in governed_mutations
-	not rpc in engineer_mutations
-	rpc in admin_mutations
+	not engineer_mutation
+	admin_mutation
 	not is_admin
 }
 

@@ -25,7 +25,7 @@ production_transition if {
 
 protected_alias_move if {
 	rpc == "SetRegisteredModelAlias"
-	is_protected_alias(target_alias)
+	lower(target_alias) in protected_aliases
 }
 
 production_promotion if production_transition
@@ -42,19 +42,38 @@ gates_config := g if {
 } else := {}
 
 # Models without an entry get the default gate only (required tags).
-model_gate := as_object(at(at(gates_config, "models"), model_name))
+model_gate := g if {
+	g := gates_config.models[model_name]
+	is_object(g)
+} else := {}
 
-default_gate := as_object(at(gates_config, "default"))
+default_gate := g if {
+	g := gates_config["default"]
+	is_object(g)
+} else := {}
 
-required_tags := tag_list(default_gate) | tag_list(model_gate)
+required_tags := {t |
+	some gate in [default_gate, model_gate]
+	tags := gate.required_tags
+	not is_object(tags)
+	t := tags[_]
+	is_string(t)
+}
 
-tag_list(gate) := {t | some t in as_list(at(gate, "required_tags")); is_string(t)}
+metric_gates := m if {
+	m := model_gate.metrics
+	is_object(m)
+} else := {}
 
-metric_gates := as_object(at(model_gate, "metrics"))
+run_tags := t if {
+	t := source_run.tags
+	is_object(t)
+} else := {}
 
-run_tags := as_object(at(source_run, "tags"))
-
-run_metrics := as_object(at(source_run, "metrics"))
+run_metrics := m if {
+	m := source_run.metrics
+	is_object(m)
+} else := {}
 
 # Numbers in reasons: a fraction gets at least two decimals, as thresholds are usually written (0.8 prints 0.80;
 # 0.815 and 1000 print as they are).
@@ -77,7 +96,7 @@ gate_violations contains violation(
 	sprintf("the source of version %s of %s does not belong to its run %s", [version_label, model_name, source_run_label]),
 ) if {
 	has_source_run
-	input_at(["resource", "source_matches_run"]) != true
+	not input.resource.source_matches_run == true
 }
 
 gate_violations contains violation(
@@ -86,7 +105,7 @@ gate_violations contains violation(
 ) if {
 	has_source_run
 	some tag in required_tags
-	not tag in object.keys(run_tags)
+	not tag in run_tag_keys
 }
 
 # A missing metric fails the gate: no evidence is not a pass.
@@ -96,7 +115,7 @@ gate_violations contains violation(
 ) if {
 	has_source_run
 	some metric, _ in metric_gates
-	not metric in object.keys(run_metrics)
+	not metric in run_metric_keys
 }
 
 gate_violations contains violation(
@@ -115,7 +134,7 @@ gate_violations contains violation(
 ) if {
 	has_source_run
 	some metric, spec in metric_gates
-	bound := at(spec, "min")
+	bound := spec.min
 	is_number(bound)
 	value := run_metrics[metric]
 	is_number(value)
@@ -128,7 +147,7 @@ gate_violations contains violation(
 ) if {
 	has_source_run
 	some metric, spec in metric_gates
-	bound := at(spec, "max")
+	bound := spec.max
 	is_number(bound)
 	value := run_metrics[metric]
 	is_number(value)
@@ -141,7 +160,18 @@ gate_violations contains violation(
 	sprintf("the evaluation gate for %s has a malformed entry for %s; fix gates.models in data.json", [model_name, metric]),
 ) if {
 	some metric, spec in metric_gates
-	not valid_metric_gate(spec)
+	not is_object(spec)
+}
+
+gate_violations contains violation(
+	"gate.config",
+	sprintf("the evaluation gate for %s has a malformed entry for %s; fix gates.models in data.json", [model_name, metric]),
+) if {
+	some metric, spec in metric_gates
+	is_object(spec)
+	bound := spec[key]
+	key in {"min", "max"}
+	not is_number(bound)
 }
 
 # The structure of data.gates itself: a typo must not switch the gate off.
@@ -155,9 +185,21 @@ gate_violations contains violation(
 	sprintf("gates.%s in data.json must be %s", [concat(".", path), kind]),
 ) if {
 	some [path, kind] in gate_shapes
+	kind == "an object"
 	value := object.get(gates_config, path, null)
 	value != null
-	not shape_ok(value, kind)
+	not is_object(value)
+}
+
+gate_violations contains violation(
+	"gate.config",
+	sprintf("gates.%s in data.json must be %s", [concat(".", path), kind]),
+) if {
+	some [path, kind] in gate_shapes
+	kind == "a list"
+	value := object.get(gates_config, path, null)
+	value != null
+	not is_array(value)
 }
 
 gate_shapes := [
@@ -169,20 +211,10 @@ gate_shapes := [
 	[["models", model_name, "metrics"], "an object"],
 ]
 
-shape_ok(value, "an object") if is_object(value)
+# Key sets: a key whose value is null or false still counts as present.
+run_tag_keys := {k | some k, _ in run_tags}
 
-shape_ok(value, "a list") if is_array(value)
-
-valid_metric_gate(spec) if {
-	is_object(spec)
-	every bound in ["min", "max"] {
-		valid_bound(spec, bound)
-	}
-}
-
-valid_bound(spec, bound) if not bound in object.keys(spec)
-
-valid_bound(spec, bound) if is_number(spec[bound])
+run_metric_keys := {k | some k, _ in run_metrics}
 
 violations contains v if {
 	to_staging
@@ -282,7 +314,7 @@ violations contains violation(
 	"transition to Production must set archive_existing_versions=true",
 ) if {
 	production_transition
-	at(target, "archive_existing_versions") != true
+	not target.archive_existing_versions == true
 }
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -293,8 +325,12 @@ violations contains violation(
 served_in_production if model_version.was_in_production == true
 
 served_in_production if {
-	some entry in as_list(at(model_version, "stage_history"))
-	is_protected_alias(at(entry, "alias"))
+	history := model_version.stage_history
+	not is_object(history)
+	entry := history[_]
+	alias := entry.alias
+	is_string(alias)
+	lower(alias) in protected_aliases
 }
 
 break_glass_eligible if {

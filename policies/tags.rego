@@ -10,16 +10,8 @@ reserved_prefix := "mlflow_gate."
 
 run_user_tag := "mlflow.user"
 
-# Case-insensitive: on case-insensitive database collations `MLFLOW_GATE.created_by` is the same tag.
-reserved_key(k) if {
-	is_string(k)
-	startswith(lower(k), reserved_prefix)
-}
-
-run_user_key(k) if {
-	is_string(k)
-	lower(k) == run_user_tag
-}
+# Keys compare case-insensitively: on case-insensitive database collations `MLFLOW_GATE.created_by` is the same
+# tag. (The checks are written inline rather than as functions: a function call costs regorus ~15 µs.)
 
 # Keys a request sets or deletes one at a time: registered model, model version, run, experiment and trace tags
 # (`key`), and the path-addressed tags of logged models (`tag_key`).
@@ -33,13 +25,17 @@ single_tag_keys contains k if {
 # CreateModelVersion, CreateRun, LogBatch, CreateExperiment, ...), or a `{key: value}` object.
 body_tag_keys contains k if {
 	mutating
-	some t in as_list(at(request_body, "tags"))
-	k := at(t, "key")
+	tags := request_body.tags
+	not is_object(tags)
+	t := tags[_]
+	k := t.key
 }
 
 body_tag_keys contains k if {
 	mutating
-	some k, _ in as_object(at(request_body, "tags"))
+	tags := request_body.tags
+	is_object(tags)
+	some k, _ in tags
 }
 
 violations contains violation(
@@ -47,7 +43,8 @@ violations contains violation(
 	sprintf("tags starting with %s are written only by the gate; %s may not set or delete %s", [reserved_prefix, rpc, k]),
 ) if {
 	some k in single_tag_keys | body_tag_keys
-	reserved_key(k)
+	is_string(k)
+	startswith(lower(k), reserved_prefix)
 }
 
 # The run user: set by the gate on CreateRun (it replaces whatever the client sent, so CreateRun is not refused);
@@ -57,7 +54,9 @@ violations contains violation(
 	sprintf("the run tag %s is set by the gate from your token; %s may not change it", [run_user_tag, rpc]),
 ) if {
 	rpc in {"SetTag", "DeleteTag"}
-	run_user_key(at(target, "key"))
+	k := target.key
+	is_string(k)
+	lower(k) == run_user_tag
 }
 
 violations contains violation(
@@ -66,22 +65,19 @@ violations contains violation(
 ) if {
 	rpc == "LogBatch"
 	some k in body_tag_keys
-	run_user_key(k)
+	is_string(k)
+	lower(k) == run_user_tag
 }
 
 # Server-side schedules: in MLflow 3.18 the experiment tag `mlflow.issueDetection.schedule` (any
 # `mlflow.issueDetection.*` key) makes the server run issue detection on its own, writing without passing through
 # the gate. Like the other server-side job triggers, only admins may set or remove it.
-schedule_key(k) if {
-	is_string(k)
-	startswith(lower(k), "mlflow.issuedetection.")
-}
-
 violations contains violation(
 	"jobs.schedule_tag",
 	sprintf("the experiment tag %s schedules server-side work that bypasses the gate; only admins may change it", [k]),
 ) if {
 	some k in single_tag_keys | body_tag_keys
-	schedule_key(k)
+	is_string(k)
+	startswith(lower(k), "mlflow.issuedetection.")
 	not is_admin
 }

@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo bench --bench policy_eval -- "$@" 2>&1 | tee "$log" >/dev/null || { cat "$log"; exit 1; }
-grep -E "^(default bundle|rvm), " "$log" || true
+grep -E "^default bundle, " "$log" || true
 sed -n '/^policy_eval summary/,$p' "$log"

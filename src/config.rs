@@ -146,6 +146,8 @@ pub struct PolicyConfig {
     pub eval_timeout: Duration,
     /// How often the directory is checked for changed files (zero: never; SIGHUP still reloads).
     pub reload_interval: Duration,
+    /// Which engine evaluates requests (`auto`: the bytecode VM when the bundle allows it).
+    pub engine: crate::policy::EngineChoice,
 }
 
 /// `[webhook_delivery]`: how registry-event webhooks are delivered.
@@ -315,6 +317,7 @@ struct RawPolicy {
     entrypoint: Option<String>,
     eval_timeout_ms: Option<u64>,
     reload_interval_ms: Option<u64>,
+    engine: Option<String>,
 }
 
 impl Config {
@@ -534,7 +537,15 @@ impl Validator {
         if !entrypoint.starts_with("data.") {
             return Err(self.err("policy.entrypoint", "must be a rule path such as \"data.mlflow_gate.decision\""));
         }
+        let engine = match raw.engine.as_deref() {
+            None | Some("auto") => crate::policy::EngineChoice::Auto,
+            Some("interpreter") => crate::policy::EngineChoice::Interpreter,
+            Some(other) => {
+                return Err(self.err("policy.engine", format!("{other:?} is not \"auto\" or \"interpreter\"")));
+            }
+        };
         Ok(PolicyConfig {
+            engine,
             dir: self.path(&dir),
             entrypoint,
             eval_timeout: Duration::from_millis(raw.eval_timeout_ms.unwrap_or(500).max(1)),

@@ -58,8 +58,14 @@ pub enum StartError {
 
 /// Loads the policy, builds the authenticator and the upstream client, and warms the issuers' keys.
 pub async fn build_gate(config: Config) -> Result<Arc<Gate>, StartError> {
-    let bundle = policy::Bundle::load(&config.policy.dir, &config.policy.entrypoint, config.policy.eval_timeout)?;
-    tracing::info!(revision = bundle.revision(), files = bundle.files().len(), "policy bundle loaded");
+    let p = &config.policy;
+    let bundle = policy::Bundle::load_with(&p.dir, &p.entrypoint, p.eval_timeout, p.engine)?;
+    tracing::info!(
+        revision = bundle.revision(),
+        files = bundle.files().len(),
+        engine = bundle.engine_name(),
+        "policy bundle loaded"
+    );
     let auth = auth::Authenticator::new(&config.auth)?;
     for issuer in auth.warm().await {
         tracing::warn!(%issuer, "no signing keys yet for this issuer; its tokens are refused until they load");

@@ -327,17 +327,21 @@ async fn shutdown_signal() {
 
 fn check(config_path: &Path) -> Result<()> {
     let config = Config::load(config_path)?;
-    let bundle =
-        mlflow_gate::policy::Bundle::load(&config.policy.dir, &config.policy.entrypoint, config.policy.eval_timeout)?;
+    let p = &config.policy;
+    let bundle = mlflow_gate::policy::Bundle::load_with(&p.dir, &p.entrypoint, p.eval_timeout, p.engine)?;
     println!(
-        "{}: OK ({} issuer(s); policy {} with {} file(s), revision {}; upstream {})",
+        "{}: OK ({} issuer(s); policy {} with {} file(s), revision {}, evaluated on the {}; upstream {})",
         config_path.display(),
         config.auth.issuers.len(),
         config.policy.dir.display(),
         bundle.files().len(),
         bundle.revision(),
+        bundle.engine_name(),
         config.upstream.url
     );
+    if let Some(reason) = bundle.interpreter_reason() {
+        println!("policy engine: interpreter because {reason}");
+    }
     Ok(())
 }
 
@@ -367,7 +371,8 @@ fn explain(method: &str, path: &str, body: Option<&str>, sub: &str, groups: &str
         println!("target: {}", input["resource"]["target"]);
         println!("input:\n{}", serde_json::to_string_pretty(&input)?);
         if let Some(c) = &config {
-            let bundle = mlflow_gate::policy::Bundle::load(&c.policy.dir, &c.policy.entrypoint, c.policy.eval_timeout)?;
+            let p = &c.policy;
+            let bundle = mlflow_gate::policy::Bundle::load_with(&p.dir, &p.entrypoint, p.eval_timeout, p.engine)?;
             let decision = mlflow_gate::policy::evaluate(&bundle, mlflow_gate::policy::input::to_rego(&input))?;
             println!("decision:\n{}", serde_json::to_string_pretty(&decision)?);
         }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use http::{Method, StatusCode};
 use mlflow_gate::config::Config;
-use mlflow_gate::policy::{self, Bundle, EvalError, Policy, Reload};
+use mlflow_gate::policy::{self, Bundle, EngineChoice, EvalError, Policy, Reload};
 use mlflow_gate::stack::Gate;
 
 const HEADER: &str = "package mlflow_gate\nimport rego.v1\n";
@@ -323,13 +323,23 @@ spin if {
 fn runaway_policy_is_stopped_by_the_time_limit_and_the_thread_recovers() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "main.rego", &format!("{HEADER}{RUNAWAY}"));
-    let bundle = load(dir.path());
-    let mut doc = policy::samples::all().remove(1).document();
-    doc["request"]["body"]["spin"] = true.into();
-    let err = policy::evaluate(&bundle, policy::input::to_rego(&doc)).unwrap_err();
-    assert!(matches!(&err, EvalError::Engine(m) if m.contains("execution exceeded time limit")), "{err}");
-    let calm = policy::samples::all().remove(1).input();
-    assert!(policy::evaluate(&bundle, calm).unwrap().allow, "the next evaluation on this thread must work");
+    for (choice, engine) in [(EngineChoice::Auto, "bytecode"), (EngineChoice::Interpreter, "interpreter")] {
+        let bundle =
+            Bundle::load_with(dir.path(), "data.mlflow_gate.decision", Duration::from_millis(50), choice).unwrap();
+        assert_eq!(bundle.engine_name(), engine, "{:?}", bundle.interpreter_reason());
+        let mut doc = policy::samples::all().remove(1).document();
+        doc["request"]["body"]["spin"] = true.into();
+        let started = Instant::now();
+        let err = policy::evaluate(&bundle, policy::input::to_rego(&doc)).unwrap_err();
+        let m = err.to_string().to_lowercase();
+        assert!(matches!(&err, EvalError::Engine(_)) && m.contains("exceeded time limit"), "{engine}: {err}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{engine}: stopped after {:?}", started.elapsed());
+        let calm = policy::samples::all().remove(1).input();
+        assert!(
+            policy::evaluate(&bundle, calm).unwrap().allow,
+            "{engine}: the next evaluation on this thread must work"
+        );
+    }
 }
 
 #[tokio::test]

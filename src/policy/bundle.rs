@@ -1,12 +1,21 @@
 //! Policy, start-up and reload side: reading a policy directory into a compiled, warmed and self-tested regorus
 //! engine. A bundle that fails to load, or whose entrypoint errors on a sample input, is refused with the file (and,
 //! for Rego, the line) at fault.
+//!
+//! Requests are evaluated on regorus' bytecode VM (RVM) when the bundle compiles to it, which is several times
+//! faster than the tree-walking interpreter; the interpreter stays the reference. At every load the VM's result is
+//! compared with the interpreter's on every sample input, and any difference, or a bundle the bytecode compiler
+//! does not accept, keeps that bundle on the interpreter (logged). `[policy] engine = "interpreter"` forces it.
 
 use std::num::NonZeroU32;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use regorus::languages::rego::compiler::Compiler;
+use regorus::rvm::{Program, RegoVM};
 use sha2::{Digest, Sha256};
 
 use super::{samples, worker, EvalError};
@@ -60,9 +69,30 @@ impl BundleError {
 /// Every bundle loaded in this process gets its own number: per-thread engines are keyed by it.
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
+/// Which engine evaluates requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineChoice {
+    /// The bytecode VM when the bundle compiles to it and agrees with the interpreter on the samples.
+    #[default]
+    Auto,
+    /// Always the interpreter.
+    Interpreter,
+}
+
+/// The bundle compiled to bytecode, with the data it runs against.
+pub struct Bytecode {
+    /// The program (entrypoint only).
+    pub program: Arc<Program>,
+    /// Every data document of the bundle.
+    pub data: regorus::Value,
+}
+
 /// A loaded policy bundle.
 pub struct Bundle {
     engine: regorus::Engine,
+    bytecode: Option<Bytecode>,
+    interpreter_reason: Option<String>,
+    choice: EngineChoice,
     entrypoint: String,
     revision: String,
     files: Vec<PathBuf>,
@@ -75,15 +105,25 @@ impl Bundle {
     /// Loads every `*.rego` (except `*_test.rego`) and `*.json` file of `dir`, in name order, compiles, warms and
     /// self-tests the entrypoint. `timeout` bounds each evaluation.
     pub fn load(dir: &Path, entrypoint: &str, timeout: Duration) -> Result<Bundle, BundleError> {
+        Bundle::load_with(dir, entrypoint, timeout, EngineChoice::Auto)
+    }
+
+    /// [`Bundle::load`] with a choice of engine for requests.
+    pub fn load_with(
+        dir: &Path,
+        entrypoint: &str,
+        timeout: Duration,
+        choice: EngineChoice,
+    ) -> Result<Bundle, BundleError> {
         let files = policy_files(dir, false)?;
         let mut engine = regorus::Engine::new();
-        engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
-            limit: timeout,
-            check_interval: NonZeroU32::MIN.saturating_add(63),
-        });
+        engine.set_execution_timer_config(timer(timeout));
         let revision = load_files(&mut engine, &files)?;
         Bundle {
             engine,
+            bytecode: None,
+            interpreter_reason: Some("configured: [policy] engine = \"interpreter\"".into()),
+            choice,
             entrypoint: entrypoint.to_string(),
             revision,
             files,
@@ -92,6 +132,89 @@ impl Bundle {
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
         }
         .warm_and_self_test()
+        .map(Bundle::with_bytecode)
+    }
+
+    /// The bytecode requests run on, when the bundle has it.
+    pub fn bytecode(&self) -> Option<&Bytecode> {
+        self.bytecode.as_ref()
+    }
+
+    /// `"bytecode"` or `"interpreter"`: the engine requests are evaluated on.
+    pub fn engine_name(&self) -> &'static str {
+        if self.bytecode.is_some() {
+            "bytecode"
+        } else {
+            "interpreter"
+        }
+    }
+
+    /// Why requests run on the interpreter, when they do.
+    pub fn interpreter_reason(&self) -> Option<&str> {
+        self.interpreter_reason.as_deref()
+    }
+
+    /// The engine choice this bundle was loaded with (reloads keep it).
+    pub fn choice(&self) -> EngineChoice {
+        self.choice
+    }
+
+    /// A VM ready to evaluate this bundle's bytecode with its time limit.
+    pub fn new_vm(&self) -> Option<RegoVM> {
+        self.bytecode.as_ref().map(|b| vm_for(b, self.timeout))
+    }
+
+    fn with_bytecode(mut self) -> Bundle {
+        if self.choice == EngineChoice::Interpreter {
+            return self;
+        }
+        match self.compile_bytecode() {
+            Ok(bytecode) => {
+                self.bytecode = Some(bytecode);
+                self.interpreter_reason = None;
+            }
+            Err(reason) => {
+                tracing::warn!(%reason, "policy bundle evaluated on the interpreter (slower)");
+                self.interpreter_reason = Some(reason);
+            }
+        }
+        self
+    }
+
+    /// Compiles the entrypoint to bytecode and checks that the VM yields exactly the interpreter's result on every
+    /// sample input.
+    fn compile_bytecode(&self) -> Result<Bytecode, String> {
+        let mut engine = self.engine.clone();
+        let compiled = engine
+            .compile_with_entrypoint(&self.entrypoint.as_str().into())
+            .map_err(|e| format!("the bundle does not compile to bytecode: {e}"))?;
+        let program = Compiler::compile_from_policy(&compiled, &[&self.entrypoint])
+            .map_err(|e| format!("the bundle does not compile to bytecode: {e}"))?;
+        let bytecode = Bytecode { program, data: engine.get_data() };
+        let mut vm = vm_for(&bytecode, self.timeout);
+        vm.set_data(bytecode.data.clone()).map_err(|e| format!("the bytecode VM refuses the data: {e}"))?;
+        for sample in samples::differential_inputs() {
+            let mut interpreter = self.engine.clone();
+            interpreter.set_input(sample.input.clone());
+            let expected = catch_unwind(AssertUnwindSafe(|| interpreter.eval_rule(self.entrypoint.clone())))
+                .map_err(|_| "the interpreter panicked".to_string())?
+                .map_err(|e| e.to_string());
+            vm.set_input(sample.input);
+            let got = catch_unwind(AssertUnwindSafe(|| vm.execute()))
+                .map_err(|_| "the bytecode VM panicked".to_string())?
+                .map_err(|e| e.to_string());
+            match (&expected, &got) {
+                (Ok(a), Ok(b)) if a == b => {}
+                (Err(_), Err(_)) => {}
+                _ => {
+                    return Err(format!(
+                        "the bytecode VM and the interpreter disagree on the sample {:?}: {expected:?} vs {got:?}",
+                        sample.name
+                    ))
+                }
+            }
+        }
+        Ok(bytecode)
     }
 
     /// The warmed engine (evaluate on a clone of it).
@@ -147,6 +270,22 @@ impl Bundle {
         self.engine = warmed;
         Ok(self)
     }
+}
+
+/// A VM loaded with the program and data, with the wall-clock limit (the instruction limit is lifted: the time
+/// limit is the one budget, as for the interpreter).
+fn vm_for(bytecode: &Bytecode, timeout: Duration) -> RegoVM {
+    let mut vm = RegoVM::new();
+    vm.load_program(bytecode.program.clone());
+    // The data was accepted by the same program when the bundle loaded.
+    let _ = vm.set_data(bytecode.data.clone());
+    vm.set_max_instructions(usize::MAX);
+    vm.set_execution_timer_config(Some(timer(timeout)));
+    vm
+}
+
+fn timer(timeout: Duration) -> regorus::utils::limits::ExecutionTimerConfig {
+    regorus::utils::limits::ExecutionTimerConfig { limit: timeout, check_interval: NonZeroU32::MIN.saturating_add(63) }
 }
 
 /// Lists the policy files of a directory in name order: `*.rego` (with or without `*_test.rego`) and `*.json`.

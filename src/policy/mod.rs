@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use bundle::{Bundle, BundleError};
+pub use bundle::{Bundle, BundleError, EngineChoice};
 pub use reload::{Reload, ReloadStats};
 pub use worker::evaluate;
 

@@ -122,7 +122,8 @@ impl Slot {
         if seen == current.revision() {
             return Ok(Reload::Unchanged);
         }
-        let bundle = Bundle::load(current.dir(), current.entrypoint(), current.eval_timeout()).inspect_err(|e| {
+        let loaded = Bundle::load_with(current.dir(), current.entrypoint(), current.eval_timeout(), current.choice());
+        let bundle = loaded.inspect_err(|e| {
             state.reported = Some(seen);
             self.failed(e, trigger);
         })?;
@@ -132,6 +133,7 @@ impl Slot {
             %revision,
             previous = current.revision(),
             files = bundle.files().len(),
+            engine = bundle.engine_name(),
             "policy bundle reloaded"
         );
         self.current.store(Arc::new(bundle));

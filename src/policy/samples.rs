@@ -24,6 +24,11 @@ pub struct Sample {
 impl Sample {
     /// The input document, built as the gate builds it for a request.
     pub fn document(&self) -> Value {
+        self.document_as(&self.principal)
+    }
+
+    /// The input document of this request made by someone else.
+    fn document_as(&self, principal: &Principal) -> Value {
         let request = RequestFacts {
             method: self.method,
             path: self.path,
@@ -31,7 +36,7 @@ impl Sample {
             body: self.body.as_ref(),
             workspace: None,
         };
-        input::build(&self.principal, &self.operation, &request, self.resource.clone())
+        input::build(principal, &self.operation, &request, self.resource.clone())
     }
 
     /// The input document converted for regorus: exactly the per-request work before evaluation.
@@ -48,7 +53,7 @@ pub fn all() -> Vec<Sample> {
 /// One input a bundle is self-tested on.
 pub struct SelfTest {
     /// Which sample.
-    pub name: &'static str,
+    pub name: String,
     /// The input document.
     pub input: regorus::Value,
     /// Whether the decision must be well formed; otherwise only evaluation errors and panics refuse the bundle.
@@ -59,8 +64,45 @@ pub struct SelfTest {
 /// well-formed decision; the realistic samples must evaluate without an error (a builtin regorus lacks, a runtime
 /// error, the time limit), which regorus reports only when a rule using it is evaluated.
 pub fn self_test_inputs() -> Vec<SelfTest> {
-    let mut inputs = vec![SelfTest { name: "minimal read", input: input::sample(), strict: true }];
-    inputs.extend(all().iter().map(|s| SelfTest { name: s.name, input: s.input(), strict: false }));
+    let mut inputs = vec![SelfTest { name: "minimal read".into(), input: input::sample(), strict: true }];
+    inputs.extend(all().iter().map(|s| SelfTest { name: s.name.into(), input: s.input(), strict: false }));
+    inputs
+}
+
+/// What the bytecode VM must agree with the interpreter on before a bundle runs on it: the self-test inputs, then
+/// every realistic sample as each kind of principal (an engineer, CI, a reviewer, on-call, an admin, nobody), and
+/// with its registry facts degraded (no source run, a failing metric, no approvals, a foreign creator), so that
+/// denials and their reasons are compared too.
+pub fn differential_inputs() -> Vec<SelfTest> {
+    let mut inputs = self_test_inputs();
+    let who: [(&str, &[&str]); 6] = [
+        ("dave", &[]),
+        ("ci-bot", &["mlflow-ci"]),
+        ("bob", &["ml-senior"]),
+        ("carol", &["ml-oncall"]),
+        ("root", &["mlflow-admin", "ml-senior"]),
+        ("", &[]),
+    ];
+    type Change = fn(&mut Value);
+    let degrade: [(&str, Change); 5] = [
+        ("as is", |_| {}),
+        ("no source run", |r| r["source_run"] = Value::Null),
+        ("failing metric", |r| r["source_run"]["metrics"]["val_auc"] = json!(0.71)),
+        ("no approvals", |r| r["approvals"] = json!([])),
+        ("was in production", |r| r["model_version"]["was_in_production"] = json!(true)),
+    ];
+    for sample in all() {
+        for (sub, groups) in who {
+            for (what, change) in degrade {
+                let mut doc = sample.document_as(&principal(sub, groups));
+                if let Some(resource) = doc.get_mut("resource").filter(|r| r.is_object()) {
+                    change(resource);
+                }
+                let name = format!("{} by {sub:?}, {what}", sample.name);
+                inputs.push(SelfTest { name, input: input::to_rego(&doc), strict: false });
+            }
+        }
+    }
     inputs
 }
 
