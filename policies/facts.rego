@@ -216,28 +216,38 @@ roles_config := r if {
 	is_object(r)
 } else := {}
 
-# The roles the principal holds, computed once per request.
-principal_roles contains role if {
-	some role, members in roles_config
-	is_string(members)
-	members in principal_groups
-}
+# Each role is looked up only when a rule asks for it (most requests need none or one).
+is_ci if roles_config.ci in principal_groups
 
-principal_roles contains role if {
-	some role, members in roles_config
+is_ci if {
+	members := roles_config.ci
 	not is_object(members)
-	g := members[_]
-	is_string(g)
-	g in principal_groups
+	members[_] in principal_groups
 }
 
-is_ci if "ci" in principal_roles
+is_reviewer if roles_config.reviewer in principal_groups
 
-is_reviewer if "reviewer" in principal_roles
+is_reviewer if {
+	members := roles_config.reviewer
+	not is_object(members)
+	members[_] in principal_groups
+}
 
-is_admin if "admin" in principal_roles
+is_admin if roles_config.admin in principal_groups
 
-is_oncall if "oncall" in principal_roles
+is_admin if {
+	members := roles_config.admin
+	not is_object(members)
+	members[_] in principal_groups
+}
+
+is_oncall if roles_config.oncall in principal_groups
+
+is_oncall if {
+	members := roles_config.oncall
+	not is_object(members)
+	members[_] in principal_groups
+}
 
 # ---------------------------------------------------------------------------------------------------------------
 # Configuration from data.json, with fail-closed defaults

@@ -180,36 +180,46 @@ gate_violations contains violation(
 	"data.gates is missing or malformed, so no evaluation gate can pass; fix data.json",
 ) if not is_object(data.gates)
 
-gate_violations contains violation(
-	"gate.config",
-	sprintf("gates.%s in data.json must be %s", [concat(".", path), kind]),
-) if {
-	some [path, kind] in gate_shapes
-	kind == "an object"
-	value := object.get(gates_config, path, null)
-	value != null
-	not is_object(value)
+gate_violations contains violation("gate.config", sprintf("%s in data.json must be %s", [key, kind])) if {
+	some [key, kind] in gate_shape_errors
 }
 
-gate_violations contains violation(
-	"gate.config",
-	sprintf("gates.%s in data.json must be %s", [concat(".", path), kind]),
-) if {
-	some [path, kind] in gate_shapes
-	kind == "a list"
-	value := object.get(gates_config, path, null)
-	value != null
-	not is_array(value)
+# Each entry of data.gates that applies to this model, where present (null counts as absent), with its type.
+gate_shape_errors contains ["gates.default", "an object"] if {
+	v := gates_config["default"]
+	v != null
+	not is_object(v)
 }
 
-gate_shapes := [
-	[["default"], "an object"],
-	[["default", "required_tags"], "a list"],
-	[["models"], "an object"],
-	[["models", model_name], "an object"],
-	[["models", model_name, "required_tags"], "a list"],
-	[["models", model_name, "metrics"], "an object"],
-]
+gate_shape_errors contains ["gates.default.required_tags", "a list"] if {
+	v := gates_config["default"].required_tags
+	v != null
+	not is_array(v)
+}
+
+gate_shape_errors contains ["gates.models", "an object"] if {
+	v := gates_config.models
+	v != null
+	not is_object(v)
+}
+
+gate_shape_errors contains [sprintf("gates.models.%s", [model_name]), "an object"] if {
+	v := gates_config.models[model_name]
+	v != null
+	not is_object(v)
+}
+
+gate_shape_errors contains [sprintf("gates.models.%s.required_tags", [model_name]), "a list"] if {
+	v := gates_config.models[model_name].required_tags
+	v != null
+	not is_array(v)
+}
+
+gate_shape_errors contains [sprintf("gates.models.%s.metrics", [model_name]), "an object"] if {
+	v := gates_config.models[model_name].metrics
+	v != null
+	not is_object(v)
+}
 
 # Key sets: a key whose value is null or false still counts as present.
 run_tag_keys := {k | some k, _ in run_tags}

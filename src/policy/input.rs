@@ -47,9 +47,27 @@ pub fn build(principal: &Principal, operation: &Operation, request: &RequestFact
     })
 }
 
-/// Converts an input document for regorus.
+/// Converts an input document for regorus, node by node. (regorus' own `From<serde_json::Value>` goes through
+/// serde's deserializer and costs several times more; the unit test checks that both give the same value.)
 pub fn to_rego(input: &Value) -> regorus::Value {
-    regorus::Value::from(input.clone())
+    match input {
+        Value::Null => regorus::Value::Null,
+        Value::Bool(b) => regorus::Value::from(*b),
+        // As serde_json hands numbers to a deserializer: non-negative integers, negative integers, floats.
+        Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => regorus::Value::from(u),
+            (None, Some(i), _) => regorus::Value::from(i),
+            (None, None, Some(f)) if f.is_finite() => regorus::Value::from(f),
+            _ => regorus::Value::Undefined,
+        },
+        Value::String(s) => regorus::Value::from(s.as_str()),
+        Value::Array(items) => regorus::Value::from(items.iter().map(to_rego).collect::<Vec<_>>()),
+        Value::Object(map) => regorus::Value::from(
+            map.iter()
+                .map(|(k, v)| (regorus::Value::from(k.as_str()), to_rego(v)))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        ),
+    }
 }
 
 /// A sample input (a read by an ordinary user) for self-tests and warm-up.
@@ -70,4 +88,21 @@ pub fn sample() -> regorus::Value {
         workspace: None,
     };
     to_rego(&build(&principal, &op, &req, json!({})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_conversion_equals_regorus_own() {
+        let mut docs: Vec<Value> = super::super::samples::all().iter().map(|s| s.document()).collect();
+        docs.push(json!({
+            "n": [0, 1, -1, u64::MAX, i64::MIN, 0.5, -2.25, 1e300, 12345678901234567890u64],
+            "s": ["", "ü", "\u{0}", "a\"b"], "b": [true, false], "z": null, "o": {"": {}, "a": []},
+        }));
+        for doc in docs {
+            assert_eq!(to_rego(&doc), regorus::Value::from(doc.clone()), "{doc}");
+        }
+    }
 }

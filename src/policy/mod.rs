@@ -101,30 +101,42 @@ impl Drop for Policy {
 /// Reads a decision document: `{"allow": true|false, "reasons": [...], ...flags}`. `allow` must be a boolean;
 /// `reasons` may be a list or a set of strings. Any other key is a flag.
 pub fn decision_from_value(value: regorus::Value) -> Result<Decision, EvalError> {
-    if value == regorus::Value::Undefined {
-        return Err(EvalError::Undefined);
+    use regorus::Value as V;
+    let malformed = |m: String| EvalError::Malformed(m);
+    let obj = match &value {
+        V::Undefined => return Err(EvalError::Undefined),
+        V::Object(obj) => obj,
+        _ => return Err(malformed("expected an object with a boolean \"allow\"".into())),
+    };
+    let (mut allow, mut reasons, mut flags) = (None, Vec::new(), serde_json::Map::new());
+    for (key, v) in obj.iter() {
+        let V::String(key) = key else { return Err(malformed(format!("a key is not a string: {key}"))) };
+        match (key.as_ref(), v) {
+            ("allow", V::Bool(b)) => allow = Some(*b),
+            ("allow", other) => return Err(malformed(format!("\"allow\" must be a boolean, got {other}"))),
+            ("reasons", V::Null) => {}
+            ("reasons", V::Array(_) | V::Set(_)) => {
+                let items: Box<dyn Iterator<Item = &V>> = match v {
+                    V::Array(a) => Box::new(a.iter()),
+                    V::Set(s) => Box::new(s.iter()),
+                    _ => Box::new(std::iter::empty()),
+                };
+                for r in items {
+                    match r {
+                        V::String(s) => reasons.push(s.to_string()),
+                        other => return Err(malformed(format!("a reason is not a string: {other}"))),
+                    }
+                }
+            }
+            ("reasons", other) => return Err(malformed(format!("\"reasons\" must be a list, got {other}"))),
+            (flag, v) => {
+                let v = serde_json::to_value(v).map_err(|e| malformed(format!("{flag} is not JSON: {e}")))?;
+                flags.insert(flag.to_string(), v);
+            }
+        }
     }
-    let json: serde_json::Value =
-        serde_json::to_value(&value).map_err(|e| EvalError::Malformed(format!("not JSON: {e}")))?;
-    let serde_json::Value::Object(mut obj) = json else {
-        return Err(EvalError::Malformed("expected an object with a boolean \"allow\"".into()));
-    };
-    let allow = match obj.remove("allow") {
-        Some(serde_json::Value::Bool(b)) => b,
-        other => return Err(EvalError::Malformed(format!("\"allow\" must be a boolean, got {other:?}"))),
-    };
-    let reasons = match obj.remove("reasons") {
-        None | Some(serde_json::Value::Null) => Vec::new(),
-        Some(serde_json::Value::Array(items)) => items
-            .into_iter()
-            .map(|r| match r {
-                serde_json::Value::String(s) => Ok(s),
-                other => Err(EvalError::Malformed(format!("a reason is not a string: {other}"))),
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        Some(other) => return Err(EvalError::Malformed(format!("\"reasons\" must be a list, got {other}"))),
-    };
-    Ok(Decision { allow, reasons, flags: obj })
+    let allow = allow.ok_or_else(|| malformed("\"allow\" must be a boolean, got nothing".into()))?;
+    Ok(Decision { allow, reasons, flags })
 }
 
 #[cfg(test)]
@@ -146,5 +158,10 @@ mod tests {
         assert!(decide(r#"{"reasons": []}"#).is_err());
         assert!(decide("true").is_err());
         assert!(decision_from_value(regorus::Value::Undefined).is_err());
+        assert!(decide(r#"{"allow": true, "reasons": [1]}"#).is_err());
+        assert!(decide(r#"{"allow": true, "reasons": "no"}"#).is_err());
+        let d = decide(r#"{"allow": true, "reasons": null, "would_deny": ["a: b"]}"#).ok();
+        assert_eq!(d.as_ref().map(|d| d.reasons.len()), Some(0));
+        assert_eq!(d.and_then(|d| d.flags.get("would_deny").cloned()), Some(serde_json::json!(["a: b"])));
     }
 }
