@@ -55,6 +55,7 @@ fn errors_name_the_key_at_fault() {
         (GOOD.replace("[\"mlflow\"]", "[]"), "auth.issuers[0].audiences"),
         (GOOD.replace("realm_access.roles", "realm_access..roles"), "auth.issuers[0].groups_claim"),
         (GOOD.replace("[policy]\ndir = \"policies\"", ""), "policy"),
+        (format!("{GOOD}engine = \"vm\"\n"), "policy.engine"),
     ];
     for (text, key) in cases {
         let e = err_of(&text);
@@ -131,4 +132,12 @@ fn webhook_errors_name_the_key_at_fault() {
     }
     let e = err_of(&all.replace("\"POLICY_DENIED\"", "\"MODEL_DELETED\""));
     assert!(e.contains("MODEL_DELETED") && e.contains("MODEL_VERSION_CREATED"), "names the bad and the known: {e}");
+}
+
+#[test]
+fn policy_engine_defaults_to_auto_and_can_be_forced_to_the_interpreter() {
+    use crate::policy::EngineChoice;
+    assert_eq!(parse(GOOD).ok().map(|c| c.policy.engine), Some(EngineChoice::Auto));
+    let forced = parse(&format!("{GOOD}engine = \"interpreter\"\n")).ok();
+    assert_eq!(forced.map(|c| c.policy.engine), Some(EngineChoice::Interpreter));
 }
