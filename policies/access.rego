@@ -46,19 +46,19 @@ violations contains violation(
 	sprintf("%s is not an operation the gate allows; ask the security team to add it to operations.engineer_mutations", [rpc_label]),
 ) if {
 	mutating
-	not outside_allow_list
-	not rpc in governed_mutations
 	not engineer_mutation
+	not rpc in governed_mutations
+	not outside_allow_list
 	not admin_mutation
 }
 
 # data.operations.admin_mutations: mutations the security team opened to admins only (empty by default).
 violations contains violation("operations.admin_only", sprintf("only admins may call %s", [rpc])) if {
 	mutating
-	not outside_allow_list
-	not rpc in governed_mutations
-	not engineer_mutation
 	admin_mutation
+	not engineer_mutation
+	not rpc in governed_mutations
+	not outside_allow_list
 	not is_admin
 }
 

@@ -11,15 +11,13 @@ package mlflow_gate
 
 import rego.v1
 
-is_transition if rpc == "TransitionModelVersionStage"
-
 to_staging if {
-	is_transition
+	rpc == "TransitionModelVersionStage"
 	target_stage == "Staging"
 }
 
 production_transition if {
-	is_transition
+	rpc == "TransitionModelVersionStage"
 	target_stage == "Production"
 }
 
@@ -355,6 +353,6 @@ violations contains v if {
 }
 
 break_glass_used if {
-	break_glass_eligible
 	count(promotion_violations) > 0
+	break_glass_eligible
 }

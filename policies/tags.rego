@@ -38,11 +38,13 @@ body_tag_keys contains k if {
 	some k, _ in tags
 }
 
+written_tag_keys := single_tag_keys | body_tag_keys
+
 violations contains violation(
 	"reserved_tags",
 	sprintf("tags starting with %s are written only by the gate; %s may not set or delete %s", [reserved_prefix, rpc, k]),
 ) if {
-	some k in single_tag_keys | body_tag_keys
+	some k in written_tag_keys
 	is_string(k)
 	startswith(lower(k), reserved_prefix)
 }
@@ -76,7 +78,7 @@ violations contains violation(
 	"jobs.schedule_tag",
 	sprintf("the experiment tag %s schedules server-side work that bypasses the gate; only admins may change it", [k]),
 ) if {
-	some k in single_tag_keys | body_tag_keys
+	some k in written_tag_keys
 	is_string(k)
 	startswith(lower(k), "mlflow.issuedetection.")
 	not is_admin
