@@ -330,7 +330,7 @@ fn check(config_path: &Path) -> Result<()> {
     let p = &config.policy;
     let bundle = mlflow_gate::policy::Bundle::load_with(&p.dir, &p.entrypoint, p.eval_timeout, p.engine)?;
     println!(
-        "{}: OK ({} issuer(s); policy {} with {} file(s), revision {}, evaluated on the {}; upstream {})",
+        "{}: OK ({} issuer(s); policy {} with {} file(s), revision {}; policy engine: {}; upstream {})",
         config_path.display(),
         config.auth.issuers.len(),
         config.policy.dir.display(),
