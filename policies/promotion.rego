@@ -103,7 +103,7 @@ gate_violations contains violation(
 ) if {
 	has_source_run
 	some tag in required_tags
-	not tag in run_tag_keys
+	not run_tags[tag]
 }
 
 # A missing metric fails the gate: no evidence is not a pass.
@@ -113,7 +113,7 @@ gate_violations contains violation(
 ) if {
 	has_source_run
 	some metric, _ in metric_gates
-	not metric in run_metric_keys
+	not run_metrics[metric]
 }
 
 gate_violations contains violation(
@@ -219,10 +219,8 @@ gate_shape_errors contains [sprintf("gates.models.%s.metrics", [model_name]), "a
 	not is_object(v)
 }
 
-# Key sets: a key whose value is null or false still counts as present.
-run_tag_keys := {k | some k, _ in run_tags}
-
-run_metric_keys := {k | some k, _ in run_metrics}
+# `not run_tags[tag]`: a missing key, or a value of false (never sent by MLflow, whose tags are strings), fails
+# the gate; "" and null count as present.
 
 violations contains v if {
 	to_staging
