@@ -80,9 +80,14 @@ fn criterion_home() -> PathBuf {
     exe.ancestors().nth(3).map_or_else(|| PathBuf::from("target"), Path::to_path_buf).join("criterion")
 }
 
-/// The median of one benchmark in microseconds, from this run's `new/estimates.json`.
+/// The median of one benchmark in microseconds, from this run's `new/estimates.json` (files left by an earlier
+/// run, e.g. of a benchmark this run's filter skipped, are ignored).
 fn median_us(group: &str, id: &str) -> Option<f64> {
     let path = criterion_home().join(group).join(id).join("new/estimates.json");
+    let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+    if modified < *STARTED.get()? {
+        return None;
+    }
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
     json.pointer("/median/point_estimate")?.as_f64().map(|ns| ns / 1000.0)
 }
@@ -113,7 +118,10 @@ fn summary() {
     }
 }
 
+static STARTED: std::sync::OnceLock<std::time::SystemTime> = std::sync::OnceLock::new();
+
 fn main() {
+    let _ = STARTED.set(std::time::SystemTime::now());
     let trivial = tempfile::tempdir().unwrap();
     std::fs::write(
         trivial.path().join("main.rego"),
