@@ -352,9 +352,8 @@ impl Gate {
     ) -> Result<(), GateError> {
         let query = params::query_map(&target.query_pairs());
         let facts = input::RequestFacts { method: method.as_str(), path: &target.path, query: &query, body, workspace };
-        let doc = input::build(principal, op, &facts, resource.clone());
         let policy_started = Instant::now();
-        let evaluated = self.policy.evaluate(input::to_rego(&doc));
+        let evaluated = self.policy.evaluate(input::build_rego(principal, op, &facts, resource));
         self.metrics.policy_seconds.observe(policy_started.elapsed());
         let decision = evaluated.map_err(|e| {
             tracing::error!(error = %e, "policy evaluation failed; denying");

@@ -201,8 +201,7 @@ impl Workflow<'_> {
         let path = "/api/2.0/mlflow/model-versions/transition-stage";
         let query = Map::new();
         let facts = input::RequestFacts { method: "POST", path, query: &query, body: Some(&body), workspace: None };
-        let doc = input::build(ctx.call.principal, &op, &facts, resource.clone());
-        let decision = self.policy.evaluate(input::to_rego(&doc));
+        let decision = self.policy.evaluate(input::build_rego(ctx.call.principal, &op, &facts, &resource));
         if !decision.as_ref().is_ok_and(|d| d.allow) {
             return Ok(Some(format!(
                 "approval recorded; {} may not perform the transition, so it was not applied",

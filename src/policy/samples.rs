@@ -39,9 +39,17 @@ impl Sample {
         input::build(principal, &self.operation, &request, self.resource.clone())
     }
 
-    /// The input document converted for regorus: exactly the per-request work before evaluation.
+    /// The input document as the request path builds it for regorus: exactly the per-request work before
+    /// evaluation.
     pub fn input(&self) -> regorus::Value {
-        input::to_rego(&self.document())
+        let request = RequestFacts {
+            method: self.method,
+            path: self.path,
+            query: &self.query,
+            body: self.body.as_ref(),
+            workspace: None,
+        };
+        input::build_rego(&self.principal, &self.operation, &request, &self.resource)
     }
 }
 
