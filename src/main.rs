@@ -407,6 +407,15 @@ fn run_policy(cmd: PolicyCmd) -> Result<()> {
                 };
                 println!("  {:5.1}% {}/{} lines  {}{missed}", pct, c.covered, c.coverable, c.file);
             }
+            // What the gate would serve this directory on: the bytecode VM, or the interpreter and why.
+            let entrypoint = "data.mlflow_gate.decision";
+            match mlflow_gate::policy::Bundle::load(&dir, entrypoint, std::time::Duration::from_secs(5)) {
+                Ok(b) => match b.interpreter_reason() {
+                    None => println!("\nserving: {entrypoint} on the bytecode VM (agrees with the interpreter)"),
+                    Some(why) => println!("\nserving: {entrypoint} on the interpreter (about 8x slower): {why}"),
+                },
+                Err(e) => println!("\nserving: the gate would refuse this bundle ({entrypoint}): {e}"),
+            }
             println!("\n{} passed, {} failed", report.passed(), report.failed());
             if report.failed() > 0 {
                 bail!("{} policy test(s) failed", report.failed());

@@ -159,3 +159,45 @@ async fn whole_bundle_shadow_mode_allows_but_counts_would_deny() {
     assert_eq!(upstream.hits(delete), 0);
     gate.stop().await;
 }
+
+#[test]
+fn policy_test_and_eval_commands_report_as_the_security_team_needs() {
+    let bin = env!("CARGO_BIN_EXE_mlflow-gate");
+    let dir = bundle_dir(&[
+        (
+            "main.rego",
+            &format!("{HEADER}\ndecision := {{\"allow\": input.principal.sub == \"ci\", \"reasons\": []}}\n"),
+        ),
+        (
+            "main_test.rego",
+            &format!(
+                "{HEADER}\ntest_ci_allowed if decision.allow with input as {{\"principal\": {{\"sub\": \"ci\"}}}}\n\
+                 test_everyone_allowed if decision.allow with input as {{\"principal\": {{\"sub\": \"alice\"}}}}\n"
+            ),
+        ),
+    ]);
+    let out = Command::new(bin).args(["policy", "test"]).arg(dir.path()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "a failing test must fail the command: {text}");
+    assert!(
+        text.contains("FAIL data.mlflow_gate.test_everyone_allowed (") && text.contains("main_test.rego)"),
+        "{text}"
+    );
+    assert!(!text.contains("test_ci_allowed ("), "{text}");
+    assert!(text.contains("coverage:") && text.contains("main.rego"), "{text}");
+    assert!(text.contains("serving: data.mlflow_gate.decision on the bytecode VM"), "{text}");
+    assert_eq!(text.trim_end().lines().last(), Some("1 passed, 1 failed"), "{text}");
+
+    let out = Command::new(bin).args(["policy", "test"]).arg(policies_dir()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.trim_end().ends_with(" passed, 0 failed"), "{text}");
+
+    let input = dir.path().join("input.json");
+    std::fs::write(&input, r#"{"principal": {"sub": "ci"}}"#).unwrap();
+    let out =
+        Command::new(bin).args(["policy", "eval", "--input"]).arg(&input).arg("--policies").arg(dir.path()).output();
+    let out = out.unwrap();
+    let decision: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(decision["allow"], true, "{decision}");
+}
