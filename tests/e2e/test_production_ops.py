@@ -1,6 +1,6 @@
 """Production operations, end to end: TLS termination (with the real MLflow client, a TLS scanner, mTLS identities
 and certificate rotation under load), the hash-chained audit log and its verifier, SIGTERM draining under load,
-and the admin listener (Prometheus metrics, health and readiness).
+the admin listener (Prometheus metrics, health and readiness), and policy hot reload under traffic.
 
 Every test starts its own gate process(es), with its own config, in front of the session's real `mlflow server`;
 certificates are made here with `cryptography`. Synchronisation is by polling with deadlines, never fixed sleeps.
@@ -38,7 +38,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from conftest import (GATE_BIN, POLL_INTERVAL_SECS, free_port, gate_config, read_addr, run_gate, start, stop, tail,
+from conftest import (GATE_BIN, POLL_INTERVAL_SECS, REPO, free_port, gate_config, read_addr, run_gate, start, stop, tail,
                       wait_for)
 from helpers import assert_mlflow_error, new_model_version, unique, upstream, upstream_has_experiment, upstream_stage
 
@@ -220,7 +220,8 @@ def gates(mlflow_server, gate_keys, tmp_path) -> Iterator[Callable[..., GateProc
     def launch(name: str = "gate", *, upstream: str | None = None, tls: dict | None = None,
                client_certs: dict[str, list[str]] | None = None, admin: bool = False, audit: dict | None = None,
                grace_secs: int | None = None, policy_timeout_ms: int | None = None, health_cert: Issued | None = None,
-               ca: Path | None = None, wait_healthy: bool = True) -> GateProc:
+               ca: Path | None = None, wait_healthy: bool = True, policy_dir: Path | None = None,
+               reload_interval_ms: int | None = None) -> GateProc:
         directory = tmp_path / name
         directory.mkdir()
         config, addr_file, log = directory / "gate.toml", directory / "gate.addr", directory / "gate.log"
@@ -229,6 +230,10 @@ def gates(mlflow_server, gate_keys, tmp_path) -> Iterator[Callable[..., GateProc
             text = text.replace("[server]\n", f"[server]\nshutdown_grace_secs = {grace_secs}\n", 1)
         if policy_timeout_ms is not None:
             text = text.replace("[policy]\n", f"[policy]\neval_timeout_ms = {policy_timeout_ms}\n", 1)
+        if policy_dir is not None:
+            text = text.replace(json.dumps(str(REPO / "policies")), json.dumps(str(policy_dir)), 1)
+        if reload_interval_ms is not None:
+            text = text.replace("[policy]\n", f"[policy]\nreload_interval_ms = {reload_interval_ms}\n", 1)
         if tls:
             text += table("[server.tls]", tls)
         for identity, groups in (client_certs or {}).items():
@@ -1245,3 +1250,94 @@ def stub_mlflow(port: int) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write then rename, as deploy tools and ConfigMap updates do (dot-files are not policy files)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def test_policy_reload_while_the_mlflow_client_works(gates, gate_keys, mlflow_server, mlflow_env, tmp_path):
+    """The security team edits the bundle of a running gate (as a ConfigMap update or a deploy would): a rule change
+    takes effect without a restart, a broken file leaves the last good bundle in force, and requests flowing the
+    whole time all succeed."""
+    policies = tmp_path / "policies"
+    shutil.copytree(REPO / "policies", policies, ignore=shutil.ignore_patterns("*_test.rego"))
+    gate = gates("reload", admin=True, policy_dir=policies, reload_interval_ms=100)
+    alice = gate_keys.token("alice")
+    client = mlflow_env(gate.url, alice)
+    name, version = new_model_version(client, metrics={"val_auc": 0.75})
+
+    # Traffic from another engineer for the whole test: searches, experiment creation, run logging.
+    bob = gate_keys.token("bob")
+    stop_traffic, outcomes = threading.Event(), []
+
+    def traffic():
+        with requests.Session() as session:
+            session.trust_env = False
+            session.headers["Authorization"] = f"Bearer {bob}"
+            experiment = session.post(f"{gate.url}/api/2.0/mlflow/experiments/create",
+                                      json={"name": unique("reload-traffic")}, timeout=30).json()["experiment_id"]
+            while not stop_traffic.is_set():
+                for method, path, body in (
+                        ("GET", "/api/2.0/mlflow/experiments/search?max_results=5", None),
+                        ("POST", "/api/2.0/mlflow/runs/create", {"experiment_id": experiment}),
+                        ("GET", f"/api/2.0/mlflow/registered-models/get?name={name}", None)):
+                    response = session.request(method, gate.url + path, json=body, timeout=30)
+                    outcomes.append((method, path, response.status_code, response.text[:200]))
+
+    thread = threading.Thread(target=traffic, daemon=True)
+    thread.start()
+    try:
+        def reloads():
+            samples = scrape(gate)
+            revision = next(l["revision"] for n, l, _ in samples if n == "mlflow_gate_policy_bundle_info")
+            return (metric_value(samples, "mlflow_gate_policy_reloads_total"),
+                    metric_value(samples, "mlflow_gate_policy_reload_failures_total"), revision)
+
+        assert reloads()[:2] == (0, 0)
+        first_revision = reloads()[2]
+
+        # 1. A stricter evaluation gate for this model: val_auc 0.75 may no longer enter Staging.
+        data = json.loads((policies / "data.json").read_text())
+        data["gates"]["models"][name] = {"metrics": {"val_auc": {"min": 0.80}}}
+        write_atomically(policies / "data.json", json.dumps(data))
+        poll(lambda: reloads()[0] == 1, "the stricter gate to be loaded", gate=gate)
+        with pytest.raises(MlflowException) as denied:
+            client.transition_model_version_stage(name, version, "Staging")
+        assert f"val_auc 0.75 is below the gate 0.80 for {name}" in str(denied.value), denied.value
+        assert upstream_stage(mlflow_server, name, version) == "None"
+
+        # 2. The threshold relaxed to 0.70: the same request now passes.
+        data["gates"]["models"][name] = {"metrics": {"val_auc": {"min": 0.70}}}
+        write_atomically(policies / "data.json", json.dumps(data))
+        poll(lambda: reloads()[0] == 2, "the relaxed gate to be loaded", gate=gate)
+        client.transition_model_version_stage(name, version, "Staging")
+        assert upstream_stage(mlflow_server, name, version) == "Staging"
+        good_revision = reloads()[2]
+        assert good_revision != first_revision
+
+        # 3. A broken file: refused, counted and logged with its file and line; the last good bundle stays.
+        write_atomically(policies / "zz_broken.rego", "package mlflow_gate\n\nimport rego.v1\n\nhalf_written if {\n")
+        poll(lambda: reloads()[1] >= 1, "the broken bundle to be refused", gate=gate)
+        assert reloads()[0] == 2 and reloads()[2] == good_revision
+        log = gate.log.read_text()
+        assert "zz_broken.rego" in log and "reload" in log, tail(gate.log)
+        with pytest.raises(MlflowException) as denied:
+            client.transition_model_version_stage(name, version, "Production", archive_existing_versions=True)
+        assert PRODUCTION_DENIAL_MENTIONS in str(denied.value), denied.value
+        assert upstream_stage(mlflow_server, name, version) == "Staging"
+
+        # 4. Fixed again: loaded.
+        (policies / "zz_broken.rego").unlink()
+        data["gates"]["models"][name] = {"metrics": {"val_auc": {"min": 0.90}}}
+        write_atomically(policies / "data.json", json.dumps(data))
+        poll(lambda: reloads()[0] == 3, "the fixed bundle to be loaded", gate=gate)
+    finally:
+        stop_traffic.set()
+        thread.join(timeout=60)
+    failures = [o for o in outcomes if o[2] != 200]
+    assert not failures, failures[:5]
+    assert len(outcomes) >= 30, len(outcomes)
