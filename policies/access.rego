@@ -46,8 +46,8 @@ violations contains violation(
 	sprintf("%s is not an operation the gate allows; ask the security team to add it to operations.engineer_mutations", [rpc_label]),
 ) if {
 	mutating
-	not engineer_mutation
 	not rpc in governed_mutations
+	not engineer_mutation
 	not outside_allow_list
 	not admin_mutation
 }
@@ -55,9 +55,9 @@ violations contains violation(
 # data.operations.admin_mutations: mutations the security team opened to admins only (empty by default).
 violations contains violation("operations.admin_only", sprintf("only admins may call %s", [rpc])) if {
 	mutating
+	not rpc in governed_mutations
 	admin_mutation
 	not engineer_mutation
-	not rpc in governed_mutations
 	not outside_allow_list
 	not is_admin
 }

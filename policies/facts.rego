@@ -66,14 +66,6 @@ principal_sub := s if {
 
 authenticated if principal_sub != ""
 
-# `x[_]` iterates arrays and sets and is undefined for scalars (where `some g in x` is an error in regorus).
-principal_groups := {g |
-	gs := input.principal.groups
-	not is_object(gs)
-	g := gs[_]
-	is_string(g)
-}
-
 rpc := s if {
 	s := input.operation.rpc
 	is_string(s)
@@ -211,42 +203,29 @@ approvals := a if {
 # members, so a broken data file fails closed.
 # ---------------------------------------------------------------------------------------------------------------
 
-roles_config := r if {
-	r := data.roles
-	is_object(r)
-} else := {}
+# Each role is looked up only when a rule asks for it (most requests need none or one), straight from the input and
+# the data: `x in list` is false when the list is a string or a number, and `[_]` is undefined on a non-collection.
+is_ci if role_member(data.roles.ci)
 
-# Each role is looked up only when a rule asks for it (most requests need none or one).
-is_ci if roles_config.ci in principal_groups
+is_reviewer if role_member(data.roles.reviewer)
 
-is_ci if {
-	members := roles_config.ci
+is_admin if role_member(data.roles.admin)
+
+is_oncall if role_member(data.roles.oncall)
+
+# `groups[_]` is undefined unless the principal's groups are a list; a role given as one string is accepted.
+role_member(members) if {
+	groups := input.principal.groups
+	is_array(groups)
 	not is_object(members)
-	members[_] in principal_groups
+	groups[_] in members
 }
 
-is_reviewer if roles_config.reviewer in principal_groups
-
-is_reviewer if {
-	members := roles_config.reviewer
-	not is_object(members)
-	members[_] in principal_groups
-}
-
-is_admin if roles_config.admin in principal_groups
-
-is_admin if {
-	members := roles_config.admin
-	not is_object(members)
-	members[_] in principal_groups
-}
-
-is_oncall if roles_config.oncall in principal_groups
-
-is_oncall if {
-	members := roles_config.oncall
-	not is_object(members)
-	members[_] in principal_groups
+role_member(members) if {
+	groups := input.principal.groups
+	is_array(groups)
+	is_string(members)
+	groups[_] == members
 }
 
 # ---------------------------------------------------------------------------------------------------------------

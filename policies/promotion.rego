@@ -50,14 +50,6 @@ default_gate := g if {
 	is_object(g)
 } else := {}
 
-required_tags := {t |
-	some gate in [default_gate, model_gate]
-	tags := gate.required_tags
-	not is_object(tags)
-	t := tags[_]
-	is_string(t)
-}
-
 metric_gates := m if {
 	m := model_gate.metrics
 	is_object(m)
@@ -102,7 +94,22 @@ gate_violations contains violation(
 	sprintf("run %s of %s version %s lacks the required tag %s", [source_run_label, model_name, version_label, tag]),
 ) if {
 	has_source_run
-	some tag in required_tags
+	tags := default_gate.required_tags
+	is_array(tags)
+	tag := tags[_]
+	is_string(tag)
+	not run_tags[tag]
+}
+
+gate_violations contains violation(
+	"gate.required_tag",
+	sprintf("run %s of %s version %s lacks the required tag %s", [source_run_label, model_name, version_label, tag]),
+) if {
+	has_source_run
+	tags := model_gate.required_tags
+	is_array(tags)
+	tag := tags[_]
+	is_string(tag)
 	not run_tags[tag]
 }
 

@@ -162,3 +162,18 @@ test_only_the_author_or_an_admin_may_edit_or_delete_a_comment if {
 	startswith(d.reasons[0], "only the author of a comment")
 	not fx_allowed_for(fx_alice, fx_write(fx_alice, verb, fx_v1_staging))
 }
+
+# Versions and run ids usually arrive as strings; numbers are rendered the same way in reasons.
+test_numeric_versions_and_run_ids_read_as_labels if {
+	stored := {"target": {"name": "m", "version": "1"}, "model_version": {"name": "m", "version": 7, "current_stage": "Production"}}
+	"version 7 of m is in Production; only admins may delete it" in decision.reasons with input as fx_write(fx_alice, "DeleteModelVersion", stored)
+	requested := {"target": {"name": "m", "version": 8}, "model_version": {"name": "m", "current_stage": "Production"}}
+	"version 8 of m is in Production; only admins may delete it" in decision.reasons with input as fx_write(fx_alice, "DeleteModelVersion", requested)
+	staging := {
+		"target": {"name": "m", "version": "9", "stage": "Staging"},
+		"model_version": {"name": "m", "version": "9", "current_stage": "None"},
+		"source_run": {"run_id": 42, "tags": {"data_version": "v1", "git_commit": "c"}, "metrics": {}},
+		"source_matches_run": false,
+	}
+	"the source of version 9 of m does not belong to its run 42" in decision.reasons with input as fx_write(fx_alice, "TransitionModelVersionStage", staging)
+}

@@ -17,8 +17,12 @@ run_user_tag := "mlflow.user"
 # (`key`), and the path-addressed tags of logged models (`tag_key`).
 single_tag_keys contains k if {
 	mutating
-	some field in ["key", "tag_key"]
-	k := target[field]
+	k := target.key
+}
+
+single_tag_keys contains k if {
+	mutating
+	k := target.tag_key
 }
 
 # Keys a request writes in a batch or at creation: `tags: [{key, value}]` (CreateRegisteredModel,
