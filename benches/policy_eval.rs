@@ -92,12 +92,31 @@ fn median_us(group: &str, id: &str) -> Option<f64> {
     json.pointer("/median/point_estimate")?.as_f64().map(|ns| ns / 1000.0)
 }
 
+/// How many VM instructions the default bundle executes for a sample: a deterministic measure of the policy's
+/// cost, unlike times on a shared machine (binary search on the VM's instruction limit).
+fn instructions(bundle: &Bundle, input: &regorus::Value) -> Option<usize> {
+    let (mut lo, mut hi) = (1usize, 10_000_000usize);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let mut vm = bundle.new_vm()?;
+        vm.set_max_instructions(mid);
+        vm.set_input(input.clone());
+        if vm.execute().is_ok() {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Some(lo)
+}
+
 fn summary() {
     println!("\npolicy_eval summary (medians, µs; policies: {})", policies_dir().display());
-    let head = ["default", "baseline", "ratio", "input", "interpreter", "vs interp."];
+    let bundle = load(&policies_dir()).bundle();
+    let head = ["default", "baseline", "ratio", "input", "interpreter", "vs interp.", "VM instr."];
     println!(
-        "{:<24} {:>9} {:>9} {:>9} {:>9} {:>14} {:>9}",
-        "sample", head[0], head[1], head[2], head[3], head[4], head[5]
+        "{:<24} {:>9} {:>9} {:>9} {:>9} {:>14} {:>12} {:>10}",
+        "sample", head[0], head[1], head[2], head[3], head[4], head[5], head[6]
     );
     for s in samples::all() {
         let id = id(&s);
@@ -107,9 +126,10 @@ fn summary() {
             continue;
         };
         let verdict = if d < TARGET_US { "ok" } else { "OVER" };
+        let instr = instructions(&bundle, &s.input()).map_or("-".to_string(), |n| n.to_string());
         let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
         println!(
-            "{id:<24} {d:>9.2} {b:>9.2} {:>8.1}x {:>9} {:>14} {:>9}   default under {TARGET_US} µs: {verdict}",
+            "{id:<24} {d:>9.2} {b:>9.2} {:>8.1}x {:>9} {:>14} {:>12} {instr:>10}   default under {TARGET_US} µs: {verdict}",
             d / b,
             show(i),
             show(t),
