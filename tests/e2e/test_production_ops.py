@@ -662,6 +662,8 @@ class Load:
             i += 1
             authed = i % 4 == 0
             path = "/api/2.0/mlflow/experiments/search?max_results=1" if authed else "/health"
+            # Stamped before connecting: a handshake begun before the rotation may finish after it.
+            started = time.monotonic()
             try:
                 reply = request(self.gate, "GET", path, self.token if authed else None, ctx=self.ctx, timeout=20)
                 ok = reply.status == 200 and (authed or reply.body == b"OK")
@@ -671,7 +673,7 @@ class Load:
             with self.lock:
                 self.requests += 1
                 if reply is not None:
-                    self.handshakes.append((time.monotonic(), reply.serial))
+                    self.handshakes.append((started, reply.serial))
                 if outcome:
                     self.failures.append(f"worker {worker}: {outcome}")
 
