@@ -271,9 +271,10 @@ is_protected_alias(alias) if {
 }
 
 # At least one approval, whatever the data says: a reviewed promotion is the point of this project.
-min_approvals := max([1, n]) if {
+min_approvals := n if {
 	n := production_config.min_approvals
 	is_number(n)
+	n >= 1
 } else := 1
 
 shadow_rules := {r | some r in configured_shadow_rules; is_string(r)}

@@ -4,17 +4,30 @@ package mlflow_gate
 
 import rego.v1
 
+# Every rule below except the two on stage transitions names one of these RPCs first; requests for any other RPC
+# (most traffic) skip them with one membership test. Each rule has a test that it denies, so an RPC missing here
+# fails the tests.
+registry_rpcs := {
+	"DeleteRegisteredModel", "RenameRegisteredModel", "DeleteModelVersion", "DeleteRegisteredModelAlias",
+	"ApproveTransitionRequest", "RejectTransitionRequest", "DeleteTransitionRequest", "UpdateComment", "DeleteComment",
+}
+
+violations contains v if {
+	rpc in registry_rpcs
+	some v in registry_violations
+}
+
 # ---------------------------------------------------------------------------------------------------------------
 # Admin-only: operations that destroy or re-key what is (or was) deployed. Deleting a registered model cascades to
 # every version and alias; renaming one moves its versions out from under the gate thresholds keyed on its name.
 # ---------------------------------------------------------------------------------------------------------------
 
-violations contains violation("registry.delete_model", "only admins may delete registered models") if {
+registry_violations contains violation("registry.delete_model", "only admins may delete registered models") if {
 	rpc == "DeleteRegisteredModel"
 	not is_admin
 }
 
-violations contains violation("registry.rename_model", "only admins may rename registered models") if {
+registry_violations contains violation("registry.rename_model", "only admins may rename registered models") if {
 	rpc == "RenameRegisteredModel"
 	not is_admin
 }
@@ -34,7 +47,7 @@ version_protection contains sprintf("holds the protected alias %s", [a]) if {
 	as_label(v) == version_label
 }
 
-violations contains violation(
+registry_violations contains violation(
 	"registry.delete_protected_version",
 	sprintf("version %s of %s %s; only admins may delete it", [version_label, model_name, why]),
 ) if {
@@ -43,7 +56,7 @@ violations contains violation(
 	some why in version_protection
 }
 
-violations contains violation(
+registry_violations contains violation(
 	"registry.delete_protected_alias",
 	sprintf("only admins may delete the protected alias %s of %s", [target_alias, model_name]),
 ) if {
@@ -89,7 +102,7 @@ violations contains violation(
 
 review_verbs := {"ApproveTransitionRequest": "approve", "RejectTransitionRequest": "reject"}
 
-violations contains violation(
+registry_violations contains violation(
 	"approvals.reviewer_only",
 	sprintf("only reviewers may %s transition requests", [review_verbs[rpc]]),
 ) if {
@@ -98,7 +111,7 @@ violations contains violation(
 }
 
 # No self-approval: the creator is the gate's stamp, not a client-supplied field.
-violations contains violation(
+registry_violations contains violation(
 	"approvals.self_approval",
 	sprintf("you created version %s of %s, so you cannot approve it; ask another reviewer", [version_label, model_name]),
 ) if {
@@ -107,7 +120,7 @@ violations contains violation(
 }
 
 # Cancelling a request is for whoever made it (target.creator, the request being cancelled), or an admin.
-violations contains violation(
+registry_violations contains violation(
 	"transition_requests.cancel",
 	"only the requester or an admin may cancel a transition request",
 ) if {
@@ -120,7 +133,7 @@ violations contains violation(
 # resource.activity is the comment being acted on (the gate finds it from the comment id).
 comment_verbs := {"UpdateComment": "edit", "DeleteComment": "delete"}
 
-violations contains violation(
+registry_violations contains violation(
 	"comments.author_only",
 	sprintf("only the author of a comment (or an admin) may %s it", [comment_verbs[rpc]]),
 ) if {

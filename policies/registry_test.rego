@@ -153,14 +153,16 @@ test_only_the_requester_or_an_admin_may_cancel_a_request if {
 
 test_only_the_author_or_an_admin_may_edit_or_delete_a_comment if {
 	bobs := {"activity": {"id": "c1", "activity_type": "NEW_COMMENT", "user_id": "bob"}}
-	some verb in ["UpdateComment", "DeleteComment"]
-	inp := fx_write(fx_bob, verb, object.union(fx_v1_staging, bobs))
-	fx_allowed_for(fx_bob, inp)
-	fx_allowed_for(fx_root, inp)
-	d := decision with input as object.union(inp, {"principal": fx_alice})
-	not d.allow
-	startswith(d.reasons[0], "only the author of a comment")
-	not fx_allowed_for(fx_alice, fx_write(fx_alice, verb, fx_v1_staging))
+	# `every`, not `some`: each verb must be governed.
+	every verb in ["UpdateComment", "DeleteComment"] {
+		inp := fx_write(fx_bob, verb, object.union(fx_v1_staging, bobs))
+		fx_allowed_for(fx_bob, inp)
+		fx_allowed_for(fx_root, inp)
+		d := decision with input as object.union(inp, {"principal": fx_alice})
+		not d.allow
+		startswith(d.reasons[0], "only the author of a comment")
+		not fx_allowed_for(fx_alice, fx_write(fx_alice, verb, fx_v1_staging))
+	}
 }
 
 # Versions and run ids usually arrive as strings; numbers are rendered the same way in reasons.

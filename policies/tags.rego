@@ -44,7 +44,28 @@ body_tag_keys contains k if {
 
 written_tag_keys := single_tag_keys | body_tag_keys
 
-violations contains violation(
+# Most writes name no tag at all (a stage transition, a metric): one look at the request skips every rule below.
+violations contains v if {
+	writes_tags
+	some v in tag_violations
+}
+
+writes_tags if {
+	mutating
+	_ = target.key
+}
+
+writes_tags if {
+	mutating
+	_ = target.tag_key
+}
+
+writes_tags if {
+	mutating
+	_ = request_body.tags
+}
+
+tag_violations contains violation(
 	"reserved_tags",
 	sprintf("tags starting with %s are written only by the gate; %s may not set or delete %s", [reserved_prefix, rpc, k]),
 ) if {
@@ -55,7 +76,7 @@ violations contains violation(
 
 # The run user: set by the gate on CreateRun (it replaces whatever the client sent, so CreateRun is not refused);
 # changing it afterwards would let anyone pass a run off as someone else's.
-violations contains violation(
+tag_violations contains violation(
 	"reserved_tags",
 	sprintf("the run tag %s is set by the gate from your token; %s may not change it", [run_user_tag, rpc]),
 ) if {
@@ -65,7 +86,7 @@ violations contains violation(
 	lower(k) == run_user_tag
 }
 
-violations contains violation(
+tag_violations contains violation(
 	"reserved_tags",
 	sprintf("the run tag %s is set by the gate from your token; %s may not change it", [run_user_tag, rpc]),
 ) if {
@@ -78,7 +99,7 @@ violations contains violation(
 # Server-side schedules: in MLflow 3.18 the experiment tag `mlflow.issueDetection.schedule` (any
 # `mlflow.issueDetection.*` key) makes the server run issue detection on its own, writing without passing through
 # the gate. Like the other server-side job triggers, only admins may set or remove it.
-violations contains violation(
+tag_violations contains violation(
 	"jobs.schedule_tag",
 	sprintf("the experiment tag %s schedules server-side work that bypasses the gate; only admins may change it", [k]),
 ) if {
