@@ -129,7 +129,10 @@ gate_violations contains violation(
 ) if {
 	has_source_run
 	some metric, _ in metric_gates
-	value := run_metrics[metric]
+	# Iterate the run's metrics rather than look one up: on regorus' VM a lookup of a missing key with a loop-bound
+	# key yields a value here, where the interpreter (rightly) fails the body; tests/policy_engines.rs checks this.
+	some name, value in run_metrics
+	name == metric
 	not is_number(value)
 }
 

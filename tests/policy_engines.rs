@@ -117,6 +117,12 @@ fn facts(base: &Value) -> Vec<(&'static str, Value)> {
     add("source mismatch", &|r| r["source_matches_run"] = json!(false));
     add("low metric", &|r| r["source_run"]["metrics"]["val_auc"] = json!(0.7));
     add("string metric", &|r| r["source_run"]["metrics"]["val_auc"] = json!("0.9"));
+    add("no metrics", &|r| r["source_run"]["metrics"] = json!({}));
+    add("other metric only", &|r| r["source_run"]["metrics"] = json!({"val_loss": 0.2}));
+    add("no run tags", &|r| r["source_run"]["tags"] = json!({}));
+    add("approval without fields", &|r| r["approvals"] = json!([{}, {"approver": "bob"}]));
+    add("history without alias", &|r| r["model_version"]["stage_history"] = json!([{}, {"stage": "Production"}]));
+    add("aliases of other versions", &|r| r["registered_model"]["aliases"] = json!({"champion": "2", "x": "7"}));
     add("missing tag", &|r| r["source_run"]["tags"] = json!({"git_commit": "x"}));
     add("no approvals", &|r| r["approvals"] = json!([]));
     add("self approval", &|r| r["approvals"] = json!([{"approver": "alice", "stage": "Production", "valid": true}]));
@@ -147,6 +153,7 @@ fn bodies() -> Vec<Value> {
         json!({"tags": [{"key": "mlflow_gate.stage_history", "value": "[]"}, {"key": "mlflow.user", "value": "x"}]}),
         json!({"tags": {"mlflow.issueDetection.schedule": "daily"}}),
         json!({"tags": 5}),
+        json!({"tags": [{"value": "no key"}, {"key": "mlflow_gate.x"}]}),
     ]
 }
 
