@@ -192,15 +192,18 @@ gate_violations contains violation("gate.config", sprintf("%s in data.json must 
 	some [key, kind] in gate_shape_errors
 }
 
-# Each entry of data.gates that applies to this model, where present (null counts as absent), with its type.
+# Each entry of data.gates that applies to this model, where present (null counts as absent), with its type. An
+# entry the extraction above accepted is well formed, so the checks start from it: a valid configuration costs a
+# count or a lookup per entry.
 gate_shape_errors contains ["gates.default", "an object"] if {
+	count(default_gate) == 0
 	v := gates_config["default"]
 	v != null
 	not is_object(v)
 }
 
 gate_shape_errors contains ["gates.default.required_tags", "a list"] if {
-	v := gates_config["default"].required_tags
+	v := default_gate.required_tags
 	v != null
 	not is_array(v)
 }
@@ -212,19 +215,21 @@ gate_shape_errors contains ["gates.models", "an object"] if {
 }
 
 gate_shape_errors contains [sprintf("gates.models.%s", [model_name]), "an object"] if {
+	count(model_gate) == 0
 	v := gates_config.models[model_name]
 	v != null
 	not is_object(v)
 }
 
 gate_shape_errors contains [sprintf("gates.models.%s.required_tags", [model_name]), "a list"] if {
-	v := gates_config.models[model_name].required_tags
+	v := model_gate.required_tags
 	v != null
 	not is_array(v)
 }
 
 gate_shape_errors contains [sprintf("gates.models.%s.metrics", [model_name]), "an object"] if {
-	v := gates_config.models[model_name].metrics
+	count(metric_gates) == 0
+	v := model_gate.metrics
 	v != null
 	not is_object(v)
 }
