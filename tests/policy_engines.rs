@@ -212,3 +212,52 @@ fn the_vm_decides_exactly_as_the_interpreter_on_a_broad_corpus() {
     eprintln!("{compared} inputs compared: {denied} denied, {shadowed} with would-deny entries");
     assert!(compared > 10_000 && denied > compared / 4 && shadowed >= 20, "{compared} {denied} {shadowed}");
 }
+
+#[test]
+fn the_vm_decides_exactly_as_the_interpreter_with_malformed_gate_data() {
+    let bundle = default_bundle();
+    let base = samples::all().remove(2).document();
+    let data = serde_json::to_value(bundle.bytecode().unwrap().data.clone()).unwrap();
+    let gates = [
+        json!({"default": "x", "models": {"fraud-detector": {"metrics": {"val_auc": {"min": 0.8}}}}}),
+        json!({"default": {"required_tags": "git_commit"}, "models": []}),
+        json!({"default": {}, "models": {"fraud-detector": []}}),
+        json!({"models": {"fraud-detector": {"required_tags": {}, "metrics": []}}}),
+        json!({"models": {"fraud-detector": {"metrics": {"val_auc": {"min": "0.8"}, "val_loss": {}, "f1": 3}}}}),
+        json!({"models": {"fraud-detector": {"metrics": {"val_auc": {"max": 0.5, "min": null}}}}}),
+        json!({"models": {"fraud-detector": {"required_tags": ["reviewed", 5]}}}),
+        json!("not an object"),
+    ];
+    let mut compared = 0;
+    for g in gates {
+        let mut data = data.clone();
+        data["gates"] = g.clone();
+        let mut interpreter = bundle.engine().clone();
+        interpreter.clear_data();
+        interpreter.add_data(regorus::Value::from(data.clone())).unwrap();
+        let mut vm = bundle.new_vm().unwrap();
+        vm.set_data(regorus::Value::from(data)).unwrap();
+        for principal in principals() {
+            for rpc in ["TransitionModelVersionStage", "SetRegisteredModelAlias"] {
+                for (name, resource) in facts(&base["resource"]) {
+                    let mut doc = base.clone();
+                    doc["principal"] = principal.clone();
+                    doc["operation"]["rpc"] = json!(rpc);
+                    doc["resource"] = resource;
+                    let value = input::to_rego(&doc);
+                    interpreter.set_input(value.clone());
+                    let expected = interpreter.eval_rule(ENTRYPOINT.to_string()).map_err(|e| e.to_string());
+                    vm.set_input(value);
+                    let got = vm.execute().map_err(|e| e.to_string());
+                    assert!(
+                        matches!((&expected, &got), (Ok(a), Ok(b)) if a == b),
+                        "gates {g}, {rpc} by {} with {name} facts: interpreter {expected:?}, VM {got:?}",
+                        principal["sub"]
+                    );
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert!(compared > 3000, "{compared}");
+}
