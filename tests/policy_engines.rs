@@ -157,24 +157,46 @@ fn bodies() -> Vec<Value> {
     ]
 }
 
+/// The bundle's interpreter and its VM, on the same data.
+struct Engines {
+    interpreter: regorus::Engine,
+    vm: regorus::rvm::RegoVM,
+}
+
+impl Engines {
+    /// Both engines of `bundle`, with its data changed by `patch`.
+    fn with_data(bundle: &Bundle, patch: impl FnOnce(&mut Value)) -> Engines {
+        let mut data = serde_json::to_value(bundle.bytecode().unwrap().data.clone()).unwrap();
+        patch(&mut data);
+        let mut interpreter = bundle.engine().clone();
+        interpreter.clear_data();
+        interpreter.add_data(regorus::Value::from(data.clone())).unwrap();
+        let mut vm = bundle.new_vm().expect("the default bundle has bytecode");
+        vm.set_data(regorus::Value::from(data)).unwrap();
+        Engines { interpreter, vm }
+    }
+
+    /// Evaluates `doc` on both engines, asserts that the whole decision documents are equal, and returns it.
+    fn decide(&mut self, doc: &Value, case: impl std::fmt::Display) -> regorus::Value {
+        let value = input::to_rego(doc);
+        self.interpreter.set_input(value.clone());
+        let expected = self.interpreter.eval_rule(ENTRYPOINT.to_string()).map_err(|e| e.to_string());
+        self.vm.set_input(value);
+        let got = self.vm.execute().map_err(|e| e.to_string());
+        assert!(matches!((&expected, &got), (Ok(a), Ok(b)) if a == b), "{case}: interpreter {expected:?}, VM {got:?}");
+        expected.unwrap()
+    }
+}
+
 #[test]
 fn the_vm_decides_exactly_as_the_interpreter_on_a_broad_corpus() {
     let bundle = default_bundle();
-    let mut vm = bundle.new_vm().expect("the default bundle has bytecode");
-    let mut interpreter = bundle.engine().clone();
     let base = samples::all().remove(2).document();
     let (mut compared, mut denied, mut shadowed) = (0, 0, 0);
-    for data_variant in [None, Some(json!({"shadow_rules": ["approvals.required", "gate.metric"]}))] {
-        if let Some(extra) = &data_variant {
-            // Shadow mode changes the decision document; compare that too, on fresh engines with the data added.
-            let mut data = serde_json::to_value(bundle.bytecode().unwrap().data.clone()).unwrap();
-            data["shadow_rules"] = extra["shadow_rules"].clone();
-            let mut e = bundle.engine().clone();
-            e.clear_data();
-            e.add_data(regorus::Value::from(data.clone())).unwrap();
-            interpreter = e;
-            vm.set_data(regorus::Value::from(data)).unwrap();
-        }
+    // Shadow mode changes the decision document; compare that too.
+    let shadow_rules = [json!([]), json!(["approvals.required", "gate.metric"])];
+    for rules in shadow_rules {
+        let mut engines = Engines::with_data(&bundle, |data| data["shadow_rules"] = rules);
         for principal in principals() {
             for &(rpc, read_only, resource_type, job) in OPERATIONS {
                 // Every variant of the facts without a body, and every body with the complete facts.
@@ -182,29 +204,18 @@ fn the_vm_decides_exactly_as_the_interpreter_on_a_broad_corpus() {
                 let cases = variants.iter().map(|(n, r)| (*n, r, Value::Null));
                 let cases = cases.chain(bodies().into_iter().skip(1).map(|b| ("complete", &variants[0].1, b)));
                 for (name, resource, body) in cases {
-                    {
-                        let mut doc = base.clone();
-                        doc["principal"] = principal.clone();
-                        doc["operation"] = json!({"rpc": rpc, "read_only": read_only, "resource_type": resource_type, "server_side_job": job, "path_params": {}});
-                        doc["resource"] = resource.clone();
-                        if !body.is_null() {
-                            doc["request"]["body"] = body.clone();
-                        }
-                        let value = input::to_rego(&doc);
-                        interpreter.set_input(value.clone());
-                        let expected = interpreter.eval_rule(ENTRYPOINT.to_string()).map_err(|e| e.to_string());
-                        vm.set_input(value);
-                        let got = vm.execute().map_err(|e| e.to_string());
-                        assert!(
-                            matches!((&expected, &got), (Ok(a), Ok(b)) if a == b),
-                            "{rpc} by {} with {name} facts and body {body}: interpreter {expected:?}, VM {got:?}",
-                            principal["sub"]
-                        );
-                        let d = expected.unwrap();
-                        denied += usize::from(d["allow"] == regorus::Value::from(false));
-                        shadowed += usize::from(d["would_deny"].as_array().is_ok_and(|a| !a.is_empty()));
-                        compared += 1;
+                    let mut doc = base.clone();
+                    doc["principal"] = principal.clone();
+                    doc["operation"] = json!({"rpc": rpc, "read_only": read_only, "resource_type": resource_type, "server_side_job": job, "path_params": {}});
+                    doc["resource"] = resource.clone();
+                    if !body.is_null() {
+                        doc["request"]["body"] = body.clone();
                     }
+                    let case = format!("{rpc} by {} with {name} facts and body {body}", principal["sub"]);
+                    let d = engines.decide(&doc, case);
+                    denied += usize::from(d["allow"] == regorus::Value::from(false));
+                    shadowed += usize::from(d["would_deny"].as_array().is_ok_and(|a| !a.is_empty()));
+                    compared += 1;
                 }
             }
         }
@@ -217,7 +228,6 @@ fn the_vm_decides_exactly_as_the_interpreter_on_a_broad_corpus() {
 fn the_vm_decides_exactly_as_the_interpreter_with_malformed_gate_data() {
     let bundle = default_bundle();
     let base = samples::all().remove(2).document();
-    let data = serde_json::to_value(bundle.bytecode().unwrap().data.clone()).unwrap();
     let gates = [
         json!({"default": "x", "models": {"fraud-detector": {"metrics": {"val_auc": {"min": 0.8}}}}}),
         json!({"default": {"required_tags": "git_commit"}, "models": []}),
@@ -230,13 +240,7 @@ fn the_vm_decides_exactly_as_the_interpreter_with_malformed_gate_data() {
     ];
     let mut compared = 0;
     for g in gates {
-        let mut data = data.clone();
-        data["gates"] = g.clone();
-        let mut interpreter = bundle.engine().clone();
-        interpreter.clear_data();
-        interpreter.add_data(regorus::Value::from(data.clone())).unwrap();
-        let mut vm = bundle.new_vm().unwrap();
-        vm.set_data(regorus::Value::from(data)).unwrap();
+        let mut engines = Engines::with_data(&bundle, |data| data["gates"] = g.clone());
         for principal in principals() {
             for rpc in ["TransitionModelVersionStage", "SetRegisteredModelAlias"] {
                 for (name, resource) in facts(&base["resource"]) {
@@ -244,16 +248,7 @@ fn the_vm_decides_exactly_as_the_interpreter_with_malformed_gate_data() {
                     doc["principal"] = principal.clone();
                     doc["operation"]["rpc"] = json!(rpc);
                     doc["resource"] = resource;
-                    let value = input::to_rego(&doc);
-                    interpreter.set_input(value.clone());
-                    let expected = interpreter.eval_rule(ENTRYPOINT.to_string()).map_err(|e| e.to_string());
-                    vm.set_input(value);
-                    let got = vm.execute().map_err(|e| e.to_string());
-                    assert!(
-                        matches!((&expected, &got), (Ok(a), Ok(b)) if a == b),
-                        "gates {g}, {rpc} by {} with {name} facts: interpreter {expected:?}, VM {got:?}",
-                        principal["sub"]
-                    );
+                    engines.decide(&doc, format!("gates {g}, {rpc} by {} with {name} facts", principal["sub"]));
                     compared += 1;
                 }
             }

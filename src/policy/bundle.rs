@@ -161,7 +161,8 @@ impl Bundle {
 
     /// A VM ready to evaluate this bundle's bytecode with its time limit.
     pub fn new_vm(&self) -> Option<RegoVM> {
-        self.bytecode.as_ref().map(|b| vm_for(b, self.timeout))
+        // The data was accepted when the bundle loaded (`compile_bytecode`), so this does not fail.
+        self.bytecode.as_ref().and_then(|b| vm_for(b, self.timeout).ok())
     }
 
     fn with_bytecode(mut self) -> Bundle {
@@ -191,8 +192,7 @@ impl Bundle {
         let program = Compiler::compile_from_policy(&compiled, &[&self.entrypoint])
             .map_err(|e| format!("the bundle does not compile to bytecode: {e}"))?;
         let bytecode = Bytecode { program, data: engine.get_data() };
-        let mut vm = vm_for(&bytecode, self.timeout);
-        vm.set_data(bytecode.data.clone()).map_err(|e| format!("the bytecode VM refuses the data: {e}"))?;
+        let mut vm = vm_for(&bytecode, self.timeout)?;
         for sample in samples::differential_inputs() {
             let mut interpreter = self.engine.clone();
             interpreter.set_input(sample.input.clone());
@@ -274,14 +274,13 @@ impl Bundle {
 
 /// A VM loaded with the program and data, with the wall-clock limit (the instruction limit is lifted: the time
 /// limit is the one budget, as for the interpreter).
-fn vm_for(bytecode: &Bytecode, timeout: Duration) -> RegoVM {
+fn vm_for(bytecode: &Bytecode, timeout: Duration) -> Result<RegoVM, String> {
     let mut vm = RegoVM::new();
     vm.load_program(bytecode.program.clone());
-    // The data was accepted by the same program when the bundle loaded.
-    let _ = vm.set_data(bytecode.data.clone());
+    vm.set_data(bytecode.data.clone()).map_err(|e| format!("the bytecode VM refuses the data: {e}"))?;
     vm.set_max_instructions(usize::MAX);
     vm.set_execution_timer_config(Some(timer(timeout)));
-    vm
+    Ok(vm)
 }
 
 fn timer(timeout: Duration) -> regorus::utils::limits::ExecutionTimerConfig {

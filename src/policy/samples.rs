@@ -22,6 +22,16 @@ pub struct Sample {
 }
 
 impl Sample {
+    fn request(&self) -> RequestFacts<'_> {
+        RequestFacts {
+            method: self.method,
+            path: self.path,
+            query: &self.query,
+            body: self.body.as_ref(),
+            workspace: None,
+        }
+    }
+
     /// The input document, built as the gate builds it for a request.
     pub fn document(&self) -> Value {
         self.document_as(&self.principal)
@@ -29,27 +39,13 @@ impl Sample {
 
     /// The input document of this request made by someone else.
     fn document_as(&self, principal: &Principal) -> Value {
-        let request = RequestFacts {
-            method: self.method,
-            path: self.path,
-            query: &self.query,
-            body: self.body.as_ref(),
-            workspace: None,
-        };
-        input::build(principal, &self.operation, &request, self.resource.clone())
+        input::build(principal, &self.operation, &self.request(), self.resource.clone())
     }
 
     /// The input document as the request path builds it for regorus: exactly the per-request work before
     /// evaluation.
     pub fn input(&self) -> regorus::Value {
-        let request = RequestFacts {
-            method: self.method,
-            path: self.path,
-            query: &self.query,
-            body: self.body.as_ref(),
-            workspace: None,
-        };
-        input::build_rego(&self.principal, &self.operation, &request, &self.resource)
+        input::build_rego(&self.principal, &self.operation, &self.request(), &self.resource)
     }
 }
 
