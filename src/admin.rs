@@ -85,7 +85,8 @@ async fn answer<B>(req: &Request<B>, gate: &Gate, extra: &ExtraCounters) -> Resp
 /// answers its health check.
 async fn readiness(gate: &Gate) -> Response<Full<Bytes>> {
     let keys = gate.auth().keys_ready();
-    let probe = gate.upstream().call_json(Method::GET, "/health", None);
+    let own = crate::proxy::RequestContext::new("readiness", None);
+    let probe = gate.upstream().call_json(&own, Method::GET, "/health", None);
     let upstream =
         matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Ok((s, _))) if s.is_success());
     let body = format!(

@@ -10,7 +10,7 @@ use crate::auth::Principal;
 use crate::mlflow::enrich::Enricher;
 use crate::mlflow::{canon, params, routes, stamps, target};
 use crate::policy::input;
-use crate::proxy::Upstream;
+use crate::proxy::{RequestContext, Upstream};
 
 /// The result of explaining a request.
 #[derive(Debug)]
@@ -71,7 +71,8 @@ pub async fn explain(
         return refused(format!("403: the tag {key:?} is reserved for mlflow-gate"));
     }
     let resource = match upstream {
-        Some(up) => match Enricher::new().resource(up, &op, fields).await {
+        // The CLI explains requests without a workspace header: look-ups go to MLflow's default workspace.
+        Some(up) => match Enricher::new().resource(up, &RequestContext::new("explain", None), &op, fields).await {
             Ok(r) => r,
             Err(e) => return refused(format!("503: {e}")),
         },

@@ -1,6 +1,6 @@
 //! The request's path through the gate, in order, and the one place that order is decided:
-//! canonical target -> classify the MLflow route -> authenticate -> read the body the policy needs -> policy ->
-//! forward. Each phase hands typed results to the next; none re-parses. Any failure ends the request with MLflow's
+//! canonical target and request context (the validated MLflow workspace) -> classify the MLflow route ->
+//! authenticate -> read the body the policy needs -> policy -> forward. Each phase hands typed results to the next; none re-parses. Any failure ends the request with MLflow's
 //! error JSON (see `error.rs`), and one structured log line records every request (never a token or a body).
 
 use std::sync::Arc;
@@ -24,12 +24,12 @@ use crate::mlflow::events;
 use crate::mlflow::routes::{self, Operation, Resource};
 use crate::mlflow::{params, stamps, target as target_fields};
 use crate::policy::{input, Policy};
-use crate::proxy::{ClientConn, OutBody, Outgoing, Upstream};
+use crate::proxy::{ClientConn, OutBody, Outgoing, RequestContext, Upstream};
 use crate::server::ConnInfo;
 use crate::webhooks::{Event, Webhooks};
 
 /// Response header carrying the request id (also quoted in every error message).
-pub const REQUEST_ID_HEADER: &str = "x-mlflow-gate-request-id";
+pub const REQUEST_ID_HEADER: &str = crate::proxy::context::REQUEST_ID_HEADER;
 
 /// Everything a request needs, shared by all connections.
 pub struct Gate {
@@ -56,6 +56,7 @@ struct Trail {
     reasons: Vec<String>,
     break_glass: bool,
     would_deny: Vec<String>,
+    workspace: Option<String>,
 }
 
 impl Gate {
@@ -147,6 +148,7 @@ impl Gate {
                 path = %raw_path,
                 rpc = trail.rpc,
                 sub = trail.sub.as_deref().unwrap_or("-"),
+                workspace = trail.workspace.as_deref().unwrap_or("-"),
                 decision = trail.decision,
                 reasons = %trail.reasons.join("; "),
                 break_glass = trail.break_glass,
@@ -175,13 +177,17 @@ impl Gate {
         B::Error: Into<BoxError>,
     {
         let target = canon::canonicalize(req.uri(), req.version()).map_err(|e| GateError::BadRequest(e.0))?;
+        // Validated once; every look-up, write and the forwarded request use this context, never the raw header.
+        let ctx =
+            RequestContext::from_headers(req.headers(), id).map_err(|e| GateError::InvalidParameter(e.to_string()))?;
+        trail.workspace = ctx.workspace_name().map(str::to_owned);
         let op = approvals::classify(req.method().as_str(), &target.path)
             .or_else(|| routes::classify(req.method().as_str(), &target.path));
         if let Some(op) = op.as_ref().filter(|op| op.public || op.rpc == "CorsPreflight") {
             trail.rpc = op.rpc;
             trail.decision = "public";
             let (parts, body) = req.into_parts();
-            return self.forward(&parts, &target, OutBody::Stream(body::stream(body)), conn).await;
+            return self.forward(&parts, &ctx, &target, OutBody::Stream(body::stream(body)), conn).await;
         }
         if let Some(op) = &op {
             trail.rpc = op.rpc;
@@ -220,12 +226,12 @@ impl Gate {
                 stamps::RUN_USER_TAG
             )));
         }
-        let resource = self.enricher.resource(&self.upstream, &op, fields).await.map_err(|e| {
+        let resource = self.enricher.resource(&self.upstream, &ctx, &op, fields).await.map_err(|e| {
             tracing::error!(error = %e, "enrichment failed; denying");
             GateError::LookupFailed
         })?;
-        trail.target = resource.get("target").cloned().unwrap_or_default();
-        let workspace = parts.headers.get("x-mlflow-workspace").and_then(|v| v.to_str().ok());
+        trail.target = audit_target(&resource, &ctx);
+        let workspace = ctx.workspace_name();
         self.decide(&principal, &op, &parts.method, &target, read.json.as_ref(), workspace, &resource, trail)?;
         if workflow {
             let include_history = target.query_pairs().iter().any(|(k, v)| k == "include_history" && v == "true");
@@ -242,7 +248,7 @@ impl Gate {
                 target: &fields,
                 resource: &resource,
                 include_history,
-                request_id: id,
+                context: &ctx,
             };
             return flow.execute(call).await;
         }
@@ -254,18 +260,18 @@ impl Gate {
             None => read.out,
         };
         let upstream_started = Instant::now();
-        let resp = self.forward(&parts, &target, out, conn).await?;
+        let resp = self.forward(&parts, &ctx, &target, out, conn).await?;
         self.metrics.upstream_seconds.observe(upstream_started.elapsed());
         trail.upstream_status = Some(resp.status().as_u16());
         if !resp.status().is_success() {
             return Ok(resp);
         }
-        self.record_history(&op, &resource, &principal.sub, id).await;
+        self.record_history(&ctx, &op, &resource, &principal.sub).await;
         match self.webhooks.as_ref().filter(|_| events::produces_events(&op)) {
             Some(hooks) => {
                 let (resp, answer) = read_small_json(resp).await?;
                 for e in events::for_mutation(&op, &resource, &answer) {
-                    hooks.emit(webhook_event(e, &principal.sub, id));
+                    hooks.emit(webhook_event(e, &principal.sub, &ctx));
                 }
                 Ok(resp)
             }
@@ -273,12 +279,12 @@ impl Gate {
         }
     }
 
-    /// After MLflow confirmed a stage change or alias move, appends it to the version's history tag. The mutation
-    /// already happened, so a failure here is logged, not returned.
-    async fn record_history(&self, op: &Operation, resource: &serde_json::Value, sub: &str, id: &str) {
+    /// After MLflow confirmed a stage change or alias move, appends it to the version's history tag (in the
+    /// request's workspace). The mutation already happened, so a failure here is logged, not returned.
+    async fn record_history(&self, ctx: &RequestContext, op: &Operation, resource: &serde_json::Value, sub: &str) {
         let target = resource.get("target").and_then(|t| t.as_object());
         let Some(target) = target else { return };
-        let Some(entry) = stamps::history_entry(op, target, sub, now_ms(), id) else { return };
+        let Some(entry) = stamps::history_entry(op, target, sub, now_ms(), ctx.request_id()) else { return };
         let (Some(name), Some(version)) =
             (target_fields::field(target, "name"), target_fields::field(target, "version"))
         else {
@@ -290,7 +296,7 @@ impl Gate {
             "name": name, "version": version, "key": stamps::STAGE_HISTORY,
             "value": stamps::appended_history(&previous, entry),
         });
-        match self.upstream.call_json(Method::POST, "/api/2.0/mlflow/model-versions/set-tag", Some(&body)).await {
+        match self.upstream.call_json(ctx, Method::POST, "/api/2.0/mlflow/model-versions/set-tag", Some(&body)).await {
             Ok((status, _)) if status.is_success() => {}
             Ok((status, reply)) => tracing::error!(%status, %reply, "recording the stage history failed"),
             Err(e) => tracing::error!(error = %e, "recording the stage history failed"),
@@ -305,8 +311,11 @@ impl Gate {
             self.metrics.count_would_deny(trail.rpc);
         }
         if let (Some(hooks), "denied") = (&self.webhooks, trail.decision) {
-            let fields = serde_json::json!({"rpc": trail.rpc, "method": method.as_str(), "path": path,
+            let mut fields = serde_json::json!({"rpc": trail.rpc, "method": method.as_str(), "path": path,
                 "reasons": trail.reasons, "target": trail.target});
+            if let (Some(w), Some(f)) = (&trail.workspace, fields.as_object_mut()) {
+                f.insert(WORKSPACE_FIELD.into(), w.as_str().into());
+            }
             hooks.emit(Event {
                 event: "POLICY_DENIED".into(),
                 model_name: trail.target.get("name").and_then(|n| n.as_str()).map(str::to_owned),
@@ -421,6 +430,7 @@ impl Gate {
     async fn forward(
         &self,
         parts: &http::request::Parts,
+        ctx: &RequestContext,
         target: &Target,
         body: OutBody,
         conn: ClientConn,
@@ -431,7 +441,15 @@ impl Gate {
             .and_then(|h| h.to_str().ok())
             .or_else(|| parts.uri.authority().map(|a| a.as_str()))
             .map(str::to_owned);
-        let out = Outgoing { method: parts.method.clone(), headers: &parts.headers, target, original_host, body, conn };
+        let out = Outgoing {
+            method: parts.method.clone(),
+            headers: &parts.headers,
+            target,
+            original_host,
+            body,
+            conn,
+            context: ctx,
+        };
         self.upstream.forward(out).await
     }
 }
@@ -465,15 +483,32 @@ fn unknown_mutation<B>(req: &Request<B>, target: &Target) -> GateError {
     ))
 }
 
-/// Converts a registry event for the webhooks.
-pub fn webhook_event(e: events::RegistryEvent, sub: &str, id: &str) -> Event {
+/// The payload field (webhooks) and target field (audit, log) naming the MLflow workspace of a request that named
+/// one, so that receivers never confuse same-named models of two workspaces.
+pub const WORKSPACE_FIELD: &str = "workspace";
+
+/// Converts a registry event for the webhooks; the request's workspace becomes the payload's `workspace`.
+pub fn webhook_event(e: events::RegistryEvent, sub: &str, ctx: &RequestContext) -> Event {
+    let mut fields = e.fields;
+    if let Some(w) = ctx.workspace_name() {
+        fields.insert(WORKSPACE_FIELD.into(), w.into());
+    }
     Event {
         event: e.event.to_string(),
         model_name: e.model_name,
-        fields: e.fields,
+        fields,
         principal: Some(sub.to_string()),
-        decision_id: id.to_string(),
+        decision_id: ctx.request_id().to_string(),
     }
+}
+
+/// The target recorded in the audit log and the denial webhook: the policy's target plus the workspace, if any.
+fn audit_target(resource: &serde_json::Value, ctx: &RequestContext) -> serde_json::Value {
+    let mut target = resource.get("target").cloned().unwrap_or_default();
+    if let (Some(w), Some(t)) = (ctx.workspace_name(), target.as_object_mut()) {
+        t.insert(WORKSPACE_FIELD.into(), w.into());
+    }
+    target
 }
 
 /// Reads a (small) JSON answer from MLflow to learn what a mutation created, and rebuilds the response around the

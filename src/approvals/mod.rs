@@ -1,7 +1,8 @@
 //! Approval workflow, served by the gate itself after the policy allowed the request: Databricks-compatible
 //! transition requests (create, approve, reject, cancel, list) and comments for open-source MLflow, which has
 //! none. Same paths, fields and response shapes as Databricks' Workspace Model Registry, under `/api/2.0/mlflow/`
-//! and `/ajax-api/2.0/mlflow/`. State is kept in reserved model-version tags (see `state`).
+//! and `/ajax-api/2.0/mlflow/`. State is kept in reserved model-version tags (see `state`), read and written in the
+//! request's workspace (its `RequestContext`): an approval recorded in one workspace is not seen in another.
 
 pub mod state;
 
@@ -17,7 +18,7 @@ use crate::mlflow::routes::{Operation, Resource};
 use crate::mlflow::target::field;
 use crate::mlflow::{events, stamps};
 use crate::policy::{input, Policy};
-use crate::proxy::Upstream;
+use crate::proxy::{RequestContext, Upstream};
 use state::{kind, Activity};
 
 /// The workflow routes: (method, path after `/api/2.0/mlflow/` or `/ajax-api/2.0/mlflow/`, RPC, read-only).
@@ -117,8 +118,8 @@ pub struct Call<'a> {
     pub resource: &'a Value,
     /// Whether `include_history=true` was asked (list).
     pub include_history: bool,
-    /// The gate's request id.
-    pub request_id: &'a str,
+    /// The request's context (workspace, request id): every read and write of the workflow uses it.
+    pub context: &'a RequestContext,
 }
 
 impl Workflow<'_> {
@@ -194,13 +195,15 @@ impl Workflow<'_> {
             json!({"name": ctx.name, "version": ctx.version, "stage": stage, "archive_existing_versions": archive});
         let Value::Object(body) = body else { return Err(GateError::Internal) };
         let op = Operation::plain("TransitionModelVersionStage", false, Resource::ModelVersion);
-        let resource = self.enricher.resource(self.upstream, &op, body.clone()).await.map_err(|e| {
+        let context = ctx.call.context;
+        let resource = self.enricher.resource(self.upstream, context, &op, body.clone()).await.map_err(|e| {
             tracing::error!(error = %e, "enrichment for the approval's transition failed");
             GateError::LookupFailed
         })?;
         let path = "/api/2.0/mlflow/model-versions/transition-stage";
         let query = Map::new();
-        let facts = input::RequestFacts { method: "POST", path, query: &query, body: Some(&body), workspace: None };
+        let workspace = context.workspace_name();
+        let facts = input::RequestFacts { method: "POST", path, query: &query, body: Some(&body), workspace };
         let decision = self.policy.evaluate(input::build_rego(ctx.call.principal, &op, &facts, &resource));
         if !decision.as_ref().is_ok_and(|d| d.allow) {
             return Ok(Some(format!(
@@ -209,15 +212,17 @@ impl Workflow<'_> {
             )));
         }
         let (status, reply) =
-            self.upstream.call_json(Method::POST, path, Some(&Value::Object(body.clone()))).await.map_err(|e| {
-                tracing::error!(error = %e, "the approval's transition failed");
-                GateError::UpstreamUnavailable
-            })?;
+            self.upstream.call_json(context, Method::POST, path, Some(&Value::Object(body.clone()))).await.map_err(
+                |e| {
+                    tracing::error!(error = %e, "the approval's transition failed");
+                    GateError::UpstreamUnavailable
+                },
+            )?;
         if !status.is_success() {
             tracing::warn!(%status, %reply, "MLflow refused the approval's transition");
             return Ok(Some(format!("approval recorded; MLflow refused the transition ({status})")));
         }
-        let entry = stamps::history_entry(&op, &body, &ctx.call.principal.sub, now_ms(), ctx.call.request_id);
+        let entry = stamps::history_entry(&op, &body, &ctx.call.principal.sub, now_ms(), context.request_id());
         let previous =
             resource.pointer("/model_version/stage_history").and_then(Value::as_array).cloned().unwrap_or_default();
         if let Some(entry) = entry {
@@ -272,14 +277,14 @@ impl Workflow<'_> {
     async fn delete_comment(&self, ctx: &Ctx<'_>) -> Result<Value, GateError> {
         let a = ctx.existing_comment()?;
         let body = json!({"name": ctx.name, "version": ctx.version, "key": a.tag_key()});
-        self.call(Method::DELETE, "/api/2.0/mlflow/model-versions/delete-tag", &body).await?;
+        self.call(ctx, Method::DELETE, "/api/2.0/mlflow/model-versions/delete-tag", &body).await?;
         Ok(json!({}))
     }
 
     fn emit(&self, ctx: &Ctx<'_>, list: Vec<events::RegistryEvent>) {
         if let Some(hooks) = self.webhooks {
             for e in list {
-                hooks.emit(crate::stack::webhook_event(e, &ctx.call.principal.sub, ctx.call.request_id));
+                hooks.emit(crate::stack::webhook_event(e, &ctx.call.principal.sub, ctx.call.context));
             }
         }
     }
@@ -291,11 +296,11 @@ impl Workflow<'_> {
 
     async fn set_tag(&self, ctx: &Ctx<'_>, key: &str, value: &str) -> Result<(), GateError> {
         let body = json!({"name": ctx.name, "version": ctx.version, "key": key, "value": value});
-        self.call(Method::POST, "/api/2.0/mlflow/model-versions/set-tag", &body).await
+        self.call(ctx, Method::POST, "/api/2.0/mlflow/model-versions/set-tag", &body).await
     }
 
-    async fn call(&self, method: Method, path: &str, body: &Value) -> Result<(), GateError> {
-        match self.upstream.call_json(method, path, Some(body)).await {
+    async fn call(&self, ctx: &Ctx<'_>, method: Method, path: &str, body: &Value) -> Result<(), GateError> {
+        match self.upstream.call_json(ctx.call.context, method, path, Some(body)).await {
             Ok((status, _)) if status.is_success() => Ok(()),
             Ok((status, reply)) => {
                 tracing::error!(%status, %reply, path, "recording workflow state in MLflow failed");

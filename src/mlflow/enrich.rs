@@ -1,9 +1,11 @@
 //! Enrichment, between classification and policy: for registry mutations the gate looks up, through MLflow with its
 //! own credentials, the facts a registry policy needs (the version's stage, source, run and stamps; the model's
 //! aliases and latest versions; the source run's metrics and tags; whether the source really belongs to the run)
-//! and hands them to the policy as `input.resource`. Mutable facts are read fresh on every request; immutable ones
-//! (a logged model's source run and location, keyed by its globally unique id) are cached with moka. A failed
-//! look-up is an error, which denies: a policy never decides on half the facts.
+//! and hands them to the policy as `input.resource`. Every look-up is made in the request's workspace (its
+//! `RequestContext`), so the facts are about the object the request addresses, not a same-named one elsewhere.
+//! Mutable facts are read fresh on every request; immutable ones (a logged model's source run and location, keyed
+//! by workspace and id) are cached with moka. A failed look-up is an error, which denies: a policy never decides on
+//! half the facts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +17,7 @@ use serde_json::{json, Map, Value};
 use super::routes::{Operation, Resource};
 use super::stamps::{CREATED_BY, STAGE_HISTORY};
 use super::target::field;
-use crate::proxy::Upstream;
+use crate::proxy::{RequestContext, Upstream};
 
 /// A look-up failed (other than "does not exist").
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +43,8 @@ const WORKFLOW_RPCS: [&str; 8] = [
 
 /// Looks up the facts of registry operations.
 pub struct Enricher {
-    logged_models: Cache<String, Arc<Value>>,
+    /// Keyed by (workspace, logged model id): a look-up in another workspace must not be answered from this one.
+    logged_models: Cache<(Option<String>, String), Arc<Value>>,
 }
 
 impl Default for Enricher {
@@ -68,6 +71,7 @@ impl Enricher {
     pub async fn resource(
         &self,
         up: &Upstream,
+        ctx: &RequestContext,
         op: &Operation,
         target: Map<String, Value>,
     ) -> Result<Value, EnrichError> {
@@ -78,12 +82,15 @@ impl Enricher {
         let name = field(&target, "name");
         let version = field(&target, "version");
         let rm = match name {
-            Some(n) => get(up, "registered model", "/api/2.0/mlflow/registered-models/get", &[("name", n)]).await?,
+            Some(n) => {
+                get(up, ctx, "registered model", "/api/2.0/mlflow/registered-models/get", &[("name", n)]).await?
+            }
             None => None,
         };
         let mv = match (name, version) {
             (Some(n), Some(v)) => {
-                get(up, "model version", "/api/2.0/mlflow/model-versions/get", &[("name", n), ("version", v)]).await?
+                let query = [("name", n), ("version", v)];
+                get(up, ctx, "model version", "/api/2.0/mlflow/model-versions/get", &query).await?
             }
             _ => None,
         };
@@ -96,12 +103,12 @@ impl Enricher {
         let model_id = str_of(lineage, "model_id");
         let run = match run_id {
             Some(r) => {
-                get(up, "source run", "/api/2.0/mlflow/runs/get", &[("run_id", r)]).await?.map(|v| run_facts(&v))
+                get(up, ctx, "source run", "/api/2.0/mlflow/runs/get", &[("run_id", r)]).await?.map(|v| run_facts(&v))
             }
             None => None,
         };
         let matches = match (source, run.as_ref()) {
-            (Some(s), Some(run)) => self.source_matches_run(up, s, model_id, run).await?,
+            (Some(s), Some(run)) => self.source_matches_run(up, ctx, s, model_id, run).await?,
             _ => false,
         };
         if let (Some(alias), Some(rm)) = (field(&target, "alias"), rm.as_ref()) {
@@ -136,6 +143,7 @@ impl Enricher {
     async fn source_matches_run(
         &self,
         up: &Upstream,
+        ctx: &RequestContext,
         source: &str,
         model_id: Option<&str>,
         run: &Map<String, Value>,
@@ -156,21 +164,27 @@ impl Enricher {
             .map(|rest| rest.split('/').next().unwrap_or(rest))
             .or(model_id);
         let Some(id) = logged_id else { return Ok(false) };
-        let Some(model) = self.logged_model(up, id).await? else { return Ok(false) };
+        let Some(model) = self.logged_model(up, ctx, id).await? else { return Ok(false) };
         let from_this_run = model.get("source_run_id").and_then(Value::as_str) == Some(run_id);
         let located = source.starts_with(&format!("models:/{id}"))
             || model.get("artifact_uri").and_then(Value::as_str).is_some_and(|uri| under(source, uri));
         Ok(from_this_run && located)
     }
 
-    async fn logged_model(&self, up: &Upstream, id: &str) -> Result<Option<Arc<Value>>, EnrichError> {
-        if let Some(hit) = self.logged_models.get(id).await {
+    async fn logged_model(
+        &self,
+        up: &Upstream,
+        ctx: &RequestContext,
+        id: &str,
+    ) -> Result<Option<Arc<Value>>, EnrichError> {
+        let key = (ctx.workspace_name().map(str::to_owned), id.to_string());
+        if let Some(hit) = self.logged_models.get(&key).await {
             return Ok(Some(hit));
         }
         let path = format!("/api/2.0/mlflow/logged-models/{}", encode_segment(id));
-        let Some(v) = get(up, "logged model", &path, &[]).await? else { return Ok(None) };
+        let Some(v) = get(up, ctx, "logged model", &path, &[]).await? else { return Ok(None) };
         let info = Arc::new(v.pointer("/model/info").cloned().unwrap_or(Value::Null));
-        self.logged_models.insert(id.to_string(), info.clone()).await;
+        self.logged_models.insert(key, info.clone()).await;
         Ok(Some(info))
     }
 }
@@ -188,15 +202,21 @@ fn str_of<'a>(m: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
     m.get(k).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
-/// GET a JSON document from MLflow; `None` when MLflow says it does not exist.
-async fn get(up: &Upstream, what: &str, path: &str, query: &[(&str, &str)]) -> Result<Option<Value>, EnrichError> {
+/// GET a JSON document from MLflow, in the request's workspace; `None` when MLflow says it does not exist.
+async fn get(
+    up: &Upstream,
+    ctx: &RequestContext,
+    what: &str,
+    path: &str,
+    query: &[(&str, &str)],
+) -> Result<Option<Value>, EnrichError> {
     let mut pq = path.to_string();
     if !query.is_empty() {
         let q = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(query).finish();
         pq = format!("{pq}?{q}");
     }
     let fail = |detail: String| EnrichError { what: what.to_string(), detail };
-    let (status, body) = up.call_json(Method::GET, &pq, None).await.map_err(fail)?;
+    let (status, body) = up.call_json(ctx, Method::GET, &pq, None).await.map_err(fail)?;
     match status {
         StatusCode::OK => Ok(Some(body)),
         StatusCode::NOT_FOUND => Ok(None),

@@ -21,7 +21,9 @@ pub struct RequestFacts<'a> {
     pub query: &'a Map<String, Value>,
     /// The parsed JSON body, when the request has one the gate reads.
     pub body: Option<&'a Map<String, Value>>,
-    /// The `X-MLFLOW-WORKSPACE` header (the MLflow tenant the request addresses), when sent.
+    /// The MLflow workspace the request addresses: its `X-MLFLOW-WORKSPACE` header, validated (one value, a valid
+    /// workspace name) and exactly what is forwarded; `None` when not sent (MLflow's default workspace). Every fact
+    /// in `resource` was looked up in this workspace.
     pub workspace: Option<&'a str>,
 }
 

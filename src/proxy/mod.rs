@@ -2,6 +2,7 @@
 //! canonical path the policy saw and either the body it evaluated or the client's body streamed unbuffered; the
 //! response streams back.
 
+pub mod context;
 pub mod headers;
 
 use std::time::Duration;
@@ -15,6 +16,7 @@ use crate::body::{self, GateBody};
 use crate::config::UpstreamConfig;
 use crate::error::GateError;
 use crate::mlflow::canon::Target;
+pub use context::{RequestContext, Workspace};
 pub use headers::ClientConn;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
@@ -76,6 +78,8 @@ pub struct Outgoing<'a> {
     pub body: OutBody,
     /// The client connection.
     pub conn: ClientConn,
+    /// The request's context: its validated workspace replaces the client's header.
+    pub context: &'a RequestContext,
 }
 
 impl Upstream {
@@ -112,6 +116,7 @@ impl Upstream {
     pub async fn forward(&self, out: Outgoing<'_>) -> Result<Response<GateBody>, GateError> {
         let uri = self.uri(out.target)?;
         let mut headers = headers::for_upstream(out.headers, out.conn, out.original_host.as_deref(), &self.host);
+        out.context.apply_workspace(&mut headers);
         // The deadline counts from the end of the request body: an upload takes as long as it takes.
         let (sent_tx, sent_rx) = tokio::sync::oneshot::channel::<()>();
         let body = match out.body {
@@ -170,10 +175,12 @@ impl Upstream {
             .build()
     }
 
-    /// The gate's own JSON call to MLflow (look-ups and stamps), with the configured service credentials. Returns
-    /// the status and the parsed body (`null` when the body is not JSON).
+    /// The gate's own JSON call to MLflow (look-ups and stamps), with the configured service credentials, in the
+    /// workspace of the request it is made for (and its request id). Returns the status and the parsed body (`null`
+    /// when the body is not JSON).
     pub async fn call_json(
         &self,
+        ctx: &RequestContext,
         method: Method,
         path_and_query: &str,
         body: Option<&serde_json::Value>,
@@ -187,6 +194,7 @@ impl Upstream {
         h.insert(http::header::HOST, self.host.clone());
         h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(http::header::USER_AGENT, HeaderValue::from_static("mlflow-gate"));
+        ctx.apply(h);
         if let Some(auth) = &self.service_authorization {
             h.insert(http::header::AUTHORIZATION, auth.clone());
         }

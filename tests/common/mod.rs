@@ -44,6 +44,8 @@ pub struct Behaviour {
     pub count_only: bool,
     /// Answer every GET with 500 (the gate's look-ups fail).
     pub fail_gets: bool,
+    /// JSON answers by path (any method); other paths get `{}`.
+    pub answers: Vec<(&'static str, &'static str)>,
 }
 
 /// A recording upstream on 127.0.0.1:0.
@@ -141,6 +143,10 @@ async fn record(
     }
     if b.fail_gets && parts.method == Method::GET {
         return Response::builder().status(500).body(Full::new(Bytes::from_static(b"boom")).boxed()).unwrap();
+    }
+    if let Some((_, answer)) = b.answers.iter().find(|(path, _)| *path == parts.uri.path()) {
+        let body = Full::new(Bytes::from_static(answer.as_bytes())).boxed();
+        return Response::builder().header("content-type", "application/json").body(body).unwrap();
     }
     if parts.method == Method::GET && parts.uri.path().ends_with("/big.bin") && b.big_bytes > 0 {
         let chunk = Bytes::from(vec![b'x'; 1 << 20]);
