@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,14 +153,14 @@ def read_addr(path: Path) -> str | None:
 # Servers
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory) -> Iterator[Server]:
-    """A real `mlflow server` (sqlite, served artifacts, one worker, no job runner) on a free port."""
-    tmp = tmp_path_factory.mktemp("mlflow")
+@contextmanager
+def mlflow_process(tmp: Path, *options: str) -> Iterator[Server]:
+    """A real `mlflow server` (sqlite, served artifacts, one worker, no job runner) on a free port, with further
+    server `options` (e.g. `--enable-workspaces`); stopped on exit."""
     port = free_port()
     cmd = [str(MLFLOW_BIN), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     cmd += ["--backend-store-uri", f"sqlite:///{tmp}/mlflow.db"]
-    cmd += ["--serve-artifacts", "--artifacts-destination", str(tmp / "artifacts")]
+    cmd += ["--serve-artifacts", "--artifacts-destination", str(tmp / "artifacts"), *options]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     server = Server(f"http://127.0.0.1:{port}", tmp / "mlflow.log")
     proc = start(cmd, server.log, env=env, cwd=tmp)
@@ -168,6 +169,13 @@ def mlflow_server(tmp_path_factory) -> Iterator[Server]:
         yield server
     finally:
         stop(proc)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> Iterator[Server]:
+    """A real `mlflow server` (sqlite, served artifacts, one worker, no job runner) on a free port."""
+    with mlflow_process(tmp_path_factory.mktemp("mlflow")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -206,15 +214,15 @@ dir = {json.dumps(str(REPO / "policies"))}
 """
 
 
-@pytest.fixture(scope="session")
-def gate(mlflow_server: Server, gate_keys: GateKeys, tmp_path_factory) -> Iterator[Server]:
-    """The gate on port 0 in front of `mlflow_server`, with the repository's policies."""
-    tmp = tmp_path_factory.mktemp("gate")
+@contextmanager
+def gate_process(tmp: Path, config_text: str, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """`mlflow-gate serve` on port 0 with this configuration (written to `tmp`), once it answers /health; stopped
+    on exit. `env` adds to the environment (e.g. a webhook secret)."""
     config, addr_file, log = tmp / "gate.toml", tmp / "gate.addr", tmp / "gate.log"
-    config.write_text(gate_config(mlflow_server.url, gate_keys.jwks))
+    config.write_text(config_text)
     if not GATE_BIN.is_file():
         pytest.fail(f"gate binary {GATE_BIN} not found: run `cargo build` or set MLFLOW_GATE_BIN")
-    env = {"RUST_LOG": "info", **os.environ}
+    env = {"RUST_LOG": "info", **os.environ, **(env or {})}
     proc = start([str(GATE_BIN), "serve", "--config", str(config), "--addr-file", str(addr_file)], log, env=env)
     try:
         addr = wait_for(lambda: read_addr(addr_file), "gate addr file", proc, log, 30)
@@ -223,6 +231,13 @@ def gate(mlflow_server: Server, gate_keys: GateKeys, tmp_path_factory) -> Iterat
         yield Server(url, log)
     finally:
         stop(proc)
+
+
+@pytest.fixture(scope="session")
+def gate(mlflow_server: Server, gate_keys: GateKeys, tmp_path_factory) -> Iterator[Server]:
+    """The gate on port 0 in front of `mlflow_server`, with the repository's policies."""
+    with gate_process(tmp_path_factory.mktemp("gate"), gate_config(mlflow_server.url, gate_keys.jwks)) as server:
+        yield server
 
 
 @pytest.hookimpl(hookwrapper=True)
