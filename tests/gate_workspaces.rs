@@ -26,8 +26,8 @@ fn registry() -> Behaviour {
             ),
             (
                 "/api/2.0/mlflow/runs/get",
-                r#"{"run": {"info": {"run_id": "r1", "user_id": "alice", "artifact_uri": "mlflow-artifacts:/1/r1/artifacts"},
-                    "data": {}}}"#,
+                r#"{"run": {"info": {"run_id": "r1", "user_id": "alice",
+                    "artifact_uri": "mlflow-artifacts:/1/r1/artifacts"}, "data": {}}}"#,
             ),
             (LOGGED_MODEL, r#"{"model": {"info": {"model_id": "m-abc123", "source_run_id": "r1"}}}"#),
         ],
