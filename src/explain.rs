@@ -10,7 +10,7 @@ use crate::auth::Principal;
 use crate::mlflow::enrich::Enricher;
 use crate::mlflow::{canon, params, routes, stamps, target};
 use crate::policy::input;
-use crate::proxy::{RequestContext, Upstream};
+use crate::proxy::{RequestContext, Upstream, Workspace};
 
 /// The result of explaining a request.
 #[derive(Debug)]
@@ -21,15 +21,21 @@ pub struct Explanation {
     pub input: Option<Value>,
 }
 
-/// Explains a request for `principal`. `upstream` enables live look-ups of registry facts.
+/// Explains a request for `principal`, sent with `workspace` as its `X-MLFLOW-WORKSPACE` header (validated as when
+/// serving). `upstream` enables live look-ups of registry facts, made in that workspace.
 pub async fn explain(
     method: &str,
     path_and_query: &str,
     body: Option<&str>,
     principal: &Principal,
+    workspace: Option<&str>,
     upstream: Option<&Upstream>,
 ) -> Explanation {
     let refused = |why: String| Explanation { operation: Err(why), input: None };
+    let ctx = match workspace.map(Workspace::parse).transpose() {
+        Ok(w) => RequestContext::new("explain", w),
+        Err(e) => return refused(format!("400: {e}")),
+    };
     let Ok(method) = Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
         return refused(format!("{method} is not an HTTP method"));
     };
@@ -71,8 +77,7 @@ pub async fn explain(
         return refused(format!("403: the tag {key:?} is reserved for mlflow-gate"));
     }
     let resource = match upstream {
-        // The CLI explains requests without a workspace header: look-ups go to MLflow's default workspace.
-        Some(up) => match Enricher::new().resource(up, &RequestContext::new("explain", None), &op, fields).await {
+        Some(up) => match Enricher::new().resource(up, &ctx, &op, fields).await {
             Ok(r) => r,
             Err(e) => return refused(format!("503: {e}")),
         },
@@ -84,7 +89,7 @@ pub async fn explain(
         path: &t.path,
         query: &query,
         body: json.as_ref(),
-        workspace: None,
+        workspace: ctx.workspace_name(),
     };
     let doc = input::build(principal, &op, &facts, resource);
     Explanation { operation: Ok(op), input: Some(doc) }
@@ -110,6 +115,7 @@ mod tests {
             "/ajax-api/2.0/mlflow/model-versions/transition-stage",
             Some(body),
             &principal("alice", &[]),
+            Some("team"),
             None,
         )
         .await;
@@ -118,14 +124,17 @@ mod tests {
         assert_eq!(input["resource"]["target"]["stage"], "Production");
         assert_eq!(input["resource"]["target"]["version"], "7");
         assert_eq!(input["request"]["body"]["archive_existing_versions"], true);
+        assert_eq!(input["request"]["workspace"], "team");
     }
 
     #[tokio::test]
     async fn refusals_say_why() {
         let p = principal("alice", &[]);
-        let e = explain("POST", "/api/2.0/mlflow/registered-models/obliterate", Some("{}"), &p, None).await;
+        let e = explain("POST", "/api/2.0/mlflow/registered-models/obliterate", Some("{}"), &p, None, None).await;
         assert!(e.operation.is_err_and(|w| w.starts_with("403")));
-        let e = explain("POST", "//api/2.0/mlflow/registered-models/create", Some("{}"), &p, None).await;
+        let e = explain("POST", "//api/2.0/mlflow/registered-models/create", Some("{}"), &p, None, None).await;
         assert!(e.operation.is_err_and(|w| w.starts_with("400")));
+        let e = explain("GET", "/api/2.0/mlflow/experiments/search", None, &p, Some("Team"), None).await;
+        assert!(e.operation.is_err_and(|w| w.starts_with("400") && w.contains("X-MLFLOW-WORKSPACE")));
     }
 }

@@ -50,6 +50,9 @@ enum Command {
         /// With a gate config: look up registry facts in the live MLflow and show the policy's decision.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The MLflow workspace (as the X-MLFLOW-WORKSPACE header); facts are looked up there.
+        #[arg(long)]
+        workspace: Option<String>,
     },
     /// Ask for a model version to be moved to a stage (a Databricks-style transition request).
     RequestTransition {
@@ -214,8 +217,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config, addr_file } => serve(&config, addr_file.as_deref()),
         Command::Check { config } => check(&config),
-        Command::Explain { method, path, body, sub, groups, config } => {
-            explain(&method, &path, body.as_deref(), &sub, &groups, config.as_deref())
+        Command::Explain { method, path, body, sub, groups, config, workspace } => {
+            explain(&method, &path, body.as_deref(), &sub, &groups, config.as_deref(), workspace.as_deref())
         }
         Command::RequestTransition { gate, version, stage, comment } => workflow(
             &gate,
@@ -345,7 +348,15 @@ fn check(config_path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn explain(method: &str, path: &str, body: Option<&str>, sub: &str, groups: &str, config: Option<&Path>) -> Result<()> {
+fn explain(
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    sub: &str,
+    groups: &str,
+    config: Option<&Path>,
+    workspace: Option<&str>,
+) -> Result<()> {
     let groups: Vec<String> = groups.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_owned).collect();
     let principal = mlflow_gate::explain::principal(sub, &groups);
     let config = config.map(Config::load).transpose()?;
@@ -355,7 +366,7 @@ fn explain(method: &str, path: &str, body: Option<&str>, sub: &str, groups: &str
             Some(c) => Some(mlflow_gate::proxy::Upstream::new(&c.upstream).map_err(anyhow::Error::msg)?),
             None => None,
         };
-        let e = mlflow_gate::explain::explain(method, path, body, &principal, upstream.as_ref()).await;
+        let e = mlflow_gate::explain::explain(method, path, body, &principal, workspace, upstream.as_ref()).await;
         match &e.operation {
             Ok(op) => println!(
                 "operation: {} (read_only: {}, resource: {}, public: {}, server_side_job: {})",
