@@ -167,7 +167,10 @@ mod tests {
     #[test]
     fn only_clean_served_paths_are_listed() {
         assert_eq!(served_path("mlflow-artifacts:/1/models/m-1/artifacts").as_deref(), Some("1/models/m-1/artifacts"));
-        assert_eq!(served_path("mlflow-artifacts://gate:5000/1/r/artifacts/model/").as_deref(), Some("1/r/artifacts/model"));
+        assert_eq!(
+            served_path("mlflow-artifacts://gate:5000/1/r/artifacts/model/").as_deref(),
+            Some("1/r/artifacts/model")
+        );
         assert_eq!(served_path("s3://bucket/1/models/m-1"), None);
         assert_eq!(served_path("mlflow-artifacts:/1/../2"), None);
         assert_eq!(served_path("mlflow-artifacts:/1//2"), None);
