@@ -92,6 +92,7 @@ fx_facts(version, stage, creator, run, approvals, target) := {
 	"model_version": fx_version(version, stage, creator, run.run_id),
 	"source_run": run,
 	"source_matches_run": true,
+	"lineage": {"verified": true, "kind": "run", "run_owner": creator, "logged_model_creator": null, "reason": null},
 	"approvals": approvals,
 }
 

@@ -89,6 +89,23 @@ gate_violations contains violation(
 	not input.resource.source_matches_run == true
 }
 
+# Located is not enough: the files must provably be the run owner's output, judged on facts no client can write
+# (the gate's creator stamp on a logged model, the gate-stamped run owner). Anyone can log a model naming someone
+# else's run as its source run.
+gate_violations contains violation(
+	"gate.lineage",
+	sprintf("the lineage of version %s of %s cannot be verified: %s", [version_label, model_name, lineage_reason]),
+) if {
+	has_source_run
+	input.resource.source_matches_run == true
+	not input.resource.lineage.verified == true
+}
+
+lineage_reason := r if {
+	r := input.resource.lineage.reason
+	is_string(r)
+} else := "the gate has no lineage facts for it"
+
 gate_violations contains violation(
 	"gate.required_tag",
 	sprintf("run %s of %s version %s lacks the required tag %s", [source_run_label, model_name, version_label, tag]),

@@ -262,6 +262,26 @@ test_the_source_must_belong_to_its_run if {
 	d.reasons == ["the source of version 2 of fraud-detector does not belong to its run r2"]
 }
 
+test_a_source_not_provably_the_run_owners_output_fails_the_gate if {
+	facts := fx_v2(fx_run("r2", 0.9))
+	borrowed := {
+		"verified": false, "kind": "logged_model", "run_owner": "alice", "logged_model_creator": "mallory",
+		"reason": "the source's logged model m-1 was created by mallory, not by alice who owns run r2",
+	}
+	d := decision with input as fx_to_staging(fx_alice, object.union(facts, {"lineage": borrowed}))
+	not d.allow
+	d.reasons == [concat("", [
+		"the lineage of version 2 of fraud-detector cannot be verified: ",
+		"the source's logged model m-1 was created by mallory, not by alice who owns run r2",
+	])]
+	every patch in [{"lineage": {"verified": "true"}}, {"lineage": null}] {
+		d2 := decision with input as fx_to_staging(fx_alice, object.union(facts, patch))
+		d2.reasons == ["the lineage of version 2 of fraud-detector cannot be verified: the gate has no lineage facts for it"]
+	}
+	d3 := decision with input as fx_to_staging(fx_alice, object.remove(facts, ["lineage"]))
+	not d3.allow
+}
+
 test_every_gate_failure_is_reported_sorted if {
 	run := {"run_id": "r2", "metrics": {"val_auc": 0.5}, "tags": {}}
 	d := decision with input as fx_to_staging(fx_alice, object.union(fx_v2(run), {"source_matches_run": false}))

@@ -115,6 +115,11 @@ fn facts(base: &Value) -> Vec<(&'static str, Value)> {
     add("in None", &|r| r["model_version"]["current_stage"] = json!("None"));
     add("no source run", &|r| r["source_run"] = Value::Null);
     add("source mismatch", &|r| r["source_matches_run"] = json!(false));
+    add("lineage unverified", &|r| {
+        r["lineage"] = json!({"verified": false, "kind": "logged_model", "run_owner": "alice",
+            "logged_model_creator": "mallory", "reason": "created by mallory"})
+    });
+    add("no lineage", &|r| r["lineage"] = Value::Null);
     add("low metric", &|r| r["source_run"]["metrics"]["val_auc"] = json!(0.7));
     add("string metric", &|r| r["source_run"]["metrics"]["val_auc"] = json!("0.9"));
     add("no metrics", &|r| r["source_run"]["metrics"] = json!({}));

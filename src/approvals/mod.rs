@@ -59,6 +59,13 @@ pub fn prepare_target(op: &Operation, target: &mut Map<String, Value>) -> Result
     Ok(())
 }
 
+/// Whether a version (its facts, tags flattened) carries a recorded approval: only then do the policy's facts
+/// need the fingerprint of its files.
+pub fn has_approvals(model_version: &Map<String, Value>) -> bool {
+    let tags = model_version.get("tags").and_then(Value::as_object);
+    tags.is_some_and(|t| state::activities(t).iter().any(|a| a.activity_type == state::kind::APPROVED))
+}
+
 /// The facts a policy needs about the workflow of a version: approvals (with validity), open requests, and the
 /// activity a request acts on (a comment being edited).
 pub fn policy_facts(

@@ -125,9 +125,10 @@ pub fn open_requests(list: &[Activity]) -> Vec<&Activity> {
         .collect()
 }
 
-/// What an approval vouches for: the version's lineage and its source run's metrics, params and user tags. If any
-/// of these changes after the approval, the approval is void. (MLflow system tags `mlflow.*` are left out: MLflow
-/// itself updates some of them.)
+/// What an approval vouches for: the version's lineage, its files (the digest of their listing and of the content
+/// of small files, `model_version.files`, see `mlflow::files`) and its source run's metrics, params and user tags.
+/// If any of these changes after the approval, the approval is void. (MLflow system tags `mlflow.*` are left out:
+/// MLflow itself updates some of them.)
 pub fn fingerprint(model_version: &Map<String, Value>, source_run: Option<&Map<String, Value>>) -> String {
     let run = source_run.cloned().unwrap_or_default();
     let user_tags: Map<String, Value> = run
@@ -139,6 +140,7 @@ pub fn fingerprint(model_version: &Map<String, Value>, source_run: Option<&Map<S
         "source": model_version.get("source"),
         "run_id": model_version.get("run_id"),
         "model_id": model_version.get("model_id"),
+        "files": model_version.get("files").and_then(|f| f.get("digest")),
         "metrics": sorted(run.get("metrics")),
         "params": sorted(run.get("params")),
         "tags": sorted(Some(&Value::Object(user_tags))),
@@ -239,5 +241,20 @@ mod tests {
         let mut demoted = mv.clone();
         demoted.insert("current_stage".into(), json!("Archived"));
         assert_eq!(valid(&run, &demoted), json!(false));
+    }
+
+    #[test]
+    fn approvals_are_void_once_the_files_change() {
+        let mv = |digest: &str| {
+            json!({"source": "models:/m-1", "run_id": "r", "current_stage": "Staging",
+                "files": {"digest": digest, "count": 5, "listed": true}})
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+        };
+        let mut approval = act("a1", kind::APPROVED, Some("r1"), 3);
+        approval.fingerprint = Some(fingerprint(&mv("d1"), None));
+        assert_eq!(approvals_for_policy(&[approval.clone()], &mv("d1"), None)[0]["valid"], json!(true));
+        assert_eq!(approvals_for_policy(&[approval], &mv("d2"), None)[0]["valid"], json!(false));
     }
 }

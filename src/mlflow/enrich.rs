@@ -15,7 +15,7 @@ use moka::future::Cache;
 use serde_json::{json, Map, Value};
 
 use super::routes::{Operation, Resource};
-use super::stamps::{CREATED_BY, STAGE_HISTORY};
+use super::stamps::{CREATED_BY, RUN_USER_TAG, STAGE_HISTORY};
 use super::target::field;
 use crate::proxy::{RequestContext, Upstream};
 
@@ -27,6 +27,53 @@ pub struct EnrichError {
     pub what: String,
     /// Why it failed (logged, never sent to the client).
     pub detail: String,
+}
+
+/// Whether a version's files provably are its source run owner's output (see [`Enricher::lineage`]). For the
+/// policy: `{"verified", "kind", "run_owner", "logged_model_creator", "reason"}`.
+#[derive(Debug, Default)]
+struct Lineage {
+    located: bool,
+    verified: bool,
+    kind: &'static str,
+    run_owner: Option<String>,
+    logged_model_creator: Option<String>,
+    reason: Option<String>,
+}
+
+impl Lineage {
+    /// Verified when the run has an owner and, for a logged model, the model's stamped creator is that owner.
+    fn verify_owner(mut self, run_id: &str, logged_model: Option<(&str, Option<String>)>) -> Lineage {
+        let Some(owner) = self.run_owner.clone() else {
+            self.reason = Some(format!("run {run_id} has no owner (no mlflow.user tag stamped by the gate)"));
+            return self;
+        };
+        match logged_model {
+            Some((id, None)) => {
+                self.reason = Some(format!(
+                    "the source's logged model {id} has no creator stamp (it was not created through mlflow-gate), \
+                     so it cannot be shown to be the output of run {run_id}'s owner {owner}"
+                ));
+            }
+            Some((id, Some(creator))) if creator != owner => {
+                self.reason = Some(format!(
+                    "the source's logged model {id} was created by {creator}, not by {owner} who owns run {run_id}"
+                ));
+            }
+            _ => self.verified = true,
+        }
+        self
+    }
+
+    fn to_json(&self) -> Value {
+        json!({"verified": self.verified, "kind": if self.kind.is_empty() { Value::Null } else { json!(self.kind) },
+            "run_owner": self.run_owner, "logged_model_creator": self.logged_model_creator, "reason": self.reason})
+    }
+}
+
+/// The gate's creator stamp on a logged model (`info.tags`, a list of `{key, value}`).
+fn logged_model_creator(info: &Value) -> Option<String> {
+    kv_map(info.get("tags"), "key", "value").get(CREATED_BY).and_then(Value::as_str).map(str::to_owned)
 }
 
 /// RPCs of the transition-request workflow, which act on a model version.
@@ -107,10 +154,16 @@ impl Enricher {
             }
             None => None,
         };
-        let matches = match (source, run.as_ref()) {
-            (Some(s), Some(run)) => self.source_matches_run(up, ctx, s, model_id, run).await?,
-            _ => false,
+        let lineage = match (source, run.as_ref()) {
+            (Some(s), Some(run)) => self.lineage(up, ctx, s, model_id, run).await?,
+            _ => Lineage::default(),
         };
+        let mut mv = mv;
+        if let (Some(mv), Some(n), Some(v)) = (mv.as_mut(), name, version) {
+            if op.rpc == "ApproveTransitionRequest" || crate::approvals::has_approvals(mv) {
+                mv.insert("files".into(), super::files::version_files(up, ctx, n, v).await?);
+            }
+        }
         if let (Some(alias), Some(rm)) = (field(&target, "alias"), rm.as_ref()) {
             if let Some(v) = rm.get("aliases").and_then(|a| a.get(alias)) {
                 res.insert("alias_holder".into(), json!({"alias": alias, "version": v}));
@@ -123,7 +176,8 @@ impl Enricher {
         if let Some(activity) = workflow.get("activity") {
             res.insert("activity".into(), activity.clone());
         }
-        res.insert("source_matches_run".into(), Value::Bool(matches));
+        res.insert("source_matches_run".into(), Value::Bool(lineage.located));
+        res.insert("lineage".into(), lineage.to_json());
         if let Some(rm) = rm {
             res.insert("registered_model".into(), Value::Object(rm));
         }
@@ -137,38 +191,64 @@ impl Enricher {
         Ok(Value::Object(res))
     }
 
-    /// Whether `source` belongs to the run: `runs:/<run_id>/...`, a path under the run's artifact location, or a
-    /// logged model (`models:/m-<id>`, or the version's `model_id` with a source under the model's location) whose
-    /// source run is this run. Anything with `..` or a backslash never matches.
-    async fn source_matches_run(
+    /// Whether `source` belongs to the run, and whether that is provable from facts a client cannot write.
+    ///
+    /// Located: `runs:/<run_id>/...`, a path under the run's artifact location, or a logged model (`models:/m-<id>`,
+    /// or the version's `model_id` with a source under the model's location) whose source run is this run. Anything
+    /// with `..` or a backslash is never located.
+    ///
+    /// Verified (the run owner's own output): the run has an owner (`mlflow.user`, which the gate stamps from the
+    /// token at creation and lets no client change), and either the files are in the run's own directory (only the
+    /// run's owner may write there) or the logged model was created, by the gate's stamp, by the run's owner (anyone
+    /// can create a logged model naming someone else's run as its `source_run_id`).
+    async fn lineage(
         &self,
         up: &Upstream,
         ctx: &RequestContext,
         source: &str,
         model_id: Option<&str>,
         run: &Map<String, Value>,
-    ) -> Result<bool, EnrichError> {
+    ) -> Result<Lineage, EnrichError> {
         let run_id = str_of(run, "run_id").unwrap_or_default();
+        let owner = run.get("tags").and_then(|t| t.get(RUN_USER_TAG)).and_then(Value::as_str).filter(|s| !s.is_empty());
+        let mut l = Lineage { run_owner: owner.map(str::to_owned), ..Lineage::default() };
         if run_id.is_empty() || source.contains('\\') || source.split('/').any(|s| s == "..") {
-            return Ok(false);
+            l.reason = Some(format!("the source {source:?} is not a location inside run {run_id}"));
+            return Ok(l);
         }
-        if source == format!("runs:/{run_id}") || source.starts_with(&format!("runs:/{run_id}/")) {
-            return Ok(true);
-        }
-        if str_of(run, "artifact_uri").is_some_and(|uri| under(source, uri)) {
-            return Ok(true);
+        let in_run_dir = source == format!("runs:/{run_id}")
+            || source.starts_with(&format!("runs:/{run_id}/"))
+            || str_of(run, "artifact_uri").is_some_and(|uri| under(source, uri));
+        if in_run_dir {
+            l.located = true;
+            l.kind = "run";
+            return Ok(l.verify_owner(run_id, None));
         }
         let logged_id = source
             .strip_prefix("models:/")
             .filter(|rest| rest.starts_with("m-"))
             .map(|rest| rest.split('/').next().unwrap_or(rest))
             .or(model_id);
-        let Some(id) = logged_id else { return Ok(false) };
-        let Some(model) = self.logged_model(up, ctx, id).await? else { return Ok(false) };
+        let Some(id) = logged_id else {
+            l.reason = Some(format!("the source {source:?} is neither in run {run_id} nor a logged model of it"));
+            return Ok(l);
+        };
+        let Some(model) = self.logged_model(up, ctx, id).await? else {
+            l.reason = Some(format!("the source's logged model {id} does not exist"));
+            return Ok(l);
+        };
         let from_this_run = model.get("source_run_id").and_then(Value::as_str) == Some(run_id);
         let located = source.starts_with(&format!("models:/{id}"))
             || model.get("artifact_uri").and_then(Value::as_str).is_some_and(|uri| under(source, uri));
-        Ok(from_this_run && located)
+        l.kind = "logged_model";
+        l.logged_model_creator = logged_model_creator(&model);
+        if !(from_this_run && located) {
+            l.reason = Some(format!("the source's logged model {id} was not logged from run {run_id}"));
+            return Ok(l);
+        }
+        l.located = true;
+        let creator = l.logged_model_creator.clone();
+        Ok(l.verify_owner(run_id, Some((id, creator))))
     }
 
     async fn logged_model(

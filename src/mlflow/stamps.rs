@@ -45,8 +45,10 @@ pub fn reserved_tag_write(
     let is_reserved = |k: &str| k.to_ascii_lowercase().starts_with(RESERVED_PREFIX);
     let is_run_user = |k: &str| k.eq_ignore_ascii_case(RUN_USER_TAG);
     let reserved = |k: &str| is_reserved(k) || (is_run_user(k) && op.rpc != "CreateRun");
-    if TAG_WRITES.contains(&op.rpc) {
-        if let Some(key) = target.get("key").and_then(Value::as_str).filter(|k| reserved(k)) {
+    if TAG_WRITES.contains(&op.rpc) || op.rpc == "DeleteLoggedModelTag" {
+        // DeleteLoggedModelTag names its key in the path (`tags/<tag_key>`).
+        let key = target.get("key").or_else(|| target.get("tag_key")).and_then(Value::as_str);
+        if let Some(key) = key.filter(|k| reserved(k)) {
             return Some(key.to_string());
         }
     }
@@ -61,7 +63,7 @@ pub fn reserved_tag_write(
 /// versions; the run's `user_id` and `mlflow.user` tag on new runs (replacing whatever the client claimed).
 pub fn stamp_request(op: &Operation, body: &mut Map<String, Value>, sub: &str, now_ms: u64) {
     match op.rpc {
-        "CreateRegisteredModel" => push_tags(body, &[(CREATED_BY, sub.to_string())], &[]),
+        "CreateRegisteredModel" | "CreateLoggedModel" => push_tags(body, &[(CREATED_BY, sub.to_string())], &[]),
         "CreateModelVersion" => {
             push_tags(body, &[(CREATED_BY, sub.to_string()), (CREATED_AT, now_ms.to_string())], &[])
         }
@@ -147,6 +149,17 @@ mod tests {
         stamp_request(&op("CreateRun"), &mut run, "alice", 5);
         assert_eq!(run["user_id"], "alice");
         assert_eq!(run["tags"], json!([{"key": "x", "value": "y"}, {"key": "mlflow.user", "value": "alice"}]));
+        let mut logged = obj(json!({"experiment_id": "1", "source_run_id": "r1"}));
+        stamp_request(&op("CreateLoggedModel"), &mut logged, "alice", 5);
+        assert_eq!(logged["tags"], json!([{"key": CREATED_BY, "value": "alice"}]));
+    }
+
+    #[test]
+    fn a_logged_model_creator_stamp_cannot_be_deleted_through_the_path() {
+        let t = obj(json!({"model_id": "m-1", "tag_key": "mlflow_gate.created_by"}));
+        assert!(reserved_tag_write(&op("DeleteLoggedModelTag"), &t, None).is_some());
+        let t = obj(json!({"model_id": "m-1", "tag_key": "team"}));
+        assert!(reserved_tag_write(&op("DeleteLoggedModelTag"), &t, None).is_none());
     }
 
     #[test]

@@ -186,6 +186,8 @@ fn create_model_version() -> Sample {
             "registered_model": registered_model(),
             "source_run": source_run(),
             "source_matches_run": true,
+            "lineage": {"verified": true, "kind": "run", "run_owner": "alice", "logged_model_creator": null,
+                "reason": null},
         }),
     }
 }
@@ -215,6 +217,8 @@ fn production_transition() -> Sample {
             },
             "source_run": source_run(),
             "source_matches_run": true,
+            "lineage": {"verified": true, "kind": "run", "run_owner": "alice", "logged_model_creator": null,
+                "reason": null},
             "approvals": [{"approver": "bob", "stage": "Production", "at": 1_795_700_100_000u64, "valid": true}],
         }),
     }

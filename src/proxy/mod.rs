@@ -7,6 +7,7 @@ pub mod headers;
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -185,9 +186,31 @@ impl Upstream {
         path_and_query: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<(http::StatusCode, serde_json::Value), String> {
-        let uri = self.uri_for(path_and_query).map_err(|e| e.to_string())?;
         let bytes = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut req = Request::new(body::full(bytes));
+        let (status, bytes) = self.call(ctx, method, path_and_query, bytes, 16 * 1024 * 1024).await?;
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)))
+    }
+
+    /// The gate's own GET of raw bytes from MLflow (artifact files it fingerprints), at most `limit` bytes.
+    pub async fn get_bytes(
+        &self,
+        ctx: &RequestContext,
+        path_and_query: &str,
+        limit: usize,
+    ) -> Result<(http::StatusCode, Bytes), String> {
+        self.call(ctx, Method::GET, path_and_query, String::new(), limit).await
+    }
+
+    async fn call(
+        &self,
+        ctx: &RequestContext,
+        method: Method,
+        path_and_query: &str,
+        body: String,
+        limit: usize,
+    ) -> Result<(http::StatusCode, Bytes), String> {
+        let uri = self.uri_for(path_and_query).map_err(|e| e.to_string())?;
+        let mut req = Request::new(body::full(body));
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         let h = req.headers_mut();
@@ -203,11 +226,11 @@ impl Upstream {
             .map_err(|_| format!("{path_and_query}: MLflow did not answer in time"))?
             .map_err(|e| format!("{path_and_query}: {e}"))?;
         let status = resp.status();
-        let limited = http_body_util::Limited::new(resp.into_body(), 16 * 1024 * 1024);
+        let limited = http_body_util::Limited::new(resp.into_body(), limit);
         let bytes = http_body_util::BodyExt::collect(limited)
             .await
             .map_err(|e| format!("{path_and_query}: reading the response failed: {e}"))?
             .to_bytes();
-        Ok((status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)))
+        Ok((status, bytes))
     }
 }
