@@ -87,7 +87,7 @@ pub enum Problem {
         seq: u64,
     },
     /// The files do not begin at the genesis record or at the checkpoint given.
-    #[error("{at}: {missing} missing (deleted from the start): the files begin at record {first}, not at {anchor}. If older files were rotated away on purpose, list them first, or pass --from-checkpoint with a checkpoint published at or before record {last_missing}")]
+    #[error("{at}: {missing} missing (deleted from the start): the files begin at record {first}, not at {anchor}. If older files were rotated away on purpose, list them first, or pass --from-checkpoint with the checkpoint of record {last_missing} or a later one (one is published at every rotation)")]
     MissingStart {
         /// File and line of the first record.
         at: String,
