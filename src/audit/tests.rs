@@ -1,6 +1,10 @@
-use sha2::Digest;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use serde_json::{json, Map};
+use sha2::Digest;
+
+use super::writer::{last_link, Writer};
 use super::*;
 
 const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
