@@ -280,3 +280,41 @@ fn rfc3339_is_correct() {
     assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_millis(1_795_714_970_236)), "2026-11-26T17:42:50.236Z");
     assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
 }
+
+#[tokio::test]
+async fn a_started_log_publishes_at_start_on_its_timer_and_at_close() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key_file = dir.path().join("audit.key");
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, KEY);
+    std::fs::write(&key_file, b64).unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("audit.log");
+    let settings = Settings {
+        sink: Sink::File { path: path.clone(), max_bytes: u64::MAX, keep: 2 },
+        key: KeySource::File(key_file),
+        checkpoint_every_records: 1000,
+        checkpoint_interval: Duration::from_millis(50),
+    };
+    let (tx, rx) = std::sync::mpsc::channel::<Checkpoint>();
+    let tx = Mutex::new(tx);
+    let publish: Publish = Box::new(move |c| {
+        let _ = tx.lock().map(|t| t.send(c.clone()));
+    });
+    let log = AuditLog::start(settings, publish).unwrap_or_else(|e| panic!("{e}"));
+    let next = || rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|e| panic!("no checkpoint: {e}"));
+    assert_eq!(next().seq, 0, "a checkpoint of the genesis record at start");
+    log.record(entry(1));
+    assert_eq!(next().seq, 1, "the timer publishes the new record (1000 records are far off)");
+    log.close(Duration::from_secs(10)).await;
+    let last = next();
+    assert_eq!((last.seq, log.latest_checkpoint()), (1, Some(last.clone())));
+    let v = Verifier { checkpoints: vec![last], ..with_key() };
+    assert_eq!(verify(std::slice::from_ref(&path), &v).map(|s| s.matched), Ok(vec![1]));
+    let missing = Settings {
+        sink: Sink::Stdout,
+        key: KeySource::Env("MLFLOW_GATE_TEST_UNSET_AUDIT_KEY".into()),
+        checkpoint_every_records: 1,
+        checkpoint_interval: Duration::from_secs(1),
+    };
+    let err = AuditLog::start(missing, Box::new(|_| {})).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("$MLFLOW_GATE_TEST_UNSET_AUDIT_KEY") && err.contains(KEY_HINT), "{err}");
+}
