@@ -477,6 +477,9 @@ fn audit_verify(
     for seq in &s.matched {
         println!("checkpoint of record {seq}: matches");
     }
+    for seq in &s.older {
+        println!("checkpoint of record {seq}: the files begin after it (it anchors them; nothing to compare)");
+    }
     if verifier.checkpoints.is_empty() {
         println!("note: records cut from the end are found only against a published checkpoint (--checkpoint)");
     }
