@@ -10,7 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Map, Value};
 
-use super::{rfc3339, AuditError, AuditKey, Checkpoint, Entry, Msg, Publish, Settings, Sink, GENESIS_PREV};
+use super::{
+    record_body, rfc3339, AuditError, AuditKey, Checkpoint, Entry, Msg, Publish, Settings, Sink, GENESIS_PREV,
+};
 
 /// Most records handled between two flushes (and checks of the checkpoint timer) under a flood.
 const BATCH: usize = 1024;
@@ -253,33 +255,5 @@ fn last_record(path: &Path) -> Result<Option<(String, u64, String)>, AuditError>
                       then starts"
                 .into(),
         }),
-    }
-}
-
-fn record_body(e: &Entry, seq: u64) -> Map<String, Value> {
-    let principal = e.principal.as_ref().map(|(sub, groups)| json!({"sub": sub, "groups": groups}));
-    let v = json!({
-        "seq": seq,
-        "kind": "decision",
-        "time": rfc3339(SystemTime::now()),
-        "decision_id": e.decision_id,
-        "principal": principal,
-        "operation": {"rpc": e.rpc, "resource_type": e.resource_type},
-        "target": e.target,
-        "method": e.method,
-        "path": e.path,
-        "decision": e.decision,
-        "allow": e.decision == "allow" || e.decision == "public",
-        "reasons": e.reasons,
-        "would_deny": e.would_deny,
-        "break_glass": e.break_glass,
-        "bundle_revision": e.bundle_revision,
-        "upstream_status": e.upstream_status,
-        "status": e.status,
-        "latency_ms": e.latency_ms,
-    });
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
     }
 }

@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
+use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
 
 use writer::Writer;
@@ -165,6 +165,35 @@ impl AuditLog {
     }
 }
 
+/// The record of one decision, before it is sealed into the chain.
+fn record_body(e: &Entry, seq: u64) -> Map<String, Value> {
+    let principal = e.principal.as_ref().map(|(sub, groups)| json!({"sub": sub, "groups": groups}));
+    let v = json!({
+        "seq": seq,
+        "kind": "decision",
+        "time": rfc3339(SystemTime::now()),
+        "decision_id": e.decision_id,
+        "principal": principal,
+        "operation": {"rpc": e.rpc, "resource_type": e.resource_type},
+        "target": e.target,
+        "method": e.method,
+        "path": e.path,
+        "decision": e.decision,
+        "allow": e.decision == "allow" || e.decision == "public",
+        "reasons": e.reasons,
+        "would_deny": e.would_deny,
+        "break_glass": e.break_glass,
+        "bundle_revision": e.bundle_revision,
+        "upstream_status": e.upstream_status,
+        "status": e.status,
+        "latency_ms": e.latency_ms,
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
 /// Formats a time as RFC 3339 in UTC with milliseconds.
 pub fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -190,4 +219,5 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 #[cfg(test)]
+#[path = "audit_tests.rs"]
 mod tests;
