@@ -318,3 +318,18 @@ async fn a_started_log_publishes_at_start_on_its_timer_and_at_close() {
     let err = AuditLog::start(missing, Box::new(|_| {})).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err.contains("$MLFLOW_GATE_TEST_UNSET_AUDIT_KEY") && err.contains(KEY_HINT), "{err}");
 }
+
+#[test]
+fn a_partial_line_left_by_a_crash_is_not_glued_to_the_next_record_and_is_reported() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (path, _) = run_gate(dir.path(), 2, u64::MAX, &key());
+    let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap_or_else(|e| panic!("{e}"));
+    std::io::Write::write_all(&mut file, b"{\"seq\":3,\"kind\":\"deci").unwrap_or_else(|e| panic!("{e}"));
+    run_gate(dir.path(), 1, u64::MAX, &key());
+    let l = lines(&path);
+    assert_eq!(l.len(), 5);
+    let next: Value = serde_json::from_str(&l[4]).unwrap_or_default();
+    assert_eq!(next["seq"], 3, "the chain continues from the last complete record");
+    let err = verify(std::slice::from_ref(&path), &with_key()).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("line 4: not a JSON audit record") && err.contains("crash"), "{err}");
+}

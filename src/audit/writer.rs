@@ -71,8 +71,14 @@ impl Writer {
             Sink::Stdout => (Out::Stdout(std::io::stdout()), 0, None),
             Sink::File { path, .. } => {
                 let last = last_link(path)?;
-                let out = Out::file(path)?;
+                let mut out = Out::file(path)?;
                 let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                if ends_in_a_partial_line(path) {
+                    // Left by a crash mid-write: end it, so the next record is not glued to it. It stays in the
+                    // file, and `verify` reports it (the chain continues from the last complete record).
+                    tracing::warn!(file = %path.display(), "the audit file ends in a partial line (a crash while writing)");
+                    let _ = writeln!(out.writer());
+                }
                 (out, size, last)
             }
         };
@@ -229,6 +235,13 @@ fn open_append(path: &Path) -> Result<std::fs::File, AuditError> {
         .append(true)
         .open(path)
         .map_err(|e| AuditError::File { path: path.display().to_string(), message: e.to_string() })
+}
+
+fn ends_in_a_partial_line(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else { return false };
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::End(-1)).is_ok() && file.read_exact(&mut last).is_ok() && last[0] != b'\n'
 }
 
 /// The MAC, sequence number and key id of the last record written (to continue the chain after a restart): the
