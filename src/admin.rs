@@ -1,6 +1,7 @@
 //! The admin listener, beside the request path on its own address: `/metrics` (Prometheus text format),
-//! `/healthz` (the process is alive) and `/readyz` (policy loaded, signing keys available, MLflow reachable), for
-//! Kubernetes probes and scrapers. It never proxies anything.
+//! `/healthz` (the process is alive), `/readyz` (policy loaded, signing keys available, MLflow reachable) and
+//! `/audit/checkpoint` (the latest signed audit checkpoint, as JSON), for Kubernetes probes, scrapers and auditors.
+//! It never proxies anything.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -70,13 +71,31 @@ async fn answer<B>(req: &Request<B>, gate: &Gate, extra: &ExtraCounters) -> Resp
                 "revision",
                 policy.revision,
             ));
-            let mut resp = text(StatusCode::OK, gate.metrics().render(&ext));
+            let mut body = gate.metrics().render(&ext);
+            if let Some(c) = gate.audit().and_then(crate::audit::AuditLog::latest_checkpoint) {
+                let seq = c.seq.to_string();
+                let labels = [
+                    ("seq", seq.as_str()),
+                    ("mac", &c.mac),
+                    ("time", &c.time),
+                    ("key_id", &c.key_id),
+                    ("checkpoint_mac", &c.checkpoint_mac),
+                ];
+                crate::metrics::render_info(
+                    &mut body,
+                    "mlflow_gate_audit_checkpoint_info",
+                    "The latest signed audit checkpoint (mlflow-gate audit verify --checkpoint).",
+                    &labels,
+                );
+            }
+            let mut resp = text(StatusCode::OK, body);
             resp.headers_mut()
                 .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
             resp
         }
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/readyz" => readiness(gate).await,
+        "/audit/checkpoint" => checkpoint(gate),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
 }
@@ -97,6 +116,18 @@ async fn readiness(gate: &Gate) -> Response<Full<Bytes>> {
     );
     let status = if keys && upstream { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     text(status, body)
+}
+
+/// The latest audit checkpoint as JSON; 404 when the gate keeps no audit log.
+fn checkpoint(gate: &Gate) -> Response<Full<Bytes>> {
+    let (status, body) = match gate.audit().map(crate::audit::AuditLog::latest_checkpoint) {
+        Some(Some(c)) => (StatusCode::OK, c.to_json()),
+        Some(None) => (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"error": "no checkpoint published yet"})),
+        None => (StatusCode::NOT_FOUND, serde_json::json!({"error": "this gate keeps no audit log ([audit])"})),
+    };
+    let mut resp = text(status, format!("{body}\n"));
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

@@ -1,18 +1,43 @@
 //! Audit, at the end of every request that reached a decision: one JSON record per decision (allowed or denied),
-//! hash-chained so that `mlflow-gate audit verify` finds the first record that was altered, removed or reordered.
-//! Records are written by one background task (the request path only sends them on a channel), to a file with
-//! size-based rotation or to stdout, and flushed before the gate exits.
+//! in a keyed chain (HMAC-SHA256, see `chain`) that starts at a genesis record, so that `mlflow-gate audit verify`
+//! finds records altered, deleted (at the start, in the middle, or at the end given a checkpoint), reordered or
+//! written with another key. Records are written by one background thread (the request path only sends them on a
+//! channel), to a file with size-based rotation or to stdout, and flushed before the gate exits. The same thread
+//! publishes signed checkpoints (every N records, every T seconds, at rotation and at shutdown) to the process log,
+//! to a publisher callback (webhooks) and to the admin listener.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+mod chain;
+mod verify;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-/// The hash that precedes the first record of a chain.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+use writer::Writer;
+
+pub use chain::{AuditKey, Checkpoint, KeyError, KeySource, GENESIS_PREV, KEY_HINT, MIN_KEY_BYTES};
+pub use verify::{verify, Problem, Summary, Verifier};
+
+/// `[audit]`: where records go, the chain's key, and how often checkpoints are published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Where records go.
+    pub sink: Sink,
+    /// Where the HMAC key is read from (at start).
+    pub key: KeySource,
+    /// A checkpoint after this many records.
+    pub checkpoint_every_records: u64,
+    /// A checkpoint at least this often while records are written.
+    pub checkpoint_interval: Duration,
+}
+
+/// Called with every checkpoint, on the writer's thread (e.g. to emit an `AUDIT_CHECKPOINT` webhook event).
+pub type Publish = Box<dyn Fn(&Checkpoint) + Send>;
 
 /// Where records go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,51 +90,49 @@ pub struct Entry {
     pub latency_ms: f64,
 }
 
-enum Msg {
+pub(crate) enum Msg {
     Record(Box<Entry>),
     Flush(oneshot::Sender<()>),
+    Close(oneshot::Sender<()>),
 }
 
 /// Handle to the audit writer.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: mpsc::UnboundedSender<Msg>,
+    tx: mpsc::Sender<Msg>,
+    latest: Arc<Mutex<Option<Checkpoint>>>,
 }
 
-/// Why the audit log could not start or write.
+/// Why the audit log could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("audit log {path}: {message}")]
-pub struct AuditError {
-    /// The file.
-    pub path: String,
-    /// What failed.
-    pub message: String,
+pub enum AuditError {
+    /// The file cannot be opened or continued.
+    #[error("audit log {path}: {message}")]
+    File {
+        /// The file.
+        path: String,
+        /// What failed, and what to do.
+        message: String,
+    },
+    /// The key is missing or unusable.
+    #[error(transparent)]
+    Key(#[from] KeyError),
 }
 
 impl AuditLog {
-    /// Opens the sink (continuing the chain of an existing file) and starts the writer task.
-    pub fn start(sink: Sink) -> Result<AuditLog, AuditError> {
-        let mut writer = Writer::open(sink)?;
-        let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    /// Reads the key, opens the sink (continuing the chain of an existing file, or starting one with a genesis
+    /// record), publishes a first checkpoint and starts the writer thread.
+    pub fn start(settings: Settings, publish: Publish) -> Result<AuditLog, AuditError> {
+        let key = AuditKey::load(&settings.key)?;
+        let latest = Arc::new(Mutex::new(None));
+        let mut writer = Writer::open(&settings, key, publish, latest.clone())?;
+        writer.checkpoint();
+        let (tx, rx) = mpsc::channel::<Msg>();
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || {
-                while let Some(msg) = rx.blocking_recv() {
-                    match msg {
-                        Msg::Record(entry) => writer.write(&entry),
-                        Msg::Flush(done) => {
-                            writer.flush();
-                            let _ = done.send(());
-                        }
-                    }
-                    if rx.is_empty() {
-                        writer.flush();
-                    }
-                }
-                writer.flush();
-            })
-            .map_err(|e| AuditError { path: "(writer)".into(), message: e.to_string() })?;
-        Ok(AuditLog { tx })
+            .spawn(move || writer.run(&rx))
+            .map_err(|e| AuditError::File { path: "(writer thread)".into(), message: e.to_string() })?;
+        Ok(AuditLog { tx, latest })
     }
 
     /// Queues a record (never blocks the request).
@@ -119,110 +142,35 @@ impl AuditLog {
         }
     }
 
-    /// Waits until every record queued so far is written and flushed (at shutdown).
+    /// Waits until every record queued so far is written and flushed.
     pub async fn flush(&self, within: Duration) {
+        self.wait(Msg::Flush, within).await;
+    }
+
+    /// At shutdown: writes and flushes every record queued so far, then publishes a final checkpoint.
+    pub async fn close(&self, within: Duration) {
+        self.wait(Msg::Close, within).await;
+    }
+
+    async fn wait(&self, msg: fn(oneshot::Sender<()>) -> Msg, within: Duration) {
         let (done, wait) = oneshot::channel();
-        if self.tx.send(Msg::Flush(done)).is_ok() {
-            let _ = tokio::time::timeout(within, wait).await;
-        }
-    }
-}
-
-struct Writer {
-    sink: Sink,
-    out: Box<dyn Write + Send>,
-    size: u64,
-    prev: String,
-    seq: u64,
-}
-
-impl Writer {
-    fn open(sink: Sink) -> Result<Writer, AuditError> {
-        let (out, size, prev, seq): (Box<dyn Write + Send>, u64, String, u64) = match &sink {
-            Sink::Stdout => (Box::new(std::io::stdout()), 0, GENESIS.to_string(), 0),
-            Sink::File { path, .. } => {
-                let (prev, seq) = last_link(path);
-                let file = open_append(path)?;
-                let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-                (Box::new(std::io::BufWriter::new(file)), size, prev, seq)
-            }
-        };
-        Ok(Writer { sink, out, size, prev, seq })
-    }
-
-    fn write(&mut self, entry: &Entry) {
-        self.seq += 1;
-        let record = chain(record_body(entry, self.seq), &self.prev);
-        let line = record.to_string();
-        if let Err(e) = writeln!(self.out, "{line}") {
-            tracing::error!(error = %e, "writing an audit record failed");
-            return;
-        }
-        self.prev = record.get("hash").and_then(Value::as_str).unwrap_or_default().to_string();
-        self.size += line.len() as u64 + 1;
-        self.rotate_if_full();
-    }
-
-    fn flush(&mut self) {
-        if let Err(e) = self.out.flush() {
-            tracing::error!(error = %e, "flushing the audit log failed");
+        if self.tx.send(msg(done)).is_ok() && tokio::time::timeout(within, wait).await.is_err() {
+            tracing::error!("the audit writer did not finish within {within:?}");
         }
     }
 
-    /// Rotation renames `audit.log` to `audit.log.1` (shifting older ones); the chain continues in the new file.
-    fn rotate_if_full(&mut self) {
-        let Sink::File { path, max_bytes, keep } = self.sink.clone() else { return };
-        if self.size < max_bytes {
-            return;
-        }
-        self.flush();
-        let (path, keep) = (&path, &keep);
-        let numbered = |n: usize| PathBuf::from(format!("{}.{n}", path.display()));
-        let _ = std::fs::remove_file(numbered(*keep));
-        for n in (1..*keep).rev() {
-            let _ = std::fs::rename(numbered(n), numbered(n + 1));
-        }
-        if let Err(e) = std::fs::rename(path, numbered(1)) {
-            tracing::error!(error = %e, "rotating the audit log failed; continuing in the same file");
-            return;
-        }
-        match open_append(path) {
-            Ok(file) => {
-                self.out = Box::new(std::io::BufWriter::new(file));
-                self.size = 0;
-            }
-            Err(e) => tracing::error!(error = %e, "reopening the audit log after rotation failed"),
-        }
+    /// The newest checkpoint published (for the admin listener).
+    pub fn latest_checkpoint(&self) -> Option<Checkpoint> {
+        self.latest.lock().ok().and_then(|c| c.clone())
     }
 }
 
-fn open_append(path: &Path) -> Result<std::fs::File, AuditError> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| AuditError { path: path.display().to_string(), message: e.to_string() })
-}
-
-/// The hash and sequence number of the last record written (to continue the chain after a restart): the last
-/// record of the active file, or, when a rotation just left it empty, of the newest rotated file (`<file>.1`).
-fn last_link(path: &Path) -> (String, u64) {
-    let rotated = PathBuf::from(format!("{}.1", path.display()));
-    last_record(path).or_else(|| last_record(&rotated)).unwrap_or_else(|| (GENESIS.to_string(), 0))
-}
-
-fn last_record(path: &Path) -> Option<(String, u64)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<Value>(l).ok())
-        .and_then(|v| Some((v.get("hash")?.as_str()?.to_string(), v.get("seq")?.as_u64()?)))
-}
-
+/// The record of one decision, before it is sealed into the chain.
 fn record_body(e: &Entry, seq: u64) -> Map<String, Value> {
     let principal = e.principal.as_ref().map(|(sub, groups)| json!({"sub": sub, "groups": groups}));
     let v = json!({
         "seq": seq,
+        "kind": "decision",
         "time": rfc3339(SystemTime::now()),
         "decision_id": e.decision_id,
         "principal": principal,
@@ -244,55 +192,6 @@ fn record_body(e: &Entry, seq: u64) -> Map<String, Value> {
         Value::Object(m) => m,
         _ => Map::new(),
     }
-}
-
-/// Adds `prev_hash` and `hash` = SHA-256(prev_hash + the record's JSON without `hash`).
-fn chain(mut body: Map<String, Value>, prev: &str) -> Value {
-    body.insert("prev_hash".into(), Value::String(prev.to_string()));
-    let hash = hash_of(&body);
-    body.insert("hash".into(), Value::String(hash));
-    Value::Object(body)
-}
-
-fn hash_of(body: &Map<String, Value>) -> String {
-    let mut h = Sha256::new();
-    h.update(Value::Object(body.clone()).to_string().as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Checks a chain spread over files given oldest first (e.g. `audit.log.2 audit.log.1 audit.log`). Returns the
-/// number of records, or where the chain first breaks.
-pub fn verify(files: &[PathBuf]) -> Result<u64, String> {
-    let mut prev: Option<String> = None;
-    let mut seq: Option<u64> = None;
-    let mut count = 0;
-    for file in files {
-        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        for (i, line) in text.lines().enumerate() {
-            let at = format!("{} line {}", file.display(), i + 1);
-            let Ok(Value::Object(mut record)) = serde_json::from_str::<Value>(line) else {
-                return Err(format!("{at}: not a JSON record (altered or truncated)"));
-            };
-            let stated = record.remove("hash").and_then(|h| h.as_str().map(str::to_owned)).unwrap_or_default();
-            if hash_of(&record) != stated {
-                return Err(format!("{at}: record altered (its hash does not match its contents)"));
-            }
-            let this_prev = record.get("prev_hash").and_then(Value::as_str).unwrap_or_default();
-            let this_seq = record.get("seq").and_then(Value::as_u64).unwrap_or(0);
-            if let (Some(p), Some(s)) = (&prev, seq) {
-                if this_prev != p || this_seq != s + 1 {
-                    return Err(format!(
-                        "{at}: chain broken before this record (expected seq {} after {s}, found {this_seq}): a record was removed or reordered",
-                        s + 1
-                    ));
-                }
-            }
-            prev = Some(stated);
-            seq = Some(this_seq);
-            count += 1;
-        }
-    }
-    Ok(count)
 }
 
 /// Formats a time as RFC 3339 in UTC with milliseconds.

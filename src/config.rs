@@ -39,8 +39,8 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     /// `[admin]`: the metrics and health listener, if configured.
     pub admin: Option<AdminConfig>,
-    /// `[audit]`: where decision records go (none when absent).
-    pub audit: Option<crate::audit::Sink>,
+    /// `[audit]`: where decision records go, the chain's key and the checkpoints (none when absent).
+    pub audit: Option<crate::audit::Settings>,
 }
 
 /// `[admin]`: a separate listener for `/metrics`, `/healthz` and `/readyz`.
@@ -217,6 +217,10 @@ struct RawAudit {
     file: Option<String>,
     max_bytes: Option<u64>,
     keep: Option<usize>,
+    key_file: Option<String>,
+    key_env: Option<String>,
+    checkpoint_every_records: Option<u64>,
+    checkpoint_interval_secs: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -424,18 +428,49 @@ impl Validator {
         Ok(AdminConfig { listen })
     }
 
-    fn audit(&self, raw: RawAudit) -> Result<crate::audit::Sink, ConfigError> {
-        match (raw.sink.as_str(), raw.file) {
-            ("stdout", None) => Ok(crate::audit::Sink::Stdout),
-            ("file", Some(f)) => Ok(crate::audit::Sink::File {
+    fn audit(&self, raw: RawAudit) -> Result<crate::audit::Settings, ConfigError> {
+        let sink = match (raw.sink.as_str(), raw.file) {
+            ("stdout", None) => crate::audit::Sink::Stdout,
+            ("file", Some(f)) => crate::audit::Sink::File {
                 path: self.path(&f),
                 max_bytes: raw.max_bytes.unwrap_or(100 * 1024 * 1024).max(1024),
                 keep: raw.keep.unwrap_or(10).max(1),
-            }),
-            ("file", None) => Err(self.err("audit.file", "sink = \"file\" needs file = \"...\"")),
-            ("stdout", Some(_)) => Err(self.err("audit.file", "only with sink = \"file\"")),
-            (other, _) => Err(self.err("audit.sink", format!("{other:?} is not \"file\" or \"stdout\""))),
+            },
+            ("file", None) => return Err(self.err("audit.file", "sink = \"file\" needs file = \"...\"")),
+            ("stdout", Some(_)) => return Err(self.err("audit.file", "only with sink = \"file\"")),
+            (other, _) => return Err(self.err("audit.sink", format!("{other:?} is not \"file\" or \"stdout\""))),
+        };
+        // Fail closed: an unkeyed chain can be rewritten by whoever can write the file, so there is no default.
+        let key = match (raw.key_file, raw.key_env) {
+            (Some(f), None) => crate::audit::KeySource::File(self.path(&f)),
+            (None, Some(var)) if !var.is_empty() => crate::audit::KeySource::Env(var),
+            (Some(_), Some(_)) => return Err(self.err("audit.key_file", "set key_file or key_env, not both")),
+            (None, _) => {
+                return Err(self.err(
+                    "audit.key_file",
+                    format!(
+                        "missing: the audit chain is keyed (HMAC-SHA256); set key_file = \"/path/to/audit.key\" or \
+                         key_env = \"VAR\", holding base64 of at least {} random bytes ({})",
+                        crate::audit::MIN_KEY_BYTES,
+                        crate::audit::KEY_HINT
+                    ),
+                ))
+            }
+        };
+        let every = raw.checkpoint_every_records.unwrap_or(1000);
+        if every == 0 {
+            return Err(self.err("audit.checkpoint_every_records", "must be at least 1"));
         }
+        let interval = raw.checkpoint_interval_secs.unwrap_or(60);
+        if interval == 0 {
+            return Err(self.err("audit.checkpoint_interval_secs", "must be at least 1"));
+        }
+        Ok(crate::audit::Settings {
+            sink,
+            key,
+            checkpoint_every_records: every,
+            checkpoint_interval: Duration::from_secs(interval),
+        })
     }
 
     fn upstream(&self, raw: Option<RawUpstream>) -> Result<UpstreamConfig, ConfigError> {

@@ -141,3 +141,22 @@ fn policy_engine_defaults_to_auto_and_can_be_forced_to_the_interpreter() {
     let forced = parse(&format!("{GOOD}engine = \"interpreter\"\n")).ok();
     assert_eq!(forced.map(|c| c.policy.engine), Some(EngineChoice::Interpreter));
 }
+
+#[test]
+fn an_audit_log_without_a_key_is_refused_with_how_to_make_one() {
+    let e = err_of(&format!("{GOOD}[audit]\nsink = \"file\"\nfile = \"audit.log\"\n"));
+    assert!(e.contains("audit.key_file: missing") && e.contains("head -c 32 /dev/urandom | base64"), "{e}");
+    let both = format!("{GOOD}[audit]\nsink = \"stdout\"\nkey_file = \"k\"\nkey_env = \"K\"\n");
+    assert!(err_of(&both).contains("not both"));
+    let zero = format!("{GOOD}[audit]\nsink = \"stdout\"\nkey_env = \"K\"\ncheckpoint_interval_secs = 0\n");
+    assert!(err_of(&zero).contains("audit.checkpoint_interval_secs"));
+}
+
+#[test]
+fn audit_key_and_checkpoint_settings_have_defaults() {
+    let c = parse(&format!("{GOOD}[audit]\nsink = \"file\"\nfile = \"audit.log\"\nkey_file = \"audit.key\"\n")).ok();
+    let a = c.and_then(|c| c.audit);
+    assert_eq!(a.as_ref().map(|a| a.key.clone()), Some(crate::audit::KeySource::File("/etc/gate/audit.key".into())));
+    assert_eq!(a.as_ref().map(|a| a.checkpoint_every_records), Some(1000));
+    assert_eq!(a.map(|a| a.checkpoint_interval), Some(Duration::from_secs(60)));
+}

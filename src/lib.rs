@@ -80,8 +80,9 @@ pub async fn build_gate(config: Config) -> Result<Arc<Gate>, StartError> {
         let hooks = webhooks::Webhooks::start(&webhook_delivery, &webhook_hooks).await?;
         gate = gate.with_webhooks(hooks);
     }
-    if let Some(sink) = audit_sink {
-        gate = gate.with_audit(audit::AuditLog::start(sink).map_err(StartError::Audit)?);
+    if let Some(settings) = audit_sink {
+        let publish = checkpoint_publisher(gate.webhooks().cloned());
+        gate = gate.with_audit(audit::AuditLog::start(settings, publish).map_err(StartError::Audit)?);
     }
     Ok(Arc::new(gate))
 }
@@ -151,14 +152,31 @@ pub async fn run(
         on_ready(addr);
     }
     server::serve(listener, gate.clone(), header_timeout, grace, tls, shutdown).await;
+    // The audit log closes first: its final checkpoint is a webhook event, delivered before webhooks stop.
+    if let Some(audit) = gate.audit() {
+        audit.close(std::time::Duration::from_secs(10)).await;
+    }
     if let Some(hooks) = gate.webhooks() {
         hooks.shutdown().await;
     }
-    if let Some(audit) = gate.audit() {
-        audit.flush(std::time::Duration::from_secs(10)).await;
-    }
     let _ = admin_stop.send(());
     Ok(())
+}
+
+/// Publishes audit checkpoints as `AUDIT_CHECKPOINT` webhook events (only hooks that list that event get them).
+fn checkpoint_publisher(hooks: Option<Arc<webhooks::Webhooks>>) -> audit::Publish {
+    Box::new(move |c: &audit::Checkpoint| {
+        let Some(hooks) = &hooks else { return };
+        let mut fields = serde_json::Map::new();
+        fields.insert("checkpoint".into(), c.to_json());
+        hooks.emit(webhooks::Event {
+            event: webhooks::AUDIT_CHECKPOINT.into(),
+            model_name: None,
+            fields,
+            principal: None,
+            decision_id: format!("audit-checkpoint-{}", c.seq),
+        });
+    })
 }
 
 /// Webhook delivery counters for `/metrics`.

@@ -119,12 +119,28 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCmd {
-    /// Check the hash chain of audit files given oldest first (e.g. audit.log.2 audit.log.1 audit.log); reports
-    /// the first record that was altered, removed or reordered, and exits non-zero.
+    /// Check the keyed chain of audit files given oldest first (e.g. audit.log.2 audit.log.1 audit.log): they
+    /// must start at the genesis record (or --from-checkpoint), every record's MAC must verify, and they must reach
+    /// and match every --checkpoint. Reports the first record altered, deleted, reordered, cut from the end or
+    /// written with another key, and exits non-zero.
     Verify {
         /// The files, oldest first.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// File holding the audit key (base64), as [audit] key_file; repeat for records written before a key change.
+        #[arg(long = "key-file")]
+        key_files: Vec<PathBuf>,
+        /// Environment variable holding the audit key (base64), as [audit] key_env; repeatable.
+        #[arg(long = "key-env")]
+        key_envs: Vec<String>,
+        /// A published checkpoint the log must reach and match: its JSON, or a file whose last checkpoint is used
+        /// (GET /audit/checkpoint, an AUDIT_CHECKPOINT webhook body, or the gate's process log). Repeatable.
+        #[arg(long = "checkpoint")]
+        checkpoints: Vec<String>,
+        /// The files start at or just after this checkpoint's record instead of the genesis record (older files
+        /// were rotated away); same forms as --checkpoint.
+        #[arg(long = "from-checkpoint")]
+        from_checkpoint: Option<String>,
     },
 }
 
@@ -256,13 +272,9 @@ fn main() -> ExitCode {
             )
         }
         Command::Policy(cmd) => run_policy(cmd),
-        Command::Audit(AuditCmd::Verify { files }) => match mlflow_gate::audit::verify(&files) {
-            Ok(n) => {
-                println!("audit chain intact: {n} records in {} file(s)", files.len());
-                Ok(())
-            }
-            Err(where_) => Err(anyhow::anyhow!("audit chain broken: {where_}")),
-        },
+        Command::Audit(AuditCmd::Verify { files, key_files, key_envs, checkpoints, from_checkpoint }) => {
+            audit_verify(&files, &key_files, &key_envs, &checkpoints, from_checkpoint.as_deref())
+        }
         Command::Dev(dev) => run_dev(dev),
     };
     match result {
@@ -443,6 +455,61 @@ fn run_policy(cmd: PolicyCmd) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn audit_verify(
+    files: &[PathBuf],
+    key_files: &[PathBuf],
+    key_envs: &[String],
+    checkpoints: &[String],
+    from: Option<&str>,
+) -> Result<()> {
+    use mlflow_gate::audit::{AuditKey, KeySource, Verifier};
+    let sources = key_files.iter().cloned().map(KeySource::File).chain(key_envs.iter().cloned().map(KeySource::Env));
+    let keys = sources.map(|s| AuditKey::load(&s)).collect::<Result<Vec<_>, _>>()?;
+    let verifier = Verifier {
+        keys,
+        from: from.map(read_checkpoint).transpose()?,
+        checkpoints: checkpoints.iter().map(|c| read_checkpoint(c)).collect::<Result<_>>()?,
+    };
+    let s = mlflow_gate::audit::verify(files, &verifier).map_err(|p| anyhow::anyhow!("audit chain broken: {p}"))?;
+    let start = match &verifier.from {
+        Some(c) => format!("anchored at the checkpoint of record {}", c.seq),
+        None => "from the genesis record".into(),
+    };
+    println!(
+        "audit chain intact: {} records in {} file(s), records {}..{} {start}, key id {}",
+        s.records,
+        files.len(),
+        s.first_seq,
+        s.last_seq,
+        s.key_ids.join(", ")
+    );
+    for seq in &s.matched {
+        println!("checkpoint of record {seq}: matches");
+    }
+    for seq in &s.older {
+        println!("checkpoint of record {seq}: the files begin after it (it anchors them; nothing to compare)");
+    }
+    if verifier.checkpoints.is_empty() {
+        println!("note: records cut from the end are found only against a published checkpoint (--checkpoint)");
+    }
+    Ok(())
+}
+
+/// A checkpoint given on the command line: its JSON (an object, a webhook body or a process log line), or a file
+/// whose last line holding one is used (the whole file is tried first, for pretty-printed JSON).
+fn read_checkpoint(arg: &str) -> Result<mlflow_gate::audit::Checkpoint> {
+    use mlflow_gate::audit::Checkpoint;
+    let from_text = |t: &str| serde_json::from_str(t).ok().and_then(|v| Checkpoint::find_in(&v));
+    if arg.trim_start().starts_with('{') {
+        return from_text(arg)
+            .with_context(|| "--checkpoint: not a checkpoint ({seq, mac, time, key_id, checkpoint_mac})");
+    }
+    let text = std::fs::read_to_string(arg).with_context(|| format!("--checkpoint {arg}: cannot read it"))?;
+    from_text(&text)
+        .or_else(|| text.lines().rev().find_map(from_text))
+        .with_context(|| format!("--checkpoint {arg}: holds no audit checkpoint"))
 }
 
 fn run_dev(dev: Dev) -> Result<()> {

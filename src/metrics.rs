@@ -132,6 +132,12 @@ impl Metrics {
     }
 }
 
+/// Renders an info gauge with several labels, `name{a="x",b="y"} 1` (e.g. the latest audit checkpoint).
+pub fn render_info(out: &mut String, name: &str, help: &str, labels: &[(&str, &str)]) {
+    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{}}} 1", labels.join(","));
+}
+
 fn escape(label: &str) -> String {
     label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
@@ -161,5 +167,12 @@ mod tests {
         assert!(text.contains("mlflow_gate_policy_duration_seconds_count 2"));
         assert!(text.contains("mlflow_gate_jwks_refreshes_total 3"));
         assert!(text.contains("mlflow_gate_policy_bundle_info{revision=\"ab\\\"c\"} 1"));
+    }
+
+    #[test]
+    fn an_info_gauge_carries_every_label_escaped() {
+        let mut out = String::new();
+        render_info(&mut out, "x_info", "Help.", &[("seq", "7"), ("mac", "a\"b")]);
+        assert_eq!(out, "# HELP x_info Help.\n# TYPE x_info gauge\nx_info{seq=\"7\",mac=\"a\\\"b\"} 1\n");
     }
 }

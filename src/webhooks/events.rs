@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use super::Event;
 
 /// Every event name a `[[webhooks]]` entry may list: Databricks' registry-webhook events, then the gate's own
-/// (`MODEL_VERSION_ALIAS_SET`, `MODEL_VERSION_ALIAS_DELETED`, `POLICY_DENIED`).
+/// (`MODEL_VERSION_ALIAS_SET`, `MODEL_VERSION_ALIAS_DELETED`, `POLICY_DENIED`, `AUDIT_CHECKPOINT`).
 pub const KNOWN_EVENTS: &[&str] = &[
     "MODEL_VERSION_CREATED",
     "MODEL_VERSION_TRANSITIONED_STAGE",
@@ -23,7 +23,12 @@ pub const KNOWN_EVENTS: &[&str] = &[
     "MODEL_VERSION_ALIAS_SET",
     "MODEL_VERSION_ALIAS_DELETED",
     "POLICY_DENIED",
+    AUDIT_CHECKPOINT,
 ];
+
+/// A signed audit-log checkpoint (`{"checkpoint": {seq, mac, time, key_id, checkpoint_mac}}`), published every N
+/// records, every T seconds, at rotation and at shutdown; registry-wide hooks only (it names no model).
+pub const AUDIT_CHECKPOINT: &str = "AUDIT_CHECKPOINT";
 
 /// Whether `name` is one of [`KNOWN_EVENTS`].
 pub fn is_known_event(name: &str) -> bool {

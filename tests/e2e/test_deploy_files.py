@@ -33,6 +33,10 @@ def test_kubernetes_sidecar_manifest(tmp_path):
     assert gate["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert {p["name"]: p["containerPort"] for p in gate["ports"]} == {"https": 8443, "admin": 9090}
     assert 'listen = "0.0.0.0:9090"' in config and 'url = "http://127.0.0.1:5000"' in config
+    # The audit chain's key comes from a Secret, into the variable the config names.
+    assert 'key_env = "MLFLOW_GATE_AUDIT_KEY"' in config
+    key_env = {e["name"]: e for e in gate.get("env", [])}["MLFLOW_GATE_AUDIT_KEY"]
+    assert key_env["valueFrom"]["secretKeyRef"] == {"name": "mlflow-gate-audit-key", "key": "key"}
     service = next(d for d in docs if d["kind"] == "Service")
     assert [p["targetPort"] for p in service["spec"]["ports"]] == ["https"], "only the gate is exposed"
 

@@ -8,6 +8,7 @@ certificates are made here with `cryptography`. Synchronisation is by polling wi
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import datetime
 import http.client
@@ -46,9 +47,12 @@ SPIFFE_ID = "spiffe://mlflow.test/ns/ml-platform/sa/ci-trainer"
 PRODUCTION_DENIAL_MENTIONS = "only the CI service account may transition to Production"
 REQUEST_ID = "x-mlflow-gate-request-id"
 LOADED_POLICY_TIMEOUT_MS = 2000
-AUDIT_FIELDS = {"decision_id", "time", "principal", "operation", "target", "decision", "allow", "reasons",
-                "would_deny", "break_glass", "bundle_revision", "upstream_status", "status", "latency_ms",
-                "prev_hash", "hash"}
+AUDIT_FIELDS = {"seq", "kind", "decision_id", "time", "principal", "operation", "target", "decision", "allow",
+                "reasons", "would_deny", "break_glass", "bundle_revision", "upstream_status", "status", "latency_ms",
+                "key_id", "prev", "mac"}
+# The audit chain's HMAC key (base64 of 32 random bytes), one per test run; gates read it from this variable.
+AUDIT_KEY_ENV = "MLFLOW_GATE_E2E_AUDIT_KEY"
+AUDIT_KEY = base64.b64encode(os.urandom(32)).decode()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -246,10 +250,11 @@ def gates(mlflow_server, gate_keys, tmp_path) -> Iterator[Callable[..., GateProc
             audit = dict(audit)
             if audit.get("sink") == "file":
                 audit_file = Path(audit.setdefault("file", str(directory / "audit.log")))
+            audit.setdefault("key_env", AUDIT_KEY_ENV)
             text += table("[audit]", audit)
         config.write_text(text)
         proc = start([str(GATE_BIN), "serve", "--config", str(config), "--addr-file", str(addr_file)], log,
-                     env={**os.environ, "MLFLOW_GATE_LOG": "info"})
+                     env={**os.environ, "MLFLOW_GATE_LOG": "info", AUDIT_KEY_ENV: AUDIT_KEY})
         started.append(proc)
         launch.logs.append((name, log))
         addr = wait_for(lambda: read_addr(addr_file), f"{name}: addr file", proc, log, 30)
@@ -359,17 +364,33 @@ def refused(gate: GateProc, ctx: ssl.SSLContext, token: str | None = None, name:
     pytest.fail(f"expected the TLS handshake to be refused, got HTTP {reply.status}: {reply.body[:200]!r}")
 
 
-def audit_records(path: Path) -> list[dict]:
+def audit_records(path: Path, everything: bool = False) -> list[dict]:
+    """The decision records of an audit file (with `everything`, also the genesis record that starts a chain)."""
     try:
         text = path.read_text()
     except FileNotFoundError:
         return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return records if everything else [r for r in records if r["kind"] == "decision"]
 
 
-def audit_verify(*files: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(GATE_BIN), "audit", "verify", *map(str, files)], capture_output=True, text=True,
-                          timeout=60)
+def audit_verify(*files: Path, args: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """`mlflow-gate audit verify` with the run's audit key (and `args`, e.g. ("--checkpoint", ...))."""
+    return subprocess.run([str(GATE_BIN), "audit", "verify", "--key-env", AUDIT_KEY_ENV, *args, *map(str, files)],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, AUDIT_KEY_ENV: AUDIT_KEY})
+
+
+def logged_checkpoints(log: Path) -> list[dict]:
+    """The audit checkpoints a gate published on its process log (JSON lines; the checkpoint is a JSON string)."""
+    found = []
+    for line in log.read_text().splitlines():
+        try:
+            fields = json.loads(line).get("fields", {})
+        except (ValueError, AttributeError):
+            continue
+        if fields.get("message") == "audit checkpoint":
+            found.append(json.loads(fields["checkpoint"]))
+    return found
 
 
 def bundle_revision(config: Path) -> str:
@@ -853,8 +874,12 @@ def test_audit_records_and_chain(gates, gate_keys, mlflow_server, tmp_path):
         assert isinstance(record["latency_ms"], (int, float)) and 0 <= record["latency_ms"] < 60_000, record
         when = datetime.datetime.fromisoformat(record["time"].replace("Z", "+00:00"))
         assert abs((now - when).total_seconds()) < 120, record
-        assert re.fullmatch(r"[0-9a-f]{64}", record["hash"]) and re.fullmatch(r"[0-9a-f]{64}", record["prev_hash"])
-    assert [r["prev_hash"] for r in records[1:]] == [r["hash"] for r in records[:-1]]
+        assert re.fullmatch(r"[0-9a-f]{64}", record["mac"]) and re.fullmatch(r"[0-9a-f]{64}", record["prev"])
+    chain = audit_records(gate.audit, everything=True)  # the genesis record, then the decisions
+    assert chain[0]["kind"] == "genesis" and chain[0]["seq"] == 0 and chain[0]["prev"] == "0" * 64, chain[0]
+    assert [r["seq"] for r in chain] == list(range(len(chain)))
+    assert [r["prev"] for r in chain[1:]] == [r["mac"] for r in chain[:-1]]
+    assert len({r["key_id"] for r in chain}) == 1 and AUDIT_KEY not in gate.audit.read_text()
     times = [r["time"] for r in records]
     assert times == sorted(times)
 
@@ -870,16 +895,18 @@ def test_audit_records_and_chain(gates, gate_keys, mlflow_server, tmp_path):
         assert token not in text and token.rsplit(".", 1)[1] not in text
     assert "Bearer" not in text
 
-    # Clean shutdown: exit 0, everything flushed, the chain verifies.
+    # Clean shutdown: exit 0, everything flushed, the chain verifies up to the checkpoint published at shutdown.
     stop(gate.proc)
     assert gate.proc.returncode == 0, tail(gate.log)
     assert audit_records(gate.audit) == records
-    verified = audit_verify(gate.audit)
+    verified = audit_verify(gate.audit, args=("--checkpoint", str(gate.log)))
     assert verified.returncode == 0, verified.stderr
-    assert f"{len(records)} records" in verified.stdout, verified.stdout
+    assert f"{len(records) + 1} records" in verified.stdout, verified.stdout
+    assert f"checkpoint of record {len(records)}: matches" in verified.stdout, verified.stdout
 
     # Tampered copies: a field edited, a line deleted, two lines swapped. Each is found, naming the line.
-    line_of_denial = next(i for i, r in enumerate(records) if r["decision_id"] == denied_id)
+    chain = audit_records(gate.audit, everything=True)
+    line_of_denial = next(i for i, r in enumerate(chain) if r.get("decision_id") == denied_id)  # = its seq
 
     def cover_up(lines: list[str]) -> None:
         record = json.loads(lines[line_of_denial])
@@ -892,9 +919,9 @@ def test_audit_records_and_chain(gates, gate_keys, mlflow_server, tmp_path):
     def swap(lines: list[str]) -> None:
         lines[2], lines[3] = lines[3], lines[2]
 
-    for label, edit, line, words in (("edited", cover_up, line_of_denial + 1, "altered"),
-                                     ("deleted", delete, 4, "removed or reordered"),
-                                     ("swapped", swap, 3, "removed or reordered")):
+    for label, edit, line, words in (("edited", cover_up, line_of_denial + 1, f"record {line_of_denial} was altered"),
+                                     ("deleted", delete, 4, "record 3 is missing"),
+                                     ("swapped", swap, 3, "record 2 is missing")):
         copy = tampered(gate.audit, tmp_path, f"audit-{label}.log", edit)
         result = audit_verify(copy)
         assert result.returncode != 0, f"{label}: verify passed: {result.stdout}"
@@ -938,7 +965,7 @@ def test_audit_rotation_and_restart_keep_one_chain(gates, gate_keys, tmp_path):
     def verify_all(when: str) -> None:
         result = audit_verify(*files())
         assert result.returncode == 0, f"{when}: {result.stderr}"
-        assert f"{len(ids)} records in {len(files())} file(s)" in result.stdout, result.stdout
+        assert f"{len(ids) + 1} records in {len(files())} file(s)" in result.stdout, result.stdout  # + genesis
 
     # Rotation: several files, one chain; out of order it does not verify.
     gate = gates("audit-rotation-1", audit=settings)
@@ -963,7 +990,8 @@ def test_audit_rotation_and_restart_keep_one_chain(gates, gate_keys, tmp_path):
 
 
 def test_audit_rotation_keeps_the_newest_files(gates, gate_keys):
-    """keep = 2: older rotated files are deleted; what is kept is the newest records, still one verifiable chain."""
+    """keep = 2: older rotated files are deleted; what is kept is the newest records, still one chain, verifiable
+    from the checkpoint published when the oldest kept file's predecessor was rotated (and not without it)."""
     gate = gates("audit-keep", audit={"sink": "file", "max_bytes": 1024, "keep": 2})
     alice = gate_keys.token("alice")
     ids = [request(gate, "GET", "/api/2.0/mlflow/experiments/search?max_results=1", alice).headers[REQUEST_ID]
@@ -975,7 +1003,11 @@ def test_audit_rotation_keeps_the_newest_files(gates, gate_keys):
     files = [directory / "audit.log.2", directory / "audit.log.1", gate.audit]
     kept = [r["decision_id"] for f in files for r in audit_records(f)]
     assert kept and kept == ids[-len(kept):] and len(kept) < len(ids), (kept, ids)
-    verified = audit_verify(*files)
+    first = audit_records(files[0], everything=True)[0]["seq"]
+    unanchored = audit_verify(*files)
+    assert unanchored.returncode != 0 and f"records 0..{first - 1} are missing" in unanchored.stderr, unanchored.stderr
+    anchor = next(c for c in logged_checkpoints(gate.log) if c["seq"] == first - 1)
+    verified = audit_verify(*files, args=("--from-checkpoint", json.dumps(anchor), "--checkpoint", str(gate.log)))
     assert verified.returncode == 0, verified.stderr
 
 
@@ -989,12 +1021,12 @@ def test_audit_to_stdout(gates, gate_keys, tmp_path):
     stop(gate.proc)
     assert gate.proc.returncode == 0, tail(gate.log)
     lines = [line for line in gate.log.read_text().splitlines() if line.startswith("{")]
-    records = [line for line in lines if {"decision_id", "hash", "prev_hash"} <= json.loads(line).keys()]
-    assert [json.loads(r)["decision_id"] for r in records] == ids
+    records = [line for line in lines if {"seq", "prev", "mac"} <= json.loads(line).keys()]
+    assert [json.loads(r).get("decision_id") for r in records] == [None, *ids]  # the genesis record first
     assert alice not in gate.log.read_text()
     copy = tmp_path / "stdout-records.log"
     copy.write_text("\n".join(records) + "\n")
-    verified = audit_verify(copy)
+    verified = audit_verify(copy, args=("--checkpoint", str(gate.log)))
     assert verified.returncode == 0, verified.stderr
 
 
@@ -1092,8 +1124,9 @@ def test_sigterm_under_load_loses_no_audit_record(gates, gate_keys, mlflow_serve
     assert upload_id in records and records[upload_id]["status"] == 200
     assert records[upload_id]["operation"]["rpc"] == "UploadArtifact"
     assert len(records) <= total + 1
-    verified = audit_verify(gate.audit)
+    verified = audit_verify(gate.audit, args=("--checkpoint", str(gate.log)))  # the checkpoint taken at shutdown
     assert verified.returncode == 0, verified.stderr
+    assert re.search(r"checkpoint of record \d+: matches", verified.stdout), verified.stdout
     log = gate.log.read_text()
     assert "shutting down" in log and "grace period over" not in log
 
