@@ -22,7 +22,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import GATE_BIN, POLL_INTERVAL_SECS, answers_200, free_port, gate_config, read_addr, start, stop, wait_for
-from helpers import http, new_model_version
+from helpers import GOOD_TAGS, http, new_model_version
 
 DENIAL = "only the CI service account may transition to Production"
 
@@ -70,6 +70,11 @@ def poll(check, what: str, timeout: float = 30):
     pytest.fail(f"{what}: not true after {timeout}s")
 
 
+# Made straight in MLflow, the run carries its owner as the gate would have stamped it (the evaluation gate checks
+# that a version's files are its run owner's output).
+OWNED_BY_ALICE = {**GOOD_TAGS, "mlflow.user": "alice"}
+
+
 @pytest.fixture(scope="module")
 def run(mlflow_server, gate_keys, tmp_path_factory) -> AuditRun:
     tmp = tmp_path_factory.mktemp("audit-log")
@@ -102,7 +107,8 @@ events = ["AUDIT_CHECKPOINT"]
         addr = wait_for(lambda: read_addr(addr_file), "gate addr", proc, log, 30)
         url, admin = f"http://{addr}", f"http://127.0.0.1:{admin_port}"
         wait_for(lambda: answers_200(f"{admin}/healthz"), "admin listener", proc, log, 30)
-        name, version = new_model_version(MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url))
+        name, version = new_model_version(MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url),
+                                          tags=OWNED_BY_ALICE)
         alice, ci = gate_keys.token("alice"), gate_keys.token("ci-bot", groups=["mlflow-ci"])
         move = {"name": name, "version": version, "stage": "Production", "archive_existing_versions": False}
         for _ in range(3):

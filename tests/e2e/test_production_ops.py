@@ -41,7 +41,7 @@ from mlflow.exceptions import MlflowException
 
 from conftest import (GATE_BIN, POLL_INTERVAL_SECS, REPO, free_port, gate_config, read_addr, run_gate, start, stop, tail,
                       wait_for)
-from helpers import assert_mlflow_error, new_model_version, unique, upstream, upstream_has_experiment, upstream_stage
+from helpers import GOOD_TAGS, assert_mlflow_error, new_model_version, unique, upstream, upstream_has_experiment, upstream_stage
 
 SPIFFE_ID = "spiffe://mlflow.test/ns/ml-platform/sa/ci-trainer"
 PRODUCTION_DENIAL_MENTIONS = "only the CI service account may transition to Production"
@@ -147,6 +147,11 @@ class Pki:
     expired: Issued       # from the trusted CA, expired
     stranger: Issued      # from the trusted CA, valid, identity not mapped
     rogue: Issued         # same SPIFFE ID, signed by a CA the gate does not trust
+
+
+# Made straight in MLflow, the run carries its owner as the gate would have stamped it (the evaluation gate checks
+# that a version's files are its run owner's output).
+OWNED_BY_ALICE = {**GOOD_TAGS, "mlflow.user": "alice"}
 
 
 @pytest.fixture(scope="session")
@@ -803,7 +808,8 @@ def test_audit_records_and_chain(gates, gate_keys, mlflow_server, tmp_path):
     alice, ci = gate_keys.token("alice"), gate_keys.token("ci-bot", groups=["mlflow-ci"])
     expired = gate_keys.token("alice", ttl=-600)
     # A model version made straight in MLflow (not through this gate): only the requests below are audited here.
-    name, version = new_model_version(MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url))
+    name, version = new_model_version(MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url),
+                                          tags=OWNED_BY_ALICE)
 
     expected: dict[str, dict] = {}  # decision id -> what its record must say
 
