@@ -46,6 +46,9 @@ pub enum GateError {
     /// A fault in the gate itself.
     #[error("internal error in mlflow-gate")]
     Internal,
+    /// A parameter MLflow would accept but the gate refuses (a name with control characters, unreadable tags).
+    #[error("{0}")]
+    InvalidParameter(String),
 }
 
 impl GateError {
@@ -61,6 +64,7 @@ impl GateError {
             GateError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             GateError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GateError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            GateError::InvalidParameter(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -78,6 +82,7 @@ impl GateError {
             }
             GateError::UpstreamTimeout => "DEADLINE_EXCEEDED",
             GateError::Internal => "INTERNAL_ERROR",
+            GateError::InvalidParameter(_) => "INVALID_PARAMETER_VALUE",
         }
     }
 
@@ -96,6 +101,7 @@ impl GateError {
             GateError::UpstreamUnavailable => "upstream_unavailable",
             GateError::UpstreamTimeout => "upstream_timeout",
             GateError::Internal => "internal",
+            GateError::InvalidParameter(_) => "bad_request",
         }
     }
 
@@ -106,7 +112,8 @@ impl GateError {
             | GateError::PermissionDenied(m)
             | GateError::BadRequest(m)
             | GateError::NotFound(m)
-            | GateError::InvalidState(m) => {
+            | GateError::InvalidState(m)
+            | GateError::InvalidParameter(m) => {
                 format!("mlflow-gate: {m} (request id {request_id})")
             }
             other => format!("mlflow-gate: {other} (request id {request_id})"),

@@ -92,9 +92,18 @@ mod tests {
 
     #[test]
     fn control_characters_and_outer_blanks_are_problems() {
-        for bad in ["champion\n", "\tchampion", "cham\u{0}pion", " champion", "champion ", "champion\u{2028}",
-            "champion\u{200B}", "\u{FEFF}champion", "champion\u{85}", "cham\u{7F}pion"]
-        {
+        for bad in [
+            "champion\n",
+            "\tchampion",
+            "cham\u{0}pion",
+            " champion",
+            "champion ",
+            "champion\u{2028}",
+            "champion\u{200B}",
+            "\u{FEFF}champion",
+            "champion\u{85}",
+            "cham\u{7F}pion",
+        ] {
             assert!(name_problem(bad).is_some(), "{bad:?}");
         }
         for good in ["champion", "fraud detector", "Fraud-Detector", "модель", "prompt/v1", "ｆｕｌｌ"] {

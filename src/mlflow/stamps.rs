@@ -6,6 +6,7 @@
 use serde_json::{json, Map, Value};
 
 use super::routes::Operation;
+use crate::fold::fold;
 
 /// Prefix of the tags only the gate writes.
 pub const RESERVED_PREFIX: &str = "mlflow_gate.";
@@ -20,41 +21,117 @@ pub const RUN_USER_TAG: &str = "mlflow.user";
 /// Longest history kept in the tag (MLflow limits tag values to 5000 characters).
 const MAX_HISTORY: usize = 25;
 
-/// Operations whose `key` names a tag being set or deleted.
-const TAG_WRITES: [&str; 10] = [
-    "SetRegisteredModelTag",
-    "DeleteRegisteredModelTag",
-    "SetModelVersionTag",
-    "DeleteModelVersionTag",
-    "SetTag",
-    "DeleteTag",
-    "SetExperimentTag",
-    "DeleteExperimentTag",
-    "SetTraceTag",
-    "DeleteTraceTag",
+/// Operations that set or delete one tag, and the target field naming its key (body, query or path).
+const TAG_WRITES: [(&str, &str); 28] = [
+    ("SetRegisteredModelTag", "key"),
+    ("DeleteRegisteredModelTag", "key"),
+    ("SetModelVersionTag", "key"),
+    ("DeleteModelVersionTag", "key"),
+    ("SetTag", "key"),
+    ("DeleteTag", "key"),
+    ("SetExperimentTag", "key"),
+    ("DeleteExperimentTag", "key"),
+    ("SetTraceTag", "key"),
+    ("DeleteTraceTag", "key"),
+    ("SetTraceTagV3", "key"),
+    ("DeleteTraceTagV3", "key"),
+    ("DeleteLoggedModelTag", "tag_key"),
+    ("DeleteDatasetTag", "key"),
+    ("SetGatewayEndpointTag", "key"),
+    ("DeleteGatewayEndpointTag", "key"),
+    ("SetMcpServerTag", "key"),
+    ("DeleteMcpServerTag", "key"),
+    ("SetMcpServerVersionTag", "key"),
+    ("DeleteMcpServerVersionTag", "key"),
+    ("SetSkillTag", "key"),
+    ("DeleteSkillTag", "key"),
+    ("SetSkillVersionTag", "key"),
+    ("DeleteSkillVersionTag", "key"),
+    ("SetOrganizationSkillTag", "key"),
+    ("DeleteOrganizationSkillTag", "key"),
+    ("SetOrganizationSkillVersionTag", "key"),
+    ("DeleteOrganizationSkillVersionTag", "key"),
 ];
 
-/// A client write to a reserved tag, if the request makes one: a tag set/delete whose key is reserved, or a
-/// creation or batch whose `tags` carry a reserved key (also the run-user tag on runs, which the gate sets).
+/// A client write of tags that the gate refuses before the policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TagRefusal {
+    /// The request sets or deletes a tag only the gate writes.
+    #[error(
+        "the tag {0:?} is reserved: only mlflow-gate writes it (tags starting with \"mlflow_gate.\" and the run tag \"mlflow.user\")"
+    )]
+    Reserved(String),
+    /// A `tags` field holds a JSON string (datasets) that the gate cannot read as an object, so its keys are unknown.
+    #[error("the body's {0:?} field is not a JSON object the gate can read, so its tag keys cannot be checked")]
+    Unreadable(&'static str),
+}
+
+/// Refuses a client write to a reserved tag: a tag set/delete whose key is reserved, or a request whose tag
+/// containers carry a reserved key (also the run-user tag on runs, which the gate sets). The containers, from
+/// MLflow's request messages: `tags` as a list of `{key, value}` (creations, log-batch, v2 traces, logged models,
+/// prompt-optimization jobs), as a JSON string holding an object (datasets), `datasets[].tags` (log-inputs) and
+/// `trace.trace_info.tags`, a map, also spelled `traceInfo` (v3 start-trace).
 pub fn reserved_tag_write(
     op: &Operation,
     target: &Map<String, Value>,
     body: Option<&Map<String, Value>>,
-) -> Option<String> {
-    // Case-insensitive: on MySQL/MSSQL collations MLflow treats `MLFLOW_GATE.x` and `mlflow_gate.x` as one key.
-    let is_reserved = |k: &str| k.to_ascii_lowercase().starts_with(RESERVED_PREFIX);
-    let is_run_user = |k: &str| k.eq_ignore_ascii_case(RUN_USER_TAG);
+) -> Result<(), TagRefusal> {
     let reserved = |k: &str| is_reserved(k) || (is_run_user(k) && op.rpc != "CreateRun");
-    if TAG_WRITES.contains(&op.rpc) {
-        if let Some(key) = target.get("key").and_then(Value::as_str).filter(|k| reserved(k)) {
-            return Some(key.to_string());
+    if let Some((_, field)) = TAG_WRITES.iter().find(|(rpc, _)| *rpc == op.rpc) {
+        if let Some(key) = target.get(*field).and_then(Value::as_str).filter(|k| reserved(k)) {
+            return Err(TagRefusal::Reserved(key.to_string()));
         }
     }
-    let tags = body.and_then(|b| b.get("tags")).and_then(Value::as_array)?;
-    tags.iter()
-        .filter_map(|t| t.get("key").and_then(Value::as_str))
-        .find(|k| is_reserved(k) || (is_run_user(k) && op.rpc == "LogBatch"))
-        .map(str::to_owned)
+    let Some(body) = body else { return Ok(()) };
+    let in_containers = |k: &str| is_reserved(k) || (is_run_user(k) && op.rpc == "LogBatch");
+    match tag_keys(body)?.into_iter().find(|k| in_containers(k)) {
+        Some(key) => Err(TagRefusal::Reserved(key)),
+        None => Ok(()),
+    }
+}
+
+/// Whether a tag key is the gate's. Folded and trimmed: on MySQL/MSSQL collations MLflow treats `MLFLOW_GATE.x`,
+/// `mlflow_gate.x ` (trailing space) and full-width spellings as `mlflow_gate.x`.
+fn is_reserved(key: &str) -> bool {
+    fold(key.trim()).trim_start().starts_with(RESERVED_PREFIX)
+}
+
+fn is_run_user(key: &str) -> bool {
+    fold(key.trim()) == RUN_USER_TAG
+}
+
+/// Every tag key the body sends, in every container MLflow reads tags from.
+fn tag_keys(body: &Map<String, Value>) -> Result<Vec<String>, TagRefusal> {
+    let mut keys = Vec::new();
+    container_keys(body.get("tags"), &mut keys)?;
+    if let Some(datasets) = body.get("datasets").and_then(Value::as_array) {
+        for dataset in datasets {
+            container_keys(dataset.get("tags"), &mut keys)?;
+        }
+    }
+    if let Some(trace) = body.get("trace") {
+        for spelling in ["trace_info", "traceInfo"] {
+            container_keys(trace.get(spelling).and_then(|info| info.get("tags")), &mut keys)?;
+        }
+    }
+    Ok(keys)
+}
+
+/// The keys of one container: a list of `{key, value}`, a map, or a JSON string holding a map.
+fn container_keys(tags: Option<&Value>, keys: &mut Vec<String>) -> Result<(), TagRefusal> {
+    match tags {
+        Some(Value::Array(list)) => {
+            keys.extend(list.iter().filter_map(|t| t.get("key").and_then(Value::as_str)).map(str::to_owned))
+        }
+        Some(Value::Object(map)) => keys.extend(map.keys().cloned()),
+        Some(Value::String(text)) => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => keys.extend(map.keys().cloned()),
+            Ok(_) => {}
+            Err(_) => return Err(TagRefusal::Unreadable("tags")),
+        },
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Adds the gate's stamps to a request body about to be forwarded: creator tags on registered models and
@@ -125,15 +202,75 @@ mod tests {
 
     #[test]
     fn reserved_tags_cannot_be_written_by_clients() {
-        let t = obj(json!({"key": "mlflow_gate.created_by"}));
-        assert!(reserved_tag_write(&op("SetModelVersionTag"), &t, None).is_some());
-        assert!(reserved_tag_write(&op("DeleteRegisteredModelTag"), &t, None).is_some());
-        let body = obj(json!({"name": "m", "tags": [{"key": "mlflow_gate.created_by", "value": "ci"}]}));
-        assert!(reserved_tag_write(&op("CreateModelVersion"), &Map::new(), Some(&body)).is_some());
-        assert!(reserved_tag_write(&op("SetTag"), &obj(json!({"key": "mlflow.user"})), None).is_some());
-        assert!(reserved_tag_write(&op("SetModelVersionTag"), &obj(json!({"key": "team"})), None).is_none());
-        assert!(reserved_tag_write(&op("SetModelVersionTag"), &obj(json!({"key": "MLflow_Gate.created_by"})), None)
-            .is_some());
+        let refused = |rpc, target: Value, body: Option<Value>| {
+            let body = body.map(obj);
+            reserved_tag_write(&op(rpc), &obj(target), body.as_ref()).is_err()
+        };
+        let t = json!({"key": "mlflow_gate.created_by"});
+        assert!(refused("SetModelVersionTag", t.clone(), None));
+        assert!(refused("DeleteRegisteredModelTag", t, None));
+        assert!(refused("SetTag", json!({"key": "mlflow.user"}), None));
+        assert!(!refused("SetModelVersionTag", json!({"key": "team"}), None));
+        assert!(refused("SetModelVersionTag", json!({"key": "MLflow_Gate.created_by"}), None));
+        assert!(refused("SetModelVersionTag", json!({"key": " mlflow_gate.created_by "}), None));
+        assert!(refused("SetModelVersionTag", json!({"key": "ｍｌｆｌｏｗ_gate.created_by"}), None));
+        assert!(!refused("CreateRun", json!({}), Some(json!({"tags": [{"key": "mlflow.user", "value": "x"}]}))));
+    }
+
+    /// One row per route that names one tag key: (rpc, target field).
+    #[test]
+    fn every_single_tag_route_refuses_a_reserved_key() {
+        for (rpc, field) in TAG_WRITES {
+            let target = json!({ field: "mlflow_gate.created_by" });
+            assert_eq!(
+                reserved_tag_write(&op(rpc), &obj(target), None),
+                Err(TagRefusal::Reserved("mlflow_gate.created_by".into())),
+                "{rpc}"
+            );
+            assert_eq!(reserved_tag_write(&op(rpc), &obj(json!({ field: "team" })), None), Ok(()), "{rpc}");
+        }
+    }
+
+    /// One row per tag container MLflow reads (found in its request messages: every field named `tags` at any
+    /// depth of an RPC's request).
+    #[test]
+    fn every_tag_container_refuses_a_reserved_key() {
+        let key = "mlflow_gate.created_by";
+        let containers = [
+            ("CreateModelVersion", json!({"name": "m", "tags": [{"key": key, "value": "ci"}]})),
+            ("CreateRegisteredModel", json!({"name": "m", "tags": [{"key": key, "value": "ci"}]})),
+            ("CreateExperiment", json!({"name": "e", "tags": [{"key": key, "value": "ci"}]})),
+            ("CreateRun", json!({"tags": [{"key": key, "value": "ci"}]})),
+            ("LogBatch", json!({"run_id": "r", "tags": [{"key": key, "value": "ci"}]})),
+            ("LogBatch", json!({"run_id": "r", "tags": [{"key": "mlflow.user", "value": "ci"}]})),
+            ("StartTrace", json!({"experiment_id": "1", "tags": [{"key": key, "value": "ci"}]})),
+            ("EndTrace", json!({"tags": [{"key": key, "value": "ci"}]})),
+            ("CreateLoggedModel", json!({"experiment_id": "1", "tags": [{"key": key, "value": "ci"}]})),
+            ("SetLoggedModelTags", json!({"tags": [{"key": key, "value": "ci"}]})),
+            ("CreatePromptOptimizationJob", json!({"tags": [{"key": key, "value": "ci"}]})),
+            ("CreateDataset", json!({"name": "d", "tags": format!("{{\"{key}\": \"ci\"}}")})),
+            ("SetDatasetTags", json!({"tags": format!("{{\"team\": \"a\", \"{key}\": \"ci\"}}")})),
+            ("LogInputs", json!({"run_id": "r", "datasets": [{"dataset": {}, "tags": [{"key": key, "value": "ci"}]}]})),
+            ("StartTraceV3", json!({"trace": {"trace_info": {"trace_id": "t", "tags": {key: "ci"}}}})),
+            ("StartTraceV3", json!({"trace": {"traceInfo": {"trace_id": "t", "tags": {"team": "a", key: "ci"}}}})),
+        ];
+        for (rpc, body) in containers {
+            let refusal = reserved_tag_write(&op(rpc), &Map::new(), Some(&obj(body.clone())));
+            assert!(matches!(refusal, Err(TagRefusal::Reserved(_))), "{rpc}: {body}");
+        }
+        let harmless = json!({"trace": {"trace_info": {"tags": {"team": "a"}, "trace_metadata": {key: "x"}}},
+            "datasets": [{"tags": [{"key": "mlflow.data.context", "value": "train"}]}], "tags": "{\"team\": \"a\"}"});
+        assert_eq!(reserved_tag_write(&op("StartTraceV3"), &Map::new(), Some(&obj(harmless))), Ok(()));
+    }
+
+    #[test]
+    fn unreadable_dataset_tags_are_refused() {
+        // Python's json.loads reads NaN; serde does not: the keys next to it would go unchecked.
+        let body = obj(json!({"tags": "{\"mlflow_gate.created_by\": \"x\", \"n\": NaN}"}));
+        assert_eq!(
+            reserved_tag_write(&op("SetDatasetTags"), &Map::new(), Some(&body)),
+            Err(TagRefusal::Unreadable("tags"))
+        );
     }
 
     #[test]
