@@ -152,3 +152,32 @@ def test_reserved_tags_in_other_nested_containers_are_refused(gate, mlflow_serve
     response = http(gate.url, "POST", "/api/3.0/mlflow/datasets/create", alice,
                     json={"name": unique("ds"), "tags": f'{{"{CREATED_BY}": "ci-bot", "n": NaN}}'})
     assert_mlflow_error(response, 400, "INVALID_PARAMETER_VALUE")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Identity after normalisation
+
+
+def test_a_reviewer_token_for_a_case_variant_of_the_creator_cannot_approve(gate, mlflow_server, client_as, gate_keys,
+                                                                         alice, ci):
+    name, version = new_model_version(client_as(alice))
+    client_as(ci).transition_model_version_stage(name, version, "Staging")
+    response = workflow(gate.url, alice, "create", name=name, version=version, stage="Production")
+    assert response.status_code == 200, response.text
+
+    # The IdP hands alice a reviewer token whose sub is `Alice` (or a full-width `Ａｌｉｃｅ`): the same person.
+    for sub in ("Alice", "ＡＬＩＣＥ"):
+        reviewer = gate_keys.token(sub, groups=["ml-senior"])
+        response = workflow(gate.url, reviewer, "approve", name=name, version=version, stage="Production",
+                            archive_existing_versions=True)
+        message = assert_mlflow_error(response, 403, "PERMISSION_DENIED")
+        assert "you created version" in message, message
+
+    # So CI still finds no approval, and the version stays in Staging.
+    response = http(gate.url, "POST", "/api/2.0/mlflow/model-versions/transition-stage", ci,
+                    json={"name": name, "version": version, "stage": "Production", "archive_existing_versions": True})
+    message = assert_mlflow_error(response, 403, "PERMISSION_DENIED")
+    assert "approval" in message, message
+    mv = upstream(mlflow_server, "/api/2.0/mlflow/model-versions/get", name=name, version=version)["model_version"]
+    assert mv["current_stage"] == "Staging"
+    assert tags_of(mv)[CREATED_BY] == "alice"
