@@ -134,14 +134,6 @@ fn webhook_errors_name_the_key_at_fault() {
     assert!(e.contains("MODEL_DELETED") && e.contains("MODEL_VERSION_CREATED"), "names the bad and the known: {e}");
 }
 
-#[test]
-fn policy_engine_defaults_to_auto_and_can_be_forced_to_the_interpreter() {
-    use crate::policy::EngineChoice;
-    assert_eq!(parse(GOOD).ok().map(|c| c.policy.engine), Some(EngineChoice::Auto));
-    let forced = parse(&format!("{GOOD}engine = \"interpreter\"\n")).ok();
-    assert_eq!(forced.map(|c| c.policy.engine), Some(EngineChoice::Interpreter));
-}
-
 /// GOOD with a second issuer (the `[[auth.issuers]]` table goes before `[policy]`), plus `extra` keys on it.
 fn two_issuers(first_extra: &str, second_extra: &str) -> String {
     GOOD.replace("groups_claim = \"realm_access.roles\"\n", &format!("groups_claim = \"realm_access.roles\"\n{first_extra}\n"))
@@ -185,4 +177,12 @@ fn two_issuers_cannot_share_a_subject_space() {
     }
     // The unqualified issuer may be any one of them.
     assert!(parse(&two_issuers("subject_prefix = \"idp:\"", "subject_prefix = \"\"")).is_ok());
+}
+
+#[test]
+fn policy_engine_defaults_to_auto_and_can_be_forced_to_the_interpreter() {
+    use crate::policy::EngineChoice;
+    assert_eq!(parse(GOOD).ok().map(|c| c.policy.engine), Some(EngineChoice::Auto));
+    let forced = parse(&format!("{GOOD}engine = \"interpreter\"\n")).ok();
+    assert_eq!(forced.map(|c| c.policy.engine), Some(EngineChoice::Interpreter));
 }

@@ -19,6 +19,9 @@ pub enum GateError {
     /// The request cannot be read unambiguously.
     #[error("{0}")]
     BadRequest(String),
+    /// A parameter MLflow would refuse or resolve differently (e.g. an invalid `X-MLFLOW-WORKSPACE`).
+    #[error("{0}")]
+    InvalidParameter(String),
     /// The object the request names does not exist (workflow requests the gate serves itself).
     #[error("{0}")]
     NotFound(String),
@@ -46,9 +49,6 @@ pub enum GateError {
     /// A fault in the gate itself.
     #[error("internal error in mlflow-gate")]
     Internal,
-    /// A parameter MLflow would accept but the gate refuses (a name with control characters, unreadable tags).
-    #[error("{0}")]
-    InvalidParameter(String),
 }
 
 impl GateError {
@@ -57,14 +57,15 @@ impl GateError {
         match self {
             GateError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             GateError::PermissionDenied(_) | GateError::PolicyFailed => StatusCode::FORBIDDEN,
-            GateError::BadRequest(_) | GateError::InvalidState(_) => StatusCode::BAD_REQUEST,
+            GateError::BadRequest(_) | GateError::InvalidParameter(_) | GateError::InvalidState(_) => {
+                StatusCode::BAD_REQUEST
+            }
             GateError::NotFound(_) => StatusCode::NOT_FOUND,
             GateError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GateError::KeysUnavailable | GateError::LookupFailed => StatusCode::SERVICE_UNAVAILABLE,
             GateError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             GateError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GateError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            GateError::InvalidParameter(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -74,6 +75,7 @@ impl GateError {
             GateError::Unauthenticated(_) => "UNAUTHENTICATED",
             GateError::PermissionDenied(_) | GateError::PolicyFailed => "PERMISSION_DENIED",
             GateError::BadRequest(_) => "BAD_REQUEST",
+            GateError::InvalidParameter(_) => "INVALID_PARAMETER_VALUE",
             GateError::NotFound(_) => "RESOURCE_DOES_NOT_EXIST",
             GateError::InvalidState(_) => "INVALID_STATE",
             GateError::PayloadTooLarge(_) => "REQUEST_LIMIT_EXCEEDED",
@@ -82,7 +84,6 @@ impl GateError {
             }
             GateError::UpstreamTimeout => "DEADLINE_EXCEEDED",
             GateError::Internal => "INTERNAL_ERROR",
-            GateError::InvalidParameter(_) => "INVALID_PARAMETER_VALUE",
         }
     }
 
@@ -92,6 +93,7 @@ impl GateError {
             GateError::Unauthenticated(_) => "unauthenticated",
             GateError::PermissionDenied(_) => "denied",
             GateError::BadRequest(_) => "bad_request",
+            GateError::InvalidParameter(_) => "invalid_parameter",
             GateError::NotFound(_) => "not_found",
             GateError::InvalidState(_) => "invalid_state",
             GateError::PayloadTooLarge(_) => "too_large",
@@ -101,7 +103,6 @@ impl GateError {
             GateError::UpstreamUnavailable => "upstream_unavailable",
             GateError::UpstreamTimeout => "upstream_timeout",
             GateError::Internal => "internal",
-            GateError::InvalidParameter(_) => "bad_request",
         }
     }
 
@@ -111,9 +112,9 @@ impl GateError {
             GateError::Unauthenticated(m)
             | GateError::PermissionDenied(m)
             | GateError::BadRequest(m)
+            | GateError::InvalidParameter(m)
             | GateError::NotFound(m)
-            | GateError::InvalidState(m)
-            | GateError::InvalidParameter(m) => {
+            | GateError::InvalidState(m) => {
                 format!("mlflow-gate: {m} (request id {request_id})")
             }
             other => format!("mlflow-gate: {other} (request id {request_id})"),

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::Principal;
 use crate::mlflow::enrich::Enricher;
-use crate::mlflow::{canon, names, params, routes, stamps, target};
+use crate::mlflow::{canon, params, routes, stamps, target};
 use crate::policy::input;
 use crate::proxy::Upstream;
 
@@ -67,13 +67,11 @@ pub async fn explain(
         Ok(f) => f,
         Err(e) => return refused(format!("400: {e}")),
     };
-    match stamps::reserved_tag_write(&op, &fields, json.as_ref()) {
-        Ok(()) => {}
-        Err(e @ stamps::TagRefusal::Reserved(_)) => return refused(format!("403: {e}")),
-        Err(e @ stamps::TagRefusal::Unreadable(_)) => return refused(format!("400: {e}")),
-    }
-    if let Some(problem) = names::stored_name_problem(&op, &fields) {
+    if let Some(problem) = crate::mlflow::names::refused_write(&op, &fields, json.as_ref()) {
         return refused(format!("400: {problem}"));
+    }
+    if let Some(key) = stamps::reserved_tag_write(&op, &fields, json.as_ref()) {
+        return refused(format!("403: the tag {key:?} is reserved for mlflow-gate"));
     }
     let resource = match upstream {
         Some(up) => match Enricher::new().resource(up, &op, fields).await {

@@ -22,7 +22,7 @@ use crate::mlflow::canon::{self, Target};
 use crate::mlflow::enrich::Enricher;
 use crate::mlflow::events;
 use crate::mlflow::routes::{self, Operation, Resource};
-use crate::mlflow::{names, params, stamps, target as target_fields};
+use crate::mlflow::{params, stamps, target as target_fields};
 use crate::policy::{input, Policy};
 use crate::proxy::{ClientConn, OutBody, Outgoing, Upstream};
 use crate::server::ConnInfo;
@@ -213,11 +213,16 @@ impl Gate {
         if workflow {
             approvals::prepare_target(&op, &mut fields)?;
         }
-        stamps::reserved_tag_write(&op, &fields, read.json.as_ref()).map_err(|e| match e {
-            stamps::TagRefusal::Reserved(_) => GateError::PermissionDenied(e.to_string()),
-            stamps::TagRefusal::Unreadable(_) => GateError::InvalidParameter(e.to_string()),
-        })?;
-        names::stored_name_problem(&op, &fields).map_or(Ok(()), |m| Err(GateError::InvalidParameter(m)))?;
+        if let Some(problem) = crate::mlflow::names::refused_write(&op, &fields, read.json.as_ref()) {
+            return Err(GateError::InvalidParameter(problem));
+        }
+        if let Some(key) = stamps::reserved_tag_write(&op, &fields, read.json.as_ref()) {
+            return Err(GateError::PermissionDenied(format!(
+                "the tag {key:?} is reserved: only mlflow-gate writes it (tags starting with {:?} and the run tag {:?})",
+                stamps::RESERVED_PREFIX,
+                stamps::RUN_USER_TAG
+            )));
+        }
         let resource = self.enricher.resource(&self.upstream, &op, fields).await.map_err(|e| {
             tracing::error!(error = %e, "enrichment failed; denying");
             GateError::LookupFailed

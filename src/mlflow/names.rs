@@ -23,6 +23,12 @@ const NAME_WRITES: [(&str, &[(&str, &str)]); 9] = [
     ("SetOrganizationSkillAlias", &[("alias", "alias")]),
 ];
 
+/// What the gate refuses to forward, as a message for the caller (400 `INVALID_PARAMETER_VALUE`, before the
+/// policy): a new name MLflow would store with hidden characters, or tags whose keys the gate cannot read.
+pub fn refused_write(op: &Operation, target: &Map<String, Value>, body: Option<&Map<String, Value>>) -> Option<String> {
+    super::stamps::unreadable_tags(body).or_else(|| stored_name_problem(op, target))
+}
+
 /// Why the request's new name cannot be stored, as a message for the caller; `None` when it can.
 pub fn stored_name_problem(op: &Operation, target: &Map<String, Value>) -> Option<String> {
     let (_, fields) = NAME_WRITES.iter().find(|(rpc, _)| *rpc == op.rpc)?;

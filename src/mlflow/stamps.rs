@@ -53,41 +53,35 @@ const TAG_WRITES: [(&str, &str); 28] = [
     ("DeleteOrganizationSkillVersionTag", "key"),
 ];
 
-/// A client write of tags that the gate refuses before the policy.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TagRefusal {
-    /// The request sets or deletes a tag only the gate writes.
-    #[error(
-        "the tag {0:?} is reserved: only mlflow-gate writes it (tags starting with \"mlflow_gate.\" and the run tag \"mlflow.user\")"
-    )]
-    Reserved(String),
-    /// A `tags` field holds a JSON string (datasets) that the gate cannot read as an object, so its keys are unknown.
-    #[error("the body's {0:?} field is not a JSON object the gate can read, so its tag keys cannot be checked")]
-    Unreadable(&'static str),
-}
-
-/// Refuses a client write to a reserved tag: a tag set/delete whose key is reserved, or a request whose tag
-/// containers carry a reserved key (also the run-user tag on runs, which the gate sets). The containers, from
-/// MLflow's request messages: `tags` as a list of `{key, value}` (creations, log-batch, v2 traces, logged models,
-/// prompt-optimization jobs), as a JSON string holding an object (datasets), `datasets[].tags` (log-inputs) and
-/// `trace.trace_info.tags`, a map, also spelled `traceInfo` (v3 start-trace).
+/// A client write to a reserved tag, if the request makes one: a tag set/delete whose key is reserved, or a
+/// request whose tag containers carry a reserved key (also the run-user tag on runs, which the gate sets). The
+/// containers, from MLflow's request messages: `tags` as a list of `{key, value}` (creations, log-batch, v2 traces,
+/// logged models, prompt-optimization jobs), as a JSON string holding an object (datasets; one the gate cannot read
+/// is refused first, see [`unreadable_tags`]), `datasets[].tags` (log-inputs) and `trace.trace_info.tags`, a map,
+/// also spelled `traceInfo` (v3 start-trace).
 pub fn reserved_tag_write(
     op: &Operation,
     target: &Map<String, Value>,
     body: Option<&Map<String, Value>>,
-) -> Result<(), TagRefusal> {
+) -> Option<String> {
     let reserved = |k: &str| is_reserved(k) || (is_run_user(k) && op.rpc != "CreateRun");
     if let Some((_, field)) = TAG_WRITES.iter().find(|(rpc, _)| *rpc == op.rpc) {
         if let Some(key) = target.get(*field).and_then(Value::as_str).filter(|k| reserved(k)) {
-            return Err(TagRefusal::Reserved(key.to_string()));
+            return Some(key.to_string());
         }
     }
-    let Some(body) = body else { return Ok(()) };
     let in_containers = |k: &str| is_reserved(k) || (is_run_user(k) && op.rpc == "LogBatch");
-    match tag_keys(body)?.into_iter().find(|k| in_containers(k)) {
-        Some(key) => Err(TagRefusal::Reserved(key)),
-        None => Ok(()),
-    }
+    tag_keys(body?).into_iter().find(|k| in_containers(k))
+}
+
+/// Why the body's tags cannot be checked, if they cannot: a `tags` JSON string (datasets) that does not parse as
+/// JSON here. MLflow's Python parser reads more (`NaN`, lone surrogates), so the keys next to such a value would go
+/// unchecked; the request is refused instead.
+pub fn unreadable_tags(body: Option<&Map<String, Value>>) -> Option<String> {
+    let text = body?.get("tags")?.as_str()?;
+    serde_json::from_str::<Value>(text).err().map(|e| {
+        format!("the body's \"tags\" field is not JSON the gate can read ({e}), so its tag keys cannot be checked")
+    })
 }
 
 /// Whether a tag key is the gate's. Folded and trimmed: on MySQL/MSSQL collations MLflow treats `MLFLOW_GATE.x`,
@@ -101,37 +95,36 @@ fn is_run_user(key: &str) -> bool {
 }
 
 /// Every tag key the body sends, in every container MLflow reads tags from.
-fn tag_keys(body: &Map<String, Value>) -> Result<Vec<String>, TagRefusal> {
+fn tag_keys(body: &Map<String, Value>) -> Vec<String> {
     let mut keys = Vec::new();
-    container_keys(body.get("tags"), &mut keys)?;
+    container_keys(body.get("tags"), &mut keys);
     if let Some(datasets) = body.get("datasets").and_then(Value::as_array) {
         for dataset in datasets {
-            container_keys(dataset.get("tags"), &mut keys)?;
+            container_keys(dataset.get("tags"), &mut keys);
         }
     }
     if let Some(trace) = body.get("trace") {
         for spelling in ["trace_info", "traceInfo"] {
-            container_keys(trace.get(spelling).and_then(|info| info.get("tags")), &mut keys)?;
+            container_keys(trace.get(spelling).and_then(|info| info.get("tags")), &mut keys);
         }
     }
-    Ok(keys)
+    keys
 }
 
 /// The keys of one container: a list of `{key, value}`, a map, or a JSON string holding a map.
-fn container_keys(tags: Option<&Value>, keys: &mut Vec<String>) -> Result<(), TagRefusal> {
+fn container_keys(tags: Option<&Value>, keys: &mut Vec<String>) {
     match tags {
         Some(Value::Array(list)) => {
             keys.extend(list.iter().filter_map(|t| t.get("key").and_then(Value::as_str)).map(str::to_owned))
         }
         Some(Value::Object(map)) => keys.extend(map.keys().cloned()),
-        Some(Value::String(text)) => match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(map)) => keys.extend(map.keys().cloned()),
-            Ok(_) => {}
-            Err(_) => return Err(TagRefusal::Unreadable("tags")),
-        },
+        Some(Value::String(text)) => {
+            if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(text) {
+                keys.extend(map.keys().cloned())
+            }
+        }
         _ => {}
     }
-    Ok(())
 }
 
 /// Adds the gate's stamps to a request body about to be forwarded: creator tags on registered models and
@@ -202,19 +195,49 @@ mod tests {
 
     #[test]
     fn reserved_tags_cannot_be_written_by_clients() {
-        let refused = |rpc, target: Value, body: Option<Value>| {
-            let body = body.map(obj);
-            reserved_tag_write(&op(rpc), &obj(target), body.as_ref()).is_err()
-        };
-        let t = json!({"key": "mlflow_gate.created_by"});
-        assert!(refused("SetModelVersionTag", t.clone(), None));
-        assert!(refused("DeleteRegisteredModelTag", t, None));
-        assert!(refused("SetTag", json!({"key": "mlflow.user"}), None));
-        assert!(!refused("SetModelVersionTag", json!({"key": "team"}), None));
-        assert!(refused("SetModelVersionTag", json!({"key": "MLflow_Gate.created_by"}), None));
-        assert!(refused("SetModelVersionTag", json!({"key": " mlflow_gate.created_by "}), None));
-        assert!(refused("SetModelVersionTag", json!({"key": "ｍｌｆｌｏｗ_gate.created_by"}), None));
-        assert!(!refused("CreateRun", json!({}), Some(json!({"tags": [{"key": "mlflow.user", "value": "x"}]}))));
+        let t = obj(json!({"key": "mlflow_gate.created_by"}));
+        assert!(reserved_tag_write(&op("SetModelVersionTag"), &t, None).is_some());
+        assert!(reserved_tag_write(&op("DeleteRegisteredModelTag"), &t, None).is_some());
+        let body = obj(json!({"name": "m", "tags": [{"key": "mlflow_gate.created_by", "value": "ci"}]}));
+        assert!(reserved_tag_write(&op("CreateModelVersion"), &Map::new(), Some(&body)).is_some());
+        assert!(reserved_tag_write(&op("SetTag"), &obj(json!({"key": "mlflow.user"})), None).is_some());
+        assert!(reserved_tag_write(&op("SetModelVersionTag"), &obj(json!({"key": "team"})), None).is_none());
+        assert!(reserved_tag_write(&op("SetModelVersionTag"), &obj(json!({"key": "MLflow_Gate.created_by"})), None)
+            .is_some());
+    }
+
+    #[test]
+    fn creations_and_runs_are_stamped_with_the_subject() {
+        let mut b = obj(json!({"name": "m", "source": "s"}));
+        stamp_request(&op("CreateModelVersion"), &mut b, "alice", 5);
+        assert_eq!(b["tags"], json!([{"key": CREATED_BY, "value": "alice"}, {"key": CREATED_AT, "value": "5"}]));
+        let mut run = obj(
+            json!({"experiment_id": "1", "user_id": "mallory", "tags": [{"key": "mlflow.user", "value": "mallory"}, {"key": "x", "value": "y"}]}),
+        );
+        stamp_request(&op("CreateRun"), &mut run, "alice", 5);
+        assert_eq!(run["user_id"], "alice");
+        assert_eq!(run["tags"], json!([{"key": "x", "value": "y"}, {"key": "mlflow.user", "value": "alice"}]));
+    }
+
+    #[test]
+    fn history_is_appended_and_bounded() {
+        let prev: Vec<Value> = (0..30).map(|i| json!({"stage": "Staging", "at": i})).collect();
+        let entry =
+            history_entry(&op("TransitionModelVersionStage"), &obj(json!({"stage": "Production"})), "ci", 99, "r");
+        let h: Vec<Value> =
+            serde_json::from_str(&appended_history(&prev, entry.unwrap_or_default())).unwrap_or_default();
+        assert_eq!(h.len(), MAX_HISTORY);
+        assert_eq!(h.last().map(|e| e["stage"].clone()), Some(json!("Production")));
+    }
+
+    #[test]
+    fn reserved_keys_are_recognised_folded_and_trimmed() {
+        for key in ["MLflow_Gate.created_by", " mlflow_gate.created_by ", "ｍｌｆｌｏｗ_gate.created_by"] {
+            assert!(reserved_tag_write(&op("SetModelVersionTag"), &obj(json!({"key": key})), None).is_some(), "{key}");
+        }
+        let run_user = obj(json!({"tags": [{"key": "MLflow.User", "value": "x"}]}));
+        assert!(reserved_tag_write(&op("LogBatch"), &Map::new(), Some(&run_user)).is_some());
+        assert!(reserved_tag_write(&op("CreateRun"), &Map::new(), Some(&run_user)).is_none());
     }
 
     /// One row per route that names one tag key: (rpc, target field).
@@ -223,11 +246,11 @@ mod tests {
         for (rpc, field) in TAG_WRITES {
             let target = json!({ field: "mlflow_gate.created_by" });
             assert_eq!(
-                reserved_tag_write(&op(rpc), &obj(target), None),
-                Err(TagRefusal::Reserved("mlflow_gate.created_by".into())),
+                reserved_tag_write(&op(rpc), &obj(target), None).as_deref(),
+                Some("mlflow_gate.created_by"),
                 "{rpc}"
             );
-            assert_eq!(reserved_tag_write(&op(rpc), &obj(json!({ field: "team" })), None), Ok(()), "{rpc}");
+            assert_eq!(reserved_tag_write(&op(rpc), &obj(json!({ field: "team" })), None), None, "{rpc}");
         }
     }
 
@@ -256,44 +279,18 @@ mod tests {
         ];
         for (rpc, body) in containers {
             let refusal = reserved_tag_write(&op(rpc), &Map::new(), Some(&obj(body.clone())));
-            assert!(matches!(refusal, Err(TagRefusal::Reserved(_))), "{rpc}: {body}");
+            assert!(refusal.is_some(), "{rpc}: {body}");
         }
         let harmless = json!({"trace": {"trace_info": {"tags": {"team": "a"}, "trace_metadata": {key: "x"}}},
             "datasets": [{"tags": [{"key": "mlflow.data.context", "value": "train"}]}], "tags": "{\"team\": \"a\"}"});
-        assert_eq!(reserved_tag_write(&op("StartTraceV3"), &Map::new(), Some(&obj(harmless))), Ok(()));
+        assert_eq!(reserved_tag_write(&op("StartTraceV3"), &Map::new(), Some(&obj(harmless.clone()))), None);
+        assert_eq!(unreadable_tags(Some(&obj(harmless))), None);
     }
 
     #[test]
     fn unreadable_dataset_tags_are_refused() {
         // Python's json.loads reads NaN; serde does not: the keys next to it would go unchecked.
         let body = obj(json!({"tags": "{\"mlflow_gate.created_by\": \"x\", \"n\": NaN}"}));
-        assert_eq!(
-            reserved_tag_write(&op("SetDatasetTags"), &Map::new(), Some(&body)),
-            Err(TagRefusal::Unreadable("tags"))
-        );
-    }
-
-    #[test]
-    fn creations_and_runs_are_stamped_with_the_subject() {
-        let mut b = obj(json!({"name": "m", "source": "s"}));
-        stamp_request(&op("CreateModelVersion"), &mut b, "alice", 5);
-        assert_eq!(b["tags"], json!([{"key": CREATED_BY, "value": "alice"}, {"key": CREATED_AT, "value": "5"}]));
-        let mut run = obj(
-            json!({"experiment_id": "1", "user_id": "mallory", "tags": [{"key": "mlflow.user", "value": "mallory"}, {"key": "x", "value": "y"}]}),
-        );
-        stamp_request(&op("CreateRun"), &mut run, "alice", 5);
-        assert_eq!(run["user_id"], "alice");
-        assert_eq!(run["tags"], json!([{"key": "x", "value": "y"}, {"key": "mlflow.user", "value": "alice"}]));
-    }
-
-    #[test]
-    fn history_is_appended_and_bounded() {
-        let prev: Vec<Value> = (0..30).map(|i| json!({"stage": "Staging", "at": i})).collect();
-        let entry =
-            history_entry(&op("TransitionModelVersionStage"), &obj(json!({"stage": "Production"})), "ci", 99, "r");
-        let h: Vec<Value> =
-            serde_json::from_str(&appended_history(&prev, entry.unwrap_or_default())).unwrap_or_default();
-        assert_eq!(h.len(), MAX_HISTORY);
-        assert_eq!(h.last().map(|e| e["stage"].clone()), Some(json!("Production")));
+        assert!(unreadable_tags(Some(&body)).is_some_and(|m| m.contains("\"tags\"")));
     }
 }
