@@ -143,7 +143,7 @@ version_creator := c if {
 else := null
 
 # The stored spelling first: on case-insensitive database collations `Fraud-Detector` reaches the same model as
-# `fraud-detector`, and the gate thresholds are keyed on the stored name.
+# `fraud-detector`. The gate thresholds are looked up by its folded form (promotion.rego).
 model_name := n if {
 	n := model_version.name
 	is_string(n)
@@ -259,7 +259,17 @@ production_config := p if {
 	is_object(p)
 } else := {}
 
-# Aliases compare case-insensitively: on case-insensitive collations `CHAMPION` is `champion`.
+# Names and aliases compare folded: the gate maps every model name and alias of the resource to its folded form
+# in input.folded (NFKC, case folding, zero-width and other default-ignorable characters removed), so `CHAMPION`,
+# a full-width `ｃｈａｍｐｉｏｎ` and `cham<U+200B>pion` are all `champion`. Data keys are matched after lower(), so
+# write them in lower case (non-ASCII keys in their folded form). A name the gate did not fold falls back to lower().
+folded(s) := f if {
+	f := input.folded[s]
+	is_string(f)
+} else := lower(s) if is_string(s)
+
+else := ""
+
 protected_aliases := {lower(a) | some a in aliases; is_string(a)} if {
 	aliases := production_config.protected_aliases
 	is_array(aliases)
@@ -267,7 +277,7 @@ protected_aliases := {lower(a) | some a in aliases; is_string(a)} if {
 
 is_protected_alias(alias) if {
 	is_string(alias)
-	lower(alias) in protected_aliases
+	folded(alias) in protected_aliases
 }
 
 # At least one approval, whatever the data says: a reviewed promotion is the point of this project.

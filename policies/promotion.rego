@@ -23,7 +23,7 @@ production_transition if {
 
 protected_alias_move if {
 	rpc == "SetRegisteredModelAlias"
-	lower(target_alias) in protected_aliases
+	is_protected_alias(target_alias)
 }
 
 production_promotion if production_transition
@@ -39,9 +39,29 @@ gates_config := g if {
 	is_object(g)
 } else := {}
 
-# Models without an entry get the default gate only (required tags).
+gate_models := m if {
+	m := gates_config.models
+	is_object(m)
+} else := {}
+
+# The entries of data.gates.models for this model, keys matched after folding: `Fraud-Detector`, a full-width or a
+# zero-width variant of `fraud-detector` gets the gate of `fraud-detector` (input.folded, see facts.rego).
+model_gate_keys := {k |
+	some k, _ in gate_models
+	lower(k) == folded(model_name)
+}
+
+# The data key of the entry in force, for messages. (No `some` in these else-chains: regorus 0.14.1's VM makes
+# such a rule undefined when the body fails after the iteration, where the interpreter takes the else.)
+model_gate_key := sort(model_gate_keys)[0] if count(model_gate_keys) == 1
+
+else := model_name
+
+# Models without an entry get the default gate only (required tags). Two keys for one model are a configuration
+# error (gate_shape_errors), and neither applies.
 model_gate := g if {
-	g := gates_config.models[model_name]
+	count(model_gate_keys) == 1
+	g := gate_models[model_gate_key]
 	is_object(g)
 } else := {}
 
@@ -231,20 +251,25 @@ gate_shape_errors contains ["gates.models", "an object"] if {
 	not is_object(v)
 }
 
-gate_shape_errors contains [sprintf("gates.models.%s", [model_name]), "an object"] if {
+gate_shape_errors contains [sprintf("gates.models.%s", [k]), "an object"] if {
 	count(model_gate) == 0
-	v := gates_config.models[model_name]
+	some k in model_gate_keys
+	v := gate_models[k]
 	v != null
 	not is_object(v)
 }
 
-gate_shape_errors contains [sprintf("gates.models.%s.required_tags", [model_name]), "a list"] if {
+gate_shape_errors contains ["gates.models", sprintf("one entry per model (%s all match %s after folding)", [concat(", ", sort(model_gate_keys)), model_name])] if {
+	count(model_gate_keys) > 1
+}
+
+gate_shape_errors contains [sprintf("gates.models.%s.required_tags", [model_gate_key]), "a list"] if {
 	v := model_gate.required_tags
 	v != null
 	not is_array(v)
 }
 
-gate_shape_errors contains [sprintf("gates.models.%s.metrics", [model_name]), "an object"] if {
+gate_shape_errors contains [sprintf("gates.models.%s.metrics", [model_gate_key]), "an object"] if {
 	count(metric_gates) == 0
 	v := model_gate.metrics
 	v != null
@@ -367,8 +392,7 @@ served_in_production if {
 	not is_object(history)
 	entry := history[_]
 	alias := entry.alias
-	is_string(alias)
-	lower(alias) in protected_aliases
+	is_protected_alias(alias)
 }
 
 break_glass_eligible if {

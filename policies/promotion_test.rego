@@ -424,3 +424,45 @@ test_a_malformed_gate_structure_fails_closed if {
 		d.reasons == ["data.gates is missing or malformed, so no evaluation gate can pass; fix data.json"]
 	}
 }
+
+# ---------------------------------------------------------------------------------------------------------------
+# Look-alike names and aliases: the gate folds them (input.folded); the bundle compares the folded forms
+# ---------------------------------------------------------------------------------------------------------------
+
+# As the gate builds the input: every name and alias of the resource mapped to its fold.
+fx_with_folded(inp, table) := object.union(inp, {"folded": table})
+
+test_look_alikes_of_a_protected_alias_are_protected if {
+	every alias in ["ｃｈａｍｐｉｏｎ", "cham\u200bpion", "Champion"] {
+		inp := fx_with_folded(fx_set_alias(fx_alice, fx_v1_staging, alias), {alias: "champion"})
+		d := decision with input as inp
+		not d.allow
+		d.reasons == [sprintf("only the CI service account may move the protected alias %s", [alias])]
+	}
+}
+
+test_a_look_alike_of_a_gated_model_gets_its_gate if {
+	facts := object.union(fx_v2(fx_run("r2", 0.71)), {"model_version": {"name": "Ｆｒａｕｄ-Detector"}, "target": {"name": "Ｆｒａｕｄ-Detector"}})
+	d := decision with input as fx_with_folded(fx_to_staging(fx_alice, facts), {"Ｆｒａｕｄ-Detector": "fraud-detector"})
+	d.reasons == ["val_auc 0.71 is below the gate 0.80 for Ｆｒａｕｄ-Detector"]
+
+	# Data keys are matched after lower(): an upper-case key still applies.
+	d2 := decision with input as fx_with_folded(fx_to_staging(fx_alice, facts), {"Ｆｒａｕｄ-Detector": "fraud-detector"})
+		with data.gates.models as {"Fraud-Detector": {"metrics": {"val_auc": {"min": 0.8}}}}
+	d2.reasons == ["val_auc 0.71 is below the gate 0.80 for Ｆｒａｕｄ-Detector"]
+}
+
+test_two_gate_entries_for_one_model_fail_closed if {
+	gates := {"models": {"fraud-detector": {"metrics": {"val_auc": {"min": 0.8}}}, "FRAUD-DETECTOR": {}}}
+	d := decision with input as fx_to_staging(fx_alice, fx_v2(fx_run("r2", 0.95))) with data.gates as gates
+	not d.allow
+	d.reasons == ["gates.models in data.json must be one entry per model (FRAUD-DETECTOR, fraud-detector all match fraud-detector after folding)"]
+}
+
+test_a_look_alike_of_a_protected_alias_in_the_history_is_break_glass_evidence if {
+	history := [{"alias": "CHAMPION", "by": "ci-bot", "at": 1, "request_id": "r"}]
+	facts := object.union(fx_v1_staging, {"model_version": {"current_stage": "Archived", "stage_history": history}})
+	d := decision with input as fx_with_folded(fx_promote(fx_carol, facts), {"CHAMPION": "champion"})
+	d.allow
+	d.break_glass
+}

@@ -179,3 +179,16 @@ test_numeric_versions_and_run_ids_read_as_labels if {
 	}
 	"the source of version 9 of m does not belong to its run 42" in decision.reasons with input as fx_write(fx_alice, "TransitionModelVersionStage", staging)
 }
+
+test_folded_names_fall_back_to_lower_case if {
+	folded("Champion") == "champion" with input as {}
+	folded("Ｘ") == "ｘ" with input as {"folded": {"Ｘ": 7}}
+	folded(7) == "" with input as {}
+	folded("Ｘ") == "x" with input as {"folded": {"Ｘ": "x"}}
+}
+
+test_a_look_alike_of_a_protected_alias_cannot_be_deleted_by_engineers if {
+	inp := fx_write(fx_alice, "DeleteRegisteredModelAlias", fx_target({"name": "fraud-detector", "alias": "ｃｈａｍｐｉｏｎ"}))
+	d := decision with input as object.union(inp, {"folded": {"ｃｈａｍｐｉｏｎ": "champion"}})
+	d.reasons == ["only admins may delete the protected alias ｃｈａｍｐｉｏｎ of fraud-detector"]
+}

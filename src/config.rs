@@ -122,6 +122,31 @@ pub struct IssuerConfig {
     pub keys: KeySource,
     /// Dotted path of the claim that holds the caller's groups (e.g. `realm_access.roles`).
     pub groups_claim: Vec<String>,
+    /// How the `sub` claim becomes the caller's identity.
+    pub subject: SubjectRule,
+}
+
+/// How an issuer's `sub` becomes an identity (what the gate stamps and the policy compares):
+/// `prefix + fold(sub)`, or `prefix + sub` for an IdP whose subjects are opaque and case-sensitive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectRule {
+    /// Compare subjects folded (NFKC + case folding + default-ignorables removed, see `fold`): `Alice` is
+    /// `alice`. `subject_normalization = "casefold"` (the default); `"exact"` turns it off.
+    pub fold: bool,
+    /// Put before every subject of this issuer (`subject_prefix`), so that no subject of one issuer is the
+    /// identity of another's. Empty for the first issuer by default, `"<issuer>#"` for every other one.
+    pub prefix: String,
+}
+
+impl SubjectRule {
+    /// The identity of a subject of this issuer.
+    pub fn identity(&self, sub: &str) -> String {
+        if self.fold {
+            format!("{}{}", self.prefix, crate::fold::fold(sub))
+        } else {
+            format!("{}{sub}", self.prefix)
+        }
+    }
 }
 
 /// Exactly one source of an issuer's keys.
@@ -312,6 +337,8 @@ struct RawIssuer {
     jwks_file: Option<String>,
     discovery_url: Option<String>,
     groups_claim: Option<String>,
+    subject_normalization: Option<String>,
+    subject_prefix: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -512,6 +539,7 @@ impl Validator {
                 return Err(self.err(&format!("auth.issuers[{i}].issuer"), format!("{:?} is listed twice", a.issuer)));
             }
         }
+        self.distinct_subject_prefixes(&issuers)?;
         Ok(AuthConfig {
             issuers,
             max_token_bytes: raw.max_token_bytes.unwrap_or(16 * 1024),
@@ -555,7 +583,42 @@ impl Validator {
         if groups_claim.iter().any(String::is_empty) {
             return Err(self.err(&key("groups_claim"), "must be a dotted path such as \"realm_access.roles\""));
         }
-        Ok(IssuerConfig { issuer, audiences: raw.audiences, algorithms, keys, groups_claim })
+        let fold = match raw.subject_normalization.as_deref() {
+            None | Some("casefold") => true,
+            Some("exact") => false,
+            Some(other) => {
+                return Err(
+                    self.err(&key("subject_normalization"), format!("{other:?} is not \"casefold\" or \"exact\""))
+                )
+            }
+        };
+        let prefix = raw.subject_prefix.unwrap_or_else(|| if i == 0 { String::new() } else { format!("{issuer}#") });
+        let subject = SubjectRule { fold, prefix };
+        Ok(IssuerConfig { issuer, audiences: raw.audiences, algorithms, keys, groups_claim, subject })
+    }
+
+    /// With several issuers, a subject of one must never be an identity of another: at most one issuer leaves its
+    /// subjects unqualified, and no prefix starts another (the gate also refuses an unqualified subject that starts
+    /// with another issuer's prefix).
+    fn distinct_subject_prefixes(&self, issuers: &[IssuerConfig]) -> Result<(), ConfigError> {
+        for (i, a) in issuers.iter().enumerate() {
+            for (j, b) in issuers.iter().enumerate().skip(i + 1) {
+                let (p, q) = (&a.subject.prefix, &b.subject.prefix);
+                // One unqualified issuer is fine: authentication refuses its subjects that start with a prefix.
+                if p.is_empty() != q.is_empty() {
+                    continue;
+                }
+                if p.starts_with(q.as_str()) || q.starts_with(p.as_str()) {
+                    let what = if p.is_empty() && q.is_empty() {
+                        format!("leaves its subjects unqualified, as auth.issuers[{i}] does; set a distinct subject_prefix so that the same sub from two issuers is two people")
+                    } else {
+                        format!("subject_prefix {q:?} and the prefix {p:?} of auth.issuers[{i}] overlap; one identity could belong to both issuers")
+                    };
+                    return Err(self.err(&format!("auth.issuers[{j}].subject_prefix"), what));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn url(&self, key: &str, u: String) -> Result<String, ConfigError> {

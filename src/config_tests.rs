@@ -134,6 +134,51 @@ fn webhook_errors_name_the_key_at_fault() {
     assert!(e.contains("MODEL_DELETED") && e.contains("MODEL_VERSION_CREATED"), "names the bad and the known: {e}");
 }
 
+/// GOOD with a second issuer (the `[[auth.issuers]]` table goes before `[policy]`), plus `extra` keys on it.
+fn two_issuers(first_extra: &str, second_extra: &str) -> String {
+    GOOD.replace("groups_claim = \"realm_access.roles\"\n", &format!("groups_claim = \"realm_access.roles\"\n{first_extra}\n"))
+        .replace(
+            "[policy]",
+            &format!(
+                "[[auth.issuers]]\nissuer = \"https://ci.example\"\naudiences = [\"mlflow\"]\nalgorithms = [\"RS256\"]\njwks_file = \"ci.json\"\n{second_extra}\n[policy]"
+            ),
+        )
+}
+
+#[test]
+fn subjects_are_folded_by_default_and_qualified_for_every_issuer_but_the_first() {
+    let c = parse(&two_issuers("", "")).ok();
+    let rules: Vec<SubjectRule> = c.iter().flat_map(|c| c.auth.issuers.iter().map(|i| i.subject.clone())).collect();
+    assert_eq!(
+        rules,
+        vec![
+            SubjectRule { fold: true, prefix: String::new() },
+            SubjectRule { fold: true, prefix: "https://ci.example#".into() }
+        ]
+    );
+    assert_eq!(rules.first().map(|r| r.identity("Ａlice")), Some("alice".to_string()));
+    assert_eq!(rules.get(1).map(|r| r.identity("Alice")), Some("https://ci.example#alice".to_string()));
+    let exact = parse(&two_issuers("subject_normalization = \"exact\"", "subject_prefix = \"ci:\"")).ok();
+    let rules: Vec<SubjectRule> = exact.iter().flat_map(|c| c.auth.issuers.iter().map(|i| i.subject.clone())).collect();
+    assert_eq!(rules.first().map(|r| r.identity("Alice")), Some("Alice".to_string()));
+    assert_eq!(rules.get(1).map(|r| r.identity("Bob")), Some("ci:bob".to_string()));
+}
+
+#[test]
+fn two_issuers_cannot_share_a_subject_space() {
+    for (first, second, key) in [
+        ("", "subject_prefix = \"\"", "auth.issuers[1].subject_prefix"),
+        ("subject_prefix = \"a:\"", "subject_prefix = \"a:b\"", "auth.issuers[1].subject_prefix"),
+        ("subject_prefix = \"ci:x\"", "subject_prefix = \"ci:\"", "auth.issuers[1].subject_prefix"),
+        ("subject_normalization = \"lower\"", "", "auth.issuers[0].subject_normalization"),
+    ] {
+        let e = err_of(&two_issuers(first, second));
+        assert!(e.contains(key), "{first} / {second}: {e}");
+    }
+    // The unqualified issuer may be any one of them.
+    assert!(parse(&two_issuers("subject_prefix = \"idp:\"", "subject_prefix = \"\"")).is_ok());
+}
+
 #[test]
 fn policy_engine_defaults_to_auto_and_can_be_forced_to_the_interpreter() {
     use crate::policy::EngineChoice;

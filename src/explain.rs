@@ -73,6 +73,9 @@ pub async fn explain(
         Ok(f) => f,
         Err(e) => return refused(format!("400: {e}")),
     };
+    if let Some(problem) = crate::mlflow::names::refused_write(&op, &fields, json.as_ref()) {
+        return refused(format!("400: {problem}"));
+    }
     if let Some(key) = stamps::reserved_tag_write(&op, &fields, json.as_ref()) {
         return refused(format!("403: the tag {key:?} is reserved for mlflow-gate"));
     }

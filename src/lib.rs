@@ -13,6 +13,7 @@ pub mod config;
 pub mod devkeys;
 pub mod error;
 pub mod explain;
+pub mod fold;
 pub mod metrics;
 pub mod mlflow;
 pub mod policy;

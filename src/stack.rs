@@ -219,6 +219,9 @@ impl Gate {
         if workflow {
             approvals::prepare_target(&op, &mut fields)?;
         }
+        if let Some(problem) = crate::mlflow::names::refused_write(&op, &fields, read.json.as_ref()) {
+            return Err(GateError::InvalidParameter(problem));
+        }
         if let Some(key) = stamps::reserved_tag_write(&op, &fields, read.json.as_ref()) {
             return Err(GateError::PermissionDenied(format!(
                 "the tag {key:?} is reserved: only mlflow-gate writes it (tags starting with {:?} and the run tag {:?})",

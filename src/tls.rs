@@ -2,18 +2,22 @@
 //! for h2 and http/1.1. The certificate and key are re-read when they change on disk (cert-manager and Kubernetes
 //! Secrets rotate them); a bad new pair is refused and the old one kept, and connections in progress are untouched.
 //! With a client CA, client certificates are verified (mTLS) and their identity (SPIFFE URI SAN, else subject CN)
-//! is handed to authentication.
+//! is handed to authentication; a certificate naming more than one identity is refused at the handshake.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
 use sha2::{Digest, Sha256};
 
 /// TLS settings of the client listener.
@@ -162,7 +166,8 @@ pub fn server_config(settings: &TlsSettings, cert: Arc<ReloadingCert>) -> Result
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let verifier = if settings.client_cert_required { verifier } else { verifier.allow_unauthenticated() };
-            builder.with_client_cert_verifier(verifier.build().map_err(|e| err(ca, e))?)
+            let inner = verifier.build().map_err(|e| err(ca, e))?;
+            builder.with_client_cert_verifier(Arc::new(OneIdentityVerifier { inner }))
         }
     };
     let mut config = builder.with_cert_resolver(cert);
@@ -171,18 +176,103 @@ pub fn server_config(settings: &TlsSettings, cert: Arc<ReloadingCert>) -> Result
 }
 
 /// The identity of a verified client certificate: its SPIFFE ID (a `spiffe://` URI SAN) if it has one, else its
-/// subject common name.
+/// subject common name. A certificate that names itself twice (two SPIFFE IDs, or a subject with several CNs, where
+/// CAs and libraries disagree on which one counts) has no identity: see [`identity_problem`].
 pub fn client_identity(cert: &CertificateDer<'_>) -> Option<String> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    read_identity(cert).ok()
+}
+
+/// Why a client certificate cannot identify anyone, if it cannot.
+pub fn identity_problem(cert: &CertificateDer<'_>) -> Option<String> {
+    read_identity(cert).err()
+}
+
+fn read_identity(cert: &CertificateDer<'_>) -> Result<String, String> {
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| format!("it cannot be parsed ({e})"))?;
+    let mut spiffe = Vec::new();
     if let Ok(Some(san)) = parsed.subject_alternative_name() {
         for name in &san.value.general_names {
             if let x509_parser::extensions::GeneralName::URI(uri) = name {
                 if uri.starts_with("spiffe://") {
-                    return Some((*uri).to_string());
+                    spiffe.push((*uri).to_string());
                 }
             }
         }
     }
-    let cn = parsed.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_owned);
-    cn
+    match spiffe.len() {
+        0 => {}
+        1 => return Ok(spiffe.remove(0)),
+        n => return Err(format!("it holds {n} SPIFFE IDs")),
+    }
+    let names: Vec<_> = parsed.subject().iter_common_name().collect();
+    match names.as_slice() {
+        [] => Err("its subject has no common name".into()),
+        [cn] => cn.as_str().map(str::to_owned).map_err(|_| "its common name is not a string".into()),
+        more => Err(format!("its subject holds {} common names", more.len())),
+    }
 }
+
+/// The client-certificate verifier: the CA checks of rustls' WebPKI verifier, then a refusal (at the handshake, TLS
+/// alert `access_denied`, logged with the reason) of any certificate that does not name exactly one identity.
+#[derive(Debug)]
+struct OneIdentityVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for OneIdentityVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        match identity_problem(end_entity) {
+            // A certificate without a CN or SPIFFE ID still proves possession; it maps to no principal.
+            Some(problem) if problem.contains("holds") => {
+                tracing::warn!(%problem, "client certificate refused: it does not name exactly one identity");
+                Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
+            }
+            _ => Ok(verified),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+#[path = "tls_tests.rs"]
+mod tests;

@@ -17,7 +17,9 @@ pub use token::{header_segment_checks, TokenError};
 /// A verified caller.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Principal {
-    /// The `sub` claim.
+    /// The caller's identity: the token's `sub` after its issuer's rule (`[[auth.issuers]]` `subject_prefix` and
+    /// `subject_normalization`: by default folded, so `Alice` is `alice`, and qualified for every issuer but the
+    /// first), or a client certificate's identity as configured. This is what the gate stamps and the policy compares.
     pub sub: String,
     /// The `iss` claim (one of the configured issuers).
     pub issuer: String,
@@ -129,7 +131,31 @@ impl Authenticator {
             )));
         }
         let claims = token::verify(token, &candidates, parts.alg, config, self.leeway_secs).map_err(invalid)?;
-        token::principal(claims, config).map_err(invalid)
+        let principal = token::principal(claims, config).map_err(invalid)?;
+        self.own_identity(&principal)?;
+        Ok(principal)
+    }
+
+    /// Refuses an identity that another issuer, or a client certificate, could also produce: a subject of an
+    /// unqualified issuer that starts with another issuer's `subject_prefix`, or that is a mapped certificate
+    /// identity. So the same `sub` from two configured issuers is never the same person by accident.
+    fn own_identity(&self, principal: &Principal) -> Result<(), AuthError> {
+        let others = self.issuers.iter().map(|i| i.issuer()).filter(|i| i.issuer != principal.issuer);
+        let mut prefixes = others.map(|i| i.subject.prefix.as_str()).filter(|p| !p.is_empty());
+        let clash = prefixes
+            .find(|p| principal.sub.starts_with(p))
+            .map(|p| format!("the subjects of another issuer (subject_prefix {p:?})"))
+            .or_else(|| {
+                let mapped = self.client_certs.iter().any(|c| c.identity == principal.sub);
+                mapped.then(|| "a client certificate identity".to_string())
+            });
+        match clash {
+            None => Ok(()),
+            Some(other) => Err(AuthError::Invalid(format!(
+                "the token's subject would be the identity {:?}, which is reserved for {other}; tokens of issuer {} cannot act as another issuer's users",
+                principal.sub, principal.issuer
+            ))),
+        }
     }
 }
 

@@ -190,15 +190,16 @@ fn map_error(kind: &ErrorKind, issuer: &IssuerConfig) -> TokenError {
     }
 }
 
-/// Turns verified claims into a principal. `sub` must be a non-empty string; groups are read from the issuer's
-/// `groups_claim` path (a list of strings, or one string).
+/// Turns verified claims into a principal. `sub` must be a non-empty string; the principal's identity is the
+/// issuer's rule applied to it (prefix, folding); `claims.sub` keeps the token's own spelling. Groups are read from
+/// the issuer's `groups_claim` path (a list of strings, or one string).
 pub fn principal(claims: serde_json::Value, issuer: &IssuerConfig) -> Result<Principal, TokenError> {
     let sub = claims
         .get("sub")
         .and_then(|s| s.as_str())
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| TokenError::MissingClaim("sub".into()))?
-        .to_string();
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| TokenError::MissingClaim("sub".into()))?;
+    let sub = issuer.subject.identity(sub);
     let mut node = Some(&claims);
     for part in &issuer.groups_claim {
         node = node.and_then(|n| n.get(part));

@@ -6,6 +6,7 @@
 use serde_json::{json, Map, Value};
 
 use super::routes::Operation;
+use crate::fold::fold;
 
 /// Prefix of the tags only the gate writes.
 pub const RESERVED_PREFIX: &str = "mlflow_gate.";
@@ -20,43 +21,110 @@ pub const RUN_USER_TAG: &str = "mlflow.user";
 /// Longest history kept in the tag (MLflow limits tag values to 5000 characters).
 const MAX_HISTORY: usize = 25;
 
-/// Operations whose `key` names a tag being set or deleted.
-const TAG_WRITES: [&str; 10] = [
-    "SetRegisteredModelTag",
-    "DeleteRegisteredModelTag",
-    "SetModelVersionTag",
-    "DeleteModelVersionTag",
-    "SetTag",
-    "DeleteTag",
-    "SetExperimentTag",
-    "DeleteExperimentTag",
-    "SetTraceTag",
-    "DeleteTraceTag",
+/// Operations that set or delete one tag, and the target field naming its key (body, query or path).
+const TAG_WRITES: [(&str, &str); 28] = [
+    ("SetRegisteredModelTag", "key"),
+    ("DeleteRegisteredModelTag", "key"),
+    ("SetModelVersionTag", "key"),
+    ("DeleteModelVersionTag", "key"),
+    ("SetTag", "key"),
+    ("DeleteTag", "key"),
+    ("SetExperimentTag", "key"),
+    ("DeleteExperimentTag", "key"),
+    ("SetTraceTag", "key"),
+    ("DeleteTraceTag", "key"),
+    ("SetTraceTagV3", "key"),
+    ("DeleteTraceTagV3", "key"),
+    ("DeleteLoggedModelTag", "tag_key"),
+    ("DeleteDatasetTag", "key"),
+    ("SetGatewayEndpointTag", "key"),
+    ("DeleteGatewayEndpointTag", "key"),
+    ("SetMcpServerTag", "key"),
+    ("DeleteMcpServerTag", "key"),
+    ("SetMcpServerVersionTag", "key"),
+    ("DeleteMcpServerVersionTag", "key"),
+    ("SetSkillTag", "key"),
+    ("DeleteSkillTag", "key"),
+    ("SetSkillVersionTag", "key"),
+    ("DeleteSkillVersionTag", "key"),
+    ("SetOrganizationSkillTag", "key"),
+    ("DeleteOrganizationSkillTag", "key"),
+    ("SetOrganizationSkillVersionTag", "key"),
+    ("DeleteOrganizationSkillVersionTag", "key"),
 ];
 
 /// A client write to a reserved tag, if the request makes one: a tag set/delete whose key is reserved, or a
-/// creation or batch whose `tags` carry a reserved key (also the run-user tag on runs, which the gate sets).
+/// request whose tag containers carry a reserved key (also the run-user tag on runs, which the gate sets). The
+/// containers, from MLflow's request messages: `tags` as a list of `{key, value}` (creations, log-batch, v2 traces,
+/// logged models, prompt-optimization jobs), as a JSON string holding an object (datasets; one the gate cannot read
+/// is refused first, see [`unreadable_tags`]), `datasets[].tags` (log-inputs) and `trace.trace_info.tags`, a map,
+/// also spelled `traceInfo` (v3 start-trace).
 pub fn reserved_tag_write(
     op: &Operation,
     target: &Map<String, Value>,
     body: Option<&Map<String, Value>>,
 ) -> Option<String> {
-    // Case-insensitive: on MySQL/MSSQL collations MLflow treats `MLFLOW_GATE.x` and `mlflow_gate.x` as one key.
-    let is_reserved = |k: &str| k.to_ascii_lowercase().starts_with(RESERVED_PREFIX);
-    let is_run_user = |k: &str| k.eq_ignore_ascii_case(RUN_USER_TAG);
     let reserved = |k: &str| is_reserved(k) || (is_run_user(k) && op.rpc != "CreateRun");
-    if TAG_WRITES.contains(&op.rpc) || op.rpc == "DeleteLoggedModelTag" {
-        // DeleteLoggedModelTag names its key in the path (`tags/<tag_key>`).
-        let key = target.get("key").or_else(|| target.get("tag_key")).and_then(Value::as_str);
-        if let Some(key) = key.filter(|k| reserved(k)) {
+    if let Some((_, field)) = TAG_WRITES.iter().find(|(rpc, _)| *rpc == op.rpc) {
+        if let Some(key) = target.get(*field).and_then(Value::as_str).filter(|k| reserved(k)) {
             return Some(key.to_string());
         }
     }
-    let tags = body.and_then(|b| b.get("tags")).and_then(Value::as_array)?;
-    tags.iter()
-        .filter_map(|t| t.get("key").and_then(Value::as_str))
-        .find(|k| is_reserved(k) || (is_run_user(k) && op.rpc == "LogBatch"))
-        .map(str::to_owned)
+    let in_containers = |k: &str| is_reserved(k) || (is_run_user(k) && op.rpc == "LogBatch");
+    tag_keys(body?).into_iter().find(|k| in_containers(k))
+}
+
+/// Why the body's tags cannot be checked, if they cannot: a `tags` JSON string (datasets) that does not parse as
+/// JSON here. MLflow's Python parser reads more (`NaN`, lone surrogates), so the keys next to such a value would go
+/// unchecked; the request is refused instead.
+pub fn unreadable_tags(body: Option<&Map<String, Value>>) -> Option<String> {
+    let text = body?.get("tags")?.as_str()?;
+    serde_json::from_str::<Value>(text).err().map(|e| {
+        format!("the body's \"tags\" field is not JSON the gate can read ({e}), so its tag keys cannot be checked")
+    })
+}
+
+/// Whether a tag key is the gate's. Folded and trimmed: on MySQL/MSSQL collations MLflow treats `MLFLOW_GATE.x`,
+/// `mlflow_gate.x ` (trailing space) and full-width spellings as `mlflow_gate.x`.
+fn is_reserved(key: &str) -> bool {
+    fold(key.trim()).trim_start().starts_with(RESERVED_PREFIX)
+}
+
+fn is_run_user(key: &str) -> bool {
+    fold(key.trim()) == RUN_USER_TAG
+}
+
+/// Every tag key the body sends, in every container MLflow reads tags from.
+fn tag_keys(body: &Map<String, Value>) -> Vec<String> {
+    let mut keys = Vec::new();
+    container_keys(body.get("tags"), &mut keys);
+    if let Some(datasets) = body.get("datasets").and_then(Value::as_array) {
+        for dataset in datasets {
+            container_keys(dataset.get("tags"), &mut keys);
+        }
+    }
+    if let Some(trace) = body.get("trace") {
+        for spelling in ["trace_info", "traceInfo"] {
+            container_keys(trace.get(spelling).and_then(|info| info.get("tags")), &mut keys);
+        }
+    }
+    keys
+}
+
+/// The keys of one container: a list of `{key, value}`, a map, or a JSON string holding a map.
+fn container_keys(tags: Option<&Value>, keys: &mut Vec<String>) {
+    match tags {
+        Some(Value::Array(list)) => {
+            keys.extend(list.iter().filter_map(|t| t.get("key").and_then(Value::as_str)).map(str::to_owned))
+        }
+        Some(Value::Object(map)) => keys.extend(map.keys().cloned()),
+        Some(Value::String(text)) => {
+            if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(text) {
+                keys.extend(map.keys().cloned())
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Adds the gate's stamps to a request body about to be forwarded: creator tags on registered models and
@@ -171,5 +239,69 @@ mod tests {
             serde_json::from_str(&appended_history(&prev, entry.unwrap_or_default())).unwrap_or_default();
         assert_eq!(h.len(), MAX_HISTORY);
         assert_eq!(h.last().map(|e| e["stage"].clone()), Some(json!("Production")));
+    }
+
+    #[test]
+    fn reserved_keys_are_recognised_folded_and_trimmed() {
+        for key in ["MLflow_Gate.created_by", " mlflow_gate.created_by ", "ｍｌｆｌｏｗ_gate.created_by"] {
+            assert!(reserved_tag_write(&op("SetModelVersionTag"), &obj(json!({"key": key})), None).is_some(), "{key}");
+        }
+        let run_user = obj(json!({"tags": [{"key": "MLflow.User", "value": "x"}]}));
+        assert!(reserved_tag_write(&op("LogBatch"), &Map::new(), Some(&run_user)).is_some());
+        assert!(reserved_tag_write(&op("CreateRun"), &Map::new(), Some(&run_user)).is_none());
+    }
+
+    /// One row per route that names one tag key: (rpc, target field).
+    #[test]
+    fn every_single_tag_route_refuses_a_reserved_key() {
+        for (rpc, field) in TAG_WRITES {
+            let target = json!({ field: "mlflow_gate.created_by" });
+            assert_eq!(
+                reserved_tag_write(&op(rpc), &obj(target), None).as_deref(),
+                Some("mlflow_gate.created_by"),
+                "{rpc}"
+            );
+            assert_eq!(reserved_tag_write(&op(rpc), &obj(json!({ field: "team" })), None), None, "{rpc}");
+        }
+    }
+
+    /// One row per tag container MLflow reads (found in its request messages: every field named `tags` at any
+    /// depth of an RPC's request).
+    #[test]
+    fn every_tag_container_refuses_a_reserved_key() {
+        let key = "mlflow_gate.created_by";
+        let containers = [
+            ("CreateModelVersion", json!({"name": "m", "tags": [{"key": key, "value": "ci"}]})),
+            ("CreateRegisteredModel", json!({"name": "m", "tags": [{"key": key, "value": "ci"}]})),
+            ("CreateExperiment", json!({"name": "e", "tags": [{"key": key, "value": "ci"}]})),
+            ("CreateRun", json!({"tags": [{"key": key, "value": "ci"}]})),
+            ("LogBatch", json!({"run_id": "r", "tags": [{"key": key, "value": "ci"}]})),
+            ("LogBatch", json!({"run_id": "r", "tags": [{"key": "mlflow.user", "value": "ci"}]})),
+            ("StartTrace", json!({"experiment_id": "1", "tags": [{"key": key, "value": "ci"}]})),
+            ("EndTrace", json!({"tags": [{"key": key, "value": "ci"}]})),
+            ("CreateLoggedModel", json!({"experiment_id": "1", "tags": [{"key": key, "value": "ci"}]})),
+            ("SetLoggedModelTags", json!({"tags": [{"key": key, "value": "ci"}]})),
+            ("CreatePromptOptimizationJob", json!({"tags": [{"key": key, "value": "ci"}]})),
+            ("CreateDataset", json!({"name": "d", "tags": format!("{{\"{key}\": \"ci\"}}")})),
+            ("SetDatasetTags", json!({"tags": format!("{{\"team\": \"a\", \"{key}\": \"ci\"}}")})),
+            ("LogInputs", json!({"run_id": "r", "datasets": [{"dataset": {}, "tags": [{"key": key, "value": "ci"}]}]})),
+            ("StartTraceV3", json!({"trace": {"trace_info": {"trace_id": "t", "tags": {key: "ci"}}}})),
+            ("StartTraceV3", json!({"trace": {"traceInfo": {"trace_id": "t", "tags": {"team": "a", key: "ci"}}}})),
+        ];
+        for (rpc, body) in containers {
+            let refusal = reserved_tag_write(&op(rpc), &Map::new(), Some(&obj(body.clone())));
+            assert!(refusal.is_some(), "{rpc}: {body}");
+        }
+        let harmless = json!({"trace": {"trace_info": {"tags": {"team": "a"}, "trace_metadata": {key: "x"}}},
+            "datasets": [{"tags": [{"key": "mlflow.data.context", "value": "train"}]}], "tags": "{\"team\": \"a\"}"});
+        assert_eq!(reserved_tag_write(&op("StartTraceV3"), &Map::new(), Some(&obj(harmless.clone()))), None);
+        assert_eq!(unreadable_tags(Some(&obj(harmless))), None);
+    }
+
+    #[test]
+    fn unreadable_dataset_tags_are_refused() {
+        // Python's json.loads reads NaN; serde does not: the keys next to it would go unchecked.
+        let body = obj(json!({"tags": "{\"mlflow_gate.created_by\": \"x\", \"n\": NaN}"}));
+        assert!(unreadable_tags(Some(&body)).is_some_and(|m| m.contains("\"tags\"")));
     }
 }

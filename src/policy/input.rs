@@ -45,8 +45,33 @@ pub fn build(principal: &Principal, operation: &Operation, request: &RequestFact
             "path_params": operation.path_params.iter().map(|(k, v)| (k.to_string(), Value::String(v.clone()))).collect::<Map<_, _>>(),
         },
         "request": request,
+        "folded": folded_names(&resource),
         "resource": resource,
     })
+}
+
+/// `input.folded`: every model name and alias in the resource (the target's `name`, `new_name` and `alias`, the
+/// version's name and aliases, the registered model's name and alias keys, the aliases in the stage history),
+/// mapped to its folded form (`crate::fold`: NFKC, case folding, default-ignorable code points removed). Rego has no
+/// NFKC; with this table the bundle compares `Ｃｈａｍｐｉｏｎ` or `fraud\u{200B}-detector` to its data as
+/// `champion` and `fraud-detector`.
+pub fn folded_names(resource: &Value) -> Map<String, Value> {
+    let mut names: Vec<&str> = Vec::new();
+    for field in ["name", "new_name", "alias"] {
+        names.extend(resource.pointer(&format!("/target/{field}")).and_then(Value::as_str));
+    }
+    names.extend(resource.pointer("/model_version/name").and_then(Value::as_str));
+    names.extend(resource.pointer("/registered_model/name").and_then(Value::as_str));
+    if let Some(aliases) = resource.pointer("/model_version/aliases").and_then(Value::as_array) {
+        names.extend(aliases.iter().filter_map(Value::as_str));
+    }
+    if let Some(aliases) = resource.pointer("/registered_model/aliases").and_then(Value::as_object) {
+        names.extend(aliases.keys().map(String::as_str));
+    }
+    if let Some(history) = resource.pointer("/model_version/stage_history").and_then(Value::as_array) {
+        names.extend(history.iter().filter_map(|h| h.get("alias").and_then(Value::as_str)));
+    }
+    names.into_iter().map(|n| (n.to_string(), Value::String(crate::fold::fold(n)))).collect()
 }
 
 /// Builds the input document directly as a regorus value: the same document as `to_rego(&build(..))` (the unit
@@ -99,6 +124,7 @@ pub fn build_rego(
                 ("workspace", optional(request.workspace)),
             ]),
         ),
+        ("folded", map(&folded_names(resource))),
         ("resource", to_rego(resource)),
     ])
 }
@@ -176,12 +202,20 @@ mod tests {
         let query = crate::mlflow::params::query_map(&[("name".into(), "m".into()), ("name".into(), "n".into())]);
         let body = json!({"name": "m", "version": "3", "key": "k", "value": "v", "tags": [{"key": "a"}]});
         let body = body.as_object().cloned().unwrap_or_default();
-        let resource = json!({"target": {"name": "m"}, "source_run": {"metrics": {"auc": 0.9}}});
+        let resource = json!({"target": {"name": "Fraud-Detector", "alias": "Ｃｈａｍｐｉｏｎ"},
+            "model_version": {"name": "fraud-detector", "aliases": ["cham\u{200B}pion", 7], "stage_history": [{"alias": "Prod"}]},
+            "registered_model": {"aliases": {"CHAMPION": "3"}}, "source_run": {"metrics": {"auc": 0.9}}});
         for (body, workspace) in [(None, None), (Some(&body), Some("team-a"))] {
             let request = RequestFacts { method: "POST", path: "/api/2.0/x", query: &query, body, workspace };
             let expected = to_rego(&build(&principal, &op, &request, resource.clone()));
             assert_eq!(build_rego(&principal, &op, &request, &resource), expected);
         }
+        let folded = folded_names(&resource);
+        assert_eq!(
+            Value::Object(folded),
+            json!({"Fraud-Detector": "fraud-detector", "Ｃｈａｍｐｉｏｎ": "champion", "fraud-detector": "fraud-detector",
+                "cham\u{200B}pion": "champion", "CHAMPION": "champion", "Prod": "prod"})
+        );
         for sample in super::super::samples::all() {
             assert_eq!(sample.input(), to_rego(&sample.document()), "{}", sample.name);
         }
