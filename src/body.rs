@@ -79,6 +79,50 @@ pub enum CollectError {
     /// The client's stream broke.
     #[error("reading the request body failed: {0}")]
     Read(BoxError),
+    /// Buffering this body would take the gate over its budget of buffered request bytes.
+    #[error("the gate is already buffering {0} bytes of request bodies")]
+    OverBudget(usize),
+}
+
+/// Bytes of request bodies held in memory, shared by all requests: a semaphore with one permit per byte.
+pub type Budget = std::sync::Arc<tokio::sync::Semaphore>;
+
+/// Reads a whole body into memory like [`collect_limited`], and reserves every byte in `budget` as it arrives; the
+/// reservation (returned with the bytes) must live as long as the bytes or their parsed form. When the budget is
+/// spent the read stops at once with [`CollectError::OverBudget`], so many slow bodies cannot add up.
+pub async fn collect_reserved<B>(
+    body: B,
+    limit: usize,
+    budget: &Budget,
+    total: usize,
+) -> Result<(Bytes, Option<tokio::sync::OwnedSemaphorePermit>), CollectError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    if body.size_hint().lower() > limit as u64 {
+        return Err(CollectError::TooLarge(limit));
+    }
+    let mut body = std::pin::pin!(body);
+    let mut buf = BytesMut::new();
+    let mut reserved: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| CollectError::Read(e.into()))?;
+        let Ok(data) = frame.into_data() else { continue };
+        if buf.len() + data.len() > limit {
+            return Err(CollectError::TooLarge(limit));
+        }
+        let n = u32::try_from(data.len()).map_err(|_| CollectError::TooLarge(limit))?;
+        if n > 0 {
+            let permit = budget.clone().try_acquire_many_owned(n).map_err(|_| CollectError::OverBudget(total))?;
+            match reserved.as_mut() {
+                Some(r) => r.merge(permit),
+                None => reserved = Some(permit),
+            }
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok((buf.freeze(), reserved))
 }
 
 /// Reads a whole body into memory, failing as soon as more than `limit` bytes arrive (never after buffering them).
@@ -114,5 +158,18 @@ mod tests {
         assert_eq!(ok.ok(), Some(Bytes::from_static(b"0123456789")));
         let too_big = collect_limited(full("0123456789A"), 10).await;
         assert!(matches!(too_big, Err(CollectError::TooLarge(10))));
+    }
+
+    #[tokio::test]
+    async fn reserved_bytes_are_returned_when_the_body_is_dropped() {
+        let budget: Budget = std::sync::Arc::new(tokio::sync::Semaphore::new(15));
+        let first = collect_reserved(full("0123456789"), 100, &budget, 15).await;
+        assert_eq!(budget.available_permits(), 5);
+        let second = collect_reserved(full("0123456789"), 100, &budget, 15).await;
+        assert!(matches!(second, Err(CollectError::OverBudget(15))));
+        assert_eq!(budget.available_permits(), 5, "a refused body keeps nothing reserved");
+        drop(first);
+        assert_eq!(budget.available_permits(), 15);
+        assert!(collect_reserved(full("0123456789"), 100, &budget, 15).await.is_ok());
     }
 }

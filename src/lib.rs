@@ -13,6 +13,7 @@ pub mod config;
 pub mod devkeys;
 pub mod error;
 pub mod explain;
+pub mod limits;
 pub mod metrics;
 pub mod mlflow;
 pub mod policy;
@@ -103,8 +104,7 @@ pub async fn run(
     on_ready: impl FnOnce(std::net::SocketAddr),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let header_timeout = config.server.header_read_timeout;
-    let grace = config.server.shutdown_grace;
+    let server_config = config.server.clone();
     let (tls, cert) = match &config.server.tls {
         Some(settings) => {
             let cert = tls::ReloadingCert::load(&settings.cert_file, &settings.key_file).map_err(StartError::Tls)?;
@@ -150,7 +150,7 @@ pub async fn run(
         tracing::info!(%addr, tls = tls.is_some(), "mlflow-gate listening");
         on_ready(addr);
     }
-    server::serve(listener, gate.clone(), header_timeout, grace, tls, shutdown).await;
+    server::serve(listener, gate.clone(), &server_config, tls, shutdown).await;
     if let Some(hooks) = gate.webhooks() {
         hooks.shutdown().await;
     }

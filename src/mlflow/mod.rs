@@ -4,6 +4,7 @@
 pub mod canon;
 pub mod enrich;
 pub mod events;
+pub mod graphql;
 pub mod params;
 pub mod routes;
 pub mod stamps;
