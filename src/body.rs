@@ -87,8 +87,8 @@ pub enum CollectError {
 /// Bytes of request bodies held in memory, shared by all requests: a semaphore with one permit per byte.
 pub type Budget = std::sync::Arc<tokio::sync::Semaphore>;
 
-/// Reads a whole body into memory like [`collect_limited`], and reserves every byte in `budget` as it arrives; the
-/// reservation (returned with the bytes) must live as long as the bytes or their parsed form. When the budget is
+/// Reads a whole body into memory like [`collect_limited`], and reserves the buffer's bytes in `budget` as it grows;
+/// the reservation (returned with the bytes) must live as long as the bytes or their parsed form. When the budget is
 /// spent the read stops at once with [`CollectError::OverBudget`], so many slow bodies cannot add up.
 pub async fn collect_reserved<B>(
     body: B,
@@ -112,9 +112,12 @@ where
         if buf.len() + data.len() > limit {
             return Err(CollectError::TooLarge(limit));
         }
-        let n = u32::try_from(data.len()).map_err(|_| CollectError::TooLarge(limit))?;
-        if n > 0 {
-            let permit = budget.clone().try_acquire_many_owned(n).map_err(|_| CollectError::OverBudget(total))?;
+        // What is reserved is the buffer's capacity (it grows by doubling), not only the bytes in it.
+        buf.reserve(data.len());
+        let held = reserved.as_ref().map_or(0, |r| r.num_permits());
+        if buf.capacity() > held {
+            let more = u32::try_from(buf.capacity() - held).map_err(|_| CollectError::TooLarge(limit))?;
+            let permit = budget.clone().try_acquire_many_owned(more).map_err(|_| CollectError::OverBudget(total))?;
             match reserved.as_mut() {
                 Some(r) => r.merge(permit),
                 None => reserved = Some(permit),
@@ -162,14 +165,16 @@ mod tests {
 
     #[tokio::test]
     async fn reserved_bytes_are_returned_when_the_body_is_dropped() {
-        let budget: Budget = std::sync::Arc::new(tokio::sync::Semaphore::new(15));
-        let first = collect_reserved(full("0123456789"), 100, &budget, 15).await;
-        assert_eq!(budget.available_permits(), 5);
-        let second = collect_reserved(full("0123456789"), 100, &budget, 15).await;
-        assert!(matches!(second, Err(CollectError::OverBudget(15))));
-        assert_eq!(budget.available_permits(), 5, "a refused body keeps nothing reserved");
+        let budget: Budget = std::sync::Arc::new(tokio::sync::Semaphore::new(150));
+        let first = collect_reserved(full("0".repeat(100)), 1000, &budget, 150).await;
+        let held = first.as_ref().ok().and_then(|(_, r)| r.as_ref()).map_or(0, |r| r.num_permits());
+        assert!(held >= 100, "{held}");
+        assert_eq!(budget.available_permits(), 150 - held);
+        let second = collect_reserved(full("0".repeat(100)), 1000, &budget, 150).await;
+        assert!(matches!(second, Err(CollectError::OverBudget(150))));
+        assert_eq!(budget.available_permits(), 150 - held, "a refused body keeps nothing reserved");
         drop(first);
-        assert_eq!(budget.available_permits(), 15);
-        assert!(collect_reserved(full("0123456789"), 100, &budget, 15).await.is_ok());
+        assert_eq!(budget.available_permits(), 150);
+        assert!(collect_reserved(full("0".repeat(100)), 1000, &budget, 150).await.is_ok());
     }
 }
