@@ -245,7 +245,7 @@ async fn stalled_uploads_are_bounded_and_cut_off() {
                         .map(move |_| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk.clone()))),
                 );
                 let body = http_body_util::StreamBody::new(parts.chain(futures_util::stream::pending()));
-                let req = http::Request::post(format!("http://gate/api/2.0/mlflow/runs/log-batch"))
+                let req = http::Request::post("http://gate/api/2.0/mlflow/runs/log-batch")
                     .header("authorization", format!("Bearer {token}"))
                     .header("content-type", "application/json")
                     .header("content-length", total)
