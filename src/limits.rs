@@ -20,6 +20,10 @@ use crate::error::GateError;
 /// How long a large body may wait for a heavy-work slot before the request is shed.
 const HEAVY_WAIT: Duration = Duration::from_secs(10);
 
+/// What one parsed JSON value is reckoned to cost in memory (a `serde_json::Value`, its map entry and key), for
+/// the budget of buffered bytes.
+pub const PARSED_VALUE_BYTES: usize = 96;
+
 /// Bodies at least this large are parsed and evaluated in the heavy-work pool; smaller ones cost microseconds and
 /// run inline.
 pub const HEAVY_BODY_BYTES: usize = 64 * 1024;
@@ -61,6 +65,24 @@ impl Capacity {
     /// The budget of buffered request-body bytes.
     pub fn buffered(&self) -> &Budget {
         &self.buffered
+    }
+
+    /// Adds the estimated memory of a parsed body (`values` JSON values) to its reservation in the budget;
+    /// `Overloaded` when the budget cannot hold it.
+    pub fn reserve_parsed(&self, reserved: &mut Option<OwnedSemaphorePermit>, values: usize) -> Result<(), GateError> {
+        let bytes = values.saturating_mul(PARSED_VALUE_BYTES);
+        let permit = u32::try_from(bytes).ok().and_then(|n| self.buffered.clone().try_acquire_many_owned(n).ok());
+        let Some(permit) = permit else {
+            return Err(GateError::Overloaded(format!(
+                "the gate is already holding its maximum of {} bytes of request bodies (server.max_buffered_body_bytes); retry shortly",
+                self.limits.max_buffered_body_bytes
+            )));
+        };
+        match reserved.as_mut() {
+            Some(r) => r.merge(permit),
+            None => *reserved = Some(permit),
+        }
+        Ok(())
     }
 
     /// Runs CPU-heavy work. Small work (`heavy` false) runs inline. Heavy work waits for one of
@@ -194,19 +216,35 @@ mod tests {
         assert_eq!(err, Some(true));
     }
 
+    fn capacity(server: &str) -> Capacity {
+        let toml = format!(
+            "[server]\n{server}\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[[auth.issuers]]\nissuer = \"https://i\"\naudiences = [\"a\"]\nalgorithms = [\"RS256\"]\njwks_file = \"j.json\"\n[policy]\ndir = \"p\"\n"
+        );
+        match crate::config::Config::parse(&toml, std::path::Path::new("t.toml")) {
+            Ok(config) => Capacity::new(&config.server.load),
+            Err(e) => panic!("config: {e}"),
+        }
+    }
+
     #[tokio::test]
     async fn admission_sheds_when_full_and_recovers() {
-        let limits = crate::config::Config::parse(
-            "[server]\nmax_concurrent_requests = 1\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[[auth.issuers]]\nissuer = \"https://i\"\naudiences = [\"a\"]\nalgorithms = [\"RS256\"]\njwks_file = \"j.json\"\n[policy]\ndir = \"p\"\n",
-            std::path::Path::new("t.toml"),
-        )
-        .map(|c| c.server.load);
-        let Ok(limits) = limits else { panic!("config: {limits:?}") };
-        let capacity = Capacity::new(&limits);
+        let capacity = capacity("max_concurrent_requests = 1");
         let first = capacity.admit();
         assert!(first.is_ok());
         assert!(matches!(capacity.admit(), Err(GateError::Overloaded(_))));
         drop(first);
         assert!(capacity.admit().is_ok());
+    }
+
+    #[test]
+    fn parsed_bodies_count_against_the_buffer_budget() {
+        let capacity = capacity(&format!("max_buffered_body_bytes = {}", 10 * PARSED_VALUE_BYTES));
+        let mut first = None;
+        assert!(capacity.reserve_parsed(&mut first, 6).is_ok());
+        let mut second = None;
+        assert!(matches!(capacity.reserve_parsed(&mut second, 5), Err(GateError::Overloaded(_))));
+        assert!(capacity.reserve_parsed(&mut second, 4).is_ok());
+        drop(first);
+        assert_eq!(capacity.buffered().available_permits(), 6 * PARSED_VALUE_BYTES);
     }
 }

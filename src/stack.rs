@@ -449,7 +449,7 @@ impl Gate {
                 load.body_read_timeout.as_secs()
             ))
         })?;
-        let (bytes, reserved) = collected.map_err(|e| match e {
+        let (bytes, mut reserved) = collected.map_err(|e| match e {
             CollectError::TooLarge(n) => GateError::PayloadTooLarge(n),
             CollectError::OverBudget(total) => GateError::Overloaded(format!(
                 "the gate is already holding its maximum of {total} bytes of request bodies (server.max_buffered_body_bytes); retry shortly"
@@ -466,12 +466,15 @@ impl Gate {
         let json = self
             .capacity
             .run_heavy(heavy, || {
-                let mut json = params::parse_json_object(&bytes)?;
+                let (mut json, values) = params::parse_json_object_counted(&bytes)?;
                 target_fields::normalize_body(&mut json)?;
-                Ok::<_, params::BodyError>(json)
+                Ok::<_, params::BodyError>((json, values))
             })
             .await?
             .map_err(|e| GateError::BadRequest(e.0))?;
+        let (json, values) = json;
+        // The parsed form lives as long as the bytes: it counts against the same budget.
+        self.capacity.reserve_parsed(&mut reserved, values)?;
         if op.body == BodyClass::GraphQl {
             graphql::check_body(&json).map_err(|e| GateError::InvalidParameter(e.to_string()))?;
         }

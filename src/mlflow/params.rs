@@ -25,6 +25,12 @@ pub struct BodyError(pub String);
 
 /// Parses a JSON request body that must be one object with unique keys, in UTF-8 without a byte-order mark.
 pub fn parse_json_object(bytes: &[u8]) -> Result<Map<String, Value>, BodyError> {
+    parse_json_object_counted(bytes).map(|(map, _)| map)
+}
+
+/// [`parse_json_object`], also returning how many values (scalars, objects and arrays) the body holds, so that
+/// the caller can account for the memory of the parsed form.
+pub fn parse_json_object_counted(bytes: &[u8]) -> Result<(Map<String, Value>, usize), BodyError> {
     if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) || bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
         return Err(BodyError("the JSON body starts with a byte-order mark; send plain UTF-8".into()));
     }
@@ -36,7 +42,7 @@ pub fn parse_json_object(bytes: &[u8]) -> Result<Map<String, Value>, BodyError> 
         .map_err(|e| BodyError(format!("the request body is not acceptable JSON: {e}")))?;
     de.end().map_err(|e| BodyError(format!("the request body has trailing data: {e}")))?;
     match value {
-        Value::Object(map) => Ok(map),
+        Value::Object(map) => Ok((map, values.get())),
         Value::String(_) => Err(BodyError("the JSON body is a string (double-encoded JSON?); send an object".into())),
         _ => Err(BodyError("the JSON body must be an object".into())),
     }
