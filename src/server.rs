@@ -56,6 +56,8 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let connections = Arc::new(Semaphore::new(load.max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
+    // Connections refused since the gate was last below its cap (logged when the streak starts and ends).
+    let mut refused = 0u64;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -70,9 +72,20 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let Ok(slot) = connections.clone().try_acquire_owned() else {
-            refuse(stream, peer, acceptor.is_some(), &refusals, load.max_connections);
+            if refused == 0 {
+                tracing::warn!(
+                    max_connections = load.max_connections,
+                    "at server.max_connections: refusing connections"
+                );
+            }
+            refused += 1;
+            refuse(stream, acceptor.is_some(), &refusals, load.max_connections);
             continue;
         };
+        if refused > 0 {
+            tracing::warn!(refused, "accepting connections again");
+            refused = 0;
+        }
         let _ = stream.set_nodelay(true);
         let (gate, builder, acceptor, stop) = (gate.clone(), builder.clone(), acceptor.clone(), stop_rx.clone());
         let conn = Conn { builder, gate, stop, idle: load.idle_timeout, body_idle: load.body_idle_timeout, slot };
@@ -125,8 +138,7 @@ fn builder(header_read_timeout: Duration, load: &LoadLimits) -> auto::Builder<To
 
 /// Answers a connection over the cap with a 503 in MLflow's error JSON (plain HTTP/1.1 only: a TLS or HTTP/2
 /// client cannot be answered before a handshake the gate will not spend on it) and closes it.
-fn refuse(mut stream: TcpStream, peer: SocketAddr, tls: bool, refusals: &Arc<Semaphore>, max: usize) {
-    tracing::warn!(%peer, max_connections = max, "connection refused: the gate is at server.max_connections");
+fn refuse(mut stream: TcpStream, tls: bool, refusals: &Arc<Semaphore>, max: usize) {
     let Ok(refusal) = refusals.clone().try_acquire_owned() else { return };
     if tls {
         return;
