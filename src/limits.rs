@@ -2,6 +2,12 @@
 //! bytes, the idle timeout on request bodies, and the pool that runs CPU-heavy work (parsing and evaluating large
 //! bodies) without holding an async worker. Connections are capped in `server.rs`; body limits by route class are
 //! facts of the route table. Each limit is a `[server]` key (see `config::LoadLimits`).
+//!
+//! Plain semaphores rather than tower's `ConcurrencyLimit`/`LoadShed`/`Timeout`: shedding needs an immediate
+//! `try_acquire` whose refusal is a `GateError` (MLflow's error JSON, from `error.rs`), the slot must live until the
+//! response body has been sent (a tower permit ends with the service future), and the timeouts that matter are on
+//! the request body (idle between pieces, total for buffered bodies), which a timeout around the whole call cannot
+//! express without also cutting off long downloads.
 
 use std::future::Future;
 use std::pin::Pin;
