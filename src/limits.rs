@@ -1,6 +1,6 @@
 //! Overload protection, around every request: admission (requests in flight), the budget of buffered request
-//! bytes, the idle timeout on request bodies, and the pool that runs CPU-heavy work (parsing and evaluating large
-//! bodies) without holding an async worker. Connections are capped in `server.rs`; body limits by route class are
+//! bytes, and the pool that runs CPU-heavy work (parsing and evaluating large bodies) without holding an async
+//! worker. The idle timeout of request bodies is a body wrapper (`body.rs`). Connections are capped in `server.rs`; body limits by route class are
 //! facts of the route table. Each limit is a `[server]` key (see `config::LoadLimits`).
 //!
 //! Plain semaphores rather than tower's `ConcurrencyLimit`/`LoadShed`/`Timeout`: shedding needs an immediate
@@ -9,17 +9,12 @@
 //! the request body (idle between pieces, total for buffered bodies), which a timeout around the whole call cannot
 //! express without also cutting off long downloads.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::body::{BoxError, Budget, GateBody};
+use crate::body::Budget;
 use crate::config::LoadLimits;
 use crate::error::GateError;
 
@@ -112,115 +107,9 @@ impl Capacity {
     }
 }
 
-/// A request body that fails when the client pauses longer than `idle` while the gate waits for the next piece.
-/// The clock runs only while the gate is waiting, so a slow upstream (which stops the gate reading) never counts
-/// against the client.
-pub struct IdleTimeoutBody<B> {
-    inner: B,
-    idle: Duration,
-    timer: Pin<Box<tokio::time::Sleep>>,
-    waiting: bool,
-}
-
-impl<B> IdleTimeoutBody<B> {
-    /// Wraps `inner` (inside a tokio runtime).
-    pub fn new(inner: B, idle: Duration) -> IdleTimeoutBody<B> {
-        IdleTimeoutBody { inner, idle, timer: Box::pin(tokio::time::sleep(idle)), waiting: false }
-    }
-}
-
-/// The error an [`IdleTimeoutBody`] ends with.
-#[derive(Debug, thiserror::Error)]
-#[error("the client sent no part of the request body for {} s (server.body_idle_timeout_secs)", .0.as_secs())]
-pub struct BodyIdle(pub Duration);
-
-impl<B> Body for IdleTimeoutBody<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        if !this.waiting {
-            let deadline = tokio::time::Instant::now() + this.idle;
-            this.timer.as_mut().reset(deadline);
-            this.waiting = true;
-        }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(frame) => {
-                this.waiting = false;
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
-            }
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    this.waiting = false;
-                    Poll::Ready(Some(Err(Box::new(BodyIdle(this.idle)))))
-                }
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// A response body that holds something (a request slot, a connection's in-flight mark) until it is sent or
-/// dropped.
-pub struct Guarded {
-    inner: GateBody,
-    _guard: Box<dyn std::any::Any + Send>,
-}
-
-impl Guarded {
-    /// Wraps `inner`, keeping `guard` alive as long as the body.
-    pub fn new(inner: GateBody, guard: impl std::any::Any + Send) -> Guarded {
-        Guarded { inner, _guard: Box::new(guard) }
-    }
-}
-
-impl Body for Guarded {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt;
-
-    #[tokio::test]
-    async fn a_stalled_body_fails_after_the_idle_timeout() {
-        use futures_util::StreamExt;
-        // One piece, then the client stalls with the stream still open.
-        let part = futures_util::stream::iter([Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"part")))]);
-        let stalled = http_body_util::StreamBody::new(part.chain(futures_util::stream::pending()));
-        let mut timed = IdleTimeoutBody::new(stalled, Duration::from_millis(200));
-        assert!(matches!(timed.frame().await, Some(Ok(_))));
-        let second = timed.frame().await;
-        let err = second.and_then(|r| r.err()).map(|e| e.is::<BodyIdle>());
-        assert_eq!(err, Some(true));
-    }
 
     fn capacity(server: &str) -> Capacity {
         let toml = format!(

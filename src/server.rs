@@ -15,9 +15,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::body::{Guarded, IdleTimeoutBody};
 use crate::config::{LoadLimits, ServerConfig};
 use crate::error::GateError;
-use crate::limits::{Guarded, IdleTimeoutBody};
 use crate::stack::Gate;
 
 /// What the request path learns about the client connection.

@@ -167,6 +167,22 @@ async fn bodies_over_the_buffer_budget_get_503_and_stalled_bodies_408() {
 }
 
 #[tokio::test]
+async fn a_streamed_upload_that_stalls_ends_with_408() {
+    let (gate, _upstream, keys) = gate_with("body_idle_timeout_secs = 1", Behaviour::default()).await;
+    let token = keys.token("alice", &[]);
+    let mut s = TcpStream::connect(gate.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/x-protobuf\r\nContent-Length: 1000000\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&[0u8; 10_000]).await.unwrap();
+    let answer = answer_on(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("server.body_idle_timeout_secs"), "{answer}");
+    gate.stop().await;
+}
+
+#[tokio::test]
 async fn connections_over_the_cap_get_503_and_idle_ones_are_closed() {
     let (gate, _upstream, _keys) = gate_with("max_connections = 2\nidle_timeout_secs = 1", Behaviour::default()).await;
     let first = TcpStream::connect(gate.addr).await.unwrap();
