@@ -1,7 +1,8 @@
 //! Overload protection, around every request: admission (requests in flight), the budget of buffered request
 //! bytes, and the pool that runs CPU-heavy work (parsing and evaluating large bodies) without holding an async
-//! worker. The idle timeout of request bodies is a body wrapper (`body.rs`). Connections are capped in `server.rs`; body limits by route class are
-//! facts of the route table. Each limit is a `[server]` key (see `config::LoadLimits`).
+//! worker. The idle timeout of request bodies is a body wrapper (`body.rs`), connections are capped in
+//! `server.rs`, and body limits by route class are facts of the route table. Each limit is a `[server]` key (see
+//! `config::LoadLimits`).
 //!
 //! Plain semaphores rather than tower's `ConcurrencyLimit`/`LoadShed`/`Timeout`: shedding needs an immediate
 //! `try_acquire` whose refusal is a `GateError` (MLflow's error JSON, from `error.rs`), the slot must live until the

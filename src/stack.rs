@@ -1,7 +1,8 @@
 //! The request's path through the gate, in order, and the one place that order is decided:
 //! admission (`limits.rs`) -> canonical target -> classify the MLflow route (public routes: forwarded without a
-//! body) -> authenticate -> read the body the policy needs, by the route's body class -> policy -> forward. Each phase hands typed results to the next; none re-parses. Any failure ends the request with MLflow's
-//! error JSON (see `error.rs`), and one structured log line records every request (never a token or a body).
+//! body) -> authenticate -> read the body the policy needs, by the route's body class -> policy -> forward. Each
+//! phase hands typed results to the next; none re-parses. Any failure ends the request with MLflow's error JSON
+//! (see `error.rs`), and one structured log line records every request (never a token or a body).
 
 use std::sync::Arc;
 use std::time::Instant;
