@@ -63,6 +63,39 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// `[server.tls]`: TLS termination (plain HTTP when absent).
     pub tls: Option<crate::tls::TlsSettings>,
+    /// Overload protection: body limits by route class, timeouts and capacity caps (all `[server]` keys).
+    pub load: LoadLimits,
+}
+
+/// Overload protection (`[server]` keys; see the README's "Overload protection" section for the memory bound the
+/// defaults give).
+#[derive(Debug, Clone)]
+pub struct LoadLimits {
+    /// `max_read_body_bytes`: largest JSON body of a read or search route (default 64 KiB).
+    pub max_read_body_bytes: usize,
+    /// `max_graphql_body_bytes`: largest `/graphql` body (default 64 KiB).
+    pub max_graphql_body_bytes: usize,
+    /// `max_buffered_body_bytes`: request-body bytes all requests together may hold in memory (default 64 MiB).
+    pub max_buffered_body_bytes: usize,
+    /// `body_idle_timeout_secs`: longest pause between two pieces of a request body (default 10 s).
+    pub body_idle_timeout: Duration,
+    /// `body_read_timeout_secs`: longest time to receive a whole body the gate reads (default 30 s).
+    pub body_read_timeout: Duration,
+    /// `idle_timeout_secs`: a connection with no request in flight for this long is closed (default 60 s).
+    pub idle_timeout: Duration,
+    /// `max_connections`: open client connections (default 256); more are refused with 503.
+    pub max_connections: usize,
+    /// `max_concurrent_requests`: requests in flight (default 128); more are refused with 503.
+    pub max_concurrent_requests: usize,
+    /// `max_heavy_evaluations`: large bodies parsed and evaluated at once, off the async workers (default: half
+    /// the CPUs, at least 1).
+    pub max_heavy_evaluations: usize,
+    /// `http2_max_concurrent_streams`: streams per HTTP/2 connection (default 16).
+    pub http2_max_concurrent_streams: u32,
+    /// `http2_stream_window_bytes`: HTTP/2 flow-control window per stream (default 64 KiB).
+    pub http2_stream_window_bytes: u32,
+    /// `http2_connection_window_bytes`: HTTP/2 flow-control window per connection (default 256 KiB).
+    pub http2_connection_window_bytes: u32,
 }
 
 /// `[upstream]`: the MLflow server the gate protects.
@@ -291,6 +324,18 @@ struct RawServer {
     header_read_timeout_secs: Option<u64>,
     shutdown_grace_secs: Option<u64>,
     tls: Option<RawTls>,
+    max_read_body_bytes: Option<usize>,
+    max_graphql_body_bytes: Option<usize>,
+    max_buffered_body_bytes: Option<usize>,
+    body_idle_timeout_secs: Option<u64>,
+    body_read_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+    max_concurrent_requests: Option<usize>,
+    max_heavy_evaluations: Option<usize>,
+    http2_max_concurrent_streams: Option<u32>,
+    http2_stream_window_bytes: Option<u32>,
+    http2_connection_window_bytes: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -418,6 +463,7 @@ impl Validator {
     }
 
     fn server(&self, raw: RawServer) -> Result<ServerConfig, ConfigError> {
+        let load = self.load_limits(&raw)?;
         let listen = raw.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
         let listen = listen.parse().map_err(|_| {
             self.err("server.listen", format!("{listen:?} is not an address such as \"127.0.0.1:8080\""))
@@ -432,6 +478,52 @@ impl Validator {
             header_read_timeout: secs(raw.header_read_timeout_secs, 30),
             shutdown_grace: secs(raw.shutdown_grace_secs, 30),
             tls: raw.tls.map(|t| self.tls(t)).transpose()?,
+            load,
+        })
+    }
+
+    fn load_limits(&self, raw: &RawServer) -> Result<LoadLimits, ConfigError> {
+        let positive = |key: &str, v: Option<usize>, default: usize| match v {
+            Some(0) => Err(self.err(&format!("server.{key}"), "must be greater than 0")),
+            v => Ok(v.unwrap_or(default)),
+        };
+        let positive_secs = |key: &str, v: Option<u64>, default: u64| match v {
+            Some(0) => Err(self.err(&format!("server.{key}"), "must be at least 1 second")),
+            v => Ok(secs(v, default)),
+        };
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // h2 requires windows of at least 65,535 bytes to be useful and at most 2^31-1.
+        let window = |key: &str, v: Option<u32>, default: u32| match v {
+            Some(w) if !(16 * 1024..=i32::MAX as u32).contains(&w) => {
+                Err(self.err(&format!("server.{key}"), "must be between 16384 and 2147483647"))
+            }
+            v => Ok(v.unwrap_or(default)),
+        };
+        let max_buffered_body_bytes = positive("max_buffered_body_bytes", raw.max_buffered_body_bytes, 64 << 20)?;
+        if u32::try_from(max_buffered_body_bytes).is_err() {
+            return Err(self.err("server.max_buffered_body_bytes", "must be below 4 GiB"));
+        }
+        Ok(LoadLimits {
+            max_read_body_bytes: positive("max_read_body_bytes", raw.max_read_body_bytes, 64 * 1024)?,
+            max_graphql_body_bytes: positive("max_graphql_body_bytes", raw.max_graphql_body_bytes, 64 * 1024)?,
+            max_buffered_body_bytes,
+            body_idle_timeout: positive_secs("body_idle_timeout_secs", raw.body_idle_timeout_secs, 10)?,
+            body_read_timeout: positive_secs("body_read_timeout_secs", raw.body_read_timeout_secs, 30)?,
+            idle_timeout: positive_secs("idle_timeout_secs", raw.idle_timeout_secs, 60)?,
+            max_connections: positive("max_connections", raw.max_connections, 256)?,
+            max_concurrent_requests: positive("max_concurrent_requests", raw.max_concurrent_requests, 128)?,
+            max_heavy_evaluations: positive("max_heavy_evaluations", raw.max_heavy_evaluations, (cpus / 2).max(1))?,
+            http2_max_concurrent_streams: positive(
+                "http2_max_concurrent_streams",
+                raw.http2_max_concurrent_streams.map(|n| n as usize),
+                16,
+            )? as u32,
+            http2_stream_window_bytes: window("http2_stream_window_bytes", raw.http2_stream_window_bytes, 64 * 1024)?,
+            http2_connection_window_bytes: window(
+                "http2_connection_window_bytes",
+                raw.http2_connection_window_bytes,
+                256 * 1024,
+            )?,
         })
     }
 

@@ -205,3 +205,19 @@ fn audit_key_and_checkpoint_settings_have_defaults() {
     assert_eq!(a.as_ref().map(|a| a.checkpoint_every_records), Some(1000));
     assert_eq!(a.map(|a| a.checkpoint_interval), Some(Duration::from_secs(60)));
 }
+
+#[test]
+fn overload_limits_have_defaults_and_refuse_zero() {
+    let c = parse(GOOD).ok();
+    let load = c.as_ref().map(|c| c.server.load.clone());
+    assert_eq!(load.as_ref().map(|l| l.max_read_body_bytes), Some(64 * 1024));
+    assert_eq!(load.as_ref().map(|l| l.max_buffered_body_bytes), Some(64 << 20));
+    assert_eq!(load.as_ref().map(|l| l.max_connections), Some(256));
+    assert_eq!(load.as_ref().map(|l| l.body_idle_timeout), Some(Duration::from_secs(10)));
+    let e = err_of(&GOOD.replace("[upstream]", "max_connections = 0\n[upstream]"));
+    assert!(e.contains("server.max_connections") && e.contains("greater than 0"), "{e}");
+    let e = err_of(&GOOD.replace("[upstream]", "body_idle_timeout_secs = 0\n[upstream]"));
+    assert!(e.contains("server.body_idle_timeout_secs"), "{e}");
+    let e = err_of(&GOOD.replace("[upstream]", "http2_stream_window_bytes = 10\n[upstream]"));
+    assert!(e.contains("server.http2_stream_window_bytes"), "{e}");
+}

@@ -7,6 +7,9 @@ use http_body_util::{BodyExt, Full};
 
 use crate::body::GateBody;
 
+/// What an overloaded gate tells clients to wait before retrying (seconds).
+pub const RETRY_AFTER_SECS: &str = "2";
+
 /// Why the gate answered instead of MLflow.
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
@@ -19,7 +22,8 @@ pub enum GateError {
     /// The request cannot be read unambiguously.
     #[error("{0}")]
     BadRequest(String),
-    /// A parameter MLflow would refuse or resolve differently (e.g. an invalid `X-MLFLOW-WORKSPACE`).
+    /// A parameter MLflow would refuse or resolve differently (e.g. an invalid `X-MLFLOW-WORKSPACE`), or one out
+    /// of the bounds the gate accepts (e.g. a GraphQL query too deep or too large).
     #[error("{0}")]
     InvalidParameter(String),
     /// The object the request names does not exist (workflow requests the gate serves itself).
@@ -31,6 +35,13 @@ pub enum GateError {
     /// The request body is larger than the gate buffers.
     #[error("request body is larger than the gate's limit of {0} bytes")]
     PayloadTooLarge(usize),
+    /// The client stopped sending its request body, or sent it too slowly.
+    #[error("{0}")]
+    BodyTimeout(String),
+    /// The gate is at one of its capacity limits (concurrent requests, buffered bytes, heavy evaluations); the
+    /// client should retry after `Retry-After` seconds.
+    #[error("{0}")]
+    Overloaded(String),
     /// The policy could not be evaluated; the request is denied (details only in the log).
     #[error("the policy could not be evaluated, so the request was denied")]
     PolicyFailed,
@@ -62,6 +73,8 @@ impl GateError {
             }
             GateError::NotFound(_) => StatusCode::NOT_FOUND,
             GateError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            GateError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            GateError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             GateError::KeysUnavailable | GateError::LookupFailed => StatusCode::SERVICE_UNAVAILABLE,
             GateError::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             GateError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -79,9 +92,11 @@ impl GateError {
             GateError::NotFound(_) => "RESOURCE_DOES_NOT_EXIST",
             GateError::InvalidState(_) => "INVALID_STATE",
             GateError::PayloadTooLarge(_) => "REQUEST_LIMIT_EXCEEDED",
-            GateError::KeysUnavailable | GateError::LookupFailed | GateError::UpstreamUnavailable => {
-                "TEMPORARILY_UNAVAILABLE"
-            }
+            GateError::BodyTimeout(_) => "DEADLINE_EXCEEDED",
+            GateError::KeysUnavailable
+            | GateError::LookupFailed
+            | GateError::UpstreamUnavailable
+            | GateError::Overloaded(_) => "TEMPORARILY_UNAVAILABLE",
             GateError::UpstreamTimeout => "DEADLINE_EXCEEDED",
             GateError::Internal => "INTERNAL_ERROR",
         }
@@ -97,6 +112,8 @@ impl GateError {
             GateError::NotFound(_) => "not_found",
             GateError::InvalidState(_) => "invalid_state",
             GateError::PayloadTooLarge(_) => "too_large",
+            GateError::BodyTimeout(_) => "body_timeout",
+            GateError::Overloaded(_) => "overloaded",
             GateError::PolicyFailed => "policy_error",
             GateError::KeysUnavailable => "keys_unavailable",
             GateError::LookupFailed => "lookup_failed",
@@ -114,7 +131,9 @@ impl GateError {
             | GateError::BadRequest(m)
             | GateError::InvalidParameter(m)
             | GateError::NotFound(m)
-            | GateError::InvalidState(m) => {
+            | GateError::InvalidState(m)
+            | GateError::BodyTimeout(m)
+            | GateError::Overloaded(m) => {
                 format!("mlflow-gate: {m} (request id {request_id})")
             }
             other => format!("mlflow-gate: {other} (request id {request_id})"),
@@ -125,6 +144,9 @@ impl GateError {
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if matches!(self, GateError::Overloaded(_)) {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        }
         if matches!(self, GateError::Unauthenticated(_)) {
             // RFC 6750 section 3. Bearer (not Basic), so browsers do not pop up a password dialog.
             h.insert(
@@ -149,6 +171,16 @@ mod tests {
         assert_eq!(v["error_code"], "PERMISSION_DENIED");
         let msg = v["message"].as_str().unwrap_or_default();
         assert!(msg.contains("only CI may do that") && msg.contains("r-1"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn overload_is_503_temporarily_unavailable_with_retry_after() {
+        let resp = GateError::Overloaded("too many requests in flight".into()).into_response("r-3");
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some(RETRY_AFTER_SECS));
+        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(v["error_code"], "TEMPORARILY_UNAVAILABLE");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod devkeys;
 pub mod error;
 pub mod explain;
 pub mod fold;
+pub mod limits;
 pub mod metrics;
 pub mod mlflow;
 pub mod policy;
@@ -105,8 +106,7 @@ pub async fn run(
     on_ready: impl FnOnce(std::net::SocketAddr),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let header_timeout = config.server.header_read_timeout;
-    let grace = config.server.shutdown_grace;
+    let server_config = config.server.clone();
     let (tls, cert) = match &config.server.tls {
         Some(settings) => {
             let cert = tls::ReloadingCert::load(&settings.cert_file, &settings.key_file).map_err(StartError::Tls)?;
@@ -152,7 +152,7 @@ pub async fn run(
         tracing::info!(%addr, tls = tls.is_some(), "mlflow-gate listening");
         on_ready(addr);
     }
-    server::serve(listener, gate.clone(), header_timeout, grace, tls, shutdown).await;
+    server::serve(listener, gate.clone(), &server_config, tls, shutdown).await;
     // The audit log closes first: its final checkpoint is a webhook event, delivered before webhooks stop.
     if let Some(audit) = gate.audit() {
         audit.close(std::time::Duration::from_secs(10)).await;

@@ -1,5 +1,7 @@
 //! Connections, before any request: the accept loop, HTTP/1.1 and HTTP/2 (h2c prior knowledge) on one listener via
-//! hyper-util's auto builder, header read timeout, and graceful drain on shutdown.
+//! hyper-util's auto builder, header read timeout, the connection cap (503 beyond it), the idle timeout of
+//! keep-alive connections, HTTP/2 stream and window limits, the idle timeout of request bodies, and graceful drain
+//! on shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,9 +11,13 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::body::{Guarded, IdleTimeoutBody};
+use crate::config::{LoadLimits, ServerConfig};
+use crate::error::GateError;
 use crate::stack::Gate;
 
 /// What the request path learns about the client connection.
@@ -28,22 +34,30 @@ pub struct ConnInfo {
 /// Time allowed for a TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves until `shutdown` completes, then stops accepting and waits up to `grace` for requests in flight. With
-/// `tls`, every connection is TLS.
+/// Refusals (503 on a connection over the cap) being written at once; beyond this, extra connections are closed
+/// without an answer.
+const MAX_REFUSALS: usize = 64;
+
+/// What HTTP/2 buffers per stream for a response the client reads slowly.
+const HTTP2_SEND_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Serves until `shutdown` completes, then stops accepting and waits up to `server.shutdown_grace` for requests in
+/// flight. With `tls`, every connection is TLS.
 pub async fn serve(
     listener: TcpListener,
     gate: Arc<Gate>,
-    header_read_timeout: Duration,
-    grace: Duration,
+    server: &ServerConfig,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout).max_buf_size(64 * 1024);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
-    let builder = Arc::new(builder);
+    let load = server.load.clone();
+    let builder = Arc::new(builder(server.header_read_timeout, &load));
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let connections = Arc::new(Semaphore::new(load.max_connections));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
+    // Connections refused since the gate was last below its cap (logged when the streak starts and ends).
+    let mut refused = 0u64;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -57,12 +71,28 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Ok(slot) = connections.clone().try_acquire_owned() else {
+            if refused == 0 {
+                tracing::warn!(
+                    max_connections = load.max_connections,
+                    "at server.max_connections: refusing connections"
+                );
+            }
+            refused += 1;
+            refuse(stream, acceptor.is_some(), &refusals, load.max_connections);
+            continue;
+        };
+        if refused > 0 {
+            tracing::warn!(refused, "accepting connections again");
+            refused = 0;
+        }
         let _ = stream.set_nodelay(true);
-        let (gate, builder, watcher, acceptor) = (gate.clone(), builder.clone(), graceful.watcher(), acceptor.clone());
+        let (gate, builder, acceptor, stop) = (gate.clone(), builder.clone(), acceptor.clone(), stop_rx.clone());
+        let conn = Conn { builder, gate, stop, idle: load.idle_timeout, body_idle: load.body_idle_timeout, slot };
         tokio::spawn(async move {
             let Some(acceptor) = acceptor else {
                 let info = ConnInfo { peer, tls: false, client_cert: None };
-                return serve_one(&builder, watcher, TokioIo::new(stream), gate, info).await;
+                return conn.serve(TokioIo::new(stream), info).await;
             };
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls_stream)) => {
@@ -73,7 +103,7 @@ pub async fn serve(
                         .and_then(|certs| certs.first())
                         .and_then(crate::tls::client_identity);
                     let info = ConnInfo { peer, tls: true, client_cert };
-                    serve_one(&builder, watcher, TokioIo::new(tls_stream), gate, info).await;
+                    conn.serve(TokioIo::new(tls_stream), info).await;
                 }
                 Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -81,22 +111,151 @@ pub async fn serve(
         });
     }
     drop(listener);
+    let grace = server.shutdown_grace;
     tracing::info!(grace_secs = grace.as_secs(), "shutting down: draining requests in flight");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    let _ = stop_tx.send(true);
+    // Every connection task holds one slot: having them all back means every connection has closed.
+    let all = u32::try_from(load.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(grace, connections.acquire_many(all)).await.is_err() {
         tracing::warn!("grace period over; closing the remaining connections");
     }
 }
 
-async fn serve_one<I>(builder: &auto::Builder<TokioExecutor>, watcher: Watcher, io: I, gate: Arc<Gate>, info: ConnInfo)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let peer = info.peer;
-    let service = service_fn(move |req| {
-        let (gate, info) = (gate.clone(), info.clone());
-        async move { Ok::<_, std::convert::Infallible>(gate.handle(req, info).await) }
+/// The connection builder: header read timeout and buffer size for HTTP/1.1; stream count, flow-control windows
+/// and send buffer for HTTP/2 (each stream's unread request data and unsent response data is bounded by them).
+fn builder(header_read_timeout: Duration, load: &LoadLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout).max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(load.http2_max_concurrent_streams)
+        .initial_stream_window_size(load.http2_stream_window_bytes)
+        .initial_connection_window_size(load.http2_connection_window_bytes)
+        .max_send_buf_size(HTTP2_SEND_BUFFER_BYTES);
+    builder
+}
+
+/// Answers a connection over the cap with a 503 in MLflow's error JSON (plain HTTP/1.1 only: a TLS or HTTP/2
+/// client cannot be answered before a handshake the gate will not spend on it) and closes it.
+fn refuse(mut stream: TcpStream, tls: bool, refusals: &Arc<Semaphore>, max: usize) {
+    let Ok(refusal) = refusals.clone().try_acquire_owned() else { return };
+    if tls {
+        return;
+    }
+    tokio::spawn(async move {
+        let error = GateError::Overloaded(format!(
+            "the gate has its maximum of {max} connections open (server.max_connections); retry shortly"
+        ));
+        let bytes = raw_response(error.into_response("-")).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = stream.write_all(&bytes).await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
+        drop(refusal);
     });
-    if let Err(e) = watcher.watch(builder.serve_connection(io, service).into_owned()).await {
-        tracing::debug!(error = %e, %peer, "connection ended with an error");
+}
+
+/// An error response as HTTP/1.1 bytes, with `Connection: close`.
+async fn raw_response(resp: http::Response<crate::body::GateBody>) -> Vec<u8> {
+    use http_body_util::BodyExt;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let mut out = format!("HTTP/1.1 {}\r\n", parts.status).into_bytes();
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("content-length: {}\r\nconnection: close\r\n\r\n", body.len()).as_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// One accepted connection and what it needs to serve it.
+struct Conn {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    gate: Arc<Gate>,
+    stop: watch::Receiver<bool>,
+    idle: Duration,
+    body_idle: Duration,
+    /// Its place under `server.max_connections`, returned when the connection closes.
+    slot: OwnedSemaphorePermit,
+}
+
+/// Marks a request in flight on its connection until its response has been sent (or dropped).
+struct InFlight(Arc<watch::Sender<usize>>);
+
+impl InFlight {
+    fn start(busy: &Arc<watch::Sender<usize>>) -> InFlight {
+        busy.send_modify(|n| *n += 1);
+        InFlight(busy.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+impl Conn {
+    /// Serves the connection until it ends, closing it gracefully on shutdown or after `idle` with no request in
+    /// flight.
+    async fn serve<I>(self, io: I, info: ConnInfo)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let Conn { builder, gate, mut stop, idle, body_idle, slot } = self;
+        let peer = info.peer;
+        let busy = Arc::new(watch::channel(0usize).0);
+        let mut busy_rx = busy.subscribe();
+        let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let (gate, info, in_flight) = (gate.clone(), info.clone(), InFlight::start(&busy));
+            async move {
+                let req = req.map(|b| IdleTimeoutBody::new(b, body_idle));
+                let resp = gate.handle(req, info).await;
+                Ok::<_, std::convert::Infallible>(resp.map(|b| crate::body::stream(Guarded::new(b, in_flight))))
+            }
+        });
+        let conn = builder.serve_connection(io, service).into_owned();
+        let mut conn = std::pin::pin!(conn);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                ended = conn.as_mut() => {
+                    if let Err(e) = ended {
+                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    }
+                    break;
+                }
+                _ = stop.changed(), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                () = idle_for(&mut busy_rx, idle), if !closing => {
+                    tracing::debug!(%peer, "closing a connection idle for server.idle_timeout_secs");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+        drop(slot);
+    }
+}
+
+/// Completes once no request has been in flight for `idle`.
+async fn idle_for(busy: &mut watch::Receiver<usize>, idle: Duration) {
+    loop {
+        if busy.wait_for(|n| *n == 0).await.is_err() {
+            return std::future::pending().await;
+        }
+        match tokio::time::timeout(idle, busy.changed()).await {
+            Err(_) => return,
+            Ok(Ok(())) => continue,
+            Ok(Err(_)) => return std::future::pending().await,
+        }
     }
 }

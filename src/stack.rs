@@ -1,7 +1,9 @@
 //! The request's path through the gate, in order, and the one place that order is decided:
-//! canonical target and request context (the validated MLflow workspace) -> classify the MLflow route ->
-//! authenticate -> read the body the policy needs -> policy -> forward. Each phase hands typed results to the next; none re-parses. Any failure ends the request with MLflow's
-//! error JSON (see `error.rs`), and one structured log line records every request (never a token or a body).
+//! admission (`limits.rs`) -> canonical target and request context (the validated MLflow workspace) -> classify
+//! the MLflow route (public routes: forwarded without a body) -> authenticate -> read the body the policy needs, by
+//! the route's body class -> policy -> forward. Each phase hands typed results to the next; none re-parses. Any
+//! failure ends the request with MLflow's error JSON (see `error.rs`), and one structured log line records every
+//! request (never a token or a body).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,14 +17,16 @@ use crate::approvals;
 use crate::audit::{AuditLog, Entry as AuditEntry};
 use crate::auth::{AuthError, Authenticator, Principal};
 use crate::body::{self, BoxError, CollectError, GateBody};
+use crate::body::{BodyIdle, Guarded};
 use crate::config::Config;
 use crate::error::GateError;
+use crate::limits::{Capacity, HEAVY_BODY_BYTES};
 use crate::metrics::Metrics;
 use crate::mlflow::canon::{self, Target};
 use crate::mlflow::enrich::Enricher;
 use crate::mlflow::events;
-use crate::mlflow::routes::{self, Operation, Resource};
-use crate::mlflow::{params, stamps, target as target_fields};
+use crate::mlflow::routes::{self, BodyClass, Operation, Resource};
+use crate::mlflow::{graphql, params, stamps, target as target_fields};
 use crate::policy::{input, Policy};
 use crate::proxy::{ClientConn, OutBody, Outgoing, RequestContext, Upstream};
 use crate::server::ConnInfo;
@@ -41,6 +45,7 @@ pub struct Gate {
     metrics: Metrics,
     audit: Option<AuditLog>,
     webhooks: Option<Arc<Webhooks>>,
+    capacity: Capacity,
 }
 
 /// What the log line of a request records.
@@ -63,6 +68,7 @@ impl Gate {
     /// Assembles a gate from its parts.
     pub fn new(config: Arc<Config>, auth: Authenticator, policy: Policy, upstream: Upstream) -> Gate {
         Gate {
+            capacity: Capacity::new(&config.server.load),
             config,
             auth,
             policy,
@@ -130,7 +136,12 @@ impl Gate {
             let raw_path = req.uri().path().to_owned();
             let mut trail = Trail { rpc: "-", decision: "-", ..Trail::default() };
             let client = ClientConn { peer_ip: conn.peer.ip(), tls: conn.tls };
-            let mut resp = match self.process(req, client, conn.client_cert.as_deref(), &id, &mut trail).await {
+            // Admission first: a request over `max_concurrent_requests` costs nothing more than its 503.
+            let (outcome, slot) = match self.capacity.admit() {
+                Ok(slot) => (self.process(req, client, conn.client_cert.as_deref(), &id, &mut trail).await, Some(slot)),
+                Err(e) => (Err(e), None),
+            };
+            let mut resp = match outcome {
                 Ok(resp) => resp,
                 Err(e) => {
                     trail.decision = match (&e, trail.decision) {
@@ -158,7 +169,11 @@ impl Gate {
                 "request"
             );
             self.account(&trail, &method, &raw_path, &id, resp.status().as_u16(), started.elapsed());
-            resp
+            // The slot is held until the response has been sent.
+            match slot {
+                Some(slot) => resp.map(|b| body::stream(Guarded::new(b, slot))),
+                None => resp,
+            }
         }
         .instrument(span)
         .await
@@ -187,7 +202,14 @@ impl Gate {
             trail.rpc = op.rpc;
             trail.decision = "public";
             let (parts, body) = req.into_parts();
-            return self.forward(&parts, &ctx, &target, OutBody::Stream(body::stream(body)), conn).await;
+            // Unauthenticated callers never make MLflow read a body: refused unread, before anything is forwarded.
+            if has_body(&body) {
+                return Err(GateError::BadRequest(format!(
+                    "{} {} takes no request body, and this one came with a body; send the request without one",
+                    parts.method, target.path
+                )));
+            }
+            return self.forward(&parts, &ctx, &target, OutBody::Empty, conn).await;
         }
         if let Some(op) = &op {
             trail.rpc = op.rpc;
@@ -209,7 +231,7 @@ impl Gate {
         trail.rpc = op.rpc;
         trail.resource_type = op.resource.as_str();
         let (parts, body) = req.into_parts();
-        let read = self.read_body(&parts, &target, &op, body).await?;
+        let read = self.read_body(&parts, &op, body).await?;
         let workflow = approvals::is_workflow(&op);
         // Databricks clients send the workflow's DELETE parameters in the query string.
         let reads_query = workflow && parts.method == Method::DELETE && read.json.is_none();
@@ -235,7 +257,11 @@ impl Gate {
         })?;
         trail.target = audit_target(&resource, &ctx);
         let workspace = ctx.workspace_name();
-        self.decide(&principal, &op, &parts.method, &target, read.json.as_ref(), workspace, &resource, trail)?;
+        self.capacity
+            .run_heavy(read.heavy, || {
+                self.decide(&principal, &op, &parts.method, &target, read.json.as_ref(), workspace, &resource, trail)
+            })
+            .await??;
         if workflow {
             let include_history = target.query_pairs().iter().any(|(k, v)| k == "include_history" && v == "true");
             let fields = resource.get("target").and_then(|t| t.as_object()).cloned().unwrap_or_default();
@@ -257,8 +283,15 @@ impl Gate {
         }
         let out = match read.json {
             Some(mut json) => {
-                stamps::stamp_request(&op, &mut json, &principal.sub, now_ms());
-                OutBody::Evaluated(Bytes::from(serde_json::to_vec(&json).map_err(|_| GateError::Internal)?))
+                let (op, sub) = (&op, &principal.sub);
+                let serialized = self
+                    .capacity
+                    .run_heavy(read.heavy, move || {
+                        stamps::stamp_request(op, &mut json, sub, now_ms());
+                        serde_json::to_vec(&json)
+                    })
+                    .await?;
+                OutBody::Evaluated(Bytes::from(serialized.map_err(|_| GateError::Internal)?))
             }
             None => read.out,
         };
@@ -392,42 +425,75 @@ impl Gate {
         }
     }
 
-    async fn read_body<B>(
-        &self,
-        parts: &http::request::Parts,
-        target: &Target,
-        op: &Operation,
-        body: B,
-    ) -> Result<ReadBody, GateError>
+    /// Reads the body the policy must see, within the route's body class: refused when the route takes none (or
+    /// the method is GET/HEAD), streamed unread for uploads, otherwise buffered within the class's limit, the
+    /// budget of buffered bytes and the body read timeout, then parsed (large bodies in the heavy-work pool).
+    async fn read_body<B>(&self, parts: &http::request::Parts, op: &Operation, body: B) -> Result<ReadBody, GateError>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let has_body = !body.is_end_stream() && body.size_hint().exact() != Some(0);
-        let reads_body = !matches!(parts.method, Method::GET | Method::HEAD) || op.resource == Resource::GraphQl;
-        if !has_body {
-            return Ok(ReadBody { json: None, out: OutBody::Empty });
+        let empty = || ReadBody { json: None, out: OutBody::Empty, heavy: false, _reserved: None };
+        if !has_body(&body) {
+            return Ok(empty());
         }
-        if !reads_body {
+        if matches!(parts.method, Method::GET | Method::HEAD) || op.body == BodyClass::None {
             return Err(GateError::BadRequest(format!(
                 "{} requests with a body are refused: MLflow may read parameters from it that the gate did not check; send parameters in the query string",
                 parts.method
             )));
         }
-        if streams_body(&target.path) {
-            return Ok(ReadBody { json: None, out: OutBody::Stream(body::stream(body)) });
-        }
-        let limit = self.config.server.max_body_bytes;
-        let bytes = body::collect_limited(body, limit).await.map_err(|e| match e {
+        let load = self.capacity.limits();
+        let limit = match op.body {
+            BodyClass::Stream => {
+                return Ok(ReadBody { out: OutBody::Stream(body::stream(body)), ..empty() });
+            }
+            BodyClass::Small | BodyClass::None => load.max_read_body_bytes,
+            BodyClass::GraphQl => load.max_graphql_body_bytes,
+            BodyClass::Large => self.config.server.max_body_bytes,
+        };
+        let budget = self.capacity.buffered();
+        let collected = tokio::time::timeout(
+            load.body_read_timeout,
+            body::collect_reserved(body, limit, budget, load.max_buffered_body_bytes),
+        )
+        .await
+        .map_err(|_| {
+            GateError::BodyTimeout(format!(
+                "the request body did not arrive within {} s (server.body_read_timeout_secs)",
+                load.body_read_timeout.as_secs()
+            ))
+        })?;
+        let (bytes, mut reserved) = collected.map_err(|e| match e {
             CollectError::TooLarge(n) => GateError::PayloadTooLarge(n),
-            CollectError::Read(e) => GateError::BadRequest(format!("the request body could not be read: {e}")),
+            CollectError::OverBudget(total) => GateError::Overloaded(format!(
+                "the gate is already holding its maximum of {total} bytes of request bodies (server.max_buffered_body_bytes); retry shortly"
+            )),
+            CollectError::Read(e) => match e.downcast_ref::<BodyIdle>() {
+                Some(idle) => GateError::BodyTimeout(idle.to_string()),
+                None => GateError::BadRequest(format!("the request body could not be read: {e}")),
+            },
         })?;
         if bytes.is_empty() {
-            return Ok(ReadBody { json: None, out: OutBody::Empty });
+            return Ok(empty());
         }
-        let mut json = params::parse_json_object(&bytes).map_err(|e| GateError::BadRequest(e.0))?;
-        target_fields::normalize_body(&mut json).map_err(|e| GateError::BadRequest(e.0))?;
-        Ok(ReadBody { json: Some(json), out: OutBody::Empty })
+        let heavy = bytes.len() >= HEAVY_BODY_BYTES;
+        let json = self
+            .capacity
+            .run_heavy(heavy, || {
+                let (mut json, values) = params::parse_json_object_counted(&bytes)?;
+                target_fields::normalize_body(&mut json)?;
+                Ok::<_, params::BodyError>((json, values))
+            })
+            .await?
+            .map_err(|e| GateError::BadRequest(e.0))?;
+        let (json, values) = json;
+        // The parsed form lives as long as the bytes: it counts against the same budget.
+        self.capacity.reserve_parsed(&mut reserved, values)?;
+        if op.body == BodyClass::GraphQl {
+            graphql::check_body(&json).map_err(|e| GateError::InvalidParameter(e.to_string()))?;
+        }
+        Ok(ReadBody { json: Some(json), out: OutBody::Empty, heavy, _reserved: reserved })
     }
 
     async fn forward(
@@ -461,16 +527,15 @@ impl Gate {
 struct ReadBody {
     json: Option<serde_json::Map<String, serde_json::Value>>,
     out: OutBody,
+    /// Whether the body is large enough that evaluating and re-serialising it runs in the heavy-work pool.
+    heavy: bool,
+    /// The body's bytes in the budget of buffered bytes, held until the request ends.
+    _reserved: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-/// Routes whose bodies are file contents or protobuf, streamed without being read: artifact uploads, the UI's
-/// upload-artifact, OTLP ingest and AI-gateway invocations.
-fn streams_body(path: &str) -> bool {
-    path.starts_with("/api/2.0/mlflow-artifacts/artifacts/")
-        || path.starts_with("/ajax-api/2.0/mlflow-artifacts/artifacts/")
-        || path == "/ajax-api/2.0/mlflow/upload-artifact"
-        || path == "/v1/traces"
-        || path.starts_with("/gateway/")
+/// Whether a request carries a body (any data, or a length other than zero).
+fn has_body<B: Body>(body: &B) -> bool {
+    !body.is_end_stream() && body.size_hint().exact() != Some(0)
 }
 
 /// A read of a route the table does not know: still evaluated by the policy, as an unknown read.

@@ -82,6 +82,8 @@ impl Running {
         let config = Config::parse(&toml, Path::new("reload-test.toml")).unwrap();
         let listener = tokio::net::TcpListener::bind(config.server.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let mut server = config.server.clone();
+        (server.header_read_timeout, server.shutdown_grace) = (Duration::from_secs(5), Duration::from_secs(1));
         let gate = mlflow_gate::build_gate(config).await.unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let served = gate.clone();
@@ -89,8 +91,7 @@ impl Running {
             let stop = async {
                 let _ = rx.await;
             };
-            mlflow_gate::server::serve(listener, served, Duration::from_secs(5), Duration::from_secs(1), None, stop)
-                .await;
+            mlflow_gate::server::serve(listener, served, &server, None, stop).await;
         });
         Running { addr, gate, _upstream: upstream, keys, stop: Some(tx) }
     }

@@ -5,6 +5,7 @@ pub mod canon;
 pub mod enrich;
 pub mod events;
 pub mod files;
+pub mod graphql;
 pub mod names;
 pub mod params;
 pub mod routes;

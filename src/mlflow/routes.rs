@@ -149,13 +149,33 @@ pub struct Operation {
     pub server_side_job: bool,
     /// Values captured from the path, in template order, e.g. `("webhook_id", "abc")`.
     pub path_params: Vec<(&'static str, String)>,
+    /// What the gate does with the request body of this route.
+    pub body: BodyClass,
+}
+
+/// How the gate treats a route's request body: the limit that applies and whether it is read or streamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyClass {
+    /// No body at all (public routes and CORS preflights): refused unread, so an unauthenticated caller can never
+    /// make MLflow read a body.
+    None,
+    /// A small JSON body (reads and searches): `server.max_read_body_bytes`.
+    Small,
+    /// A JSON body of a write: `server.max_body_bytes`.
+    Large,
+    /// A GraphQL request (JSON with a `query` string): `server.max_graphql_body_bytes`, and the query's size and
+    /// depth are checked before MLflow parses it.
+    GraphQl,
+    /// File contents or protobuf, streamed without being read (artifact uploads, OTLP ingest, AI-gateway calls).
+    Stream,
 }
 
 impl Operation {
     /// An operation that is neither public nor a server-side job and has no path parameters (the gate's own
     /// workflow routes, unknown reads, and look-alikes built for a second policy decision).
     pub fn plain(rpc: &'static str, read_only: bool, resource: Resource) -> Operation {
-        Operation { rpc, read_only, resource, public: false, server_side_job: false, path_params: Vec::new() }
+        let body = if read_only { BodyClass::Small } else { BodyClass::Large };
+        Operation { rpc, read_only, resource, public: false, server_side_job: false, path_params: Vec::new(), body }
     }
 }
 
@@ -165,10 +185,18 @@ impl Operation {
 pub fn classify(method: &str, path: &str) -> Option<Operation> {
     match method {
         "HEAD" => classify_method("GET", path),
-        "OPTIONS" => ["GET", "POST", "PUT", "PATCH", "DELETE"]
-            .into_iter()
-            .find_map(|m| classify_method(m, path))
-            .map(|op| Operation { rpc: "CorsPreflight", read_only: true, public: false, server_side_job: false, ..op }),
+        "OPTIONS" => {
+            ["GET", "POST", "PUT", "PATCH", "DELETE"].into_iter().find_map(|m| classify_method(m, path)).map(|op| {
+                Operation {
+                    rpc: "CorsPreflight",
+                    read_only: true,
+                    public: false,
+                    server_side_job: false,
+                    body: BodyClass::None,
+                    ..op
+                }
+            })
+        }
         "GET" | "POST" | "PUT" | "PATCH" | "DELETE" => classify_method(method, path),
         _ => None,
     }
@@ -199,11 +227,24 @@ enum Kind {
     Job,
     /// Read-only, but part of a server-side-job surface (the assistant's read endpoints).
     JobRead,
+    /// Can change state; the body is file contents or protobuf, streamed to MLflow unread.
+    Upload,
 }
 
 impl Kind {
     const fn read_only(self) -> bool {
         matches!(self, Kind::Read | Kind::Public | Kind::JobRead)
+    }
+
+    /// The body class of a route of this kind; GraphQL reads are their own class.
+    const fn body(self, resource: Resource) -> BodyClass {
+        match (self, resource) {
+            (Kind::Public, _) => BodyClass::None,
+            (Kind::Read | Kind::JobRead, Resource::GraphQl) => BodyClass::GraphQl,
+            (Kind::Read | Kind::JobRead, _) => BodyClass::Small,
+            (Kind::Write | Kind::Job, _) => BodyClass::Large,
+            (Kind::Upload, _) => BodyClass::Stream,
+        }
     }
 }
 
@@ -252,6 +293,7 @@ impl Route {
             public: self.kind == Kind::Public,
             server_side_job: matches!(self.kind, Kind::Job | Kind::JobRead),
             path_params,
+            body: self.kind.body(self.resource),
         }
     }
 }
@@ -528,7 +570,7 @@ fn match_template(template: &'static str, segments: &[&str]) -> Option<Vec<(&'st
 const ARTIFACTS: &[Route] = &[
     art!(both "GET" "/artifacts" => "ListArtifacts", Read, Artifact),
     art!(both "GET" "/artifacts/<path:artifact_path>" => "DownloadArtifact", Read, Artifact),
-    art!(both "PUT" "/artifacts/<path:artifact_path>" => "UploadArtifact", Write, Artifact),
+    art!(both "PUT" "/artifacts/<path:artifact_path>" => "UploadArtifact", Upload, Artifact),
     art!(both "DELETE" "/artifacts/<path:artifact_path>" => "DeleteArtifact", Write, Artifact),
     art!(both "POST" "/mpu/abort/<path:artifact_path>" => "AbortMultipartUpload", Write, Artifact),
     art!(both "POST" "/mpu/complete/<path:artifact_path>" => "CompleteMultipartUpload", Write, Artifact),
@@ -575,7 +617,7 @@ const V2: &[Route] = &[
     v2!(both "POST" "/artifacts/presigned-download-url" => "CreatePresignedDownloadUrl", Read, Artifact),
     v2!(both "POST" "/artifacts/presigned-upload-url" => "CreatePresignedUploadUrl", Write, Artifact),
     // `run_uuid`/`run_id` and `path` come from the query string; the raw body is the file.
-    v2!(ajax "POST" "/upload-artifact" => "UploadRunArtifact", Write, Artifact),
+    v2!(ajax "POST" "/upload-artifact" => "UploadRunArtifact", Upload, Artifact),
     // Logged models
     v2!(both "POST" "/logged-models" => "CreateLoggedModel", Write, LoggedModel),
     v2!(both "GET" "/logged-models/<model_id>" => "GetLoggedModel", Read, LoggedModel),
@@ -864,23 +906,23 @@ const ROOT: &[Route] = &[
     root!("GET" "/version" => "Version", Public, Server),
     root!("GET" "/favicon.ico" => "ServeStaticFile", Public, Ui),
     // FastAPI: OTLP ingest, the job router and the AI gateway (declaration order)
-    root!("POST" "/v1/traces" => "ExportTraces", Write, Trace),
+    root!("POST" "/v1/traces" => "ExportTraces", Upload, Trace),
     root!("GET" "/ajax-api/3.0/jobs/<job_id>" => "GetJob", Read, Job),
     root!("POST" "/ajax-api/3.0/jobs/" => "SubmitJob", Job, Job),
     root!("PATCH" "/ajax-api/3.0/jobs/cancel/<job_id>" => "CancelJob", Job, Job),
     root!("POST" "/ajax-api/3.0/jobs/search" => "SearchJobs", Read, Job),
-    root!("POST" "/gateway/<endpoint_name>/mlflow/invocations" => "GatewayInvocations", Write, Gateway),
-    root!("POST" "/gateway/mlflow/v1/chat/completions" => "GatewayChatCompletions", Write, Gateway),
+    root!("POST" "/gateway/<endpoint_name>/mlflow/invocations" => "GatewayInvocations", Upload, Gateway),
+    root!("POST" "/gateway/mlflow/v1/chat/completions" => "GatewayChatCompletions", Upload, Gateway),
     root!("GET" "/gateway/mlflow/v1/models" => "GatewayListModels", Read, Gateway),
-    root!("POST" "/gateway/openai/v1/chat/completions" => "GatewayOpenAiChatCompletions", Write, Gateway),
-    root!("POST" "/gateway/openai/v1/embeddings" => "GatewayOpenAiEmbeddings", Write, Gateway),
-    root!("POST" "/gateway/typesafe/v1/systemone" => "GatewayTypesafeSystemOne", Write, Gateway),
-    root!("POST" "/gateway/openai/v1/responses" => "GatewayOpenAiResponses", Write, Gateway),
-    root!("POST" "/gateway/openai/v1/responses/compact" => "GatewayOpenAiResponsesCompact", Write, Gateway),
-    root!("POST" "/gateway/anthropic/v1/messages" => "GatewayAnthropicMessages", Write, Gateway),
-    root!("POST" "/gateway/gemini/v1beta/models/<endpoint_name>:generateContent" => "GatewayGeminiGenerateContent", Write, Gateway),
-    root!("POST" "/gateway/gemini/v1beta/models/<endpoint_name>:streamGenerateContent" => "GatewayGeminiStreamGenerateContent", Write, Gateway),
-    root!("POST" "/gateway/proxy/<endpoint_name>/<path:path>" => "GatewayRawProxy", Write, Gateway),
+    root!("POST" "/gateway/openai/v1/chat/completions" => "GatewayOpenAiChatCompletions", Upload, Gateway),
+    root!("POST" "/gateway/openai/v1/embeddings" => "GatewayOpenAiEmbeddings", Upload, Gateway),
+    root!("POST" "/gateway/typesafe/v1/systemone" => "GatewayTypesafeSystemOne", Upload, Gateway),
+    root!("POST" "/gateway/openai/v1/responses" => "GatewayOpenAiResponses", Upload, Gateway),
+    root!("POST" "/gateway/openai/v1/responses/compact" => "GatewayOpenAiResponsesCompact", Upload, Gateway),
+    root!("POST" "/gateway/anthropic/v1/messages" => "GatewayAnthropicMessages", Upload, Gateway),
+    root!("POST" "/gateway/gemini/v1beta/models/<endpoint_name>:generateContent" => "GatewayGeminiGenerateContent", Upload, Gateway),
+    root!("POST" "/gateway/gemini/v1beta/models/<endpoint_name>:streamGenerateContent" => "GatewayGeminiStreamGenerateContent", Upload, Gateway),
+    root!("POST" "/gateway/proxy/<endpoint_name>/<path:path>" => "GatewayRawProxy", Upload, Gateway),
 ];
 
 #[cfg(test)]

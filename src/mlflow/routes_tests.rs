@@ -71,6 +71,7 @@ fn registry_and_webhooks_under_both_spellings_and_not_under_3_0() {
                 public: false,
                 server_side_job: false,
                 path_params: expected_params.clone(),
+                body: if read_only { BodyClass::Small } else { BodyClass::Large },
             };
             assert_eq!(got, want, "{method} {prefix}{rest_path}");
         }
@@ -535,4 +536,31 @@ fn dumped_mlflow_routes_all_classify() {
     }
     assert!(checked > 0, "{file} lists no routes");
     assert!(missing.is_empty(), "routes MLflow serves but the table does not classify:\n{}", missing.join("\n"));
+}
+
+#[test]
+fn body_classes_come_from_the_table() {
+    let class = |method: &str, path: &str| op(method, path).body;
+    assert_eq!(class("GET", "/"), BodyClass::None);
+    assert_eq!(class("GET", "/health"), BodyClass::None);
+    assert_eq!(class("GET", "/static-files/app.js"), BodyClass::None);
+    assert_eq!(class("OPTIONS", "/api/2.0/mlflow/runs/search"), BodyClass::None);
+    assert_eq!(class("POST", "/api/2.0/mlflow/runs/search"), BodyClass::Small);
+    assert_eq!(class("POST", "/ajax-api/2.0/mlflow/experiments/search"), BodyClass::Small);
+    assert_eq!(class("POST", "/api/2.0/mlflow/runs/log-batch"), BodyClass::Large);
+    assert_eq!(class("POST", "/graphql"), BodyClass::GraphQl);
+    assert_eq!(class("GET", "/graphql"), BodyClass::GraphQl);
+    for (method, path) in [
+        ("PUT", "/api/2.0/mlflow-artifacts/artifacts/1/a/model.pkl"),
+        ("PUT", "/ajax-api/2.0/mlflow-artifacts/artifacts/1/a/model.pkl"),
+        ("POST", "/ajax-api/2.0/mlflow/upload-artifact"),
+        ("POST", "/v1/traces"),
+        ("POST", "/gateway/chat/mlflow/invocations"),
+        ("POST", "/gateway/proxy/chat/v1/x"),
+    ] {
+        assert_eq!(class(method, path), BodyClass::Stream, "{method} {path}");
+        assert!(!op(method, path).read_only, "{method} {path}");
+    }
+    // The artifact store's DELETE takes no file: its body (if any) is read as JSON like any write.
+    assert_eq!(class("DELETE", "/api/2.0/mlflow-artifacts/artifacts/1/a/model.pkl"), BodyClass::Large);
 }

@@ -149,6 +149,10 @@ impl Upstream {
             r = self.client.request(req) => match r {
                 Ok(resp) => resp,
                 Err(e) => {
+                    // A client that stalls mid-upload fails the upstream request: that is the client's timeout.
+                    if let Some(idle) = body::BodyIdle::in_chain(&e) {
+                        return Err(GateError::BodyTimeout(idle.to_string()));
+                    }
                     tracing::warn!(error = %e, connect = e.is_connect(), "forwarding to MLflow failed");
                     return Err(GateError::UpstreamUnavailable);
                 }

@@ -2,6 +2,8 @@
 //! port 0 with a generated signing key, and small clients (hyper for ordinary requests, raw TCP for odd ones).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod binary;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
