@@ -17,8 +17,9 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A control request must answer within this while an attack runs (the issue measured 5-8 s).
-const CONTROL_BOUND: Duration = Duration::from_secs(1);
+/// A control request must answer within this while an attack runs (the issue measured 5-8 s; main before the fix
+/// 3.2 s on the big-key attack and nothing within 20 s on the stalled uploads; here 0.01-0.6 s on a loaded machine).
+const CONTROL_BOUND: Duration = Duration::from_secs(2);
 
 /// The attack tests measure one gate at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
