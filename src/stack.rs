@@ -55,6 +55,8 @@ struct Trail {
     decision: &'static str,
     reasons: Vec<String>,
     break_glass: bool,
+    /// An admin changed the files of a registered model version (artifacts.rego).
+    frozen_override: bool,
     would_deny: Vec<String>,
 }
 
@@ -150,6 +152,7 @@ impl Gate {
                 decision = trail.decision,
                 reasons = %trail.reasons.join("; "),
                 break_glass = trail.break_glass,
+                frozen_override = trail.frozen_override,
                 would_deny = %trail.would_deny.join("; "),
                 status = resp.status().as_u16(),
                 latency_us = started.elapsed().as_micros() as u64,
@@ -206,7 +209,9 @@ impl Gate {
         let read = self.read_body(&parts, &target, &op, body).await?;
         let workflow = approvals::is_workflow(&op);
         // Databricks clients send the workflow's DELETE parameters in the query string.
-        let reads_query = workflow && parts.method == Method::DELETE && read.json.is_none();
+        // The UI's upload-artifact takes its run and path from the query; its body is the file.
+        let reads_query =
+            (workflow && parts.method == Method::DELETE && read.json.is_none()) || op.rpc == "UploadRunArtifact";
         let method = if reads_query { "GET" } else { parts.method.as_str() };
         let mut fields = target_fields::extract(method, &target.query_pairs(), read.json.as_ref(), &op.path_params)
             .map_err(|e| GateError::BadRequest(e.0))?;
@@ -331,6 +336,7 @@ impl Gate {
             reasons: trail.reasons.clone(),
             would_deny: trail.would_deny.clone(),
             break_glass: trail.break_glass,
+            frozen_override: trail.frozen_override,
             bundle_revision: self.policy.bundle().revision().to_string(),
             upstream_status: trail.upstream_status,
             status,
@@ -361,6 +367,7 @@ impl Gate {
         })?;
         trail.reasons = decision.reasons.clone();
         trail.break_glass = decision.flags.get("break_glass").and_then(|b| b.as_bool()).unwrap_or(false);
+        trail.frozen_override = decision.flags.get("frozen_override").and_then(|b| b.as_bool()).unwrap_or(false);
         trail.would_deny = decision
             .flags
             .get("would_deny")

@@ -71,6 +71,9 @@ impl Enricher {
         op: &Operation,
         target: Map<String, Value>,
     ) -> Result<Value, EnrichError> {
+        if super::artifacts::governs(op) {
+            return super::artifacts::resource(self, up, op, target).await;
+        }
         if !Enricher::needs(op) {
             return Ok(json!({ "target": target }));
         }
@@ -163,7 +166,8 @@ impl Enricher {
         Ok(from_this_run && located)
     }
 
-    async fn logged_model(&self, up: &Upstream, id: &str) -> Result<Option<Arc<Value>>, EnrichError> {
+    /// A logged model's `info` (immutable facts: source run, location, creator stamp), cached by its unique id.
+    pub(super) async fn logged_model(&self, up: &Upstream, id: &str) -> Result<Option<Arc<Value>>, EnrichError> {
         if let Some(hit) = self.logged_models.get(id).await {
             return Ok(Some(hit));
         }
@@ -180,7 +184,7 @@ fn under(source: &str, base: &str) -> bool {
     !base.is_empty() && (source == base || source.starts_with(&format!("{base}/")))
 }
 
-fn encode_segment(s: &str) -> String {
+pub(super) fn encode_segment(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
@@ -189,7 +193,12 @@ fn str_of<'a>(m: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
 }
 
 /// GET a JSON document from MLflow; `None` when MLflow says it does not exist.
-async fn get(up: &Upstream, what: &str, path: &str, query: &[(&str, &str)]) -> Result<Option<Value>, EnrichError> {
+pub(super) async fn get(
+    up: &Upstream,
+    what: &str,
+    path: &str,
+    query: &[(&str, &str)],
+) -> Result<Option<Value>, EnrichError> {
     let mut pq = path.to_string();
     if !query.is_empty() {
         let q = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(query).finish();
@@ -210,7 +219,7 @@ async fn get(up: &Upstream, what: &str, path: &str, query: &[(&str, &str)]) -> R
 }
 
 /// `[{key, value}]` -> `{key: value}`.
-fn kv_map(list: Option<&Value>, key: &str, value: &str) -> Map<String, Value> {
+pub(super) fn kv_map(list: Option<&Value>, key: &str, value: &str) -> Map<String, Value> {
     list.and_then(Value::as_array)
         .map(|items| {
             items.iter().filter_map(|i| Some((i.get(key)?.as_str()?.to_string(), i.get(value)?.clone()))).collect()

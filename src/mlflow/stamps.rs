@@ -9,7 +9,7 @@ use super::routes::Operation;
 
 /// Prefix of the tags only the gate writes.
 pub const RESERVED_PREFIX: &str = "mlflow_gate.";
-/// Who created a registered model or a model version (the token's `sub`).
+/// Who created a registered model, a model version, a logged model or a trace (the token's `sub`).
 pub const CREATED_BY: &str = "mlflow_gate.created_by";
 /// When the gate forwarded the creation (ms since the epoch).
 pub const CREATED_AT: &str = "mlflow_gate.created_at";
@@ -21,7 +21,7 @@ pub const RUN_USER_TAG: &str = "mlflow.user";
 const MAX_HISTORY: usize = 25;
 
 /// Operations whose `key` names a tag being set or deleted.
-const TAG_WRITES: [&str; 10] = [
+const TAG_WRITES: [&str; 12] = [
     "SetRegisteredModelTag",
     "DeleteRegisteredModelTag",
     "SetModelVersionTag",
@@ -32,6 +32,8 @@ const TAG_WRITES: [&str; 10] = [
     "DeleteExperimentTag",
     "SetTraceTag",
     "DeleteTraceTag",
+    "SetTraceTagV3",
+    "DeleteTraceTagV3",
 ];
 
 /// A client write to a reserved tag, if the request makes one: a tag set/delete whose key is reserved, or a
@@ -50,6 +52,14 @@ pub fn reserved_tag_write(
             return Some(key.to_string());
         }
     }
+    // A logged model's tag is deleted by a path parameter.
+    if let Some(key) = target.get("tag_key").and_then(Value::as_str).filter(|k| is_reserved(k)) {
+        return Some(key.to_string());
+    }
+    // The v3 start-trace call carries its tags as a map inside the trace (the gate stamps the creator there).
+    if let Some(key) = trace_v3_tags(body).and_then(|t| t.keys().find(|k| is_reserved(k))) {
+        return Some(key.clone());
+    }
     let tags = body.and_then(|b| b.get("tags")).and_then(Value::as_array)?;
     tags.iter()
         .filter_map(|t| t.get("key").and_then(Value::as_str))
@@ -65,12 +75,38 @@ pub fn stamp_request(op: &Operation, body: &mut Map<String, Value>, sub: &str, n
         "CreateModelVersion" => {
             push_tags(body, &[(CREATED_BY, sub.to_string()), (CREATED_AT, now_ms.to_string())], &[])
         }
+        // The owner of the logged model's and the trace's artifact directories (see `artifacts.rs`).
+        "CreateLoggedModel" | "StartTrace" => push_tags(body, &[(CREATED_BY, sub.to_string())], &[CREATED_BY]),
+        "StartTraceV3" => {
+            if let Some(tags) = trace_v3_tags_mut(body) {
+                tags.insert(CREATED_BY.to_string(), Value::String(sub.to_string()));
+            }
+        }
         "CreateRun" => {
             body.insert("user_id".into(), Value::String(sub.to_string()));
             push_tags(body, &[(RUN_USER_TAG, sub.to_string())], &[RUN_USER_TAG]);
         }
         _ => {}
     }
+}
+
+/// `trace.trace_info.tags` (either spelling of `trace_info`) of a v3 start-trace body.
+fn trace_v3_tags(body: Option<&Map<String, Value>>) -> Option<&Map<String, Value>> {
+    let trace = body?.get("trace")?;
+    trace.get("trace_info").or_else(|| trace.get("traceInfo"))?.get("tags")?.as_object()
+}
+
+/// The same map for stamping, created when the trace has none.
+fn trace_v3_tags_mut(body: &mut Map<String, Value>) -> Option<&mut Map<String, Value>> {
+    let trace = body.get_mut("trace")?.as_object_mut()?;
+    let key =
+        if trace.contains_key("traceInfo") && !trace.contains_key("trace_info") { "traceInfo" } else { "trace_info" };
+    let info = trace.get_mut(key)?.as_object_mut()?;
+    let tags = info.entry("tags").or_insert_with(|| Value::Object(Map::new()));
+    if !tags.is_object() {
+        *tags = Value::Object(Map::new());
+    }
+    tags.as_object_mut()
 }
 
 fn push_tags(body: &mut Map<String, Value>, add: &[(&str, String)], replace: &[&str]) {
@@ -147,6 +183,28 @@ mod tests {
         stamp_request(&op("CreateRun"), &mut run, "alice", 5);
         assert_eq!(run["user_id"], "alice");
         assert_eq!(run["tags"], json!([{"key": "x", "value": "y"}, {"key": "mlflow.user", "value": "alice"}]));
+    }
+
+    #[test]
+    fn logged_models_and_traces_are_stamped_with_their_creator() {
+        let mut b = obj(json!({"experiment_id": "1", "tags": [{"key": CREATED_BY, "value": "mallory"}]}));
+        stamp_request(&op("CreateLoggedModel"), &mut b, "alice", 5);
+        assert_eq!(b["tags"], json!([{"key": CREATED_BY, "value": "alice"}]));
+        let mut t = obj(json!({"trace": {"trace_info": {"trace_id": "tr-1", "tags": {"x": "y"}}}}));
+        stamp_request(&op("StartTraceV3"), &mut t, "alice", 5);
+        assert_eq!(t["trace"]["trace_info"]["tags"], json!({"x": "y", CREATED_BY: "alice"}));
+        let mut t = obj(json!({"trace": {"traceInfo": {"trace_id": "tr-1"}}}));
+        stamp_request(&op("StartTraceV3"), &mut t, "alice", 5);
+        assert_eq!(t["trace"]["traceInfo"]["tags"], json!({CREATED_BY: "alice"}));
+    }
+
+    #[test]
+    fn reserved_tags_in_trace_maps_and_logged_model_tag_paths_are_refused() {
+        let body = obj(json!({"trace": {"trace_info": {"tags": {"mlflow_gate.created_by": "alice"}}}}));
+        assert!(reserved_tag_write(&op("StartTraceV3"), &Map::new(), Some(&body)).is_some());
+        let target = obj(json!({"tag_key": "mlflow_gate.created_by"}));
+        assert!(reserved_tag_write(&op("DeleteLoggedModelTag"), &target, None).is_some());
+        assert!(reserved_tag_write(&op("SetTraceTagV3"), &obj(json!({"key": "MLFLOW_GATE.x"})), None).is_some());
     }
 
     #[test]

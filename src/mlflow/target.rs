@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::params::BodyError;
 
 /// Scalar fields a policy may need as the target of an operation.
-const TARGET_FIELDS: [&str; 19] = [
+const TARGET_FIELDS: [&str; 21] = [
     "name",
     "version",
     "stage",
@@ -29,6 +29,10 @@ const TARGET_FIELDS: [&str; 19] = [
     "description",
     "url",
     "trace_id",
+    // Artifact routes: the file path (presigned upload, multipart upload, upload-artifact) and upload-artifact's
+    // run, which MLflow reads from the query as `run_uuid` only.
+    "path",
+    "run_uuid",
 ];
 
 /// The canonical MLflow stage names; input is case-insensitive.
