@@ -44,9 +44,13 @@ artifact_owner := o if {
 
 artifact_owned if artifact.owned == true
 
-artifact_kind_label := l if {
-	l := {"run": "run", "logged_model": "logged model", "trace": "trace"}[artifact_kind]
-} else := "an unknown entity"
+artifact_kind_label := "run" if artifact_kind == "run"
+
+else := "logged model" if artifact_kind == "logged_model"
+
+else := "trace" if artifact_kind == "trace"
+
+else := "an unknown entity"
 
 artifact_entity := sprintf("%s %s", [artifact_kind_label, id]) if {
 	id := artifact.id
