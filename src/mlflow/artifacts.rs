@@ -59,6 +59,8 @@ struct Entity {
     owner: Option<String>,
     /// For a logged model, its source run (versions of the model carry it as their run id).
     source_run_id: Option<String>,
+    /// For a logged model, its name (`runs:/<run>/<name>` sources serve it too).
+    name: Option<String>,
 }
 
 /// Where a request writes, before the owner is known.
@@ -300,6 +302,7 @@ async fn run_entity(up: &Upstream, run_id: &str) -> Result<Option<Entity>, Enric
         location: normalize(uri),
         owner: tags.get(RUN_USER_TAG).and_then(Value::as_str).map(str::to_owned),
         source_run_id: None,
+        name: None,
     }))
 }
 
@@ -314,6 +317,7 @@ async fn model_entity(enricher: &Enricher, up: &Upstream, model_id: &str) -> Res
         location: normalize(uri),
         owner: tags.get(CREATED_BY).and_then(Value::as_str).map(str::to_owned),
         source_run_id: info.get("source_run_id").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned),
+        name: info.get("name").and_then(Value::as_str).map(str::to_owned),
     }))
 }
 
@@ -331,6 +335,7 @@ async fn trace_entity(up: &Upstream, trace_id: &str) -> Result<Option<Entity>, E
         location: normalize(&uri),
         owner: tag(CREATED_BY),
         source_run_id: None,
+        name: None,
     }))
 }
 
@@ -349,6 +354,10 @@ async fn registered_versions(
     };
     if let Some(run) = run {
         filters.push(format!("run_id = '{}'", run.replace('\'', "")));
+        // A logged model is also served through `runs:/<its source run>/<its name>` sources.
+        if entity.kind == Kind::LoggedModel {
+            filters.push(format!("source_path LIKE '%{}%'", like_escape(run)));
+        }
     }
     let mut seen: Vec<(String, String)> = Vec::new();
     let mut out = Vec::new();
@@ -359,14 +368,17 @@ async fn registered_versions(
                 continue;
             }
             seen.push(key);
-            let Some(files) = version_location(enricher, up, &mv, entity).await? else { continue };
-            let relation = if within(location, &files) {
-                "under"
-            } else if within(&files, location) {
-                "contains"
-            } else {
-                continue;
-            };
+            let stored = version_location(enricher, up, &mv, entity).await?;
+            let related = stored.iter().find_map(|files| {
+                if within(location, files) {
+                    Some((files, "under"))
+                } else if within(files, location) {
+                    Some((files, "contains"))
+                } else {
+                    None
+                }
+            });
+            let Some((files, relation)) = related else { continue };
             out.push(json!({
                 "name": mv.get("name"), "version": mv.get("version"), "source": mv.get("source"),
                 "current_stage": mv.get("current_stage"), "location": files, "relation": relation,
@@ -408,15 +420,16 @@ async fn search_versions(up: &Upstream, filter: &str) -> Result<Vec<Value>, Enri
     })
 }
 
-/// Where a version's files are stored: `runs:/<run>/<p>` under the run's location, `models:/m-<id>[/<p>]` under
-/// the logged model's, a `models:/<name>/<version>` copy where the version it copies is stored (its logged model,
-/// or its source, one level deep), any other source as written.
+/// Where a version's files are stored: `runs:/<run>/<p>` under the run's location (and, as MLflow 3 resolves it,
+/// under the location of the run's logged model named by the first segment of `<p>`), `models:/m-<id>[/<p>]`
+/// under the logged model's, a `models:/<name>/<version>` copy where the version it copies is stored (its logged
+/// model, or its source, one level deep), any other source as written.
 async fn version_location(
     enricher: &Enricher,
     up: &Upstream,
     mv: &Value,
     entity: &Entity,
-) -> Result<Option<String>, EnrichError> {
+) -> Result<Vec<String>, EnrichError> {
     let source = str_field(mv, "source");
     let model_id = str_field(mv, "model_id");
     let copy = source.strip_prefix("models:/").filter(|r| !r.starts_with("m-")).and_then(|r| r.split_once('/'));
@@ -424,30 +437,30 @@ async fn version_location(
         return stored_at(enricher, up, &source, &model_id, entity).await;
     };
     if !model_id.is_empty() {
-        return Ok(model_entity(enricher, up, &model_id).await?.map(|e| e.location));
+        return Ok(model_entity(enricher, up, &model_id).await?.map(|e| e.location).into_iter().collect());
     }
     let query = [("name", name), ("version", version.trim_end_matches('/'))];
     let Some(copied) = get(up, "copied model version", "/api/2.0/mlflow/model-versions/get", &query).await? else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     let copied = copied.get("model_version").unwrap_or(&Value::Null);
     stored_at(enricher, up, &str_field(copied, "source"), &str_field(copied, "model_id"), entity).await
 }
 
-/// The storage location of a source that is not a `models:/<name>/<version>` copy.
+/// The storage locations of a source that is not a `models:/<name>/<version>` copy.
 async fn stored_at(
     enricher: &Enricher,
     up: &Upstream,
     source: &str,
     model_id: &str,
     entity: &Entity,
-) -> Result<Option<String>, EnrichError> {
-    let with_sub = |base: String, sub: &str| {
+) -> Result<Vec<String>, EnrichError> {
+    let with_sub = |base: &str, sub: &str| {
         let sub = sub.trim_matches('/');
         if sub.is_empty() {
-            base
+            base.to_string()
         } else {
-            join(&base, sub)
+            join(base, sub)
         }
     };
     if let Some(rest) = source.strip_prefix("runs:/") {
@@ -457,18 +470,27 @@ async fn stored_at(
         } else {
             run_entity(up, run).await?.map(|e| e.location)
         };
-        return Ok(base.map(|b| with_sub(b, sub)));
+        let mut out: Vec<String> = base.iter().map(|b| with_sub(b, sub)).collect();
+        // MLflow 3 serves `runs:/<run>/<name>/<rest>` from the run's logged model `<name>` as well.
+        let (first, rest) = sub.split_once('/').unwrap_or((sub, ""));
+        if entity.kind == Kind::LoggedModel
+            && entity.source_run_id.as_deref() == Some(run)
+            && entity.name.as_deref() == Some(first)
+        {
+            out.push(with_sub(&entity.location, rest));
+        }
+        return Ok(out);
     }
     if let Some(rest) = source.strip_prefix("models:/") {
         let (first, sub) = rest.split_once('/').unwrap_or((rest, ""));
         let id = if first.starts_with("m-") { first } else { model_id };
         if id.is_empty() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let sub = if first.starts_with("m-") { sub } else { "" };
-        return Ok(model_entity(enricher, up, id).await?.map(|e| with_sub(e.location, sub)));
+        return Ok(model_entity(enricher, up, id).await?.map(|e| with_sub(&e.location, sub)).into_iter().collect());
     }
-    Ok((!source.is_empty()).then(|| normalize(source)))
+    Ok(if source.is_empty() { Vec::new() } else { vec![normalize(source)] })
 }
 
 #[cfg(test)]

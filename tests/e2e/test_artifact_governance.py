@@ -7,6 +7,7 @@ Every denial is checked against MLflow itself: the bytes read back straight from
 from __future__ import annotations
 
 import json
+import time
 
 import mlflow
 import mlflow.pyfunc
@@ -185,6 +186,23 @@ def test_a_run_directory_source_is_frozen_including_its_parent_directories(gate,
     assert stored(mlflow_server, f"{run_dir}/scratch.txt") is None
 
 
+def test_a_runs_uri_source_freezes_the_logged_model_mlflow_resolves_it_to(gate, mlflow_server, client_as, people):
+    # MLflow 3 serves `runs:/<run>/model` from the run's logged model named `model`.
+    client = client_as(people["alice"])
+    with mlflow.start_run(experiment_id=client.create_experiment(unique("exp"))) as run:
+        info = mlflow.sklearn.log_model(LogisticRegression().fit([[0.0], [1.0]], [0, 1]), name="model",
+                                        pip_requirements=[f"scikit-learn=={sklearn.__version__}"])
+    mlmodel = f"{store_path(client.get_logged_model(info.model_id).artifact_location)}/MLmodel"
+    name = unique("model")
+    client.create_registered_model(name)
+    response = http(gate.url, "POST", "/api/2.0/mlflow/model-versions/create", people["alice"],
+                    json={"name": name, "source": f"runs:/{run.info.run_id}/model", "run_id": run.info.run_id})
+    assert response.status_code == 200, response.text
+    before = stored(mlflow_server, mlmodel)
+    assert_denied(put(gate, people["alice"], mlmodel, b"flavors: {}\n"), "frozen", f"{name} version 1")
+    assert stored(mlflow_server, mlmodel) == before
+
+
 def test_multipart_and_presigned_uploads_to_frozen_paths_are_403(gate, mlflow_server, v3, people):
     for who in ("alice", "bob"):
         for action in ("create", "complete", "abort"):
@@ -244,8 +262,11 @@ def test_client_traces_keep_uploading_their_data(gate, mlflow_server, client_as,
     info = upstream(mlflow_server, f"/api/3.0/mlflow/traces/{trace_id}")["trace"]["trace_info"]
     assert info["tags"]["mlflow_gate.created_by"] == "alice"
     data = f"{store_path(info['tags']['mlflow.artifactLocation'])}/traces.json"
-    before = stored(mlflow_server, data)
-    assert before and b"predict" in before
+    # The client exports the span data on its own thread: wait for it to land (bounded).
+    deadline = time.monotonic() + 30
+    while (before := stored(mlflow_server, data)) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert before and b"predict" in before, gate.log.read_text()[-3000:]
     assert_denied(put(gate, people["bob"], data, b"{}"), "owned by alice")
     assert stored(mlflow_server, data) == before
     trace = client_as(people["alice"]).get_trace(trace_id)
