@@ -7,6 +7,9 @@ mod common;
 use common::*;
 use http::{Method, StatusCode};
 
+/// Method, path, headers, body.
+type Case<'a> = (Method, &'a str, &'a [(&'a str, &'a str)], Option<&'a str>);
+
 const PUT_PATH: &str = "/api/2.0/mlflow-artifacts/artifacts/1/0123456789abcdef/artifacts/model/MLmodel";
 
 #[tokio::test]
@@ -28,7 +31,7 @@ async fn an_unconfirmed_location_is_refused_to_engineers_on_every_artifact_route
     let (gate, upstream, keys) = gate_with_recorder(Behaviour::default()).await;
     let alice = keys.token("alice", &[]);
     let json = [("content-type", "application/json")];
-    let cases: [(Method, &str, &[(&str, &str)], Option<&str>); 6] = [
+    let cases: [Case; 6] = [
         (Method::PUT, PUT_PATH, &[], Some("x")),
         (Method::DELETE, "/ajax-api/2.0/mlflow-artifacts/artifacts/1/0123456789abcdef/artifacts", &[], None),
         (

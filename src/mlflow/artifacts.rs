@@ -161,7 +161,7 @@ fn problem(message: &str) -> Write {
 
 fn proxied_write(store_path: Option<&str>, file: Option<&str>) -> Write {
     let Some(path) = store_path else { return problem("the route carries no artifact path") };
-    if let Some(p) = [Some(path), file].into_iter().flatten().find_map(|p| path_problem(p)) {
+    if let Some(p) = [Some(path), file].into_iter().flatten().find_map(path_problem) {
         return Write { problem: Some(p), ..Write::default() };
     }
     let location = match file {
