@@ -211,7 +211,7 @@ impl Gate {
         // Databricks clients send the workflow's DELETE parameters in the query string.
         // The UI's upload-artifact takes its run and path from the query; its body is the file.
         let reads_query =
-            (workflow && parts.method == Method::DELETE && read.json.is_none()) || op.rpc == "UploadRunArtifact";
+            (workflow && parts.method == Method::DELETE && read.json.is_none()) || target_fields::reads_query(op.rpc);
         let method = if reads_query { "GET" } else { parts.method.as_str() };
         let mut fields = target_fields::extract(method, &target.query_pairs(), read.json.as_ref(), &op.path_params)
             .map_err(|e| GateError::BadRequest(e.0))?;

@@ -80,6 +80,12 @@ fn rename(body: &mut Map<String, Value>, from: &str, to: &str, same_value_ok: bo
     }
 }
 
+/// Operations whose parameters MLflow reads from the query string whatever the method: the UI's upload-artifact
+/// (`POST ?run_uuid=&path=`, the body is the file).
+pub fn reads_query(rpc: &str) -> bool {
+    rpc == "UploadRunArtifact"
+}
+
 /// Reads the target of a request. `query` is the decoded query string in order; `body` is the normalised JSON
 /// body; `path_params` come from the route. GET/HEAD read the query (first value of each field, as MLflow does;
 /// a target field repeated with different values is refused as ambiguous); other methods read the body.
@@ -161,6 +167,18 @@ mod tests {
         assert_eq!(Value::Object(t), json!({"name": "m", "version": "3"}));
         assert!(extract("GET", &q(&[("name", "m1"), ("name", "m2")]), None, &[]).is_err());
         assert!(extract("GET", &q(&[("name", "m1"), ("name", "m1")]), None, &[]).is_ok());
+    }
+
+    #[test]
+    fn upload_artifact_reads_run_uuid_and_path_from_the_query_as_mlflow_does() {
+        assert!(reads_query("UploadRunArtifact") && !reads_query("UploadArtifact"));
+        let q = [("run_id", "other"), ("run_uuid", "r1"), ("path", "model/MLmodel")];
+        let q: Vec<(String, String)> = q.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let t = extract("GET", &q, None, &[]).unwrap_or_default();
+        assert_eq!(field(&t, "run_uuid"), Some("r1"));
+        assert_eq!(field(&t, "path"), Some("model/MLmodel"));
+        let two = [("run_uuid", "r1"), ("run_uuid", "r2")].map(|(k, v)| (k.to_string(), v.to_string()));
+        assert!(extract("GET", &two, None, &[]).is_err());
     }
 
     #[test]
