@@ -238,6 +238,10 @@ def test_an_admin_may_replace_registered_files_and_the_decision_is_flagged(gate,
 def test_unverifiable_and_ambiguous_locations_are_refused(gate, mlflow_server, v3, people):
     assert_denied(put(gate, people["alice"], "999999/0123456789abcdef0123456789abcdef/artifacts/x", b"x"),
                   "belongs to no run, logged model or trace")
+    for unknown in ("1/traces/tr-0123456789abcdef0123456789abcdef/artifacts/traces.json",
+                    "1/models/m-0123456789abcdef0123456789abcdef/artifacts/MLmodel", "1/not-a-run/artifacts/x/y"):
+        assert_denied(put(gate, people["bob"], unknown, b"x"), "belongs to no run")
+        assert put(gate, people["root"], unknown, b"x").status_code == 200
     # A run id under another experiment's directory does not make the path that run's.
     other = f"999999/{v3['run_id']}/artifacts/x"
     assert_denied(put(gate, people["alice"], other, b"x"), "belongs to no run")
