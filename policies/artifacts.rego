@@ -79,6 +79,17 @@ artifact_violations contains violation(
 	sprintf("%s belongs to no run, logged model or trace that the gate could verify in MLflow; only admins may write or delete there", [artifact_location]),
 ) if {
 	not artifact_owned
+	artifact_kind == "unknown"
+	not is_admin
+}
+
+# A directory above an entity's artifact directory (e.g. `<exp>/<run>`): it holds more than that entity's files.
+artifact_violations contains violation(
+	"artifacts.unowned",
+	sprintf("%s contains the artifact directory of %s but is not inside it; only admins may write or delete there", [artifact_location, artifact_entity]),
+) if {
+	not artifact_owned
+	artifact_kind != "unknown"
 	not is_admin
 }
 

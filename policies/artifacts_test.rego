@@ -69,6 +69,13 @@ test_an_unverified_location_is_admin_only if {
 	decision == fx_allowed with input as fx_artifact_write(fx_root, "DeleteArtifact", facts)
 }
 
+test_a_parent_of_an_artifact_directory_is_admin_only if {
+	facts := object.union(fx_artifact("run", "alice", []), {"owned": false, "location": "mlflow-artifacts:/1/r1", "id": "r1"})
+	d := decision with input as fx_artifact_write(fx_alice, "DeleteArtifact", facts)
+	d.reasons == ["mlflow-artifacts:/1/r1 contains the artifact directory of run r1 but is not inside it; only admins may write or delete there"]
+	decision == fx_allowed with input as fx_artifact_write(fx_root, "DeleteArtifact", facts)
+}
+
 test_registered_files_are_frozen_even_for_their_owner if {
 	every rpc in fx_artifact_rpcs {
 		d := decision with input as fx_artifact_write(fx_alice, rpc, fx_artifact("logged_model", "alice", fx_registered))

@@ -306,16 +306,22 @@ async fn run_entity(up: &Upstream, run_id: &str) -> Result<Option<Entity>, Enric
     }))
 }
 
+/// Who created a logged model, from its `info` as `Enricher::logged_model` returns it: the gate's
+/// `mlflow_gate.created_by` stamp (set on `CreateLoggedModel`, reserved afterwards), or `None` for models created
+/// before the gate stamped them.
+pub fn logged_model_creator(info: &Value) -> Option<String> {
+    kv_map(info.get("tags"), "key", "value").get(CREATED_BY).and_then(Value::as_str).map(str::to_owned)
+}
+
 async fn model_entity(enricher: &Enricher, up: &Upstream, model_id: &str) -> Result<Option<Entity>, EnrichError> {
     let Some(info) = enricher.logged_model(up, model_id).await? else { return Ok(None) };
-    let tags = kv_map(info.get("tags"), "key", "value");
     let Some(uri) = info.get("artifact_uri").and_then(Value::as_str) else { return Ok(None) };
     Ok(Some(Entity {
         kind: Kind::LoggedModel,
         id: info.get("model_id").and_then(Value::as_str).unwrap_or(model_id).to_string(),
         experiment_id: info.get("experiment_id").cloned().unwrap_or(Value::Null),
         location: normalize(uri),
-        owner: tags.get(CREATED_BY).and_then(Value::as_str).map(str::to_owned),
+        owner: logged_model_creator(&info),
         source_run_id: info.get("source_run_id").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned),
         name: info.get("name").and_then(Value::as_str).map(str::to_owned),
     }))

@@ -120,3 +120,11 @@ fn multipart_uploads_write_the_basename_of_the_body_path_into_the_route_director
     assert!(proxied_write(Some("1/r/artifacts"), Some("..")).problem.is_some());
     assert!(proxied_write(None, None).problem.is_some());
 }
+
+#[test]
+fn the_logged_model_creator_is_the_gates_stamp() {
+    let info = serde_json::json!({"model_id": "m-1", "tags": [{"key": "mlflow_gate.created_by", "value": "alice"},
+        {"key": "mlflow.user", "value": "mallory"}]});
+    assert_eq!(logged_model_creator(&info).as_deref(), Some("alice"));
+    assert_eq!(logged_model_creator(&serde_json::json!({"tags": [{"key": "mlflow.user", "value": "x"}]})), None);
+}
