@@ -47,14 +47,12 @@ pub fn reserved_tag_write(
     let is_reserved = |k: &str| k.to_ascii_lowercase().starts_with(RESERVED_PREFIX);
     let is_run_user = |k: &str| k.eq_ignore_ascii_case(RUN_USER_TAG);
     let reserved = |k: &str| is_reserved(k) || (is_run_user(k) && op.rpc != "CreateRun");
-    if TAG_WRITES.contains(&op.rpc) {
-        if let Some(key) = target.get("key").and_then(Value::as_str).filter(|k| reserved(k)) {
+    if TAG_WRITES.contains(&op.rpc) || op.rpc == "DeleteLoggedModelTag" {
+        // DeleteLoggedModelTag names its key in the path (`tags/<tag_key>`).
+        let key = target.get("key").or_else(|| target.get("tag_key")).and_then(Value::as_str);
+        if let Some(key) = key.filter(|k| reserved(k)) {
             return Some(key.to_string());
         }
-    }
-    // A logged model's tag is deleted by a path parameter.
-    if let Some(key) = target.get("tag_key").and_then(Value::as_str).filter(|k| is_reserved(k)) {
-        return Some(key.to_string());
     }
     // The v3 start-trace call carries its tags as a map inside the trace (the gate stamps the creator there).
     if let Some(key) = trace_v3_tags(body).and_then(|t| t.keys().find(|k| is_reserved(k))) {
@@ -71,12 +69,12 @@ pub fn reserved_tag_write(
 /// versions; the run's `user_id` and `mlflow.user` tag on new runs (replacing whatever the client claimed).
 pub fn stamp_request(op: &Operation, body: &mut Map<String, Value>, sub: &str, now_ms: u64) {
     match op.rpc {
-        "CreateRegisteredModel" => push_tags(body, &[(CREATED_BY, sub.to_string())], &[]),
+        "CreateRegisteredModel" | "CreateLoggedModel" => push_tags(body, &[(CREATED_BY, sub.to_string())], &[]),
         "CreateModelVersion" => {
             push_tags(body, &[(CREATED_BY, sub.to_string()), (CREATED_AT, now_ms.to_string())], &[])
         }
         // The owner of the logged model's and the trace's artifact directories (see `artifacts.rs`).
-        "CreateLoggedModel" | "StartTrace" => push_tags(body, &[(CREATED_BY, sub.to_string())], &[CREATED_BY]),
+        "StartTrace" => push_tags(body, &[(CREATED_BY, sub.to_string())], &[CREATED_BY]),
         "StartTraceV3" => {
             if let Some(tags) = trace_v3_tags_mut(body) {
                 tags.insert(CREATED_BY.to_string(), Value::String(sub.to_string()));
@@ -183,13 +181,24 @@ mod tests {
         stamp_request(&op("CreateRun"), &mut run, "alice", 5);
         assert_eq!(run["user_id"], "alice");
         assert_eq!(run["tags"], json!([{"key": "x", "value": "y"}, {"key": "mlflow.user", "value": "alice"}]));
+        let mut logged = obj(json!({"experiment_id": "1", "source_run_id": "r1"}));
+        stamp_request(&op("CreateLoggedModel"), &mut logged, "alice", 5);
+        assert_eq!(logged["tags"], json!([{"key": CREATED_BY, "value": "alice"}]));
     }
 
     #[test]
-    fn logged_models_and_traces_are_stamped_with_their_creator() {
-        let mut b = obj(json!({"experiment_id": "1", "tags": [{"key": CREATED_BY, "value": "mallory"}]}));
-        stamp_request(&op("CreateLoggedModel"), &mut b, "alice", 5);
-        assert_eq!(b["tags"], json!([{"key": CREATED_BY, "value": "alice"}]));
+    fn a_logged_model_creator_stamp_cannot_be_deleted_through_the_path() {
+        let t = obj(json!({"model_id": "m-1", "tag_key": "mlflow_gate.created_by"}));
+        assert!(reserved_tag_write(&op("DeleteLoggedModelTag"), &t, None).is_some());
+        let t = obj(json!({"model_id": "m-1", "tag_key": "team"}));
+        assert!(reserved_tag_write(&op("DeleteLoggedModelTag"), &t, None).is_none());
+    }
+
+    #[test]
+    fn traces_are_stamped_with_their_creator() {
+        let mut t = obj(json!({"request_id": "tr-1", "tags": [{"key": CREATED_BY, "value": "mallory"}]}));
+        stamp_request(&op("StartTrace"), &mut t, "alice", 5);
+        assert_eq!(t["tags"], json!([{"key": CREATED_BY, "value": "alice"}]));
         let mut t = obj(json!({"trace": {"trace_info": {"trace_id": "tr-1", "tags": {"x": "y"}}}}));
         stamp_request(&op("StartTraceV3"), &mut t, "alice", 5);
         assert_eq!(t["trace"]["trace_info"]["tags"], json!({"x": "y", CREATED_BY: "alice"}));
@@ -199,11 +208,9 @@ mod tests {
     }
 
     #[test]
-    fn reserved_tags_in_trace_maps_and_logged_model_tag_paths_are_refused() {
+    fn reserved_tags_in_v3_trace_maps_are_refused() {
         let body = obj(json!({"trace": {"trace_info": {"tags": {"mlflow_gate.created_by": "alice"}}}}));
         assert!(reserved_tag_write(&op("StartTraceV3"), &Map::new(), Some(&body)).is_some());
-        let target = obj(json!({"tag_key": "mlflow_gate.created_by"}));
-        assert!(reserved_tag_write(&op("DeleteLoggedModelTag"), &target, None).is_some());
         assert!(reserved_tag_write(&op("SetTraceTagV3"), &obj(json!({"key": "MLFLOW_GATE.x"})), None).is_some());
     }
 
