@@ -195,6 +195,17 @@ mod tests {
     }
 
     #[test]
+    fn history_is_appended_and_bounded() {
+        let prev: Vec<Value> = (0..30).map(|i| json!({"stage": "Staging", "at": i})).collect();
+        let entry =
+            history_entry(&op("TransitionModelVersionStage"), &obj(json!({"stage": "Production"})), "ci", 99, "r");
+        let h: Vec<Value> =
+            serde_json::from_str(&appended_history(&prev, entry.unwrap_or_default())).unwrap_or_default();
+        assert_eq!(h.len(), MAX_HISTORY);
+        assert_eq!(h.last().map(|e| e["stage"].clone()), Some(json!("Production")));
+    }
+
+    #[test]
     fn traces_are_stamped_with_their_creator() {
         let mut t = obj(json!({"request_id": "tr-1", "tags": [{"key": CREATED_BY, "value": "mallory"}]}));
         stamp_request(&op("StartTrace"), &mut t, "alice", 5);
@@ -212,16 +223,5 @@ mod tests {
         let body = obj(json!({"trace": {"trace_info": {"tags": {"mlflow_gate.created_by": "alice"}}}}));
         assert!(reserved_tag_write(&op("StartTraceV3"), &Map::new(), Some(&body)).is_some());
         assert!(reserved_tag_write(&op("SetTraceTagV3"), &obj(json!({"key": "MLFLOW_GATE.x"})), None).is_some());
-    }
-
-    #[test]
-    fn history_is_appended_and_bounded() {
-        let prev: Vec<Value> = (0..30).map(|i| json!({"stage": "Staging", "at": i})).collect();
-        let entry =
-            history_entry(&op("TransitionModelVersionStage"), &obj(json!({"stage": "Production"})), "ci", 99, "r");
-        let h: Vec<Value> =
-            serde_json::from_str(&appended_history(&prev, entry.unwrap_or_default())).unwrap_or_default();
-        assert_eq!(h.len(), MAX_HISTORY);
-        assert_eq!(h.last().map(|e| e["stage"].clone()), Some(json!("Production")));
     }
 }
