@@ -12,8 +12,10 @@
 #   tags.rego       reserved tags (mlflow_gate.*, the run tag mlflow.user)
 #   registry.rego   admin-only registry operations, moving out of Production, the transition-request workflow
 #   promotion.rego  Staging and Production promotion: evaluation gate, approvals, CI-only, break-glass
+#   artifacts.rego  artifact writes: owner only, registered files frozen (admins only, flagged)
 #
-# Output (README.md, "Decision document"): {"allow", "reasons", "break_glass", "would_deny"}, always defined.
+# Output (README.md, "Decision document"): {"allow", "reasons", "break_glass", "would_deny"}, always defined, plus
+# "frozen_override": true when an admin changes the files of a registered version.
 package mlflow_gate
 
 import rego.v1
@@ -23,6 +25,14 @@ import rego.v1
 # server-side jobs are admin-only even to read); main_test.rego checks that the fast path agrees with the full one.
 decision := {"allow": true, "reasons": [], "break_glass": false, "would_deny": []} if {
 	fast_read
+} else := {
+	"allow": allow,
+	"reasons": reasons,
+	"break_glass": break_glass,
+	"would_deny": would_deny,
+	"frozen_override": true,
+} if {
+	frozen_override
 } else := full_decision
 
 fast_read if {

@@ -80,6 +80,8 @@ pub struct Entry {
     pub would_deny: Vec<String>,
     /// Whether the policy flagged a break-glass action.
     pub break_glass: bool,
+    /// Whether an admin changed the files of a registered model version (the policy's `frozen_override` flag).
+    pub frozen_override: bool,
     /// The policy bundle's revision.
     pub bundle_revision: String,
     /// Status MLflow answered (when forwarded).
@@ -183,6 +185,7 @@ fn record_body(e: &Entry, seq: u64) -> Map<String, Value> {
         "reasons": e.reasons,
         "would_deny": e.would_deny,
         "break_glass": e.break_glass,
+        "frozen_override": e.frozen_override,
         "bundle_revision": e.bundle_revision,
         "upstream_status": e.upstream_status,
         "status": e.status,

@@ -69,7 +69,8 @@ pub async fn explain(
             Err(e) => return refused(format!("400: {e}")),
         },
     };
-    let fields = match target::extract(method.as_str(), &t.query_pairs(), json.as_ref(), &op.path_params) {
+    let reads = if target::reads_query(op.rpc) { "GET" } else { method.as_str() };
+    let fields = match target::extract(reads, &t.query_pairs(), json.as_ref(), &op.path_params) {
         Ok(f) => f,
         Err(e) => return refused(format!("400: {e}")),
     };

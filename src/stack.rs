@@ -60,6 +60,8 @@ struct Trail {
     decision: &'static str,
     reasons: Vec<String>,
     break_glass: bool,
+    /// An admin changed the files of a registered model version (artifacts.rego).
+    frozen_override: bool,
     would_deny: Vec<String>,
     workspace: Option<String>,
 }
@@ -163,6 +165,7 @@ impl Gate {
                 decision = trail.decision,
                 reasons = %trail.reasons.join("; "),
                 break_glass = trail.break_glass,
+                frozen_override = trail.frozen_override,
                 would_deny = %trail.would_deny.join("; "),
                 status = resp.status().as_u16(),
                 latency_us = started.elapsed().as_micros() as u64,
@@ -234,7 +237,9 @@ impl Gate {
         let read = self.read_body(&parts, &op, body).await?;
         let workflow = approvals::is_workflow(&op);
         // Databricks clients send the workflow's DELETE parameters in the query string.
-        let reads_query = workflow && parts.method == Method::DELETE && read.json.is_none();
+        // The UI's upload-artifact takes its run and path from the query; its body is the file.
+        let reads_query =
+            (workflow && parts.method == Method::DELETE && read.json.is_none()) || target_fields::reads_query(op.rpc);
         let method = if reads_query { "GET" } else { parts.method.as_str() };
         let mut fields = target_fields::extract(method, &target.query_pairs(), read.json.as_ref(), &op.path_params)
             .map_err(|e| GateError::BadRequest(e.0))?;
@@ -376,6 +381,7 @@ impl Gate {
             reasons: trail.reasons.clone(),
             would_deny: trail.would_deny.clone(),
             break_glass: trail.break_glass,
+            frozen_override: trail.frozen_override,
             bundle_revision: self.policy.bundle().revision().to_string(),
             upstream_status: trail.upstream_status,
             status,
@@ -406,6 +412,7 @@ impl Gate {
         })?;
         trail.reasons = decision.reasons.clone();
         trail.break_glass = decision.flags.get("break_glass").and_then(|b| b.as_bool()).unwrap_or(false);
+        trail.frozen_override = decision.flags.get("frozen_override").and_then(|b| b.as_bool()).unwrap_or(false);
         trail.would_deny = decision
             .flags
             .get("would_deny")

@@ -71,11 +71,6 @@ impl Lineage {
     }
 }
 
-/// The gate's creator stamp on a logged model (`info.tags`, a list of `{key, value}`).
-fn logged_model_creator(info: &Value) -> Option<String> {
-    kv_map(info.get("tags"), "key", "value").get(CREATED_BY).and_then(Value::as_str).map(str::to_owned)
-}
-
 /// RPCs of the transition-request workflow, which act on a model version.
 const WORKFLOW_RPCS: [&str; 8] = [
     "CreateTransitionRequest",
@@ -122,6 +117,9 @@ impl Enricher {
         op: &Operation,
         target: Map<String, Value>,
     ) -> Result<Value, EnrichError> {
+        if super::artifacts::governs(op) {
+            return super::artifacts::resource(self, up, ctx, op, target).await;
+        }
         if !Enricher::needs(op) {
             return Ok(json!({ "target": target }));
         }
@@ -241,7 +239,7 @@ impl Enricher {
         let located = source.starts_with(&format!("models:/{id}"))
             || model.get("artifact_uri").and_then(Value::as_str).is_some_and(|uri| under(source, uri));
         l.kind = "logged_model";
-        l.logged_model_creator = logged_model_creator(&model);
+        l.logged_model_creator = super::artifacts::logged_model_creator(&model);
         if !(from_this_run && located) {
             l.reason = Some(format!("the source's logged model {id} was not logged from run {run_id}"));
             return Ok(l);
@@ -251,7 +249,9 @@ impl Enricher {
         Ok(l.verify_owner(run_id, Some((id, creator))))
     }
 
-    async fn logged_model(
+    /// A logged model's `info` (immutable facts: source run, location, creator stamp), cached by its unique id in
+    /// the request's workspace.
+    pub(super) async fn logged_model(
         &self,
         up: &Upstream,
         ctx: &RequestContext,
@@ -274,7 +274,7 @@ fn under(source: &str, base: &str) -> bool {
     !base.is_empty() && (source == base || source.starts_with(&format!("{base}/")))
 }
 
-fn encode_segment(s: &str) -> String {
+pub(super) fn encode_segment(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
@@ -283,7 +283,7 @@ fn str_of<'a>(m: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
 }
 
 /// GET a JSON document from MLflow, in the request's workspace; `None` when MLflow says it does not exist.
-async fn get(
+pub(super) async fn get(
     up: &Upstream,
     ctx: &RequestContext,
     what: &str,
@@ -310,7 +310,7 @@ async fn get(
 }
 
 /// `[{key, value}]` -> `{key: value}`.
-fn kv_map(list: Option<&Value>, key: &str, value: &str) -> Map<String, Value> {
+pub(super) fn kv_map(list: Option<&Value>, key: &str, value: &str) -> Map<String, Value> {
     list.and_then(Value::as_array)
         .map(|items| {
             items.iter().filter_map(|i| Some((i.get(key)?.as_str()?.to_string(), i.get(value)?.clone()))).collect()

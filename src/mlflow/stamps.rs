@@ -10,7 +10,7 @@ use crate::fold::fold;
 
 /// Prefix of the tags only the gate writes.
 pub const RESERVED_PREFIX: &str = "mlflow_gate.";
-/// Who created a registered model or a model version (the token's `sub`).
+/// Who created a registered model, a model version, a logged model or a trace (the token's `sub`).
 pub const CREATED_BY: &str = "mlflow_gate.created_by";
 /// When the gate forwarded the creation (ms since the epoch).
 pub const CREATED_AT: &str = "mlflow_gate.created_at";
@@ -135,12 +135,32 @@ pub fn stamp_request(op: &Operation, body: &mut Map<String, Value>, sub: &str, n
         "CreateModelVersion" => {
             push_tags(body, &[(CREATED_BY, sub.to_string()), (CREATED_AT, now_ms.to_string())], &[])
         }
+        // The owner of the logged model's and the trace's artifact directories (see `artifacts.rs`).
+        "StartTrace" => push_tags(body, &[(CREATED_BY, sub.to_string())], &[CREATED_BY]),
+        "StartTraceV3" => {
+            if let Some(tags) = trace_v3_tags_mut(body) {
+                tags.insert(CREATED_BY.to_string(), Value::String(sub.to_string()));
+            }
+        }
         "CreateRun" => {
             body.insert("user_id".into(), Value::String(sub.to_string()));
             push_tags(body, &[(RUN_USER_TAG, sub.to_string())], &[RUN_USER_TAG]);
         }
         _ => {}
     }
+}
+
+/// The same map for stamping, created when the trace has none.
+fn trace_v3_tags_mut(body: &mut Map<String, Value>) -> Option<&mut Map<String, Value>> {
+    let trace = body.get_mut("trace")?.as_object_mut()?;
+    let key =
+        if trace.contains_key("traceInfo") && !trace.contains_key("trace_info") { "traceInfo" } else { "trace_info" };
+    let info = trace.get_mut(key)?.as_object_mut()?;
+    let tags = info.entry("tags").or_insert_with(|| Value::Object(Map::new()));
+    if !tags.is_object() {
+        *tags = Value::Object(Map::new());
+    }
+    tags.as_object_mut()
 }
 
 fn push_tags(body: &mut Map<String, Value>, add: &[(&str, String)], replace: &[&str]) {
@@ -303,5 +323,25 @@ mod tests {
         // Python's json.loads reads NaN; serde does not: the keys next to it would go unchecked.
         let body = obj(json!({"tags": "{\"mlflow_gate.created_by\": \"x\", \"n\": NaN}"}));
         assert!(unreadable_tags(Some(&body)).is_some_and(|m| m.contains("\"tags\"")));
+    }
+
+    #[test]
+    fn traces_are_stamped_with_their_creator() {
+        let mut t = obj(json!({"request_id": "tr-1", "tags": [{"key": CREATED_BY, "value": "mallory"}]}));
+        stamp_request(&op("StartTrace"), &mut t, "alice", 5);
+        assert_eq!(t["tags"], json!([{"key": CREATED_BY, "value": "alice"}]));
+        let mut t = obj(json!({"trace": {"trace_info": {"trace_id": "tr-1", "tags": {"x": "y"}}}}));
+        stamp_request(&op("StartTraceV3"), &mut t, "alice", 5);
+        assert_eq!(t["trace"]["trace_info"]["tags"], json!({"x": "y", CREATED_BY: "alice"}));
+        let mut t = obj(json!({"trace": {"traceInfo": {"trace_id": "tr-1"}}}));
+        stamp_request(&op("StartTraceV3"), &mut t, "alice", 5);
+        assert_eq!(t["trace"]["traceInfo"]["tags"], json!({CREATED_BY: "alice"}));
+    }
+
+    #[test]
+    fn reserved_tags_in_v3_trace_maps_are_refused() {
+        let body = obj(json!({"trace": {"trace_info": {"tags": {"mlflow_gate.created_by": "alice"}}}}));
+        assert!(reserved_tag_write(&op("StartTraceV3"), &Map::new(), Some(&body)).is_some());
+        assert!(reserved_tag_write(&op("SetTraceTagV3"), &obj(json!({"key": "MLFLOW_GATE.x"})), None).is_some());
     }
 }

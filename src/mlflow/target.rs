@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::params::BodyError;
 
 /// Scalar fields a policy may need as the target of an operation.
-const TARGET_FIELDS: [&str; 19] = [
+const TARGET_FIELDS: [&str; 21] = [
     "name",
     "version",
     "stage",
@@ -29,6 +29,10 @@ const TARGET_FIELDS: [&str; 19] = [
     "description",
     "url",
     "trace_id",
+    // Artifact routes: the file path (presigned upload, multipart upload, upload-artifact) and upload-artifact's
+    // run, which MLflow reads from the query as `run_uuid` only.
+    "path",
+    "run_uuid",
 ];
 
 /// The canonical MLflow stage names; input is case-insensitive.
@@ -74,6 +78,12 @@ fn rename(body: &mut Map<String, Value>, from: &str, to: &str, same_value_ok: bo
             Ok(())
         }
     }
+}
+
+/// Operations whose parameters MLflow reads from the query string whatever the method: the UI's upload-artifact
+/// (`POST ?run_uuid=&path=`, the body is the file).
+pub fn reads_query(rpc: &str) -> bool {
+    rpc == "UploadRunArtifact"
 }
 
 /// Reads the target of a request. `query` is the decoded query string in order; `body` is the normalised JSON
@@ -157,6 +167,18 @@ mod tests {
         assert_eq!(Value::Object(t), json!({"name": "m", "version": "3"}));
         assert!(extract("GET", &q(&[("name", "m1"), ("name", "m2")]), None, &[]).is_err());
         assert!(extract("GET", &q(&[("name", "m1"), ("name", "m1")]), None, &[]).is_ok());
+    }
+
+    #[test]
+    fn upload_artifact_reads_run_uuid_and_path_from_the_query_as_mlflow_does() {
+        assert!(reads_query("UploadRunArtifact") && !reads_query("UploadArtifact"));
+        let q = [("run_id", "other"), ("run_uuid", "r1"), ("path", "model/MLmodel")];
+        let q: Vec<(String, String)> = q.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let t = extract("GET", &q, None, &[]).unwrap_or_default();
+        assert_eq!(field(&t, "run_uuid"), Some("r1"));
+        assert_eq!(field(&t, "path"), Some("model/MLmodel"));
+        let two = [("run_uuid", "r1"), ("run_uuid", "r2")].map(|(k, v)| (k.to_string(), v.to_string()));
+        assert!(extract("GET", &two, None, &[]).is_err());
     }
 
     #[test]

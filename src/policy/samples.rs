@@ -51,7 +51,7 @@ impl Sample {
 
 /// The realistic samples: a read, a CreateModelVersion, a Production TransitionModelVersionStage by CI.
 pub fn all() -> Vec<Sample> {
-    vec![read(), create_model_version(), production_transition()]
+    vec![read(), create_model_version(), production_transition(), artifact_upload()]
 }
 
 /// One input a bundle is self-tested on.
@@ -88,7 +88,7 @@ pub fn differential_inputs() -> Vec<SelfTest> {
         ("", &[]),
     ];
     type Change = fn(&mut Value);
-    let degrade: [(&str, Change); 7] = [
+    let degrade: [(&str, Change); 10] = [
         ("as is", |_| {}),
         ("no source run", |r| r["source_run"] = Value::Null),
         // Missing keys: where regorus' VM and interpreter have been seen to differ.
@@ -97,6 +97,13 @@ pub fn differential_inputs() -> Vec<SelfTest> {
         ("failing metric", |r| r["source_run"]["metrics"]["val_auc"] = json!(0.71)),
         ("no approvals", |r| r["approvals"] = json!([])),
         ("was in production", |r| r["model_version"]["was_in_production"] = json!(true)),
+        // Artifact writes: registered files, someone else's run, a location nobody owns.
+        ("registered files", |r| {
+            r["artifact"]["registered_versions"] =
+                json!([{"name": "fraud-detector", "version": "7", "relation": "under"}])
+        }),
+        ("foreign owner", |r| r["artifact"]["owner"] = json!("mallory")),
+        ("unowned location", |r| r["artifact"] = json!({"kind": "unknown", "owned": false, "registered_versions": []})),
     ];
     for sample in all() {
         for (sub, groups) in who {
@@ -220,6 +227,32 @@ fn production_transition() -> Sample {
             "lineage": {"verified": true, "kind": "run", "run_owner": "alice", "logged_model_creator": null,
                 "reason": null},
             "approvals": [{"approver": "bob", "stage": "Production", "at": 1_795_700_100_000u64, "valid": true}],
+        }),
+    }
+}
+
+/// An engineer uploads a file into her own run's artifact directory (a proxied-store PUT), with the artifact facts.
+fn artifact_upload() -> Sample {
+    let path = format!("1/{RUN}/artifacts/plots/roc.png");
+    Sample {
+        name: "artifact upload",
+        principal: principal("alice", &["ml-engineers"]),
+        operation: Operation {
+            path_params: vec![("artifact_path", path.clone())],
+            ..Operation::plain("UploadArtifact", false, Resource::Artifact)
+        },
+        method: "PUT",
+        path: "/api/2.0/mlflow-artifacts/artifacts/1/4f1c2a9e0b7d4c3e8a6f5b2d1c0e9f8a/artifacts/plots/roc.png",
+        query: Map::new(),
+        body: None,
+        resource: json!({
+            "target": {"artifact_path": path},
+            "artifact": {
+                "operation": "write", "location": format!("mlflow-artifacts:/{path}"), "path_problem": null,
+                "kind": "run", "owned": true, "id": RUN, "experiment_id": "1",
+                "entity_location": format!("mlflow-artifacts:/1/{RUN}/artifacts"), "owner": "alice",
+                "frozen": false, "registered_versions": [],
+            },
         }),
     }
 }

@@ -1048,11 +1048,13 @@ def test_sigterm_under_load_loses_no_audit_record(gates, gate_keys, mlflow_serve
 
     # A slow upload that is in flight when SIGTERM arrives: the gate has its headers (it authenticated it) and
     # is streaming its body to MLflow; the rest of the body is sent only after the gate stopped accepting.
+    # Written by an admin: the path belongs to no run, and only admins write where nobody owns (artifacts.rego).
+    uploader = gate_keys.token("root", groups=["mlflow-admin"])
     artifact = f"{unique('sigterm')}/slow.bin"
     chunks = [os.urandom(64 * 1024) for _ in range(4)]
     slow = http.client.HTTPConnection("127.0.0.1", gate.port, timeout=60)
     slow.putrequest("PUT", f"/api/2.0/mlflow-artifacts/artifacts/{artifact}")
-    for header, value in (("Authorization", f"Bearer {alice}"), ("Content-Type", "application/octet-stream"),
+    for header, value in (("Authorization", f"Bearer {uploader}"), ("Content-Type", "application/octet-stream"),
                           ("Content-Length", str(sum(map(len, chunks))))):
         slow.putheader(header, value)
     slow.endheaders()
