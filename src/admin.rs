@@ -27,7 +27,12 @@ pub async fn serve(listener: TcpListener, gate: Arc<Gate>, extra: ExtraCounters,
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
-                Err(_) => continue,
+                Err(e) => {
+                    // EMFILE and friends persist until something closes: back off instead of spinning.
+                    tracing::warn!(error = %e, "admin listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
             },
             () = &mut shutdown => break,
         };
