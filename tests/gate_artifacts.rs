@@ -1,6 +1,5 @@
 //! Artifact writes against a recording upstream: the location's owner is looked up before anything is forwarded,
 //! a failed look-up denies with 503, and a location MLflow does not confirm is refused to non-admins.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

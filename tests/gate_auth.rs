@@ -1,5 +1,4 @@
 //! Authentication at the gate: every bad token is 401 with MLflow's error JSON, and nothing reaches the upstream.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -14,6 +13,7 @@ fn craft(header: serde_json::Value, payload: serde_json::Value, sig: &str) -> St
 }
 
 /// Re-signs a token's header+payload with the real key but a modified header (keeps the signature valid).
+#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
 fn resign_with_header(keys: &Keys, header: serde_json::Value, payload: &serde_json::Value) -> String {
     // jsonwebtoken sets only its own header fields, so sign the input manually with aws-lc.
     use aws_lc_rs::signature::{RsaKeyPair, RSA_PKCS1_SHA256};

@@ -1,7 +1,6 @@
 //! Identity is (issuer, subject), compared after each issuer's normalisation: the same `sub` from two configured
 //! issuers is two people, and `Alice` from one issuer is `alice`. Checked on what the gate forwards (the run's
 //! `user_id` and `mlflow.user` tag it stamps) to a recording upstream.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -37,6 +36,7 @@ fn second_token(keys: &Keys, sub: &str) -> String {
 }
 
 /// Creates a run as `token` and returns the `user_id` the gate forwarded.
+#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
 async fn run_user(s: &Setup, token: &str) -> String {
     let answer = send(
         Method::POST,

@@ -1,6 +1,5 @@
 //! Key loading from an IdP: JWKS over HTTP and OpenID Connect discovery, key rotation, the refetch rate limit for
 //! unknown `kid`s, and stale keys kept while the IdP is down.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -27,6 +26,7 @@ struct Idp {
 }
 
 impl Idp {
+    #[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
     async fn start(jwks: String) -> Idp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -65,10 +65,12 @@ impl Idp {
     }
 }
 
+#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
 fn key(kid: &str) -> devkeys::DevKey {
     devkeys::generate(jsonwebtoken::Algorithm::RS256, kid).unwrap()
 }
 
+#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
 fn token(k: &devkeys::DevKey, kid: &str) -> String {
     devkeys::mint(&k.private_pem, jsonwebtoken::Algorithm::RS256, Some(kid), &Keys::claims("alice", &[])).unwrap()
 }

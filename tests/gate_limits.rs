@@ -2,7 +2,6 @@
 //! take small bodies, GraphQL is checked before MLflow parses it, and the gate sheds load with 503 (MLflow's error
 //! JSON, Retry-After) when its request, buffer or connection caps are reached. Each deny asserts that nothing
 //! reached the upstream.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

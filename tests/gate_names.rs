@@ -1,6 +1,5 @@
 //! Names and tags a client may not write are refused before anything reaches MLflow: not the request, not even the
 //! gate's own look-ups (a recording upstream proves it).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

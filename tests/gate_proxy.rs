@@ -1,6 +1,5 @@
 //! Forwarding at the gate: what the upstream receives for permitted requests, what it never receives for denied or
 //! ambiguous ones, and the errors a client sees when the upstream fails.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

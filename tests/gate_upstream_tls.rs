@@ -1,6 +1,5 @@
 //! TLS to the upstream: when MLflow is not on loopback it is reached over https, and a private CA is trusted only
 //! when configured (`upstream.ca_file`).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -16,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 
 /// An https upstream with a self-signed certificate for 127.0.0.1; returns its address and the certificate PEM.
+#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
 async fn tls_upstream() -> (std::net::SocketAddr, String) {
     let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
     let cert_pem = certified.cert.pem();

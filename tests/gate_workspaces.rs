@@ -1,7 +1,6 @@
 //! MLflow workspaces at the gate: the `X-MLFLOW-WORKSPACE` header is validated once, and every call the gate makes
 //! for a request (registry look-ups, the logged-model look-up, workflow and stage-history writes, the forwarded
 //! request) carries that request's workspace; the logged-model cache never answers for another workspace.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -43,6 +42,7 @@ async fn post(gate: &GateHandle, keys: &Keys, path: &str, workspace: Option<&str
     send(Method::POST, &gate.url(path), Some(&keys.token("alice", &[])), &headers, Some(body)).await
 }
 
+#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
 fn workspaces_seen(upstream: &Recorder) -> Vec<(String, Vec<String>)> {
     let seen = upstream.seen.lock().unwrap();
     seen.iter()

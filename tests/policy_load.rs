@@ -1,7 +1,6 @@
 //! Start-up refusals and fail-closed evaluation: a bundle that does not compile, or whose entrypoint errors on the
 //! sample input, stops the gate from starting (and `mlflow-gate check` names the file and line); an evaluation
 //! error at request time denies.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -13,6 +12,7 @@ use common::*;
 use http::{Method, StatusCode};
 use mlflow_gate::policy::Bundle;
 
+#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
 fn bundle_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in files {
@@ -99,6 +99,7 @@ fn check_command_reports_config_and_policy_faults_and_passes_a_good_config() {
     assert!(!ok && text.contains("bad.rego:5"), "{text}");
 }
 
+#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
 fn copy_policies(shadow_all: bool) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(policies_dir()).unwrap() {

@@ -1,7 +1,6 @@
 //! Hot reload of the policy bundle and per-thread evaluation: a rule changed while requests flow, a broken file
 //! (the last good bundle stays), a Kubernetes ConfigMap `..data` swap, SIGHUP to the real binary, engine reuse
 //! across inputs and bundles, and the time limit that stops a runaway policy.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -29,6 +28,7 @@ fn policy_text(v: u32) -> String {
     }
 }
 
+#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
 fn write(dir: &Path, name: &str, text: &str) {
     // Write then rename, as editors and deploy tools do, so a poll never sees half a file.
     let tmp = dir.join(format!(".{name}.tmp"));
@@ -36,6 +36,7 @@ fn write(dir: &Path, name: &str, text: &str) {
     std::fs::rename(&tmp, dir.join(name)).unwrap();
 }
 
+#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
 fn load(dir: &Path) -> Bundle {
     Bundle::load(dir, "data.mlflow_gate.decision", Duration::from_millis(50)).unwrap()
 }
@@ -74,6 +75,7 @@ struct Running {
 }
 
 impl Running {
+    #[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
     async fn start(policies: &Path, reload_interval_ms: u64) -> Running {
         let upstream = Recorder::start(Behaviour::default()).await;
         let keys = Keys::new();

@@ -1,6 +1,5 @@
 //! Webhook delivery against a real HTTP receiver on 127.0.0.1:0: signatures, filters, retries, give-up, and
 //! deliveries that survive a restart through the spool.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -48,9 +47,11 @@ struct Got {
 }
 
 impl Got {
+    #[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
     fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap()
     }
+    #[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
     fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(|v| v.to_str().unwrap())
     }
@@ -72,6 +73,7 @@ impl Drop for Receiver {
 }
 
 impl Receiver {
+    #[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
     async fn start(answer: impl Fn(usize) -> u16 + Send + Sync + 'static) -> Receiver {
         Receiver::start_on("127.0.0.1:0".parse().unwrap(), answer).await
     }
@@ -80,6 +82,7 @@ impl Receiver {
         Receiver::serve(addr, None, answer).await
     }
 
+    #[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
     async fn serve(
         addr: SocketAddr,
         tls: Option<TlsAcceptor>,
@@ -120,6 +123,7 @@ impl Receiver {
         Receiver { addr, got, task }
     }
 
+    #[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
     fn got(&self) -> Vec<Got> {
         self.got.lock().unwrap().clone()
     }
@@ -164,6 +168,7 @@ async fn until(what: &str, webhooks: &Webhooks, cond: impl Fn(WebhookStats) -> b
     }
 }
 
+#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
 fn spooled(dir: &Path) -> usize {
     std::fs::read_dir(dir.join("spool"))
         .map(|d| d.filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json")).count())
@@ -180,6 +185,7 @@ fn hmac_hex(key: &[u8], msg: &[u8]) -> String {
     outer.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
 fn decision_ids(got: &[Got]) -> Vec<String> {
     got.iter().map(|g| g.json()["decision_id"].as_str().unwrap().to_string()).collect()
 }
@@ -346,6 +352,7 @@ async fn without_webhooks_emit_does_nothing() {
 }
 
 /// A self-signed certificate for 127.0.0.1: its PEM and a TLS acceptor serving it.
+#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
 fn self_signed() -> (String, TlsAcceptor) {
     let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());

@@ -1,5 +1,7 @@
 //! Test harness: a recording fake upstream (proves what reached "MLflow" and what did not), an in-process gate on
 //! port 0 with a generated signing key, and small clients (hyper for ordinary requests, raw TCP for odd ones).
+// clippy.toml's allow-unwrap-in-tests covers #[test] functions only: these helpers, shared by the integration
+// tests, are test code too.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod binary;
