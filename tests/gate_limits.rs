@@ -113,7 +113,7 @@ async fn requests_over_the_concurrency_cap_get_503_with_retry_after() {
     let (gate, upstream, _keys) = gate_with("max_concurrent_requests = 1", slow).await;
     let url = gate.url("/health");
     let first = tokio::spawn(async move { send(Method::GET, &url, None, &[], None).await });
-    eventually(|| upstream.count() == 1).await;
+    eventually(10, "the first request to reach the upstream", || async { (upstream.count() == 1).then_some(()) }).await;
     let shed = send(Method::GET, &gate.url("/version"), None, &[], None).await;
     assert_eq!(shed.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(shed.json()["error_code"], "TEMPORARILY_UNAVAILABLE");
@@ -195,28 +195,11 @@ async fn connections_over_the_cap_get_503_and_idle_ones_are_closed() {
     let answer = answer_on(&mut second).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     drop(first);
-    eventually_async(|| async {
+    eventually(10, "a place freed by the idle timeout", || async {
         let mut s = TcpStream::connect(gate.addr).await.ok()?;
         s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.ok()?;
         answer_on(&mut s).await.starts_with("HTTP/1.1 200").then_some(())
     })
     .await;
     gate.stop().await;
-}
-
-/// Waits (up to 10 s) until `cond` holds.
-async fn eventually(cond: impl Fn() -> bool) {
-    eventually_async(|| async { cond().then_some(()) }).await
-}
-
-async fn eventually_async<F, Fut>(check: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Option<()>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while check().await.is_none() {
-        assert!(tokio::time::Instant::now() < deadline, "condition not met within 10 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

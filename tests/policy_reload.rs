@@ -41,19 +41,6 @@ fn load(dir: &Path) -> Bundle {
     Bundle::load(dir, "data.mlflow_gate.decision", Duration::from_millis(50)).unwrap()
 }
 
-/// Polls `check` until it returns `Some`, failing the test after `secs`.
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(secs: u64, what: &str, check: impl Fn() -> F) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Which policy version decided a request: 1 (allowed), n (denied with "policy vn"); panics on anything else.
 fn version_of(a: &Answer) -> u32 {
     if a.status == StatusCode::OK {
@@ -332,16 +319,21 @@ fn runaway_policy_is_stopped_by_the_time_limit_and_the_thread_recovers() {
         assert_eq!(bundle.engine_name(), engine, "{:?}", bundle.interpreter_reason());
         let mut doc = policy::samples::all().remove(1).document();
         doc["request"]["body"]["spin"] = true.into();
-        let started = Instant::now();
-        let err = policy::evaluate(&bundle, policy::input::to_rego(&doc)).unwrap_err();
+        // On a thread of its own: the runaway evaluation must end (the test waits for that, not for a duration),
+        // stopped by the time limit, and the next evaluation on that same thread must work.
+        let (done, outcome) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runaway = policy::evaluate(&bundle, policy::input::to_rego(&doc));
+            let calm = policy::evaluate(&bundle, policy::samples::all().remove(1).input());
+            let _ = done.send((runaway, calm));
+        });
+        let (runaway, calm) = outcome
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("{engine}: the runaway evaluation was never stopped"));
+        let err = runaway.unwrap_err();
         let m = err.to_string().to_lowercase();
         assert!(matches!(&err, EvalError::Engine(_)) && m.contains("exceeded time limit"), "{engine}: {err}");
-        assert!(started.elapsed() < Duration::from_secs(2), "{engine}: stopped after {:?}", started.elapsed());
-        let calm = policy::samples::all().remove(1).input();
-        assert!(
-            policy::evaluate(&bundle, calm).unwrap().allow,
-            "{engine}: the next evaluation on this thread must work"
-        );
+        assert!(calm.unwrap().allow, "{engine}: the next evaluation on this thread must work");
     }
 }
 
