@@ -198,8 +198,8 @@ async fn oversized_body_is_413() {
 #[tokio::test]
 async fn upstream_down_is_502_and_slow_upstream_is_504() {
     let keys = Keys::new();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let gate = GateHandle::start_toml(&config_toml(closed, &keys.jwks_path(), &policies_dir(), "")).await;
+    let closed = ReservedPort::new();
+    let gate = GateHandle::start_toml(&config_toml(closed.addr(), &keys.jwks_path(), &policies_dir(), "")).await;
     let a = send(Method::GET, &gate.url("/api/2.0/mlflow/experiments/search"), Some(&keys.token("a", &[])), &[], None)
         .await;
     assert_eq!(a.status, StatusCode::BAD_GATEWAY);

@@ -41,6 +41,15 @@ fn load(dir: &Path) -> Bundle {
     Bundle::load(dir, "data.mlflow_gate.decision", Duration::from_millis(50)).unwrap()
 }
 
+/// The admin listener's address, from the JSON log line the gate writes once it is bound.
+fn logged_admin_addr(log: &Path) -> Option<String> {
+    std::fs::read_to_string(log).ok()?.lines().find_map(|line| {
+        let fields = serde_json::from_str::<serde_json::Value>(line).ok()?.get("fields")?.clone();
+        let ready = fields.get("message")?.as_str()?.starts_with("admin listener");
+        ready.then(|| fields.get("addr")?.as_str().map(str::to_string)).flatten()
+    })
+}
+
 /// Which policy version decided a request: 1 (allowed), n (denied with "policy vn"); panics on anything else.
 fn version_of(a: &Answer) -> u32 {
     if a.status == StatusCode::OK {
@@ -201,8 +210,7 @@ async fn sighup_reloads_the_running_binary() {
     let keys = Keys::new();
     let mut toml = config_toml(upstream.addr, &keys.jwks_path(), &policies, "");
     toml.push_str("reload_interval_ms = 0\n");
-    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    toml.push_str(&format!("\n[admin]\nlisten = \"{admin}\"\n"));
+    toml.push_str("\n[admin]\nlisten = \"127.0.0.1:0\"\n");
     let config = work.path().join("gate.toml");
     std::fs::write(&config, toml).unwrap();
     let addr_file = work.path().join("addr");
@@ -217,6 +225,9 @@ async fn sighup_reloads_the_running_binary() {
         .unwrap();
     let binary = Binary(child);
     let addr = eventually(30, "the binary to listen", || async { std::fs::read_to_string(&addr_file).ok() }).await;
+    // The admin listener has no address file: its address is in the log line that says it is ready.
+    let log = work.path().join("gate.log");
+    let admin = eventually(30, "the admin listener", || async { logged_admin_addr(&log) }).await;
     let token = keys.token("alice", &[]);
     let version =
         || async { version_of(&send(Method::GET, &format!("http://{addr}{READ}"), Some(&token), &[], None).await) };

@@ -328,6 +328,27 @@ pub async fn send(
     Answer { status: parts.status, headers: parts.headers, body: body.collect().await.unwrap().to_bytes() }
 }
 
+/// A port held for later: bound and not listening, so connections to it are refused and nothing else can take it
+/// until `listen` makes it a listener (a peer that is down now and comes up later on the same address). Instead of
+/// binding port 0, noting the port and releasing it, which another process may take in between.
+pub struct ReservedPort(tokio::net::TcpSocket);
+
+impl ReservedPort {
+    pub fn new() -> ReservedPort {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        ReservedPort(socket)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.0.local_addr().unwrap()
+    }
+
+    pub fn listen(self) -> TcpListener {
+        self.0.listen(1024).unwrap()
+    }
+}
+
 /// Polls `check` (every 10 ms) until it returns `Some`, and returns that; fails the test after `secs` seconds
 /// naming `what`. The one way tests wait for something to happen.
 pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(

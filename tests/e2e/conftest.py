@@ -14,10 +14,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import mlflow
@@ -85,9 +87,29 @@ def keygen(directory: Path) -> GateKeys:
 
 
 def free_port() -> int:
+    """A port free now, for a program that cannot listen on port 0 and report its address (MLflow): it may be
+    taken by someone else before the program binds it, so its callers retry on a bind failure."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def reserve_port() -> socket.socket:
+    """A socket bound to a free port and not listening: connections to it are refused, and nothing else can take the
+    port until `http_server_on` listens on it (a peer that is down now and comes up later on the same address)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def http_server_on(sock: socket.socket, handler: type) -> ThreadingHTTPServer:
+    """An HTTP server (in a thread) listening on `sock` from `reserve_port`, which it takes over."""
+    server = ThreadingHTTPServer(sock.getsockname(), handler, bind_and_activate=False)
+    server.socket.close()
+    server.socket = sock
+    server.server_activate()  # listen(): from now on connections are accepted
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 def start(cmd: list[str], log: Path, **kwargs) -> subprocess.Popen:
@@ -122,11 +144,11 @@ def wait_for(check: Callable[[], object], what: str, proc: subprocess.Popen, log
     process exits or the deadline passes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{what}: process exited with {proc.returncode}; log tail ({log}):\n{tail(log)}")
         result = check()
         if result:
             return result
+        if proc.poll() is not None:
+            pytest.fail(f"{what}: process exited with {proc.returncode}; log tail ({log}):\n{tail(log)}")
         time.sleep(POLL_INTERVAL_SECS)
     pytest.fail(f"{what}: not ready after {timeout}s; log tail ({log}):\n{tail(log)}")
 
@@ -156,19 +178,30 @@ def read_addr(path: Path) -> str | None:
 @contextmanager
 def mlflow_process(tmp: Path, *options: str) -> Iterator[Server]:
     """A real `mlflow server` (sqlite, served artifacts, one worker, no job runner) on a free port, with further
-    server `options` (e.g. `--enable-workspaces`); stopped on exit."""
-    port = free_port()
-    cmd = [str(MLFLOW_BIN), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    cmd += ["--backend-store-uri", f"sqlite:///{tmp}/mlflow.db"]
-    cmd += ["--serve-artifacts", "--artifacts-destination", str(tmp / "artifacts"), *options]
+    server `options` (e.g. `--enable-workspaces`); stopped on exit. MLflow cannot report a port of its own choosing:
+    if the port picked is taken before MLflow binds it, MLflow is started again on another."""
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    server = Server(f"http://127.0.0.1:{port}", tmp / "mlflow.log")
-    proc = start(cmd, server.log, env=env, cwd=tmp)
-    try:
-        wait_for(lambda: answers_200(f"{server.url}/health"), "mlflow server", proc, server.log, STARTUP_TIMEOUT_SECS)
-        yield server
-    finally:
-        stop(proc)
+    for attempt in range(1, 4):
+        port = free_port()
+        cmd = [str(MLFLOW_BIN), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        cmd += ["--backend-store-uri", f"sqlite:///{tmp}/mlflow.db"]
+        cmd += ["--serve-artifacts", "--artifacts-destination", str(tmp / "artifacts"), *options]
+        server = Server(f"http://127.0.0.1:{port}", tmp / "mlflow.log")
+        proc = start(cmd, server.log, env=env, cwd=tmp)
+        try:
+            def up_or_port_taken() -> str | None:
+                if answers_200(f"{server.url}/health"):
+                    return "up"
+                taken = ("address already in use", "connection in use")  # uvicorn's words, gunicorn's
+                if proc.poll() is not None and attempt < 3 and any(t in tail(server.log).lower() for t in taken):
+                    return "port taken"
+                return None
+
+            if wait_for(up_or_port_taken, "mlflow server", proc, server.log, STARTUP_TIMEOUT_SECS) == "up":
+                yield server
+                return
+        finally:
+            stop(proc)
 
 
 @pytest.fixture(scope="session")

@@ -4,12 +4,11 @@ coming and going."""
 from __future__ import annotations
 
 import socket
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 
-from conftest import poll
+from conftest import http_server_on, poll, reserve_port
 from helpers import unique, upstream, upstream_has_experiment
 from support.client import plain_get, request
 from support.ops import gates  # noqa: F401 (fixtures)
@@ -76,8 +75,7 @@ def test_metrics_and_health(gates, gate_keys, mlflow_server):
     # A gate whose MLflow is down is alive but not ready; readiness follows MLflow coming and going.
     # The port is held by a socket that does not listen yet (connections are refused), so nothing else can take it
     # between now and the moment MLflow "comes back" on it.
-    reserved = socket.socket()
-    reserved.bind(("127.0.0.1", 0))
+    reserved = reserve_port()
     dead_port = reserved.getsockname()[1]
     down = gates("metrics-dead-upstream", admin=True, upstream=f"http://127.0.0.1:{dead_port}", wait_healthy=False)
     readyz = plain_get(f"{down.admin_url}/readyz")
@@ -112,9 +110,4 @@ def stub_mlflow(sock: socket.socket) -> ThreadingHTTPServer:
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(sock.getsockname(), Handler, bind_and_activate=False)
-    server.socket.close()
-    server.socket = sock
-    server.server_activate()  # listen(): from now on connections are accepted
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    return http_server_on(sock, Handler)

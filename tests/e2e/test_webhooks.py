@@ -12,12 +12,12 @@ import socket
 import threading
 import time
 from contextlib import ExitStack
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
-from conftest import gate_process, gate_settings, poll
+from conftest import gate_process, gate_settings, http_server_on, poll, reserve_port
 from helpers import http, new_model_version, workflow
 
 SECRET = "whsec-e2e-0123456789"
@@ -56,13 +56,8 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=sock is None)
-        if sock is not None:
-            self.server.socket.close()
-            self.server.socket = sock
-            self.server.server_activate()
+        self.server = http_server_on(sock or reserve_port(), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def names(self) -> list[tuple[str, str | None]]:
         with self.lock:
@@ -175,8 +170,7 @@ def test_each_permitted_mutation_produces_its_signed_events(tmp_path, mlflow_ser
 
 def test_failing_receiver_and_crashed_gate_still_deliver_every_event(tmp_path, mlflow_server, gate_keys):
     # The receiver's port is held by a socket that does not listen yet: deliveries are refused until it does.
-    reserved = socket.socket()
-    reserved.bind(("127.0.0.1", 0))
+    reserved = reserve_port()
     port = reserved.getsockname()[1]
     hook_gate = WebhookGate(tmp_path, mlflow_server.url, gate_keys.jwks, f"http://127.0.0.1:{port}/hook")
     flaky = None
