@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use common::*;
-use http::{Method, Response, StatusCode};
+use http::{Response, StatusCode};
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -97,7 +97,7 @@ dir = "{}"
 }
 
 async fn status(gate: &GateHandle, token: &str) -> StatusCode {
-    send(Method::GET, &gate.url("/api/2.0/mlflow/experiments/search"), Some(token), &[], None).await.status
+    Req::get(gate.url("/api/2.0/mlflow/experiments/search")).token(token).send().await.status
 }
 
 #[tokio::test]

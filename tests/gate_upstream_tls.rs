@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::*;
-use http::{Method, StatusCode};
+use http::StatusCode;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -61,12 +61,12 @@ async fn https_upstream_with_a_private_ca_needs_the_ca_file() {
 
     let trusting = base.replace("[auth]", &format!("ca_file = \"{}\"\n\n[auth]", ca.display()));
     let gate = GateHandle::start_toml(&trusting).await;
-    let a = send(Method::GET, &gate.url(path), Some(&keys.token("alice", &[])), &[], None).await;
+    let a = Req::get(gate.url(path)).token(&keys.token("alice", &[])).send().await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
     gate.stop().await;
 
     let gate = GateHandle::start_toml(&base).await;
-    let a = send(Method::GET, &gate.url(path), Some(&keys.token("alice", &[])), &[], None).await;
+    let a = Req::get(gate.url(path)).token(&keys.token("alice", &[])).send().await;
     assert_eq!(a.status, StatusCode::BAD_GATEWAY, "an untrusted upstream certificate must not be accepted");
     gate.stop().await;
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use http::{Method, StatusCode};
+use http::StatusCode;
 use mlflow_gate::config::Config;
 use mlflow_gate::policy::{self, Bundle, EngineChoice, EvalError, Policy, Reload};
 use mlflow_gate::stack::Gate;
@@ -96,7 +96,7 @@ impl Running {
 
     async fn version(&self) -> u32 {
         let token = self.keys.token("alice", &[]);
-        version_of(&send(Method::GET, &format!("http://{}{READ}", self.addr), Some(&token), &[], None).await)
+        version_of(&Req::get(format!("http://{}{READ}", self.addr)).token(&token).send().await)
     }
 
     fn policy(&self) -> &Policy {
@@ -229,8 +229,7 @@ async fn sighup_reloads_the_running_binary() {
     let log = work.path().join("gate.log");
     let admin = eventually(30, "the admin listener", || async { logged_admin_addr(&log) }).await;
     let token = keys.token("alice", &[]);
-    let version =
-        || async { version_of(&send(Method::GET, &format!("http://{addr}{READ}"), Some(&token), &[], None).await) };
+    let version = || async { version_of(&Req::get(format!("http://{addr}{READ}")).token(&token).send().await) };
     assert_eq!(version().await, 1);
     write(&policies, "main.rego", &policy_text(2));
     assert_eq!(version().await, 1, "polling is off: only SIGHUP reloads");
@@ -240,7 +239,7 @@ async fn sighup_reloads_the_running_binary() {
     let log = std::fs::read_to_string(work.path().join("gate.log")).unwrap();
     assert!(log.contains("policy bundle reloaded") && log.contains("SIGHUP"), "{log}");
     let metrics = || async {
-        let resp = send(Method::GET, &format!("http://{admin}/metrics"), None, &[], None).await;
+        let resp = Req::get(format!("http://{admin}/metrics")).send().await;
         String::from_utf8_lossy(&resp.body).into_owned()
     };
     let text = metrics().await;
@@ -353,14 +352,11 @@ async fn runaway_policy_denies_the_request_and_nothing_reaches_mlflow() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "main.rego", &format!("{HEADER}{RUNAWAY}"));
     let gate = Running::start(dir.path(), 0).await;
-    let a = send(
-        Method::POST,
-        &format!("http://{}/api/2.0/mlflow/experiments/create", gate.addr),
-        Some(&gate.keys.token("alice", &[])),
-        &[("content-type", "application/json")],
-        Some(r#"{"name": "e", "spin": true}"#),
-    )
-    .await;
+    let a = Req::post(format!("http://{}/api/2.0/mlflow/experiments/create", gate.addr))
+        .token(&gate.keys.token("alice", &[]))
+        .json(r#"{"name": "e", "spin": true}"#)
+        .send()
+        .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN, "{a:?}");
     assert_eq!(gate._upstream.mutations(), 0);
 }

@@ -306,7 +306,81 @@ impl Answer {
     }
 }
 
-/// Sends a request with hyper's client.
+/// A request for hyper's client, built by what it has:
+/// `Req::post(gate.url(path)).token(&token).json(body).send().await`.
+#[must_use]
+pub struct Req {
+    method: Method,
+    url: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Req {
+    pub fn new(method: Method, url: impl Into<String>) -> Req {
+        Req { method, url: url.into(), headers: Vec::new(), body: String::new() }
+    }
+    pub fn get(url: impl Into<String>) -> Req {
+        Req::new(Method::GET, url)
+    }
+    pub fn post(url: impl Into<String>) -> Req {
+        Req::new(Method::POST, url)
+    }
+    pub fn put(url: impl Into<String>) -> Req {
+        Req::new(Method::PUT, url)
+    }
+    pub fn patch(url: impl Into<String>) -> Req {
+        Req::new(Method::PATCH, url)
+    }
+    pub fn delete(url: impl Into<String>) -> Req {
+        Req::new(Method::DELETE, url)
+    }
+    /// `Authorization: Bearer <token>`.
+    pub fn token(self, token: &str) -> Req {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+    pub fn maybe_token(self, token: Option<&str>) -> Req {
+        match token {
+            Some(t) => self.token(t),
+            None => self,
+        }
+    }
+    pub fn header(mut self, name: &str, value: &str) -> Req {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+    pub fn headers(self, headers: &[(&str, &str)]) -> Req {
+        headers.iter().fold(self, |req, (k, v)| req.header(k, v))
+    }
+    pub fn body(mut self, body: impl Into<String>) -> Req {
+        self.body = body.into();
+        self
+    }
+    pub fn maybe_body(self, body: Option<&str>) -> Req {
+        match body {
+            Some(b) => self.body(b),
+            None => self,
+        }
+    }
+    /// The body, with `Content-Type: application/json`.
+    pub fn json(self, body: impl Into<String>) -> Req {
+        self.header("content-type", "application/json").body(body)
+    }
+
+    pub async fn send(self) -> Answer {
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let mut req = Request::builder().method(self.method).uri(self.url);
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        let req = req.body(Full::new(Bytes::from(self.body))).unwrap();
+        let resp = client.request(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        Answer { status: parts.status, headers: parts.headers, body: body.collect().await.unwrap().to_bytes() }
+    }
+}
+
+/// Sends a request with hyper's client (the positional form of `Req`).
 pub async fn send(
     method: Method,
     url: &str,
@@ -314,18 +388,7 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> Answer {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut req = Request::builder().method(method).uri(url);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Full::new(Bytes::from(body.unwrap_or("").to_owned()))).unwrap();
-    let resp = client.request(req).await.unwrap();
-    let (parts, body) = resp.into_parts();
-    Answer { status: parts.status, headers: parts.headers, body: body.collect().await.unwrap().to_bytes() }
+    Req::new(method, url).maybe_token(token).headers(headers).maybe_body(body).send().await
 }
 
 /// A port held for later: bound and not listening, so connections to it are refused and nothing else can take it
