@@ -1,6 +1,5 @@
 //! Artifact writes against a recording upstream: the location's owner is looked up before anything is forwarded,
 //! a failed look-up denies with 503, and a location MLflow does not confirm is refused to non-admins.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -16,7 +15,7 @@ const PUT_PATH: &str = "/api/2.0/mlflow-artifacts/artifacts/1/0123456789abcdef/a
 async fn failed_owner_lookup_denies_an_artifact_write_with_503_and_forwards_nothing() {
     let (gate, upstream, keys) = gate_with_recorder(Behaviour { fail_gets: true, ..Behaviour::default() }).await;
     for token in [keys.token("alice", &[]), keys.token("root", &["mlflow-admin"])] {
-        let a = send(Method::PUT, &gate.url(PUT_PATH), Some(&token), &[], Some("flavors: {}")).await;
+        let a = Req::put(gate.url(PUT_PATH)).token(&token).body("flavors: {}").send().await;
         assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.message());
         assert!(a.message().contains("looking up"), "{}", a.message());
     }
@@ -50,7 +49,7 @@ async fn an_unconfirmed_location_is_refused_to_engineers_on_every_artifact_route
         (Method::POST, "/ajax-api/2.0/mlflow/upload-artifact?run_id=0123456789abcdef&path=MLmodel", &[], Some("x")),
     ];
     for (method, path, headers, body) in cases {
-        let a = send(method.clone(), &gate.url(path), Some(&alice), headers, body).await;
+        let a = Req::new(method.clone(), gate.url(path)).token(&alice).headers(headers).maybe_body(body).send().await;
         assert_eq!(a.status, StatusCode::FORBIDDEN, "{method} {path}: {}", a.message());
         assert_eq!(a.json()["error_code"], "PERMISSION_DENIED");
     }

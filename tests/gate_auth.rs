@@ -1,10 +1,9 @@
 //! Authentication at the gate: every bad token is 401 with MLflow's error JSON, and nothing reaches the upstream.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use common::*;
-use http::{Method, StatusCode};
+use http::StatusCode;
 use mlflow_gate::devkeys::{b64url, now_secs};
 
 const PATH: &str = "/api/2.0/mlflow/experiments/search?max_results=1";
@@ -14,6 +13,7 @@ fn craft(header: serde_json::Value, payload: serde_json::Value, sig: &str) -> St
 }
 
 /// Re-signs a token's header+payload with the real key but a modified header (keeps the signature valid).
+#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
 fn resign_with_header(keys: &Keys, header: serde_json::Value, payload: &serde_json::Value) -> String {
     // jsonwebtoken sets only its own header fields, so sign the input manually with aws-lc.
     use aws_lc_rs::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
@@ -31,7 +31,7 @@ fn resign_with_header(keys: &Keys, header: serde_json::Value, payload: &serde_js
 }
 
 async fn assert_401(gate: &GateHandle, upstream: &Recorder, token: Option<&str>, expect_in_message: &str) {
-    let a = send(Method::GET, &gate.url(PATH), token, &[], None).await;
+    let a = Req::get(gate.url(PATH)).maybe_token(token).send().await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED, "body: {:?}", a.body);
     assert_eq!(a.json()["error_code"], "UNAUTHENTICATED");
     assert!(a.message().contains(expect_in_message), "message {:?} lacks {expect_in_message:?}", a.message());
@@ -42,7 +42,7 @@ async fn assert_401(gate: &GateHandle, upstream: &Recorder, token: Option<&str>,
 #[tokio::test]
 async fn valid_token_is_forwarded() {
     let (gate, upstream, keys) = gate_with_recorder(Behaviour::default()).await;
-    let a = send(Method::GET, &gate.url(PATH), Some(&keys.token("alice", &[])), &[], None).await;
+    let a = Req::get(gate.url(PATH)).token(&keys.token("alice", &[])).send().await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(upstream.count(), 1);
     gate.stop().await;
@@ -54,7 +54,7 @@ async fn missing_or_malformed_credentials_are_401() {
     assert_401(&gate, &upstream, None, "MLFLOW_TRACKING_TOKEN").await;
     assert_401(&gate, &upstream, Some("not-a-jwt"), "well-formed JWT").await;
     assert_401(&gate, &upstream, Some("a.b.c"), "well-formed JWT").await;
-    let basic = send(Method::GET, &gate.url(PATH), None, &[("authorization", "Basic YWxpY2U6cHc=")], None).await;
+    let basic = Req::get(gate.url(PATH)).header("authorization", "Basic YWxpY2U6cHc=").send().await;
     assert_eq!(basic.status, StatusCode::UNAUTHORIZED);
     assert!(basic.message().contains("only bearer tokens"));
     assert_eq!(upstream.count(), 0);
@@ -149,7 +149,7 @@ async fn crit_typ_kid_and_size_attacks_are_401() {
     assert_401(&gate, &upstream, Some(&unknown_kid), "no signing key").await;
     // The same header without oddities verifies: the failures above are the header checks, not the signing.
     let plain = resign_with_header(&keys, serde_json::json!({"alg": "RS256", "kid": "k1", "typ": "at+jwt"}), &claims);
-    let ok = send(Method::GET, &gate.url(PATH), Some(&plain), &[], None).await;
+    let ok = Req::get(gate.url(PATH)).token(&plain).send().await;
     assert_eq!(ok.status, StatusCode::OK);
     assert_eq!(upstream.count(), 1);
     upstream.seen.lock().unwrap().clear();
@@ -178,7 +178,7 @@ async fn es256_token_for_an_rs256_issuer_is_401() {
 async fn public_paths_need_no_token_and_drop_credentials() {
     let (gate, upstream, _keys) = gate_with_recorder(Behaviour::default()).await;
     for path in ["/health", "/version", "/api/3.0/mlflow/server-info", "/static-files/static/js/main.js"] {
-        let a = send(Method::GET, &gate.url(path), Some("garbage"), &[], None).await;
+        let a = Req::get(gate.url(path)).token("garbage").send().await;
         assert_eq!(a.status, StatusCode::OK, "{path}");
         assert!(!upstream.last().headers.contains_key("authorization"), "{path} forwarded a credential");
     }

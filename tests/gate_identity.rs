@@ -1,12 +1,11 @@
 //! Identity is (issuer, subject), compared after each issuer's normalisation: the same `sub` from two configured
 //! issuers is two people, and `Alice` from one issuer is `alice`. Checked on what the gate forwards (the run's
 //! `user_id` and `mlflow.user` tag it stamps) to a recording upstream.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use common::{config_toml, policies_dir, send, Behaviour, GateHandle, Keys, Recorder, AUDIENCE};
-use http::{Method, StatusCode};
+use common::{config_toml, policies_dir, Behaviour, GateHandle, Keys, Recorder, Req, AUDIENCE};
+use http::StatusCode;
 
 const SECOND_ISSUER: &str = "https://ci-idp.test";
 
@@ -37,15 +36,13 @@ fn second_token(keys: &Keys, sub: &str) -> String {
 }
 
 /// Creates a run as `token` and returns the `user_id` the gate forwarded.
+#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
 async fn run_user(s: &Setup, token: &str) -> String {
-    let answer = send(
-        Method::POST,
-        &s.gate.url("/api/2.0/mlflow/runs/create"),
-        Some(token),
-        &[("content-type", "application/json")],
-        Some(r#"{"experiment_id": "1", "user_id": "someone"}"#),
-    )
-    .await;
+    let answer = Req::post(s.gate.url("/api/2.0/mlflow/runs/create"))
+        .token(token)
+        .json(r#"{"experiment_id": "1", "user_id": "someone"}"#)
+        .send()
+        .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.message());
     let body: serde_json::Value =
         serde_json::from_slice(&s.upstream.last_to("/api/2.0/mlflow/runs/create").body).unwrap();
@@ -71,14 +68,11 @@ async fn a_subject_that_imitates_another_issuers_identity_is_refused() {
     let s = two_issuers().await;
     let before = s.upstream.count();
     let imitation = s.first.token("https://ci-idp.test#alice", &[]);
-    let answer = send(
-        Method::POST,
-        &s.gate.url("/api/2.0/mlflow/runs/create"),
-        Some(&imitation),
-        &[("content-type", "application/json")],
-        Some(r#"{"experiment_id": "1"}"#),
-    )
-    .await;
+    let answer = Req::post(s.gate.url("/api/2.0/mlflow/runs/create"))
+        .token(&imitation)
+        .json(r#"{"experiment_id": "1"}"#)
+        .send()
+        .await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{}", answer.message());
     assert!(answer.message().contains("cannot act as another issuer's users"), "{}", answer.message());
     assert_eq!(s.upstream.count(), before, "nothing reached the upstream");

@@ -2,14 +2,13 @@
 //! take small bodies, GraphQL is checked before MLflow parses it, and the gate sheds load with 503 (MLflow's error
 //! JSON, Retry-After) when its request, buffer or connection caps are reached. Each deny asserts that nothing
 //! reached the upstream.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
-use http::{Method, StatusCode};
+use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -47,7 +46,7 @@ async fn public_routes_with_a_body_are_refused_unread_and_never_forwarded() {
     }
     assert_eq!(upstream.count(), 0, "nothing reached MLflow");
     // Without a body, the public routes are forwarded as before.
-    assert_eq!(send(Method::GET, &gate.url("/health"), None, &[], None).await.status, StatusCode::OK);
+    assert_eq!(Req::get(gate.url("/health")).send().await.status, StatusCode::OK);
     assert_eq!(upstream.hits("/health"), 1);
     gate.stop().await;
 }
@@ -58,7 +57,7 @@ async fn graphql_get_with_a_body_is_refused_and_deep_or_large_queries_never_reac
     let token = keys.token("alice", &[]);
     let url = gate.url("/graphql");
     let query = |q: &str| serde_json::json!({"query": q}).to_string();
-    let get = send(Method::GET, &url, Some(&token), &[], Some(&query("{ test(inputString: \"x\") { output } }"))).await;
+    let get = Req::get(&url).token(&token).body(query("{ test(inputString: \"x\") { output } }")).send().await;
     assert_eq!(get.status, StatusCode::BAD_REQUEST, "{}", get.message());
     assert!(get.message().contains("GET requests with a body are refused"), "{}", get.message());
 
@@ -67,23 +66,22 @@ async fn graphql_get_with_a_body_is_refused_and_deep_or_large_queries_never_reac
         deep.push_str(&format!("{{ f{i} "));
     }
     deep.push_str(&"}".repeat(11));
-    let refused = send(Method::POST, &url, Some(&token), &[], Some(&query(&deep))).await;
+    let refused = Req::post(&url).token(&token).body(query(&deep)).send().await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST);
     assert_eq!(refused.json()["error_code"], "INVALID_PARAMETER_VALUE");
     assert!(refused.message().contains("levels deep"), "{}", refused.message());
 
     let aliases: Vec<String> = (0..11).map(|i| format!("a{i}: test(inputString: \"x\") {{ output }}")).collect();
-    let refused =
-        send(Method::POST, &url, Some(&token), &[], Some(&query(&format!("{{ {} }}", aliases.join(" "))))).await;
+    let refused = Req::post(&url).token(&token).body(query(&format!("{{ {} }}", aliases.join(" ")))).send().await;
     assert_eq!(refused.json()["error_code"], "INVALID_PARAMETER_VALUE", "{}", refused.message());
 
     // The 2.7 MB query of the issue is refused by the body limit before it is even parsed.
     let huge = query(&format!("{{ test(inputString: \"{}\") {{ output }} }}", "x".repeat(2_700_000)));
-    let refused = send(Method::POST, &url, Some(&token), &[], Some(&huge)).await;
+    let refused = Req::post(&url).token(&token).body(&huge).send().await;
     assert_eq!(refused.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(upstream.hits("/graphql"), 0, "no GraphQL request reached MLflow");
 
-    let ok = send(Method::POST, &url, Some(&token), &[], Some(&query("{ test(inputString: \"x\") { output } }"))).await;
+    let ok = Req::post(&url).token(&token).body(query("{ test(inputString: \"x\") { output } }")).send().await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.message());
     assert_eq!(upstream.hits("/graphql"), 1);
     gate.stop().await;
@@ -95,15 +93,14 @@ async fn search_bodies_get_the_small_limit_and_writes_the_large_one() {
     let token = keys.token("alice", &[]);
     let filler = "x".repeat(70 * 1024);
     let body = serde_json::json!({"experiment_ids": ["1"], "filter": filler}).to_string();
-    let search = send(Method::POST, &gate.url("/api/2.0/mlflow/runs/search"), Some(&token), &[], Some(&body)).await;
+    let search = Req::post(gate.url("/api/2.0/mlflow/runs/search")).token(&token).body(&body).send().await;
     assert_eq!(search.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", search.message());
     assert_eq!(search.json()["error_code"], "REQUEST_LIMIT_EXCEEDED");
     assert!(search.message().contains("65536"), "{}", search.message());
     assert_eq!(upstream.hits("/api/2.0/mlflow/runs/search"), 0);
     // The same size is within a write's limit (whatever the policy then decides).
     let body = serde_json::json!({"name": "exp", "tags": [{"key": "note", "value": filler}]}).to_string();
-    let create =
-        send(Method::POST, &gate.url("/api/2.0/mlflow/experiments/create"), Some(&token), &[], Some(&body)).await;
+    let create = Req::post(gate.url("/api/2.0/mlflow/experiments/create")).token(&token).body(&body).send().await;
     assert_ne!(create.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", create.message());
     gate.stop().await;
 }
@@ -113,9 +110,9 @@ async fn requests_over_the_concurrency_cap_get_503_with_retry_after() {
     let slow = Behaviour { delay: Some(Duration::from_secs(1)), ..Behaviour::default() };
     let (gate, upstream, _keys) = gate_with("max_concurrent_requests = 1", slow).await;
     let url = gate.url("/health");
-    let first = tokio::spawn(async move { send(Method::GET, &url, None, &[], None).await });
-    eventually(|| upstream.count() == 1).await;
-    let shed = send(Method::GET, &gate.url("/version"), None, &[], None).await;
+    let first = tokio::spawn(async move { Req::get(&url).send().await });
+    eventually(10, "the first request to reach the upstream", || async { (upstream.count() == 1).then_some(()) }).await;
+    let shed = Req::get(gate.url("/version")).send().await;
     assert_eq!(shed.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(shed.json()["error_code"], "TEMPORARILY_UNAVAILABLE");
     assert!(shed.message().contains("server.max_concurrent_requests"), "{}", shed.message());
@@ -123,7 +120,7 @@ async fn requests_over_the_concurrency_cap_get_503_with_retry_after() {
     assert_eq!(upstream.hits("/version"), 0);
     assert_eq!(first.await.unwrap().status, StatusCode::OK);
     // The slot is back once the first response has been sent.
-    assert_eq!(send(Method::GET, &gate.url("/version"), None, &[], None).await.status, StatusCode::OK);
+    assert_eq!(Req::get(gate.url("/version")).send().await.status, StatusCode::OK);
     gate.stop().await;
 }
 
@@ -196,28 +193,11 @@ async fn connections_over_the_cap_get_503_and_idle_ones_are_closed() {
     let answer = answer_on(&mut second).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     drop(first);
-    eventually_async(|| async {
+    eventually(10, "a place freed by the idle timeout", || async {
         let mut s = TcpStream::connect(gate.addr).await.ok()?;
         s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.ok()?;
         answer_on(&mut s).await.starts_with("HTTP/1.1 200").then_some(())
     })
     .await;
     gate.stop().await;
-}
-
-/// Waits (up to 10 s) until `cond` holds.
-async fn eventually(cond: impl Fn() -> bool) {
-    eventually_async(|| async { cond().then_some(()) }).await
-}
-
-async fn eventually_async<F, Fut>(check: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Option<()>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while check().await.is_none() {
-        assert!(tokio::time::Instant::now() < deadline, "condition not met within 10 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

@@ -1,11 +1,10 @@
 //! Names and tags a client may not write are refused before anything reaches MLflow: not the request, not even the
 //! gate's own look-ups (a recording upstream proves it).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use common::{gate_with_recorder, send, Behaviour};
-use http::{Method, StatusCode};
+use common::{gate_with_recorder, Behaviour, Req};
+use http::StatusCode;
 
 #[tokio::test]
 async fn hidden_characters_in_names_and_nested_reserved_tags_reach_nothing() {
@@ -45,22 +44,17 @@ async fn hidden_characters_in_names_and_nested_reserved_tags_reach_nothing() {
         ("/api/3.0/mlflow/datasets/create", r#"{"name": "d", "tags": "{\"x\": NaN}"}"#, 400, "INVALID_PARAMETER_VALUE"),
     ];
     for (path, body, status, code) in cases {
-        let answer =
-            send(Method::POST, &gate.url(path), Some(&alice), &[("content-type", "application/json")], Some(body))
-                .await;
+        let answer = Req::post(gate.url(path)).token(&alice).json(body).send().await;
         assert_eq!(answer.status.as_u16(), status, "{path}: {}", answer.message());
         assert_eq!(answer.json()["error_code"], code, "{path}");
     }
     assert_eq!(upstream.count(), 0, "the upstream saw a request");
     // A look-alike of a protected alias is not refused here: it reaches the policy (with its enrichment look-ups).
-    let answer = send(
-        Method::POST,
-        &gate.url("/api/2.0/mlflow/registered-models/alias"),
-        Some(&alice),
-        &[("content-type", "application/json")],
-        Some(r#"{"name": "m", "alias": "Champion", "version": "1"}"#),
-    )
-    .await;
+    let answer = Req::post(gate.url("/api/2.0/mlflow/registered-models/alias"))
+        .token(&alice)
+        .json(r#"{"name": "m", "alias": "Champion", "version": "1"}"#)
+        .send()
+        .await;
     assert_ne!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.message());
     gate.stop().await;
 }

@@ -1,13 +1,12 @@
 //! Forwarding at the gate: what the upstream receives for permitted requests, what it never receives for denied or
 //! ambiguous ones, and the errors a client sees when the upstream fails.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
-use http::{Method, StatusCode};
+use http::StatusCode;
 
 const TRANSITION: &str = "/api/2.0/mlflow/model-versions/transition-stage";
 
@@ -15,14 +14,7 @@ const TRANSITION: &str = "/api/2.0/mlflow/model-versions/transition-stage";
 async fn policy_denial_is_403_with_reasons_and_nothing_reaches_mlflow() {
     let (gate, upstream, keys) = gate_with_recorder(Behaviour::default()).await;
     let body = r#"{"name":"fraud","version":"1","stage":"production","archive_existing_versions":true}"#;
-    let a = send(
-        Method::POST,
-        &gate.url(TRANSITION),
-        Some(&keys.token("alice", &["ml-senior"])),
-        &[("content-type", "application/json")],
-        Some(body),
-    )
-    .await;
+    let a = Req::post(gate.url(TRANSITION)).token(&keys.token("alice", &["ml-senior"])).json(body).send().await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
     assert_eq!(a.json()["error_code"], "PERMISSION_DENIED");
     assert!(a.message().contains("only the CI service account may transition to Production"), "{}", a.message());
@@ -30,14 +22,11 @@ async fn policy_denial_is_403_with_reasons_and_nothing_reaches_mlflow() {
     assert_eq!(upstream.mutations(), 0, "only the gate's own look-ups may reach MLflow before a decision");
     // The same principal's permitted mutation does reach MLflow.
     let create = "/api/2.0/mlflow/registered-models/create";
-    let ok = send(
-        Method::POST,
-        &gate.url(create),
-        Some(&keys.token("alice", &["ml-senior"])),
-        &[("content-type", "application/json")],
-        Some(r#"{"name":"fraud"}"#),
-    )
-    .await;
+    let ok = Req::post(gate.url(create))
+        .token(&keys.token("alice", &["ml-senior"]))
+        .json(r#"{"name":"fraud"}"#)
+        .send()
+        .await;
     assert_eq!(ok.status, StatusCode::OK);
     assert_eq!(upstream.hits(create), 1);
     gate.stop().await;
@@ -46,14 +35,11 @@ async fn policy_denial_is_403_with_reasons_and_nothing_reaches_mlflow() {
 #[tokio::test]
 async fn unknown_mutating_route_is_denied_without_reaching_mlflow() {
     let (gate, upstream, keys) = gate_with_recorder(Behaviour::default()).await;
-    let a = send(
-        Method::POST,
-        &gate.url("/api/2.0/mlflow/registered-models/obliterate"),
-        Some(&keys.token("alice", &[])),
-        &[("content-type", "application/json")],
-        Some("{}"),
-    )
-    .await;
+    let a = Req::post(gate.url("/api/2.0/mlflow/registered-models/obliterate"))
+        .token(&keys.token("alice", &[]))
+        .json("{}")
+        .send()
+        .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
     assert!(a.message().contains("not a route mlflow-gate knows"), "{}", a.message());
     assert_eq!(upstream.count(), 0);
@@ -70,14 +56,12 @@ async fn forwarded_request_carries_no_credentials_and_gate_forwarding_headers() 
         ("x-mlflow-authorization", "Basic Zm9vOmJhcg=="),
         ("host", "gate.example.com"),
     ];
-    let a = send(
-        Method::POST,
-        &gate.url("/api/2.0/mlflow/registered-models/create"),
-        Some(&keys.token("alice", &[])),
-        &headers,
-        Some(r#"{"name": "m1"}"#),
-    )
-    .await;
+    let a = Req::post(gate.url("/api/2.0/mlflow/registered-models/create"))
+        .token(&keys.token("alice", &[]))
+        .headers(&headers)
+        .body(r#"{"name": "m1"}"#)
+        .send()
+        .await;
     assert_eq!(a.status, StatusCode::OK);
     let seen = upstream.last_to("/api/2.0/mlflow/registered-models/create");
     for gone in ["authorization", "x-mlflow-assistant-delegation", "x-mlflow-authorization"] {
@@ -123,21 +107,18 @@ async fn ambiguous_requests_are_400_and_never_forwarded() {
     let (gate, upstream, keys) = gate_with_recorder(Behaviour::default()).await;
     let t = keys.token("ci", &["mlflow-ci"]);
     let json = [("content-type", "application/json")];
-    let dup = send(
-        Method::POST,
-        &gate.url(TRANSITION),
-        Some(&t),
-        &json,
-        Some(r#"{"name":"m","version":"1","stage":"Staging","stage":"Production"}"#),
-    )
-    .await;
+    let dup = Req::post(gate.url(TRANSITION))
+        .token(&t)
+        .headers(&json)
+        .body(r#"{"name":"m","version":"1","stage":"Staging","stage":"Production"}"#)
+        .send()
+        .await;
     assert_eq!(dup.status, StatusCode::BAD_REQUEST);
     assert!(dup.message().contains("duplicate key"), "{}", dup.message());
-    let double = send(Method::POST, &gate.url(TRANSITION), Some(&t), &json, Some(r#""{\"name\":\"m\"}""#)).await;
+    let double = Req::post(gate.url(TRANSITION)).token(&t).headers(&json).body(r#""{\"name\":\"m\"}""#).send().await;
     assert_eq!(double.status, StatusCode::BAD_REQUEST);
     let get_body =
-        send(Method::GET, &gate.url("/api/2.0/mlflow/registered-models/get"), Some(&t), &[], Some(r#"{"name":"m"}"#))
-            .await;
+        Req::get(gate.url("/api/2.0/mlflow/registered-models/get")).token(&t).body(r#"{"name":"m"}"#).send().await;
     assert_eq!(get_body.status, StatusCode::BAD_REQUEST);
     for path in [
         "//api/2.0/mlflow/registered-models/create",
@@ -182,14 +163,11 @@ async fn oversized_body_is_413() {
     ))
     .await;
     let big = format!(r#"{{"name":"{}"}}"#, "x".repeat(2000));
-    let a = send(
-        Method::POST,
-        &gate.url("/api/2.0/mlflow/registered-models/create"),
-        Some(&keys.token("a", &[])),
-        &[("content-type", "application/json")],
-        Some(&big),
-    )
-    .await;
+    let a = Req::post(gate.url("/api/2.0/mlflow/registered-models/create"))
+        .token(&keys.token("a", &[]))
+        .json(&big)
+        .send()
+        .await;
     assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(a.json()["error_code"], "REQUEST_LIMIT_EXCEEDED");
     assert_eq!(upstream.count(), 0);
@@ -199,18 +177,16 @@ async fn oversized_body_is_413() {
 #[tokio::test]
 async fn upstream_down_is_502_and_slow_upstream_is_504() {
     let keys = Keys::new();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let gate = GateHandle::start_toml(&config_toml(closed, &keys.jwks_path(), &policies_dir(), "")).await;
-    let a = send(Method::GET, &gate.url("/api/2.0/mlflow/experiments/search"), Some(&keys.token("a", &[])), &[], None)
-        .await;
+    let closed = ReservedPort::new();
+    let gate = GateHandle::start_toml(&config_toml(closed.addr(), &keys.jwks_path(), &policies_dir(), "")).await;
+    let a = Req::get(gate.url("/api/2.0/mlflow/experiments/search")).token(&keys.token("a", &[])).send().await;
     assert_eq!(a.status, StatusCode::BAD_GATEWAY);
     assert_eq!(a.json()["error_code"], "TEMPORARILY_UNAVAILABLE");
     gate.stop().await;
 
     let slow = Recorder::start(Behaviour { delay: Some(Duration::from_secs(4)), ..Behaviour::default() }).await;
     let gate = GateHandle::start_toml(&config_toml(slow.addr, &keys.jwks_path(), &policies_dir(), "")).await;
-    let a = send(Method::GET, &gate.url("/api/2.0/mlflow/experiments/search"), Some(&keys.token("a", &[])), &[], None)
-        .await;
+    let a = Req::get(gate.url("/api/2.0/mlflow/experiments/search")).token(&keys.token("a", &[])).send().await;
     assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(a.json()["error_code"], "DEADLINE_EXCEEDED");
     gate.stop().await;
@@ -249,14 +225,7 @@ async fn expect_100_continue_with_a_denial_never_reads_or_forwards_the_body() {
 async fn failed_registry_lookup_denies_with_503_and_mutates_nothing() {
     let (gate, upstream, keys) = gate_with_recorder(Behaviour { fail_gets: true, ..Behaviour::default() }).await;
     let body = r#"{"name":"fraud","version":"1","stage":"Staging"}"#;
-    let a = send(
-        Method::POST,
-        &gate.url(TRANSITION),
-        Some(&keys.token("ci", &["mlflow-ci"])),
-        &[("content-type", "application/json")],
-        Some(body),
-    )
-    .await;
+    let a = Req::post(gate.url(TRANSITION)).token(&keys.token("ci", &["mlflow-ci"])).json(body).send().await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(a.json()["error_code"], "TEMPORARILY_UNAVAILABLE");
     assert!(a.message().contains("looking up"), "{}", a.message());

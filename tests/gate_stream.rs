@@ -1,6 +1,5 @@
 //! Streaming: a 1 GiB artifact passes through the gate in both directions without being held in memory. Memory is
 //! read from the process's peak resident set (VmHWM), which would grow by the body size if anything buffered it.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

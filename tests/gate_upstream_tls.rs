@@ -1,6 +1,5 @@
 //! TLS to the upstream: when MLflow is not on loopback it is reached over https, and a private CA is trusted only
 //! when configured (`upstream.ca_file`).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -9,13 +8,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::*;
-use http::{Method, StatusCode};
+use http::StatusCode;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 
 /// An https upstream with a self-signed certificate for 127.0.0.1; returns its address and the certificate PEM.
+#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
 async fn tls_upstream() -> (std::net::SocketAddr, String) {
     let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
     let cert_pem = certified.cert.pem();
@@ -61,12 +61,12 @@ async fn https_upstream_with_a_private_ca_needs_the_ca_file() {
 
     let trusting = base.replace("[auth]", &format!("ca_file = \"{}\"\n\n[auth]", ca.display()));
     let gate = GateHandle::start_toml(&trusting).await;
-    let a = send(Method::GET, &gate.url(path), Some(&keys.token("alice", &[])), &[], None).await;
+    let a = Req::get(gate.url(path)).token(&keys.token("alice", &[])).send().await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
     gate.stop().await;
 
     let gate = GateHandle::start_toml(&base).await;
-    let a = send(Method::GET, &gate.url(path), Some(&keys.token("alice", &[])), &[], None).await;
+    let a = Req::get(gate.url(path)).token(&keys.token("alice", &[])).send().await;
     assert_eq!(a.status, StatusCode::BAD_GATEWAY, "an untrusted upstream certificate must not be accepted");
     gate.stop().await;
 }

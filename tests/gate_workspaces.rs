@@ -1,12 +1,11 @@
 //! MLflow workspaces at the gate: the `X-MLFLOW-WORKSPACE` header is validated once, and every call the gate makes
 //! for a request (registry look-ups, the logged-model look-up, workflow and stage-history writes, the forwarded
 //! request) carries that request's workspace; the logged-model cache never answers for another workspace.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use common::*;
-use http::{Method, StatusCode};
+use http::StatusCode;
 
 const WS: &str = "x-mlflow-workspace";
 const ALIAS: &str = "/api/2.0/mlflow/registered-models/alias";
@@ -40,9 +39,10 @@ async fn post(gate: &GateHandle, keys: &Keys, path: &str, workspace: Option<&str
     if let Some(w) = workspace {
         headers.push((WS, w));
     }
-    send(Method::POST, &gate.url(path), Some(&keys.token("alice", &[])), &headers, Some(body)).await
+    Req::post(gate.url(path)).token(&keys.token("alice", &[])).headers(&headers).body(body).send().await
 }
 
+#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
 fn workspaces_seen(upstream: &Recorder) -> Vec<(String, Vec<String>)> {
     let seen = upstream.seen.lock().unwrap();
     seen.iter()
@@ -111,13 +111,13 @@ async fn an_invalid_or_repeated_workspace_header_is_400_and_reaches_nothing() {
     for values in cases {
         let mut headers = vec![("content-type", "application/json")];
         headers.extend(values.iter().map(|v| (WS, *v)));
-        let a = send(Method::POST, &gate.url(ALIAS), Some(&token), &headers, Some(body)).await;
+        let a = Req::post(gate.url(ALIAS)).token(&token).headers(&headers).body(body).send().await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{values:?}");
         assert_eq!(a.json()["error_code"], "INVALID_PARAMETER_VALUE", "{values:?}");
         assert!(a.message().contains("X-MLFLOW-WORKSPACE"), "{}", a.message());
     }
     // Public routes are forwarded with the header too, so it is validated there as well.
-    let health = send(Method::GET, &gate.url("/health"), None, &[(WS, "Team")], None).await;
+    let health = Req::get(gate.url("/health")).header(WS, "Team").send().await;
     assert_eq!(health.status, StatusCode::BAD_REQUEST);
     assert_eq!(upstream.count(), 0, "nothing may reach MLflow with a workspace the gate did not evaluate");
     gate.stop().await;

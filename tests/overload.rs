@@ -3,7 +3,6 @@
 //! `CONTROL_BOUND` and the gate's RSS stays within a stated bound over its idle baseline; afterwards the gate's
 //! timeouts close the attackers' connections. Sizes and durations are bounded (each test runs in ~10 s); the tests
 //! run one at a time and print their figures.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -65,6 +64,7 @@ struct Monitor {
 }
 
 impl Monitor {
+    #[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
     fn start(gate: &GateProcess) -> Monitor {
         let stop = Arc::new(AtomicBool::new(false));
         let (addr, rss) = (gate.addr, RssReader::of(gate));
@@ -88,6 +88,7 @@ impl Monitor {
     }
 
     /// Worst control latency, peak RSS (KiB), samples, failed controls.
+    #[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
     fn finish(self) -> (Duration, u64, usize, usize) {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().unwrap()

@@ -3,7 +3,6 @@
 //! bundle gets the VM at all, and that the VM decides exactly as the interpreter on a broad corpus of inputs:
 //! every kind of principal, reads and writes of every resource type, governed registry operations, server-side
 //! jobs, webhooks, unknown routes, reserved tags, and registry facts that are complete, degraded or malformed.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,6 +12,7 @@ use serde_json::{json, Value};
 
 const ENTRYPOINT: &str = "data.mlflow_gate.decision";
 
+#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
 fn default_bundle() -> Bundle {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     Bundle::load(&dir, ENTRYPOINT, Duration::from_secs(2)).unwrap()
@@ -170,6 +170,7 @@ struct Engines {
 
 impl Engines {
     /// Both engines of `bundle`, with its data changed by `patch`.
+    #[expect(clippy::expect_used, clippy::unwrap_used, reason = "test helper: see clippy.toml")]
     fn with_data(bundle: &Bundle, patch: impl FnOnce(&mut Value)) -> Engines {
         let mut data = serde_json::to_value(bundle.bytecode().unwrap().data.clone()).unwrap();
         patch(&mut data);
@@ -182,6 +183,7 @@ impl Engines {
     }
 
     /// Evaluates `doc` on both engines, asserts that the whole decision documents are equal, and returns it.
+    #[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
     fn decide(&mut self, doc: &Value, case: impl std::fmt::Display) -> regorus::Value {
         let value = input::to_rego(doc);
         self.interpreter.set_input(value.clone());

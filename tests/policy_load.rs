@@ -1,7 +1,6 @@
 //! Start-up refusals and fail-closed evaluation: a bundle that does not compile, or whose entrypoint errors on the
 //! sample input, stops the gate from starting (and `mlflow-gate check` names the file and line); an evaluation
 //! error at request time denies.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -10,9 +9,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use http::{Method, StatusCode};
+use http::StatusCode;
 use mlflow_gate::policy::Bundle;
 
+#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
 fn bundle_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in files {
@@ -59,16 +59,13 @@ async fn evaluation_error_at_request_time_denies() {
     let keys = Keys::new();
     let gate = GateHandle::start_toml(&config_toml(upstream.addr, &keys.jwks_path(), dir.path(), "")).await;
     let token = keys.token("alice", &[]);
-    let ok = send(Method::GET, &gate.url("/api/2.0/mlflow/experiments/search"), Some(&token), &[], None).await;
+    let ok = Req::get(gate.url("/api/2.0/mlflow/experiments/search")).token(&token).send().await;
     assert_eq!(ok.status, StatusCode::OK);
-    let denied = send(
-        Method::POST,
-        &gate.url("/api/2.0/mlflow/experiments/create"),
-        Some(&token),
-        &[("content-type", "application/json")],
-        Some(r#"{"name":"e","n":0}"#),
-    )
-    .await;
+    let denied = Req::post(gate.url("/api/2.0/mlflow/experiments/create"))
+        .token(&token)
+        .json(r#"{"name":"e","n":0}"#)
+        .send()
+        .await;
     assert_eq!(denied.status, StatusCode::FORBIDDEN);
     assert!(denied.message().contains("could not be evaluated"), "{}", denied.message());
     assert_eq!(upstream.mutations(), 0);
@@ -99,6 +96,7 @@ fn check_command_reports_config_and_policy_faults_and_passes_a_good_config() {
     assert!(!ok && text.contains("bad.rego:5"), "{text}");
 }
 
+#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
 fn copy_policies(shadow_all: bool) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(policies_dir()).unwrap() {
@@ -122,17 +120,10 @@ async fn whole_bundle_shadow_mode_allows_but_counts_would_deny() {
         + &format!("\n[admin]\nlisten = \"{admin}\"\n");
     let gate = GateHandle::start_toml(&toml).await;
     let delete = "/api/2.0/mlflow/registered-models/delete";
-    let a = send(
-        Method::DELETE,
-        &gate.url(delete),
-        Some(&keys.token("alice", &[])),
-        &[("content-type", "application/json")],
-        Some(r#"{"name":"m"}"#),
-    )
-    .await;
+    let a = Req::delete(gate.url(delete)).token(&keys.token("alice", &[])).json(r#"{"name":"m"}"#).send().await;
     assert_eq!(a.status, StatusCode::OK, "shadow mode must not enforce: {:?}", a.body);
     assert_eq!(upstream.hits(delete), 1);
-    let metrics = send(Method::GET, &format!("http://{admin}/metrics"), None, &[], None).await;
+    let metrics = Req::get(format!("http://{admin}/metrics")).send().await;
     let text = String::from_utf8_lossy(&metrics.body).into_owned();
     assert!(text.contains("mlflow_gate_would_deny_total{operation=\"DeleteRegisteredModel\"} 1"), "{text}");
     assert!(
@@ -147,14 +138,7 @@ async fn whole_bundle_shadow_mode_allows_but_counts_would_deny() {
     let policies = copy_policies(false);
     let upstream = Recorder::start(Behaviour::default()).await;
     let gate = GateHandle::start_toml(&config_toml(upstream.addr, &keys.jwks_path(), policies.path(), "")).await;
-    let a = send(
-        Method::DELETE,
-        &gate.url(delete),
-        Some(&keys.token("alice", &[])),
-        &[("content-type", "application/json")],
-        Some(r#"{"name":"m"}"#),
-    )
-    .await;
+    let a = Req::delete(gate.url(delete)).token(&keys.token("alice", &[])).json(r#"{"name":"m"}"#).send().await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
     assert_eq!(upstream.hits(delete), 0);
     gate.stop().await;

@@ -1,6 +1,7 @@
 //! Webhook delivery against a real HTTP receiver on 127.0.0.1:0: signatures, filters, retries, give-up, and
 //! deliveries that survive a restart through the spool.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -11,6 +12,7 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use common::ReservedPort;
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -20,7 +22,6 @@ use mlflow_gate::config::Config;
 use mlflow_gate::webhooks::{Event, WebhookStats, Webhooks};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
-use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
@@ -48,9 +49,11 @@ struct Got {
 }
 
 impl Got {
+    #[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
     fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap()
     }
+    #[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
     fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(|v| v.to_str().unwrap())
     }
@@ -73,20 +76,21 @@ impl Drop for Receiver {
 
 impl Receiver {
     async fn start(answer: impl Fn(usize) -> u16 + Send + Sync + 'static) -> Receiver {
-        Receiver::start_on("127.0.0.1:0".parse().unwrap(), answer).await
+        Receiver::start_on(ReservedPort::new(), answer).await
     }
 
-    async fn start_on(addr: SocketAddr, answer: impl Fn(usize) -> u16 + Send + Sync + 'static) -> Receiver {
-        Receiver::serve(addr, None, answer).await
+    async fn start_on(port: ReservedPort, answer: impl Fn(usize) -> u16 + Send + Sync + 'static) -> Receiver {
+        Receiver::serve(port, None, answer).await
     }
 
+    #[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
     async fn serve(
-        addr: SocketAddr,
+        port: ReservedPort,
         tls: Option<TlsAcceptor>,
         answer: impl Fn(usize) -> u16 + Send + Sync + 'static,
     ) -> Receiver {
-        let listener = TcpListener::bind(addr).await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let addr = port.addr();
+        let listener = port.listen();
         let got: Arc<Mutex<Vec<Got>>> = Arc::default();
         let (answer, count, seen): (Answer, _, _) = (Arc::new(answer), Arc::new(AtomicUsize::new(0)), got.clone());
         let task = tokio::spawn(async move {
@@ -120,6 +124,7 @@ impl Receiver {
         Receiver { addr, got, task }
     }
 
+    #[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
     fn got(&self) -> Vec<Got> {
         self.got.lock().unwrap().clone()
     }
@@ -164,6 +169,7 @@ async fn until(what: &str, webhooks: &Webhooks, cond: impl Fn(WebhookStats) -> b
     }
 }
 
+#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
 fn spooled(dir: &Path) -> usize {
     std::fs::read_dir(dir.join("spool"))
         .map(|d| d.filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json")).count())
@@ -180,6 +186,7 @@ fn hmac_hex(key: &[u8], msg: &[u8]) -> String {
     outer.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
 fn decision_ids(got: &[Got]) -> Vec<String> {
     got.iter().map(|g| g.json()["decision_id"].as_str().unwrap().to_string()).collect()
 }
@@ -278,9 +285,9 @@ async fn a_receiver_failing_three_times_still_gets_every_event_exactly_once() {
 
 #[tokio::test]
 async fn pending_deliveries_survive_a_restart_in_order() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = ReservedPort::new();
     let dir = tempfile::tempdir().unwrap();
-    let hooks = hook(&format!("http://{dead}/r"), &["MODEL_VERSION_TAG_SET"], "");
+    let hooks = hook(&format!("http://{}/r", dead.addr()), &["MODEL_VERSION_TAG_SET"], "");
     let cfg = config(dir.path(), "max_attempts = 100000\nconcurrency = 1", &hooks).unwrap();
     let first = Webhooks::start(&cfg.webhook_delivery, &cfg.webhooks).await.unwrap();
     for n in 0..3 {
@@ -346,6 +353,7 @@ async fn without_webhooks_emit_does_nothing() {
 }
 
 /// A self-signed certificate for 127.0.0.1: its PEM and a TLS acceptor serving it.
+#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
 fn self_signed() -> (String, TlsAcceptor) {
     let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
@@ -361,7 +369,7 @@ fn self_signed() -> (String, TlsAcceptor) {
 #[tokio::test]
 async fn https_hooks_trust_their_ca_file_or_skip_verification_and_refuse_an_unknown_certificate() {
     let (pem, acceptor) = self_signed();
-    let rx = Receiver::serve("127.0.0.1:0".parse().unwrap(), Some(acceptor), |_| 200).await;
+    let rx = Receiver::serve(ReservedPort::new(), Some(acceptor), |_| 200).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.pem"), pem).unwrap();
     let url = |p: &str| format!("https://{}/{p}", rx.addr);

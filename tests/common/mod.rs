@@ -1,5 +1,7 @@
 //! Test harness: a recording fake upstream (proves what reached "MLflow" and what did not), an in-process gate on
 //! port 0 with a generated signing key, and small clients (hyper for ordinary requests, raw TCP for odd ones).
+// clippy.toml's allow-unwrap-in-tests covers #[test] functions only: these helpers, shared by the integration
+// tests, are test code too.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod binary;
@@ -304,7 +306,81 @@ impl Answer {
     }
 }
 
-/// Sends a request with hyper's client.
+/// A request for hyper's client, built by what it has:
+/// `Req::post(gate.url(path)).token(&token).json(body).send().await`.
+#[must_use]
+pub struct Req {
+    method: Method,
+    url: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Req {
+    pub fn new(method: Method, url: impl Into<String>) -> Req {
+        Req { method, url: url.into(), headers: Vec::new(), body: String::new() }
+    }
+    pub fn get(url: impl Into<String>) -> Req {
+        Req::new(Method::GET, url)
+    }
+    pub fn post(url: impl Into<String>) -> Req {
+        Req::new(Method::POST, url)
+    }
+    pub fn put(url: impl Into<String>) -> Req {
+        Req::new(Method::PUT, url)
+    }
+    pub fn patch(url: impl Into<String>) -> Req {
+        Req::new(Method::PATCH, url)
+    }
+    pub fn delete(url: impl Into<String>) -> Req {
+        Req::new(Method::DELETE, url)
+    }
+    /// `Authorization: Bearer <token>`.
+    pub fn token(self, token: &str) -> Req {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+    pub fn maybe_token(self, token: Option<&str>) -> Req {
+        match token {
+            Some(t) => self.token(t),
+            None => self,
+        }
+    }
+    pub fn header(mut self, name: &str, value: &str) -> Req {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+    pub fn headers(self, headers: &[(&str, &str)]) -> Req {
+        headers.iter().fold(self, |req, (k, v)| req.header(k, v))
+    }
+    pub fn body(mut self, body: impl Into<String>) -> Req {
+        self.body = body.into();
+        self
+    }
+    pub fn maybe_body(self, body: Option<&str>) -> Req {
+        match body {
+            Some(b) => self.body(b),
+            None => self,
+        }
+    }
+    /// The body, with `Content-Type: application/json`.
+    pub fn json(self, body: impl Into<String>) -> Req {
+        self.header("content-type", "application/json").body(body)
+    }
+
+    pub async fn send(self) -> Answer {
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let mut req = Request::builder().method(self.method).uri(self.url);
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        let req = req.body(Full::new(Bytes::from(self.body))).unwrap();
+        let resp = client.request(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        Answer { status: parts.status, headers: parts.headers, body: body.collect().await.unwrap().to_bytes() }
+    }
+}
+
+/// Sends a request with hyper's client (the positional form of `Req`).
 pub async fn send(
     method: Method,
     url: &str,
@@ -312,18 +388,45 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> Answer {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut req = Request::builder().method(method).uri(url);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
+    Req::new(method, url).maybe_token(token).headers(headers).maybe_body(body).send().await
+}
+
+/// A port held for later: bound and not listening, so connections to it are refused and nothing else can take it
+/// until `listen` makes it a listener (a peer that is down now and comes up later on the same address). Instead of
+/// binding port 0, noting the port and releasing it, which another process may take in between.
+pub struct ReservedPort(tokio::net::TcpSocket);
+
+impl ReservedPort {
+    pub fn new() -> ReservedPort {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        ReservedPort(socket)
     }
-    for (k, v) in headers {
-        req = req.header(*k, *v);
+
+    pub fn addr(&self) -> SocketAddr {
+        self.0.local_addr().unwrap()
     }
-    let req = req.body(Full::new(Bytes::from(body.unwrap_or("").to_owned()))).unwrap();
-    let resp = client.request(req).await.unwrap();
-    let (parts, body) = resp.into_parts();
-    Answer { status: parts.status, headers: parts.headers, body: body.collect().await.unwrap().to_bytes() }
+
+    pub fn listen(self) -> TcpListener {
+        self.0.listen(1024).unwrap()
+    }
+}
+
+/// Polls `check` (every 10 ms) until it returns `Some`, and returns that; fails the test after `secs` seconds
+/// naming `what`. The one way tests wait for something to happen.
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    secs: u64,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Sends raw bytes and returns the raw response text (up to the connection's close or 5 s).

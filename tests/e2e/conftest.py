@@ -14,10 +14,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import mlflow
@@ -85,9 +87,29 @@ def keygen(directory: Path) -> GateKeys:
 
 
 def free_port() -> int:
+    """A port free now, for a program that cannot listen on port 0 and report its address (MLflow): it may be
+    taken by someone else before the program binds it, so its callers retry on a bind failure."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def reserve_port() -> socket.socket:
+    """A socket bound to a free port and not listening: connections to it are refused, and nothing else can take the
+    port until `http_server_on` listens on it (a peer that is down now and comes up later on the same address)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def http_server_on(sock: socket.socket, handler: type) -> ThreadingHTTPServer:
+    """An HTTP server (in a thread) listening on `sock` from `reserve_port`, which it takes over."""
+    server = ThreadingHTTPServer(sock.getsockname(), handler, bind_and_activate=False)
+    server.socket.close()
+    server.socket = sock
+    server.server_activate()  # listen(): from now on connections are accepted
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 def start(cmd: list[str], log: Path, **kwargs) -> subprocess.Popen:
@@ -122,20 +144,20 @@ def wait_for(check: Callable[[], object], what: str, proc: subprocess.Popen, log
     process exits or the deadline passes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{what}: process exited with {proc.returncode}; log tail ({log}):\n{tail(log)}")
         result = check()
         if result:
             return result
+        if proc.poll() is not None:
+            pytest.fail(f"{what}: process exited with {proc.returncode}; log tail ({log}):\n{tail(log)}")
         time.sleep(POLL_INTERVAL_SECS)
     pytest.fail(f"{what}: not ready after {timeout}s; log tail ({log}):\n{tail(log)}")
 
 
-def answers_200(url: str) -> bool:
+def answers_200(url: str, **kwargs) -> bool:
     try:
         with requests.Session() as session:
             session.trust_env = False  # no HTTP(S)_PROXY for loopback
-            return session.get(url, timeout=5).status_code == 200
+            return session.get(url, timeout=5, **kwargs).status_code == 200
     except requests.RequestException:
         return False
 
@@ -156,19 +178,30 @@ def read_addr(path: Path) -> str | None:
 @contextmanager
 def mlflow_process(tmp: Path, *options: str) -> Iterator[Server]:
     """A real `mlflow server` (sqlite, served artifacts, one worker, no job runner) on a free port, with further
-    server `options` (e.g. `--enable-workspaces`); stopped on exit."""
-    port = free_port()
-    cmd = [str(MLFLOW_BIN), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    cmd += ["--backend-store-uri", f"sqlite:///{tmp}/mlflow.db"]
-    cmd += ["--serve-artifacts", "--artifacts-destination", str(tmp / "artifacts"), *options]
+    server `options` (e.g. `--enable-workspaces`); stopped on exit. MLflow cannot report a port of its own choosing:
+    if the port picked is taken before MLflow binds it, MLflow is started again on another."""
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    server = Server(f"http://127.0.0.1:{port}", tmp / "mlflow.log")
-    proc = start(cmd, server.log, env=env, cwd=tmp)
-    try:
-        wait_for(lambda: answers_200(f"{server.url}/health"), "mlflow server", proc, server.log, STARTUP_TIMEOUT_SECS)
-        yield server
-    finally:
-        stop(proc)
+    for attempt in range(1, 4):
+        port = free_port()
+        cmd = [str(MLFLOW_BIN), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        cmd += ["--backend-store-uri", f"sqlite:///{tmp}/mlflow.db"]
+        cmd += ["--serve-artifacts", "--artifacts-destination", str(tmp / "artifacts"), *options]
+        server = Server(f"http://127.0.0.1:{port}", tmp / "mlflow.log")
+        proc = start(cmd, server.log, env=env, cwd=tmp)
+        try:
+            def up_or_port_taken() -> str | None:
+                if answers_200(f"{server.url}/health"):
+                    return "up"
+                taken = ("address already in use", "connection in use")  # uvicorn's words, gunicorn's
+                if proc.poll() is not None and attempt < 3 and any(t in tail(server.log).lower() for t in taken):
+                    return "port taken"
+                return None
+
+            if wait_for(up_or_port_taken, "mlflow server", proc, server.log, STARTUP_TIMEOUT_SECS) == "up":
+                yield server
+                return
+        finally:
+            stop(proc)
 
 
 @pytest.fixture(scope="session")
@@ -190,45 +223,132 @@ def foreign_keys(tmp_path_factory) -> GateKeys:
     return keygen(tmp_path_factory.mktemp("foreign-keys") / "keys")
 
 
-def gate_config(upstream: str, jwks: Path) -> str:
-    # json.dumps gives a TOML basic string (same escapes) for the paths and URLs.
-    return f"""\
-[server]
-listen = "127.0.0.1:0"
-max_body_bytes = 10485760
+def toml_value(value) -> str:
+    # JSON's strings, numbers, booleans and arrays of them are TOML values too (same escapes).
+    return json.dumps(value)
 
-[upstream]
-url = {json.dumps(upstream)}
-connect_timeout_secs = 5
-timeout_secs = 60
 
-[[auth.issuers]]
-issuer = {json.dumps(ISSUER)}
-audiences = [{json.dumps(AUDIENCE)}]
-algorithms = ["RS256"]
-jwks_file = {json.dumps(str(jwks))}
-groups_claim = "groups"
+def to_toml(sections: dict) -> str:
+    """A gate config from structured options: {"server": {...}, "server.tls": {...}, "auth.issuers": [{...}]}. A
+    dict is a `[table]`, a list of dicts an `[[array of tables]]`; keys whose value is None are left out."""
+    out = []
+    for header, body in sections.items():
+        tables = [(f"[{header}]", body)] if isinstance(body, dict) else [(f"[[{header}]]", v) for v in body]
+        for heading, values in tables:
+            out.append(heading)
+            out += [f"{key} = {toml_value(value)}" for key, value in values.items() if value is not None]
+            out.append("")
+    return "\n".join(out)
 
-[policy]
-dir = {json.dumps(str(REPO / "policies"))}
-"""
+
+def gate_settings(upstream: str, jwks: Path, overrides: dict | None = None) -> dict:
+    """The e2e gate's config as sections (see `to_toml`), with `overrides` merged in: a table's keys are set (None
+    leaves a default alone), an array of tables is extended, a new section is added."""
+    sections: dict = {
+        "server": {"listen": "127.0.0.1:0", "max_body_bytes": 10485760},
+        "upstream": {"url": upstream, "connect_timeout_secs": 5, "timeout_secs": 60},
+        "auth.issuers": [{"issuer": ISSUER, "audiences": [AUDIENCE], "algorithms": ["RS256"],
+                          "jwks_file": str(jwks), "groups_claim": "groups"}],
+        "policy": {"dir": str(REPO / "policies")},
+    }
+    for header, body in (overrides or {}).items():
+        if isinstance(body, dict):
+            merged = sections.setdefault(header, {})
+            merged.update({k: v for k, v in body.items() if v is not None})
+        else:
+            sections.setdefault(header, []).extend(body)
+    return sections
+
+
+def gate_config(upstream: str, jwks: Path, overrides: dict | None = None) -> str:
+    """The e2e gate's config text (see `gate_settings` for `overrides`)."""
+    return to_toml(gate_settings(upstream, jwks, overrides))
+
+
+@dataclass(frozen=True)
+class Gate(Server):
+    """A gate process we started (see `gate_process`)."""
+
+    proc: subprocess.Popen | None = None
+    dir: Path = Path()
+    admin: str | None = None  # the admin listener's base URL, when the config has [admin]
+    audit: Path | None = None  # the audit file, when the config's [audit] sink is a file
+
+    @property
+    def addr(self) -> str:
+        return self.url.split("://", 1)[1]
+
+    @property
+    def port(self) -> int:
+        return int(self.addr.rsplit(":", 1)[1])
+
+    @property
+    def admin_url(self) -> str:
+        assert self.admin, "this gate has no [admin] listener"
+        return self.admin
+
+
+def logged_admin_addr(log: Path) -> str | None:
+    """The admin listener's address, as the gate logs it once bound (it has no address file of its own)."""
+    try:
+        text = log.read_text(errors="replace")
+    except FileNotFoundError:
+        return None
+    for line in text.splitlines():
+        try:
+            fields = json.loads(line).get("fields", {})
+        except (ValueError, AttributeError):
+            continue
+        if fields.get("message", "").startswith("admin listener") and "addr" in fields:
+            return fields["addr"]
+    return None
+
+
+def poll(check: Callable[[], object], what: str, timeout: float = 30, log: Path | None = None):
+    """Polls `check` until it returns something truthy (and returns that); fails at the deadline, with the tail of
+    `log` if given."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(POLL_INTERVAL_SECS)
+    pytest.fail(f"{what}: not true after {timeout}s" + (f"; log tail ({log}):\n{tail(log)}" if log else ""))
 
 
 @contextmanager
-def gate_process(tmp: Path, config_text: str, env: dict[str, str] | None = None) -> Iterator[Server]:
-    """`mlflow-gate serve` on port 0 with this configuration (written to `tmp`), once it answers /health; stopped
-    on exit. `env` adds to the environment (e.g. a webhook secret)."""
-    config, addr_file, log = tmp / "gate.toml", tmp / "gate.addr", tmp / "gate.log"
-    config.write_text(config_text)
+def gate_process(tmp: Path, config: str | dict, env: dict[str, str] | None = None, *, name: str = "gate",
+                 ca: Path | None = None, health_cert: tuple[str, str] | None = None,
+                 wait_healthy: bool = True) -> Iterator[Gate]:
+    """`mlflow-gate serve` with this configuration (text, or sections for `to_toml`; written to `tmp`), on the port
+    its addr file reports (listen on port 0: no port is picked and released), once it answers /health (over TLS
+    verified with `ca`, presenting `health_cert` if given; skipped with `wait_healthy=False`) and its admin listener
+    (if any) answers /healthz; stopped on exit. `env` adds to the environment (e.g. a webhook secret)."""
+    sections = config if isinstance(config, dict) else {}
+    text = to_toml(config) if isinstance(config, dict) else config
+    config_file, addr_file, log = tmp / "gate.toml", tmp / "gate.addr", tmp / "gate.log"
+    config_file.write_text(text)
+    addr_file.unlink(missing_ok=True)
     if not GATE_BIN.is_file():
         pytest.fail(f"gate binary {GATE_BIN} not found: run `cargo build` or set MLFLOW_GATE_BIN")
     env = {"RUST_LOG": "info", **os.environ, **(env or {})}
-    proc = start([str(GATE_BIN), "serve", "--config", str(config), "--addr-file", str(addr_file)], log, env=env)
+    proc = start([str(GATE_BIN), "serve", "--config", str(config_file), "--addr-file", str(addr_file)], log, env=env)
     try:
-        addr = wait_for(lambda: read_addr(addr_file), "gate addr file", proc, log, 30)
-        url = f"http://{addr}"
-        wait_for(lambda: answers_200(f"{url}/health"), "gate /health", proc, log, 30)
-        yield Server(url, log)
+        addr = wait_for(lambda: read_addr(addr_file), f"{name}: addr file", proc, log, 30)
+        tls = "server.tls" in sections or "[server.tls]" in text
+        url = f"{'https' if tls else 'http'}://{addr}"
+        admin = None
+        if "admin" in sections or "\n[admin]" in text:
+            admin = "http://" + wait_for(lambda: logged_admin_addr(log), f"{name}: admin address", proc, log, 30)
+        audit = sections.get("audit", {})
+        gate = Gate(url, log, proc, tmp, admin, Path(audit["file"]) if audit.get("sink") == "file" else None)
+        if wait_healthy:
+            verify = str(ca) if ca else True
+            wait_for(lambda: answers_200(f"{url}/health", verify=verify, cert=health_cert), f"{name}: /health", proc,
+                     log, 30)
+        if admin:
+            wait_for(lambda: answers_200(f"{admin}/healthz"), f"{name}: admin /healthz", proc, log, 30)
+        yield gate
     finally:
         stop(proc)
 
@@ -290,7 +410,7 @@ def client_as(gate: Server, monkeypatch) -> Iterator[Callable[[str | None], Mlfl
 @pytest.hookimpl(hookwrapper=True, specname="pytest_runtest_makereport")
 def pytest_runtest_makereport_started_gates(item, call):
     """On a failed test, also attach the log tails of gates a test started itself: a fixture value with a `logs`
-    attribute listing (name, log path) pairs (see `gates` in test_production_ops.py). (pytest only reads hook
+    attribute listing (name, log path) pairs (see `gates` in support/ops.py). (pytest only reads hook
     functions named pytest_*; `specname` says which hook this one is.)"""
     outcome = yield
     report = outcome.get_result()

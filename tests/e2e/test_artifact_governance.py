@@ -7,7 +7,6 @@ Every denial is checked against MLflow itself: the bytes read back straight from
 from __future__ import annotations
 
 import json
-import time
 
 import mlflow
 import mlflow.pyfunc
@@ -17,6 +16,7 @@ import pytest
 import sklearn
 from sklearn.linear_model import LogisticRegression
 
+from conftest import poll
 from helpers import GOOD_TAGS, approve_for, http, unique, upstream, upstream_stage
 
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
@@ -267,9 +267,7 @@ def test_client_traces_keep_uploading_their_data(gate, mlflow_server, client_as,
     assert info["tags"]["mlflow_gate.created_by"] == "alice"
     data = f"{store_path(info['tags']['mlflow.artifactLocation'])}/traces.json"
     # The client exports the span data on its own thread: wait for it to land (bounded).
-    deadline = time.monotonic() + 30
-    while (before := stored(mlflow_server, data)) is None and time.monotonic() < deadline:
-        time.sleep(0.1)
+    before = poll(lambda: stored(mlflow_server, data), "the trace data to be stored", log=gate.log)
     assert before and b"predict" in before, gate.log.read_text()[-3000:]
     assert_denied(put(gate, people["bob"], data, b"{}"), "owned by alice")
     assert stored(mlflow_server, data) == before

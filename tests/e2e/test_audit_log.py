@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import threading
-import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from conftest import GATE_BIN, POLL_INTERVAL_SECS, answers_200, free_port, gate_config, read_addr, start, stop, wait_for
+from conftest import GATE_BIN, gate_config, gate_process, gate_settings, poll
 from helpers import GOOD_TAGS, http, new_model_version
 
 DENIAL = "only the CI service account may transition to Production"
@@ -61,15 +60,6 @@ class Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-def poll(check, what: str, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(POLL_INTERVAL_SECS)
-    pytest.fail(f"{what}: not true after {timeout}s")
-
-
 # Made straight in MLflow, the run carries its owner as the gate would have stamped it (the evaluation gate checks
 # that a version's files are its run owner's output).
 OWNED_BY_ALICE = {**GOOD_TAGS, "mlflow.user": "alice"}
@@ -81,52 +71,35 @@ def run(mlflow_server, gate_keys, tmp_path_factory) -> AuditRun:
     key_file = tmp / "audit.key"
     key_file.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
     receiver = Receiver()
-    admin_port = free_port()
     audit = tmp / "audit.log"
-    config = gate_config(mlflow_server.url, gate_keys.jwks) + f"""
-[admin]
-listen = "127.0.0.1:{admin_port}"
-
-[audit]
-sink = "file"
-file = {json.dumps(str(audit))}
-key_file = {json.dumps(str(key_file))}
-checkpoint_every_records = 3
-
-[webhook_delivery]
-spool_dir = {json.dumps(str(tmp / "spool"))}
-
-[[webhooks]]
-url = {json.dumps(receiver.url)}
-events = ["AUDIT_CHECKPOINT"]
-"""
-    (tmp / "gate.toml").write_text(config)
-    log, addr_file = tmp / "gate.log", tmp / "gate.addr"
-    proc = start([str(GATE_BIN), "serve", "--config", str(tmp / "gate.toml"), "--addr-file", str(addr_file)], log)
+    config = gate_settings(mlflow_server.url, gate_keys.jwks, {
+        "admin": {"listen": "127.0.0.1:0"},
+        "audit": {"sink": "file", "file": str(audit), "key_file": str(key_file), "checkpoint_every_records": 3},
+        "webhook_delivery": {"spool_dir": str(tmp / "spool")},
+        "webhooks": [{"url": receiver.url, "events": ["AUDIT_CHECKPOINT"]}],
+    })
     try:
-        addr = wait_for(lambda: read_addr(addr_file), "gate addr", proc, log, 30)
-        url, admin = f"http://{addr}", f"http://127.0.0.1:{admin_port}"
-        wait_for(lambda: answers_200(f"{admin}/healthz"), "admin listener", proc, log, 30)
-        name, version = new_model_version(MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url),
-                                          tags=OWNED_BY_ALICE)
-        alice, ci = gate_keys.token("alice"), gate_keys.token("ci-bot", groups=["mlflow-ci"])
-        move = {"name": name, "version": version, "stage": "Production", "archive_existing_versions": False}
-        for _ in range(3):
-            assert http(url, "GET", "/api/2.0/mlflow/experiments/search?max_results=1", alice).status_code == 200
-        denied = http(url, "POST", "/api/2.0/mlflow/model-versions/transition-stage", alice, json=move)
-        assert denied.status_code == 403 and DENIAL in denied.text, denied.text
-        staged = http(url, "POST", "/api/2.0/mlflow/model-versions/transition-stage", ci, json={**move, "stage": "Staging"})
-        assert staged.status_code == 200, staged.text
-        for _ in range(3):
-            assert http(url, "GET", "/api/2.0/mlflow/experiments/search?max_results=1", ci).status_code == 200
-        # 1 genesis + 8 decisions; a checkpoint every 3 records: the one of record 6 is published by now.
-        checkpoint = poll(lambda: (r := http(admin, "GET", "/audit/checkpoint")).status_code == 200
-                          and r.json()["seq"] >= 6 and r.json(), "checkpoint of record 6 on the admin listener")
-        metrics = http(admin, "GET", "/metrics").text
-        hooked = poll(lambda: [b for b in receiver.bodies if b["event"] == "AUDIT_CHECKPOINT"
-                               and b["checkpoint"]["seq"] >= 6], "AUDIT_CHECKPOINT webhook of record 6")
+        with gate_process(tmp, config, name="audit gate") as gate:
+            url, admin, log, proc = gate.url, gate.admin_url, gate.log, gate.proc
+            name, version = new_model_version(MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url),
+                                              tags=OWNED_BY_ALICE)
+            alice, ci = gate_keys.token("alice"), gate_keys.token("ci-bot", groups=["mlflow-ci"])
+            move = {"name": name, "version": version, "stage": "Production", "archive_existing_versions": False}
+            for _ in range(3):
+                assert http(url, "GET", "/api/2.0/mlflow/experiments/search?max_results=1", alice).status_code == 200
+            denied = http(url, "POST", "/api/2.0/mlflow/model-versions/transition-stage", alice, json=move)
+            assert denied.status_code == 403 and DENIAL in denied.text, denied.text
+            staged = http(url, "POST", "/api/2.0/mlflow/model-versions/transition-stage", ci, json={**move, "stage": "Staging"})
+            assert staged.status_code == 200, staged.text
+            for _ in range(3):
+                assert http(url, "GET", "/api/2.0/mlflow/experiments/search?max_results=1", ci).status_code == 200
+            # 1 genesis + 8 decisions; a checkpoint every 3 records: the one of record 6 is published by now.
+            checkpoint = poll(lambda: (r := http(admin, "GET", "/audit/checkpoint")).status_code == 200
+                              and r.json()["seq"] >= 6 and r.json(), "checkpoint of record 6 on the admin listener")
+            metrics = http(admin, "GET", "/metrics").text
+            hooked = poll(lambda: [b for b in receiver.bodies if b["event"] == "AUDIT_CHECKPOINT"
+                                   and b["checkpoint"]["seq"] >= 6], "AUDIT_CHECKPOINT webhook of record 6")
     finally:
-        stop(proc)
         receiver.server.shutdown()
     assert proc.returncode == 0, log.read_text()[-3000:]
     lines = audit.read_text().splitlines()
@@ -206,12 +179,12 @@ def test_a_wrong_key_is_reported_as_a_wrong_key(run):
 
 
 def test_a_gate_with_an_audit_log_and_no_usable_key_refuses_to_start(mlflow_server, gate_keys, tmp_path):
-    base = gate_config(mlflow_server.url, gate_keys.jwks) + '\n[audit]\nsink = "stdout"\n'
-    for extra, words in (("", "audit.key_file: missing"),
-                         ('key_env = "MLFLOW_GATE_E2E_UNSET_KEY"\n', "$MLFLOW_GATE_E2E_UNSET_KEY): not set"),
-                         (f'key_file = {json.dumps(str(tmp_path / "short.key"))}\n', "at least 32")):
+    for extra, words in (({}, "audit.key_file: missing"),
+                         ({"key_env": "MLFLOW_GATE_E2E_UNSET_KEY"}, "$MLFLOW_GATE_E2E_UNSET_KEY): not set"),
+                         ({"key_file": str(tmp_path / "short.key")}, "at least 32")):
         (tmp_path / "short.key").write_text(base64.b64encode(b"too short").decode())
-        (tmp_path / "gate.toml").write_text(base + extra)
+        config = gate_config(mlflow_server.url, gate_keys.jwks, {"audit": {"sink": "stdout", **extra}})
+        (tmp_path / "gate.toml").write_text(config)
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_GATE_E2E_UNSET_KEY"}
         result = subprocess.run([str(GATE_BIN), "serve", "--config", str(tmp_path / "gate.toml")], capture_output=True,
                                 text=True, timeout=60, env=env)

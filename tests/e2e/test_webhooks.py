@@ -8,14 +8,16 @@ import hmac
 import json
 import os
 import signal
+import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import ExitStack
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
-from conftest import GATE_BIN, answers_200, free_port, gate_config, read_addr, start, stop, wait_for
+from conftest import gate_process, gate_settings, http_server_on, poll, reserve_port
 from helpers import http, new_model_version, workflow
 
 SECRET = "whsec-e2e-0123456789"
@@ -24,7 +26,8 @@ SECRET = "whsec-e2e-0123456789"
 class Receiver:
     """An HTTP receiver that verifies X-Databricks-Signature and records events; it can fail the first N attempts."""
 
-    def __init__(self, fail_first: int = 0, port: int = 0):
+    def __init__(self, fail_first: int = 0, sock: socket.socket | None = None):
+        """Listens on a port of its own, or on `sock` (bound, not listening yet), which it takes over."""
         self.events: list[dict] = []
         self.bad_signatures = 0
         self.attempts = 0
@@ -53,9 +56,8 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server = http_server_on(sock or reserve_port(), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def names(self) -> list[tuple[str, str | None]]:
         with self.lock:
@@ -75,43 +77,34 @@ class Receiver:
 
 
 class WebhookGate:
-    """A gate of its own with a [[webhooks]] section (and a spool that outlives restarts)."""
+    """A gate of its own with a [[webhooks]] section (and a spool that outlives restarts), started by conftest's
+    launcher; it can be killed and started again."""
 
     def __init__(self, tmp: Path, mlflow_url: str, jwks: Path, hook_url: str):
-        self.tmp, self.addr_file, self.log = tmp, tmp / "gate.addr", tmp / "gate.log"
-        config = gate_config(mlflow_url, jwks) + f"""
-[webhook_delivery]
-spool_dir = {json.dumps(str(tmp / "spool"))}
-initial_backoff_ms = 50
-max_backoff_ms = 400
-timeout_secs = 5
-
-[[webhooks]]
-url = {json.dumps(hook_url)}
-events = ["REGISTERED_MODEL_CREATED", "MODEL_VERSION_CREATED", "MODEL_VERSION_TRANSITIONED_STAGE",
-          "MODEL_VERSION_TRANSITIONED_TO_STAGING", "TRANSITION_REQUEST_CREATED",
-          "TRANSITION_REQUEST_TO_PRODUCTION_CREATED", "COMMENT_CREATED", "MODEL_VERSION_ALIAS_SET", "POLICY_DENIED"]
-secret_env = "E2E_HOOK_SECRET"
-"""
-        (tmp / "gate.toml").write_text(config)
-        self.proc = None
+        self.tmp = tmp
+        self.config = gate_settings(mlflow_url, jwks, {
+            "webhook_delivery": {"spool_dir": str(tmp / "spool"), "initial_backoff_ms": 50, "max_backoff_ms": 400,
+                                 "timeout_secs": 5},
+            "webhooks": [{"url": hook_url, "secret_env": "E2E_HOOK_SECRET", "events": [
+                "REGISTERED_MODEL_CREATED", "MODEL_VERSION_CREATED", "MODEL_VERSION_TRANSITIONED_STAGE",
+                "MODEL_VERSION_TRANSITIONED_TO_STAGING", "TRANSITION_REQUEST_CREATED",
+                "TRANSITION_REQUEST_TO_PRODUCTION_CREATED", "COMMENT_CREATED", "MODEL_VERSION_ALIAS_SET",
+                "POLICY_DENIED"]}],
+        })
+        self.running = ExitStack()
+        self.gate = None
 
     def start(self) -> str:
-        self.addr_file.unlink(missing_ok=True)
-        env = {**os.environ, "E2E_HOOK_SECRET": SECRET}
-        self.proc = start([str(GATE_BIN), "serve", "--config", str(self.tmp / "gate.toml"), "--addr-file",
-                           str(self.addr_file)], self.log, env=env)
-        addr = wait_for(lambda: read_addr(self.addr_file), "gate addr", self.proc, self.log, 30)
-        wait_for(lambda: answers_200(f"http://{addr}/health"), "gate health", self.proc, self.log, 30)
-        return f"http://{addr}"
+        self.gate = self.running.enter_context(gate_process(self.tmp, self.config, {"E2E_HOOK_SECRET": SECRET},
+                                                            name="webhook gate"))
+        return self.gate.url
 
     def kill(self):
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
+        os.killpg(self.gate.proc.pid, signal.SIGKILL)
+        self.gate.proc.wait(10)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            stop(self.proc)
+        self.running.close()
 
 
 @pytest.fixture
@@ -156,7 +149,9 @@ def test_each_permitted_mutation_produces_its_signed_events(tmp_path, mlflow_ser
                       json={"name": name, "alias": "candidate", "version": "999"})
         assert failed.status_code >= 400
         receiver.wait_for(8)
-        time.sleep(0.5)  # nothing else may arrive: give a stray event the chance to show up before the check
+        # Nothing else may arrive: every event is spooled before its request is answered and leaves the spool once
+        # delivered, so with the spool empty everything these requests produced has arrived.
+        poll(lambda: not any(p.is_file() for p in (tmp_path / "spool").iterdir()), "the spool to drain")
         denial = [e for e in receiver.events if e["event"] == "POLICY_DENIED"]
         assert len(denial) == 1
         last = denial[0]
@@ -174,7 +169,9 @@ def test_each_permitted_mutation_produces_its_signed_events(tmp_path, mlflow_ser
 
 
 def test_failing_receiver_and_crashed_gate_still_deliver_every_event(tmp_path, mlflow_server, gate_keys):
-    port = free_port()
+    # The receiver's port is held by a socket that does not listen yet: deliveries are refused until it does.
+    reserved = reserve_port()
+    port = reserved.getsockname()[1]
     hook_gate = WebhookGate(tmp_path, mlflow_server.url, gate_keys.jwks, f"http://127.0.0.1:{port}/hook")
     flaky = None
     try:
@@ -187,7 +184,7 @@ def test_failing_receiver_and_crashed_gate_still_deliver_every_event(tmp_path, m
         hook_gate.kill()
         assert any(p.is_file() for p in (tmp_path / "spool").rglob("*")), "nothing was spooled"
         # The receiver comes up (and fails its first 3 attempts); the restarted gate delivers everything.
-        flaky = Receiver(fail_first=3, port=port)
+        flaky = Receiver(fail_first=3, sock=reserved)
         hook_gate.start()
         flaky.wait_for(3, timeout=60)
         assert sorted(e["model_name"] for e in flaky.events) == sorted(names)

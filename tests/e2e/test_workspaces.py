@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from conftest import POLL_INTERVAL_SECS, Server, gate_config, gate_process, mlflow_process
+from conftest import POLL_INTERVAL_SECS, Server, gate_process, gate_settings, mlflow_process
 from helpers import GOOD_TAGS, assert_mlflow_error, http, raw_post, tags_of, unique
 from test_webhooks import SECRET, Receiver
 
@@ -82,22 +82,16 @@ class Deployment:
 @pytest.fixture(scope="module")
 def deployment(gate_keys, tmp_path_factory) -> Iterator[Deployment]:
     receiver = Receiver()
-    hooks = f"""
-[webhook_delivery]
-spool_dir = {json.dumps(str(tmp_path_factory.mktemp("ws-spool")))}
-initial_backoff_ms = 50
-max_backoff_ms = 400
-
-[[webhooks]]
-url = {json.dumps(receiver.url)}
-events = {json.dumps(HOOK_EVENTS)}
-secret_env = "E2E_HOOK_SECRET"
-"""
+    hooks = {
+        "webhook_delivery": {"spool_dir": str(tmp_path_factory.mktemp("ws-spool")), "initial_backoff_ms": 50,
+                             "max_backoff_ms": 400},
+        "webhooks": [{"url": receiver.url, "events": HOOK_EVENTS, "secret_env": "E2E_HOOK_SECRET"}],
+    }
     try:
         with mlflow_process(tmp_path_factory.mktemp("ws-mlflow"), "--enable-workspaces") as mlflow_server:
             created = http(mlflow_server.url, "POST", "/api/3.0/mlflow/workspaces", json={"name": TEAM})
             assert created.status_code == 201, created.text
-            config = gate_config(mlflow_server.url, gate_keys.jwks) + hooks
+            config = gate_settings(mlflow_server.url, gate_keys.jwks, hooks)
             with gate_process(tmp_path_factory.mktemp("ws-gate"), config, {"E2E_HOOK_SECRET": SECRET}) as gate:
                 yield Deployment(mlflow_server, gate, receiver)
     finally:
