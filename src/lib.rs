@@ -17,6 +17,7 @@ pub mod fold;
 pub mod limits;
 pub mod metrics;
 pub mod mlflow;
+pub mod pipeline;
 pub mod policy;
 pub mod proxy;
 pub mod server;

@@ -22,11 +22,12 @@ use crate::config::Config;
 use crate::error::GateError;
 use crate::limits::{Capacity, HEAVY_BODY_BYTES};
 use crate::metrics::Metrics;
-use crate::mlflow::canon::{self, Target};
+use crate::mlflow::canon::Target;
 use crate::mlflow::enrich::Enricher;
 use crate::mlflow::events;
-use crate::mlflow::routes::{self, BodyClass, Operation, Resource};
-use crate::mlflow::{graphql, params, stamps, target as target_fields};
+use crate::mlflow::routes::{BodyClass, Operation};
+use crate::mlflow::{stamps, target as target_fields};
+use crate::pipeline::classify;
 use crate::policy::{input, Policy};
 use crate::proxy::{ClientConn, OutBody, Outgoing, RequestContext, Upstream};
 use crate::server::ConnInfo;
@@ -194,27 +195,16 @@ impl Gate {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let target = canon::canonicalize(req.uri(), req.version()).map_err(|e| GateError::BadRequest(e.0))?;
-        // Validated once; every look-up, write and the forwarded request use this context, never the raw header.
-        let ctx =
-            RequestContext::from_headers(req.headers(), id).map_err(|e| GateError::InvalidParameter(e.to_string()))?;
-        trail.workspace = ctx.workspace_name().map(str::to_owned);
-        let op = approvals::classify(req.method().as_str(), &target.path)
-            .or_else(|| routes::classify(req.method().as_str(), &target.path));
-        if let Some(op) = op.as_ref().filter(|op| op.public || op.rpc == "CorsPreflight") {
+        let head = classify::head(req.method(), req.uri(), req.version(), req.headers(), id)?;
+        trail.workspace = head.context.workspace_name().map(str::to_owned);
+        if let Some(op) = head.public() {
             trail.rpc = op.rpc;
             trail.decision = "public";
             let (parts, body) = req.into_parts();
-            // Unauthenticated callers never make MLflow read a body: refused unread, before anything is forwarded.
-            if has_body(&body) {
-                return Err(GateError::BadRequest(format!(
-                    "{} {} takes no request body, and this one came with a body; send the request without one",
-                    parts.method, target.path
-                )));
-            }
-            return self.forward(&parts, &ctx, &target, OutBody::Empty, conn).await;
+            head.public_body(has_body(&body))?;
+            return self.forward(&parts, &head.context, &head.target, OutBody::Empty, conn).await;
         }
-        if let Some(op) = &op {
+        if let Some(op) = &head.route {
             trail.rpc = op.rpc;
             trail.resource_type = op.resource.as_str();
         }
@@ -230,44 +220,25 @@ impl Gate {
         })?;
         trail.sub = Some(principal.sub.clone());
         trail.groups = principal.groups.clone();
-        let op = op.or_else(|| unknown_read(req.method())).ok_or_else(|| unknown_mutation(&req, &target))?;
+        let op = head.operation()?;
         trail.rpc = op.rpc;
         trail.resource_type = op.resource.as_str();
         let (parts, body) = req.into_parts();
-        let read = self.read_body(&parts, &op, body).await?;
-        let workflow = approvals::is_workflow(&op);
-        // Databricks clients send the workflow's DELETE parameters in the query string.
-        // The UI's upload-artifact takes its run and path from the query; its body is the file.
-        let reads_query =
-            (workflow && parts.method == Method::DELETE && read.json.is_none()) || target_fields::reads_query(op.rpc);
-        let method = if reads_query { "GET" } else { parts.method.as_str() };
-        let mut fields = target_fields::extract(method, &target.query_pairs(), read.json.as_ref(), &op.path_params)
-            .map_err(|e| GateError::BadRequest(e.0))?;
-        if workflow {
-            approvals::prepare_target(&op, &mut fields)?;
-        }
-        if let Some(problem) = crate::mlflow::names::refused_write(&op, &fields, read.json.as_ref()) {
-            return Err(GateError::InvalidParameter(problem));
-        }
-        if let Some(key) = stamps::reserved_tag_write(&op, &fields, read.json.as_ref()) {
-            return Err(GateError::PermissionDenied(format!(
-                "the tag {key:?} is reserved: only mlflow-gate writes it (tags starting with {:?} and the run tag {:?})",
-                stamps::RESERVED_PREFIX,
-                stamps::RUN_USER_TAG
-            )));
-        }
-        let resource = self.enricher.resource(&self.upstream, &ctx, &op, fields).await.map_err(|e| {
+        let read = self.read_body(&head, &op, body).await?;
+        let fields = head.parameters(&op, read.json.as_ref())?;
+        let (ctx, target) = (&head.context, &head.target);
+        let resource = self.enricher.resource(&self.upstream, ctx, &op, fields).await.map_err(|e| {
             tracing::error!(error = %e, "enrichment failed; denying");
             GateError::LookupFailed
         })?;
-        trail.target = audit_target(&resource, &ctx);
+        trail.target = audit_target(&resource, ctx);
         let workspace = ctx.workspace_name();
         self.capacity
             .run_heavy(read.heavy, || {
-                self.decide(&principal, &op, &parts.method, &target, read.json.as_ref(), workspace, &resource, trail)
+                self.decide(&principal, &op, &head, read.json.as_ref(), workspace, &resource, trail)
             })
             .await??;
-        if workflow {
+        if op.workflow {
             let include_history = target.query_pairs().iter().any(|(k, v)| k == "include_history" && v == "true");
             let fields = resource.get("target").and_then(|t| t.as_object()).cloned().unwrap_or_default();
             let flow = approvals::Workflow {
@@ -282,7 +253,7 @@ impl Gate {
                 target: &fields,
                 resource: &resource,
                 include_history,
-                context: &ctx,
+                context: ctx,
             };
             return flow.execute(call).await;
         }
@@ -301,18 +272,18 @@ impl Gate {
             None => read.out,
         };
         let upstream_started = Instant::now();
-        let resp = self.forward(&parts, &ctx, &target, out, conn).await?;
+        let resp = self.forward(&parts, ctx, target, out, conn).await?;
         self.metrics.upstream_seconds.observe(upstream_started.elapsed());
         trail.upstream_status = Some(resp.status().as_u16());
         if !resp.status().is_success() {
             return Ok(resp);
         }
-        self.record_history(&ctx, &op, &resource, &principal.sub).await;
+        self.record_history(ctx, &op, &resource, &principal.sub).await;
         match self.webhooks.as_ref().filter(|_| events::produces_events(&op)) {
             Some(hooks) => {
                 let (resp, answer) = read_small_json(resp).await?;
                 for e in events::for_mutation(&op, &resource, &answer) {
-                    hooks.emit(webhook_event(e, &principal.sub, &ctx));
+                    hooks.emit(webhook_event(e, &principal.sub, ctx));
                 }
                 Ok(resp)
             }
@@ -394,15 +365,20 @@ impl Gate {
         &self,
         principal: &Principal,
         op: &Operation,
-        method: &Method,
-        target: &Target,
+        head: &classify::Head,
         body: Option<&serde_json::Map<String, serde_json::Value>>,
         workspace: Option<&str>,
         resource: &serde_json::Value,
         trail: &mut Trail,
     ) -> Result<(), GateError> {
-        let query = params::query_map(&target.query_pairs());
-        let facts = input::RequestFacts { method: method.as_str(), path: &target.path, query: &query, body, workspace };
+        let query = head.query();
+        let facts = input::RequestFacts {
+            method: head.method.as_str(),
+            path: &head.target.path,
+            query: &query,
+            body,
+            workspace,
+        };
         let policy_started = Instant::now();
         let evaluated = self.policy.evaluate(input::build_rego(principal, op, &facts, resource));
         self.metrics.policy_seconds.observe(policy_started.elapsed());
@@ -435,7 +411,7 @@ impl Gate {
     /// Reads the body the policy must see, within the route's body class: refused when the route takes none (or
     /// the method is GET/HEAD), streamed unread for uploads, otherwise buffered within the class's limit, the
     /// budget of buffered bytes and the body read timeout, then parsed (large bodies in the heavy-work pool).
-    async fn read_body<B>(&self, parts: &http::request::Parts, op: &Operation, body: B) -> Result<ReadBody, GateError>
+    async fn read_body<B>(&self, head: &classify::Head, op: &Operation, body: B) -> Result<ReadBody, GateError>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -444,12 +420,7 @@ impl Gate {
         if !has_body(&body) {
             return Ok(empty());
         }
-        if matches!(parts.method, Method::GET | Method::HEAD) || op.body == BodyClass::None {
-            return Err(GateError::BadRequest(format!(
-                "{} requests with a body are refused: MLflow may read parameters from it that the gate did not check; send parameters in the query string",
-                parts.method
-            )));
-        }
+        head.body_allowed(op)?;
         let load = self.capacity.limits();
         let limit = match op.body {
             BodyClass::Stream => {
@@ -485,21 +456,10 @@ impl Gate {
             return Ok(empty());
         }
         let heavy = bytes.len() >= HEAVY_BODY_BYTES;
-        let json = self
-            .capacity
-            .run_heavy(heavy, || {
-                let (mut json, values) = params::parse_json_object_counted(&bytes)?;
-                target_fields::normalize_body(&mut json)?;
-                Ok::<_, params::BodyError>((json, values))
-            })
-            .await?
-            .map_err(|e| GateError::BadRequest(e.0))?;
-        let (json, values) = json;
+        let (json, values) = self.capacity.run_heavy(heavy, || classify::parse_body(&bytes)).await??;
         // The parsed form lives as long as the bytes: it counts against the same budget.
         self.capacity.reserve_parsed(&mut reserved, values)?;
-        if op.body == BodyClass::GraphQl {
-            graphql::check_body(&json).map_err(|e| GateError::InvalidParameter(e.to_string()))?;
-        }
+        classify::check_graphql(op, &json)?;
         Ok(ReadBody { json: Some(json), out: OutBody::Empty, heavy, _reserved: reserved })
     }
 
@@ -543,19 +503,6 @@ struct ReadBody {
 /// Whether a request carries a body (any data, or a length other than zero).
 fn has_body<B: Body>(body: &B) -> bool {
     !body.is_end_stream() && body.size_hint().exact() != Some(0)
-}
-
-/// A read of a route the table does not know: still evaluated by the policy, as an unknown read.
-fn unknown_read(method: &Method) -> Option<Operation> {
-    matches!(*method, Method::GET | Method::HEAD).then(|| Operation::plain("Unknown", true, Resource::Unknown))
-}
-
-fn unknown_mutation<B>(req: &Request<B>, target: &Target) -> GateError {
-    GateError::PermissionDenied(format!(
-        "{} {} is not a route mlflow-gate knows; unknown routes that may change state are denied",
-        req.method(),
-        target.path
-    ))
 }
 
 /// The payload field (webhooks) and target field (audit, log) naming the MLflow workspace of a request that named

@@ -14,43 +14,16 @@ use crate::auth::Principal;
 use crate::body::{self, GateBody};
 use crate::error::GateError;
 use crate::mlflow::enrich::Enricher;
-use crate::mlflow::routes::{Operation, Resource};
+use crate::mlflow::routes::{rpc, Operation, Resource};
 use crate::mlflow::target::field;
 use crate::mlflow::{events, stamps};
 use crate::policy::{input, Policy};
 use crate::proxy::{RequestContext, Upstream};
 use state::{kind, Activity};
 
-/// The workflow routes: (method, path after `/api/2.0/mlflow/` or `/ajax-api/2.0/mlflow/`, RPC, read-only).
-const ROUTES: [(&str, &str, &str, bool); 8] = [
-    ("POST", "transition-requests/create", "CreateTransitionRequest", false),
-    ("POST", "transition-requests/approve", "ApproveTransitionRequest", false),
-    ("POST", "transition-requests/reject", "RejectTransitionRequest", false),
-    ("DELETE", "transition-requests/delete", "DeleteTransitionRequest", false),
-    ("GET", "transition-requests/list", "ListTransitionRequests", true),
-    ("POST", "comments/create", "CreateComment", false),
-    ("PATCH", "comments/update", "UpdateComment", false),
-    ("DELETE", "comments/delete", "DeleteComment", false),
-];
-
-/// Classifies a workflow route (HEAD reads like GET).
-pub fn classify(method: &str, path: &str) -> Option<Operation> {
-    let rest = path.strip_prefix("/api/2.0/mlflow/").or_else(|| path.strip_prefix("/ajax-api/2.0/mlflow/"))?;
-    let method = if method == "HEAD" { "GET" } else { method };
-    ROUTES
-        .iter()
-        .find(|(m, p, _, _)| *m == method && *p == rest)
-        .map(|(_, _, rpc, read_only)| Operation::plain(rpc, *read_only, Resource::ModelVersion))
-}
-
-/// Whether an operation is served by the workflow rather than forwarded.
-pub fn is_workflow(op: &Operation) -> bool {
-    ROUTES.iter().any(|(_, _, rpc, _)| *rpc == op.rpc)
-}
-
 /// Completes a workflow target before enrichment: a comment id names its model version.
 pub fn prepare_target(op: &Operation, target: &mut Map<String, Value>) -> Result<(), GateError> {
-    if matches!(op.rpc, "UpdateComment" | "DeleteComment") {
+    if op.rpc == rpc::UPDATE_COMMENT || op.rpc == rpc::DELETE_COMMENT {
         let id = field(target, "id").ok_or_else(|| bad("id is required"))?;
         let (name, version, _) = state::parse_external_id(id).ok_or_else(|| not_found("no comment has this id"))?;
         target.insert("name".into(), Value::String(name));
@@ -140,12 +113,12 @@ impl Workflow<'_> {
         let list = state::activities(&tags);
         let ctx = Ctx { name, version, mv, list: &list, call: &call };
         let body = match call.op.rpc {
-            "CreateTransitionRequest" => self.create_request(&ctx).await?,
-            "ApproveTransitionRequest" | "RejectTransitionRequest" => self.resolve_request(&ctx).await?,
-            "DeleteTransitionRequest" => self.cancel_request(&ctx).await?,
-            "ListTransitionRequests" => list_requests(&ctx),
-            "CreateComment" | "UpdateComment" => self.write_comment(&ctx).await?,
-            "DeleteComment" => self.delete_comment(&ctx).await?,
+            rpc::CREATE_TRANSITION_REQUEST => self.create_request(&ctx).await?,
+            rpc::APPROVE_TRANSITION_REQUEST | rpc::REJECT_TRANSITION_REQUEST => self.resolve_request(&ctx).await?,
+            rpc::DELETE_TRANSITION_REQUEST => self.cancel_request(&ctx).await?,
+            rpc::LIST_TRANSITION_REQUESTS => list_requests(&ctx),
+            rpc::CREATE_COMMENT | rpc::UPDATE_COMMENT => self.write_comment(&ctx).await?,
+            rpc::DELETE_COMMENT => self.delete_comment(&ctx).await?,
             other => return Err(bad(&format!("{other} is not a workflow operation"))),
         };
         let mut resp = Response::new(body::full(Bytes::from(body.to_string())));
@@ -173,7 +146,7 @@ impl Workflow<'_> {
 
     async fn resolve_request(&self, ctx: &Ctx<'_>) -> Result<Value, GateError> {
         let stage = ctx.stage()?;
-        let approve = ctx.call.op.rpc == "ApproveTransitionRequest";
+        let approve = ctx.call.op.rpc == rpc::APPROVE_TRANSITION_REQUEST;
         let open = state::open_requests(ctx.list);
         let request = open.iter().find(|r| r.to_stage.as_deref() == Some(stage)).ok_or_else(|| {
             invalid_state(format!(
@@ -258,14 +231,14 @@ impl Workflow<'_> {
 
     async fn write_comment(&self, ctx: &Ctx<'_>) -> Result<Value, GateError> {
         let mut a = match ctx.call.op.rpc {
-            "UpdateComment" => ctx.existing_comment()?,
+            rpc::UPDATE_COMMENT => ctx.existing_comment()?,
             _ => ctx.new_activity(kind::COMMENT, None, None),
         };
         let text = field(ctx.call.target, "comment").ok_or_else(|| bad("comment is required"))?;
         a.comment = Some(text.to_string());
         a.last_updated_timestamp = now_ms();
         self.save(ctx, &a).await?;
-        if ctx.call.op.rpc == "CreateComment" {
+        if ctx.call.op.rpc == rpc::CREATE_COMMENT {
             let fields = json!({"version": ctx.version, "comment": a.comment});
             let event = events::RegistryEvent {
                 event: "COMMENT_CREATED",

@@ -71,18 +71,6 @@ impl Lineage {
     }
 }
 
-/// RPCs of the transition-request workflow, which act on a model version.
-const WORKFLOW_RPCS: [&str; 8] = [
-    "CreateTransitionRequest",
-    "ApproveTransitionRequest",
-    "RejectTransitionRequest",
-    "DeleteTransitionRequest",
-    "CreateComment",
-    "UpdateComment",
-    "DeleteComment",
-    "ListTransitionRequests",
-];
-
 /// Looks up the facts of registry operations.
 pub struct Enricher {
     /// Keyed by (workspace, logged model id): a look-up in another workspace must not be answered from this one.
@@ -106,7 +94,7 @@ impl Enricher {
     /// Whether an operation gets registry facts: every registry mutation and the transition-request workflow.
     pub fn needs(op: &Operation) -> bool {
         let registry = matches!(op.resource, Resource::RegisteredModel | Resource::ModelVersion);
-        (registry && !op.read_only) || WORKFLOW_RPCS.contains(&op.rpc)
+        (registry && !op.read_only) || op.workflow
     }
 
     /// Builds `input.resource` for an operation and its target.
@@ -158,7 +146,7 @@ impl Enricher {
         };
         let mut mv = mv;
         if let (Some(mv), Some(n), Some(v)) = (mv.as_mut(), name, version) {
-            if op.rpc == "ApproveTransitionRequest" || crate::approvals::has_approvals(mv) {
+            if op.rpc == super::routes::rpc::APPROVE_TRANSITION_REQUEST || crate::approvals::has_approvals(mv) {
                 mv.insert("files".into(), super::files::version_files(up, ctx, n, v).await?);
             }
         }

@@ -83,7 +83,7 @@ fn rename(body: &mut Map<String, Value>, from: &str, to: &str, same_value_ok: bo
 /// Operations whose parameters MLflow reads from the query string whatever the method: the UI's upload-artifact
 /// (`POST ?run_uuid=&path=`, the body is the file).
 pub fn reads_query(rpc: &str) -> bool {
-    rpc == "UploadRunArtifact"
+    rpc == super::routes::rpc::UPLOAD_RUN_ARTIFACT
 }
 
 /// Reads the target of a request. `query` is the decoded query string in order; `body` is the normalised JSON
