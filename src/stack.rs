@@ -19,7 +19,7 @@ use crate::auth::{AuthError, Authenticator, Principal};
 use crate::body::{self, BoxError, CollectError, GateBody};
 use crate::body::{BodyIdle, Guarded};
 use crate::config::Config;
-use crate::error::GateError;
+use crate::error::{GateError, DENIED};
 use crate::limits::{Capacity, HEAVY_BODY_BYTES};
 use crate::metrics::Metrics;
 use crate::mlflow::canon::Target;
@@ -49,6 +49,38 @@ pub struct Gate {
     capacity: Capacity,
 }
 
+/// How a request ended, as the log line, the metrics (`decision` label) and the audit log name it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Outcome {
+    /// Ended before it was classified (admission, canonical target, workspace): `-`.
+    #[default]
+    Unclassified,
+    /// A public route, forwarded without authentication: `public` (not audited).
+    Public,
+    /// The policy allowed it: `allow` (even if MLflow's answer then failed).
+    Allowed,
+    /// Refused or failed: the error's kind (`denied`, `unauthenticated`, `bad_request`, ...; `GateError::kind`).
+    Failed(&'static str),
+}
+
+impl Outcome {
+    /// The label on the wire (metrics, log, audit `decision`).
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Unclassified => "-",
+            Outcome::Public => "public",
+            Outcome::Allowed => "allow",
+            Outcome::Failed(kind) => kind,
+        }
+    }
+
+    /// Whether the audit log records it: every request that reached a decision or was refused after
+    /// classification.
+    fn audited(self) -> bool {
+        !matches!(self, Outcome::Unclassified | Outcome::Public)
+    }
+}
+
 /// What the log line of a request records.
 #[derive(Default)]
 struct Trail {
@@ -58,7 +90,7 @@ struct Trail {
     groups: Vec<String>,
     target: serde_json::Value,
     upstream_status: Option<u16>,
-    decision: &'static str,
+    outcome: Outcome,
     reasons: Vec<String>,
     break_glass: bool,
     /// An admin changed the files of a registered model version (artifacts.rego).
@@ -137,7 +169,7 @@ impl Gate {
             let started = Instant::now();
             let method = req.method().clone();
             let raw_path = req.uri().path().to_owned();
-            let mut trail = Trail { rpc: "-", decision: "-", ..Trail::default() };
+            let mut trail = Trail { rpc: "-", ..Trail::default() };
             let client = ClientConn { peer_ip: conn.peer.ip(), tls: conn.tls };
             // Admission first: a request over `max_concurrent_requests` costs nothing more than its 503.
             let (outcome, slot) = match self.capacity.admit() {
@@ -147,10 +179,9 @@ impl Gate {
             let mut resp = match outcome {
                 Ok(resp) => resp,
                 Err(e) => {
-                    trail.decision = match (&e, trail.decision) {
-                        (_, "allow") => "allow",
-                        (e, _) => e.kind(),
-                    };
+                    if trail.outcome != Outcome::Allowed {
+                        trail.outcome = Outcome::Failed(e.kind());
+                    }
                     e.into_response(&id)
                 }
             };
@@ -163,7 +194,7 @@ impl Gate {
                 rpc = trail.rpc,
                 sub = trail.sub.as_deref().unwrap_or("-"),
                 workspace = trail.workspace.as_deref().unwrap_or("-"),
-                decision = trail.decision,
+                decision = trail.outcome.as_str(),
                 reasons = %trail.reasons.join("; "),
                 break_glass = trail.break_glass,
                 frozen_override = trail.frozen_override,
@@ -183,6 +214,9 @@ impl Gate {
         .await
     }
 
+    /// The request's phases, in order: canonicalise and classify -> (a public route is forwarded here) ->
+    /// authenticate -> read the body -> read the parameters -> enrich -> decide -> dispatch (the workflow, or
+    /// forward to MLflow) -> after-effects of a permitted mutation.
     async fn process<B>(
         &self,
         req: Request<B>,
@@ -196,70 +230,111 @@ impl Gate {
         B::Error: Into<BoxError>,
     {
         let head = classify::head(req.method(), req.uri(), req.version(), req.headers(), id)?;
-        trail.workspace = head.context.workspace_name().map(str::to_owned);
-        if let Some(op) = head.public() {
-            trail.rpc = op.rpc;
-            trail.decision = "public";
-            let (parts, body) = req.into_parts();
-            head.public_body(has_body(&body))?;
-            return self.forward(&parts, &head.context, &head.target, OutBody::Empty, conn).await;
+        trail.classified(&head);
+        if head.public().is_some() {
+            trail.outcome = Outcome::Public;
+            return self.serve_public(req, &head, conn).await;
         }
-        if let Some(op) = &head.route {
-            trail.rpc = op.rpc;
-            trail.resource_type = op.resource.as_str();
+        let principal = self.authenticate(req.headers(), client_cert).await?;
+        trail.authenticated(&principal);
+        let op = head.operation()?;
+        trail.operation(&op);
+        let (parts, body) = req.into_parts();
+        let read = self.read_body(&head, &op, body).await?;
+        let fields = head.parameters(&op, read.json.as_ref())?;
+        let resource = self.enrich(&head, &op, fields).await?;
+        trail.target = audit_target(&resource, &head.context);
+        self.capacity
+            .run_heavy(read.heavy, || self.decide(&principal, &op, &head, read.json.as_ref(), &resource, trail))
+            .await??;
+        let permitted = Permitted { head: &head, op: &op, principal: &principal, resource: &resource };
+        if op.workflow {
+            return self.serve_workflow(&permitted).await;
         }
-        let auth_started = Instant::now();
-        let authenticated = self.auth.authenticate(req.headers(), client_cert).await;
-        self.metrics.auth_seconds.observe(auth_started.elapsed());
-        let principal = authenticated.map_err(|e| match e {
+        let resp = self.dispatch(&parts, &permitted, read, conn, trail).await?;
+        if !resp.status().is_success() {
+            return Ok(resp);
+        }
+        self.after_effects(&permitted, resp).await
+    }
+
+    /// A public route: forwarded without authentication, and never with a body.
+    async fn serve_public<B>(
+        &self,
+        req: Request<B>,
+        head: &classify::Head,
+        conn: ClientConn,
+    ) -> Result<Response<GateBody>, GateError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, body) = req.into_parts();
+        head.public_body(has_body(&body))?;
+        self.forward(&parts, &head.context, &head.target, OutBody::Empty, conn).await
+    }
+
+    /// Authenticates the caller (a bearer token, or a verified client certificate).
+    async fn authenticate(&self, headers: &http::HeaderMap, client_cert: Option<&str>) -> Result<Principal, GateError> {
+        let started = Instant::now();
+        let authenticated = self.auth.authenticate(headers, client_cert).await;
+        self.metrics.auth_seconds.observe(started.elapsed());
+        authenticated.map_err(|e| match e {
             AuthError::Invalid(m) => GateError::Unauthenticated(m),
             AuthError::KeysUnavailable(issuer) => {
                 tracing::error!(%issuer, "no signing keys available; denying");
                 GateError::KeysUnavailable
             }
-        })?;
-        trail.sub = Some(principal.sub.clone());
-        trail.groups = principal.groups.clone();
-        let op = head.operation()?;
-        trail.rpc = op.rpc;
-        trail.resource_type = op.resource.as_str();
-        let (parts, body) = req.into_parts();
-        let read = self.read_body(&head, &op, body).await?;
-        let fields = head.parameters(&op, read.json.as_ref())?;
-        let (ctx, target) = (&head.context, &head.target);
-        let resource = self.enricher.resource(&self.upstream, ctx, &op, fields).await.map_err(|e| {
+        })
+    }
+
+    /// Looks up the registry facts the policy needs (`input.resource`), in the request's workspace.
+    async fn enrich(
+        &self,
+        head: &classify::Head,
+        op: &Operation,
+        fields: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<serde_json::Value, GateError> {
+        self.enricher.resource(&self.upstream, &head.context, op, fields).await.map_err(|e| {
             tracing::error!(error = %e, "enrichment failed; denying");
             GateError::LookupFailed
-        })?;
-        trail.target = audit_target(&resource, ctx);
-        let workspace = ctx.workspace_name();
-        self.capacity
-            .run_heavy(read.heavy, || {
-                self.decide(&principal, &op, &head, read.json.as_ref(), workspace, &resource, trail)
-            })
-            .await??;
-        if op.workflow {
-            let include_history = target.query_pairs().iter().any(|(k, v)| k == "include_history" && v == "true");
-            let fields = resource.get("target").and_then(|t| t.as_object()).cloned().unwrap_or_default();
-            let flow = approvals::Workflow {
-                upstream: &self.upstream,
-                policy: &self.policy,
-                enricher: &self.enricher,
-                webhooks: self.webhooks.as_deref(),
-            };
-            let call = approvals::Call {
-                op: &op,
-                principal: &principal,
-                target: &fields,
-                resource: &resource,
-                include_history,
-                context: ctx,
-            };
-            return flow.execute(call).await;
-        }
+        })
+    }
+
+    /// Serves a permitted workflow request (the gate is its server; nothing is forwarded as such).
+    async fn serve_workflow(&self, p: &Permitted<'_>) -> Result<Response<GateBody>, GateError> {
+        let query = p.head.target.query_pairs();
+        let include_history = query.iter().any(|(k, v)| k == "include_history" && v == "true");
+        let fields = p.resource.get("target").and_then(|t| t.as_object()).cloned().unwrap_or_default();
+        let flow = approvals::Workflow {
+            upstream: &self.upstream,
+            policy: &self.policy,
+            enricher: &self.enricher,
+            webhooks: self.webhooks.as_deref(),
+        };
+        let call = approvals::Call {
+            op: p.op,
+            principal: p.principal,
+            target: &fields,
+            resource: p.resource,
+            include_history,
+            context: &p.head.context,
+        };
+        flow.execute(call).await
+    }
+
+    /// Forwards a permitted request to MLflow: exactly the body the policy evaluated (stamped), or the stream.
+    async fn dispatch(
+        &self,
+        parts: &http::request::Parts,
+        p: &Permitted<'_>,
+        read: ReadBody,
+        conn: ClientConn,
+        trail: &mut Trail,
+    ) -> Result<Response<GateBody>, GateError> {
         let out = match read.json {
             Some(mut json) => {
-                let (op, sub) = (&op, &principal.sub);
+                let (op, sub) = (p.op, &p.principal.sub);
                 let serialized = self
                     .capacity
                     .run_heavy(read.heavy, move || {
@@ -272,18 +347,25 @@ impl Gate {
             None => read.out,
         };
         let upstream_started = Instant::now();
-        let resp = self.forward(&parts, ctx, target, out, conn).await?;
+        let resp = self.forward(parts, &p.head.context, &p.head.target, out, conn).await?;
         self.metrics.upstream_seconds.observe(upstream_started.elapsed());
         trail.upstream_status = Some(resp.status().as_u16());
-        if !resp.status().is_success() {
-            return Ok(resp);
-        }
-        self.record_history(ctx, &op, &resource, &principal.sub).await;
-        match self.webhooks.as_ref().filter(|_| events::produces_events(&op)) {
+        Ok(resp)
+    }
+
+    /// After MLflow confirmed a permitted mutation: the stage history, then the registry's webhook events.
+    async fn after_effects(
+        &self,
+        p: &Permitted<'_>,
+        resp: Response<GateBody>,
+    ) -> Result<Response<GateBody>, GateError> {
+        let ctx = &p.head.context;
+        self.record_history(ctx, p.op, p.resource, &p.principal.sub).await;
+        match self.webhooks.as_ref().filter(|_| events::produces_events(p.op)) {
             Some(hooks) => {
                 let (resp, answer) = read_small_json(resp).await?;
-                for e in events::for_mutation(&op, &resource, &answer) {
-                    hooks.emit(webhook_event(e, &principal.sub, ctx));
+                for e in events::for_mutation(p.op, p.resource, &answer) {
+                    hooks.emit(webhook_event(e, &p.principal.sub, ctx));
                 }
                 Ok(resp)
             }
@@ -317,12 +399,12 @@ impl Gate {
 
     /// Counts the request and, when it reached a decision, writes its audit record.
     fn account(&self, trail: &Trail, method: &Method, path: &str, id: &str, status: u16, elapsed: std::time::Duration) {
-        self.metrics.count_request(trail.rpc, trail.decision, status);
+        self.metrics.count_request(trail.rpc, trail.outcome.as_str(), status);
         self.metrics.request_seconds.observe(elapsed);
         if !trail.would_deny.is_empty() {
             self.metrics.count_would_deny(trail.rpc);
         }
-        if let (Some(hooks), "denied") = (&self.webhooks, trail.decision) {
+        if let (Some(hooks), Outcome::Failed(DENIED)) = (&self.webhooks, trail.outcome) {
             let mut fields = serde_json::json!({"rpc": trail.rpc, "method": method.as_str(), "path": path,
                 "reasons": trail.reasons, "target": trail.target});
             if let (Some(w), Some(f)) = (&trail.workspace, fields.as_object_mut()) {
@@ -337,7 +419,7 @@ impl Gate {
             });
         }
         let Some(audit) = &self.audit else { return };
-        if matches!(trail.decision, "public" | "-") {
+        if !trail.outcome.audited() {
             return;
         }
         audit.record(AuditEntry {
@@ -348,7 +430,7 @@ impl Gate {
             target: trail.target.clone(),
             method: method.to_string(),
             path: path.to_string(),
-            decision: trail.decision.to_string(),
+            decision: trail.outcome.as_str().to_string(),
             reasons: trail.reasons.clone(),
             would_deny: trail.would_deny.clone(),
             break_glass: trail.break_glass,
@@ -360,18 +442,17 @@ impl Gate {
         });
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn decide(
         &self,
         principal: &Principal,
         op: &Operation,
         head: &classify::Head,
         body: Option<&serde_json::Map<String, serde_json::Value>>,
-        workspace: Option<&str>,
         resource: &serde_json::Value,
         trail: &mut Trail,
     ) -> Result<(), GateError> {
         let query = head.query();
+        let workspace = head.context.workspace_name();
         let facts = input::RequestFacts {
             method: head.method.as_str(),
             path: &head.target.path,
@@ -399,7 +480,7 @@ impl Gate {
             tracing::warn!(would_deny = %trail.would_deny.join("; "), "shadow-mode rules would deny this request");
         }
         if decision.allow {
-            trail.decision = "allow";
+            trail.outcome = Outcome::Allowed;
             Ok(())
         } else if decision.reasons.is_empty() {
             Err(GateError::PermissionDenied(format!("{} is not permitted by policy", op.rpc)))
@@ -487,6 +568,37 @@ impl Gate {
             context: ctx,
         };
         self.upstream.forward(out).await
+    }
+}
+
+/// A request the policy allowed, as the dispatch and after-effect phases see it.
+struct Permitted<'a> {
+    head: &'a classify::Head,
+    op: &'a Operation,
+    principal: &'a Principal,
+    /// The resource the policy saw (`input.resource`).
+    resource: &'a serde_json::Value,
+}
+
+impl Trail {
+    /// Records what classification learnt: the workspace and, when the table knows the route, its operation.
+    fn classified(&mut self, head: &classify::Head) {
+        self.workspace = head.context.workspace_name().map(str::to_owned);
+        if let Some(op) = &head.route {
+            self.operation(op);
+        }
+    }
+
+    /// Records who asked.
+    fn authenticated(&mut self, principal: &Principal) {
+        self.sub = Some(principal.sub.clone());
+        self.groups = principal.groups.clone();
+    }
+
+    /// Records the operation the policy is asked about.
+    fn operation(&mut self, op: &Operation) {
+        self.rpc = op.rpc;
+        self.resource_type = op.resource.as_str();
     }
 }
 
