@@ -174,7 +174,7 @@ impl Workflow<'_> {
         let body =
             json!({"name": ctx.name, "version": ctx.version, "stage": stage, "archive_existing_versions": archive});
         let Value::Object(body) = body else { return Err(GateError::Internal) };
-        let op = Operation::plain("TransitionModelVersionStage", false, Resource::ModelVersion);
+        let op = Operation::plain(rpc::TRANSITION_MODEL_VERSION_STAGE, false, Resource::ModelVersion);
         let context = ctx.call.context;
         let resource = self.enricher.resource(self.upstream, context, &op, body.clone()).await.map_err(|e| {
             tracing::error!(error = %e, "enrichment for the approval's transition failed");

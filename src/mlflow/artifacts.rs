@@ -82,7 +82,10 @@ pub async fn resource(
 ) -> Result<Value, EnrichError> {
     let write = locate(enricher, up, ctx, op, &target).await?;
     let mut facts = Map::new();
-    facts.insert("operation".into(), json!(if op.rpc == "DeleteArtifact" { "delete" } else { "write" }));
+    facts.insert(
+        "operation".into(),
+        json!(if op.rpc == super::routes::rpc::DELETE_ARTIFACT { "delete" } else { "write" }),
+    );
     facts.insert("location".into(), write.location.clone().map_or(Value::Null, Value::String));
     facts.insert("path_problem".into(), write.problem.clone().map_or(Value::Null, Value::String));
     let (entity, owned) = match (&write.named, &write.location) {

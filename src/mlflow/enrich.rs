@@ -130,7 +130,7 @@ impl Enricher {
         let rm = rm.map(|v| registered_model_facts(v.get("registered_model").unwrap_or(&Value::Null)));
         let mv = mv.map(|v| model_version_facts(v.get("model_version").unwrap_or(&Value::Null)));
         // For a version being created, its lineage is in the request.
-        let lineage = mv.as_ref().filter(|_| op.rpc != "CreateModelVersion").unwrap_or(&target);
+        let lineage = mv.as_ref().filter(|_| op.rpc != super::routes::rpc::CREATE_MODEL_VERSION).unwrap_or(&target);
         let run_id = str_of(lineage, "run_id");
         let source = str_of(lineage, "source");
         let model_id = str_of(lineage, "model_id");

@@ -201,6 +201,24 @@ pub mod rpc {
     pub const UNKNOWN: &str = "Unknown";
     /// The UI's upload-artifact: its parameters are in the query string, its body is the file.
     pub const UPLOAD_RUN_ARTIFACT: &str = "UploadRunArtifact";
+    /// Creates a run (the gate stamps `mlflow.user`).
+    pub const CREATE_RUN: &str = "CreateRun";
+    /// Logs metrics, params and tags of a run at once.
+    pub const LOG_BATCH: &str = "LogBatch";
+    /// Registers a model (stamped with its creator).
+    pub const CREATE_REGISTERED_MODEL: &str = "CreateRegisteredModel";
+    /// Creates a logged model (stamped with its creator).
+    pub const CREATE_LOGGED_MODEL: &str = "CreateLoggedModel";
+    /// Creates a model version (stamped with its creator and lineage).
+    pub const CREATE_MODEL_VERSION: &str = "CreateModelVersion";
+    /// Starts a trace (stamped with its creator).
+    pub const START_TRACE: &str = "StartTrace";
+    /// Moves a version to a stage (recorded in its stage history).
+    pub const TRANSITION_MODEL_VERSION_STAGE: &str = "TransitionModelVersionStage";
+    /// Moves an alias (recorded in the version's stage history).
+    pub const SET_REGISTERED_MODEL_ALIAS: &str = "SetRegisteredModelAlias";
+    /// Deletes an artifact (proxied artifact store).
+    pub const DELETE_ARTIFACT: &str = "DeleteArtifact";
     /// Workflow: ask for a stage transition.
     pub const CREATE_TRANSITION_REQUEST: &str = "CreateTransitionRequest";
     /// Workflow: approve an open request (performs the transition).

@@ -577,3 +577,25 @@ fn body_classes_come_from_the_table() {
     // The artifact store's DELETE takes no file: its body (if any) is read as JSON like any write.
     assert_eq!(class("DELETE", "/api/2.0/mlflow-artifacts/artifacts/1/a/model.pkl"), BodyClass::Large);
 }
+
+#[test]
+fn rpc_constants_name_routes_of_the_table() {
+    let mlflow = [
+        rpc::UPLOAD_RUN_ARTIFACT,
+        rpc::CREATE_RUN,
+        rpc::LOG_BATCH,
+        rpc::CREATE_REGISTERED_MODEL,
+        rpc::CREATE_LOGGED_MODEL,
+        rpc::CREATE_MODEL_VERSION,
+        rpc::START_TRACE,
+        rpc::TRANSITION_MODEL_VERSION_STAGE,
+        rpc::SET_REGISTERED_MODEL_ALIAS,
+        rpc::DELETE_ARTIFACT,
+    ];
+    for name in mlflow {
+        assert!(all_routes().any(|(_, _, r, _)| r == name), "{name}");
+    }
+    for (_, _, name, _) in WORKFLOW {
+        assert!(!all_routes().any(|(_, _, r, _)| r == name), "{name}");
+    }
+}
