@@ -10,9 +10,9 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::Principal;
 use crate::error::GateError;
-use crate::mlflow::enrich::Enricher;
 use crate::mlflow::routes;
 use crate::pipeline::classify;
+use crate::pipeline::enrich::Enricher;
 use crate::policy::input;
 use crate::proxy::context::WORKSPACE_HEADER;
 use crate::proxy::Upstream;

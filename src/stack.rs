@@ -23,11 +23,12 @@ use crate::error::{GateError, DENIED};
 use crate::limits::{Capacity, HEAVY_BODY_BYTES};
 use crate::metrics::Metrics;
 use crate::mlflow::canon::Target;
-use crate::mlflow::enrich::Enricher;
 use crate::mlflow::events;
 use crate::mlflow::routes::{BodyClass, Operation};
-use crate::mlflow::{stamps, target as target_fields};
+use crate::mlflow::stamps;
 use crate::pipeline::classify;
+use crate::pipeline::effects::{self, now_ms, WORKSPACE_FIELD};
+use crate::pipeline::enrich::Enricher;
 use crate::policy::{input, Policy};
 use crate::proxy::{ClientConn, OutBody, Outgoing, RequestContext, Upstream};
 use crate::server::ConnInfo;
@@ -364,9 +365,8 @@ impl Gate {
         match self.webhooks.as_ref().filter(|_| events::produces_events(p.op)) {
             Some(hooks) => {
                 let (resp, answer) = read_small_json(resp).await?;
-                for e in events::for_mutation(p.op, p.resource, &answer) {
-                    hooks.emit(webhook_event(e, &p.principal.sub, ctx));
-                }
+                let events = events::for_mutation(p.op, p.resource, &answer);
+                effects::emit(Some(hooks), events, &p.principal.sub, ctx);
                 Ok(resp)
             }
             None => Ok(resp),
@@ -376,24 +376,9 @@ impl Gate {
     /// After MLflow confirmed a stage change or alias move, appends it to the version's history tag (in the
     /// request's workspace). The mutation already happened, so a failure here is logged, not returned.
     async fn record_history(&self, ctx: &RequestContext, op: &Operation, resource: &serde_json::Value, sub: &str) {
-        let target = resource.get("target").and_then(|t| t.as_object());
-        let Some(target) = target else { return };
-        let Some(entry) = stamps::history_entry(op, target, sub, now_ms(), ctx.request_id()) else { return };
-        let (Some(name), Some(version)) =
-            (target_fields::field(target, "name"), target_fields::field(target, "version"))
-        else {
-            return;
-        };
-        let previous =
-            resource.pointer("/model_version/stage_history").and_then(|h| h.as_array()).cloned().unwrap_or_default();
-        let body = serde_json::json!({
-            "name": name, "version": version, "key": stamps::STAGE_HISTORY,
-            "value": stamps::appended_history(&previous, entry),
-        });
-        match self.upstream.call_json(ctx, Method::POST, "/api/2.0/mlflow/model-versions/set-tag", Some(&body)).await {
-            Ok((status, _)) if status.is_success() => {}
-            Ok((status, reply)) => tracing::error!(%status, %reply, "recording the stage history failed"),
-            Err(e) => tracing::error!(error = %e, "recording the stage history failed"),
+        let Some(target) = resource.get("target").and_then(|t| t.as_object()) else { return };
+        if let Err(e) = effects::record_history(&self.upstream, ctx, op, target, resource, sub).await {
+            tracing::error!(error = %e, "recording the stage history failed");
         }
     }
 
@@ -617,25 +602,6 @@ fn has_body<B: Body>(body: &B) -> bool {
     !body.is_end_stream() && body.size_hint().exact() != Some(0)
 }
 
-/// The payload field (webhooks) and target field (audit, log) naming the MLflow workspace of a request that named
-/// one, so that receivers never confuse same-named models of two workspaces.
-pub const WORKSPACE_FIELD: &str = "workspace";
-
-/// Converts a registry event for the webhooks; the request's workspace becomes the payload's `workspace`.
-pub fn webhook_event(e: events::RegistryEvent, sub: &str, ctx: &RequestContext) -> Event {
-    let mut fields = e.fields;
-    if let Some(w) = ctx.workspace_name() {
-        fields.insert(WORKSPACE_FIELD.into(), w.into());
-    }
-    Event {
-        event: e.event.to_string(),
-        model_name: e.model_name,
-        fields,
-        principal: Some(sub.to_string()),
-        decision_id: ctx.request_id().to_string(),
-    }
-}
-
 /// The target recorded in the audit log and the denial webhook: the policy's target plus the workspace, if any.
 fn audit_target(resource: &serde_json::Value, ctx: &RequestContext) -> serde_json::Value {
     let mut target = resource.get("target").cloned().unwrap_or_default();
@@ -655,10 +621,6 @@ async fn read_small_json(resp: Response<GateBody>) -> Result<(Response<GateBody>
     })?;
     let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     Ok((Response::from_parts(parts, body::full(bytes)), json))
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn request_id() -> String {

@@ -4,7 +4,8 @@
 //! and `/ajax-api/2.0/mlflow/`. State is kept in reserved model-version tags (see `state`), read and written in the
 //! request's workspace (its `RequestContext`): an approval recorded in one workspace is not seen in another.
 
-pub mod state;
+/// The workflow's state in reserved model-version tags (a leaf of the route layer, `mlflow::workflow`).
+pub use crate::mlflow::workflow as state;
 
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
@@ -13,54 +14,14 @@ use serde_json::{json, Map, Value};
 use crate::auth::Principal;
 use crate::body::{self, GateBody};
 use crate::error::GateError;
-use crate::mlflow::enrich::Enricher;
+use crate::mlflow::events;
 use crate::mlflow::routes::{rpc, Operation, Resource};
 use crate::mlflow::target::field;
-use crate::mlflow::{events, stamps};
+use crate::pipeline::effects::{self, now_ms};
+use crate::pipeline::enrich::Enricher;
 use crate::policy::{input, Policy};
 use crate::proxy::{RequestContext, Upstream};
 use state::{kind, Activity};
-
-/// Completes a workflow target before enrichment: a comment id names its model version.
-pub fn prepare_target(op: &Operation, target: &mut Map<String, Value>) -> Result<(), GateError> {
-    if op.rpc == rpc::UPDATE_COMMENT || op.rpc == rpc::DELETE_COMMENT {
-        let id = field(target, "id").ok_or_else(|| bad("id is required"))?;
-        let (name, version, _) = state::parse_external_id(id).ok_or_else(|| not_found("no comment has this id"))?;
-        target.insert("name".into(), Value::String(name));
-        target.insert("version".into(), Value::String(version));
-    }
-    Ok(())
-}
-
-/// Whether a version (its facts, tags flattened) carries a recorded approval: only then do the policy's facts
-/// need the fingerprint of its files.
-pub fn has_approvals(model_version: &Map<String, Value>) -> bool {
-    let tags = model_version.get("tags").and_then(Value::as_object);
-    tags.is_some_and(|t| state::activities(t).iter().any(|a| a.activity_type == state::kind::APPROVED))
-}
-
-/// The facts a policy needs about the workflow of a version: approvals (with validity), open requests, and the
-/// activity a request acts on (a comment being edited).
-pub fn policy_facts(
-    model_version: &Map<String, Value>,
-    source_run: Option<&Map<String, Value>>,
-    target: &Map<String, Value>,
-) -> Map<String, Value> {
-    let tags = model_version.get("tags").and_then(Value::as_object).cloned().unwrap_or_default();
-    let list = state::activities(&tags);
-    let mut facts = Map::new();
-    facts.insert("approvals".into(), Value::Array(state::approvals_for_policy(&list, model_version, source_run)));
-    let open = state::open_requests(&list)
-        .into_iter()
-        .map(|r| json!({"id": r.id, "to_stage": r.to_stage, "user_id": r.user_id, "creation_timestamp": r.creation_timestamp}))
-        .collect();
-    facts.insert("open_requests".into(), Value::Array(open));
-    let short = field(target, "id").and_then(state::parse_external_id).map(|(_, _, s)| s);
-    if let Some(a) = short.and_then(|s| list.iter().find(|a| a.id == s)) {
-        facts.insert("activity".into(), json!({"id": a.id, "activity_type": a.activity_type, "user_id": a.user_id}));
-    }
-    facts
-}
 
 fn bad(msg: &str) -> GateError {
     GateError::BadRequest(msg.to_string())
@@ -202,13 +163,11 @@ impl Workflow<'_> {
             tracing::warn!(%status, %reply, "MLflow refused the approval's transition");
             return Ok(Some(format!("approval recorded; MLflow refused the transition ({status})")));
         }
-        let entry = stamps::history_entry(&op, &body, &ctx.call.principal.sub, now_ms(), context.request_id());
-        let previous =
-            resource.pointer("/model_version/stage_history").and_then(Value::as_array).cloned().unwrap_or_default();
-        if let Some(entry) = entry {
-            let value = stamps::appended_history(&previous, entry);
-            self.set_tag(ctx, stamps::STAGE_HISTORY, &value).await?;
-        }
+        let sub = &ctx.call.principal.sub;
+        effects::record_history(self.upstream, context, &op, &body, &resource, sub).await.map_err(|e| {
+            tracing::error!(error = %e, "recording workflow state in MLflow failed");
+            GateError::UpstreamUnavailable
+        })?;
         let applied = ctx.new_activity(kind::APPLIED, Some(stage), None);
         self.save(ctx, &applied).await?;
         let from = ctx.mv.get("current_stage").cloned().unwrap_or(Value::Null);
@@ -262,11 +221,7 @@ impl Workflow<'_> {
     }
 
     fn emit(&self, ctx: &Ctx<'_>, list: Vec<events::RegistryEvent>) {
-        if let Some(hooks) = self.webhooks {
-            for e in list {
-                hooks.emit(crate::stack::webhook_event(e, &ctx.call.principal.sub, ctx.call.context));
-            }
-        }
+        effects::emit(self.webhooks, list, &ctx.call.principal.sub, ctx.call.context);
     }
 
     async fn save(&self, ctx: &Ctx<'_>, a: &Activity) -> Result<(), GateError> {
@@ -346,8 +301,4 @@ fn list_requests(ctx: &Ctx<'_>) -> Value {
         state::open_requests(ctx.list).into_iter().map(|a| a.to_api(ctx.name, ctx.version)).collect()
     };
     json!({ "requests": items })
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -7,11 +7,10 @@
 use http::{HeaderMap, Method, Uri, Version};
 use serde_json::{Map, Value};
 
-use crate::approvals;
 use crate::error::GateError;
 use crate::mlflow::canon::{self, Target};
 use crate::mlflow::routes::{self, rpc, BodyClass, Operation, Resource};
-use crate::mlflow::{graphql, names, params, stamps, target as target_fields};
+use crate::mlflow::{graphql, names, params, stamps, target as target_fields, workflow};
 use crate::proxy::RequestContext;
 
 /// A request's head, classified: everything known before authentication.
@@ -99,7 +98,7 @@ impl Head {
         let mut fields = target_fields::extract(method, &self.target.query_pairs(), body, &op.path_params)
             .map_err(|e| GateError::BadRequest(e.0))?;
         if op.workflow {
-            approvals::prepare_target(op, &mut fields)?;
+            workflow::prepare_target(op, &mut fields)?;
         }
         if let Some(problem) = names::refused_write(op, &fields, body) {
             return Err(GateError::InvalidParameter(problem));

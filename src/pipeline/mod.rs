@@ -7,3 +7,5 @@
 //! (`proxy` or `approvals`) -> after-effects (`stack`).
 
 pub mod classify;
+pub mod effects;
+pub mod enrich;

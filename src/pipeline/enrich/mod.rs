@@ -14,9 +14,13 @@ use http::{Method, StatusCode};
 use moka::future::Cache;
 use serde_json::{json, Map, Value};
 
-use super::routes::{Operation, Resource};
-use super::stamps::{CREATED_BY, RUN_USER_TAG, STAGE_HISTORY};
-use super::target::field;
+pub mod artifacts;
+pub mod files;
+
+use crate::mlflow::routes::{Operation, Resource};
+use crate::mlflow::stamps::{CREATED_BY, RUN_USER_TAG, STAGE_HISTORY};
+use crate::mlflow::target::field;
+use crate::mlflow::workflow;
 use crate::proxy::{RequestContext, Upstream};
 
 /// A look-up failed (other than "does not exist").
@@ -105,8 +109,8 @@ impl Enricher {
         op: &Operation,
         target: Map<String, Value>,
     ) -> Result<Value, EnrichError> {
-        if super::artifacts::governs(op) {
-            return super::artifacts::resource(self, up, ctx, op, target).await;
+        if artifacts::governs(op) {
+            return artifacts::resource(self, up, ctx, op, target).await;
         }
         if !Enricher::needs(op) {
             return Ok(json!({ "target": target }));
@@ -130,7 +134,8 @@ impl Enricher {
         let rm = rm.map(|v| registered_model_facts(v.get("registered_model").unwrap_or(&Value::Null)));
         let mv = mv.map(|v| model_version_facts(v.get("model_version").unwrap_or(&Value::Null)));
         // For a version being created, its lineage is in the request.
-        let lineage = mv.as_ref().filter(|_| op.rpc != super::routes::rpc::CREATE_MODEL_VERSION).unwrap_or(&target);
+        let lineage =
+            mv.as_ref().filter(|_| op.rpc != crate::mlflow::routes::rpc::CREATE_MODEL_VERSION).unwrap_or(&target);
         let run_id = str_of(lineage, "run_id");
         let source = str_of(lineage, "source");
         let model_id = str_of(lineage, "model_id");
@@ -146,8 +151,8 @@ impl Enricher {
         };
         let mut mv = mv;
         if let (Some(mv), Some(n), Some(v)) = (mv.as_mut(), name, version) {
-            if op.rpc == super::routes::rpc::APPROVE_TRANSITION_REQUEST || crate::approvals::has_approvals(mv) {
-                mv.insert("files".into(), super::files::version_files(up, ctx, n, v).await?);
+            if op.rpc == crate::mlflow::routes::rpc::APPROVE_TRANSITION_REQUEST || workflow::has_approvals(mv) {
+                mv.insert("files".into(), files::version_files(up, ctx, n, v).await?);
             }
         }
         if let (Some(alias), Some(rm)) = (field(&target, "alias"), rm.as_ref()) {
@@ -155,8 +160,7 @@ impl Enricher {
                 res.insert("alias_holder".into(), json!({"alias": alias, "version": v}));
             }
         }
-        let workflow =
-            mv.as_ref().map(|mv| crate::approvals::policy_facts(mv, run.as_ref(), &target)).unwrap_or_default();
+        let workflow = mv.as_ref().map(|mv| workflow::policy_facts(mv, run.as_ref(), &target)).unwrap_or_default();
         res.insert("approvals".into(), workflow.get("approvals").cloned().unwrap_or_else(|| json!([])));
         res.insert("open_requests".into(), workflow.get("open_requests").cloned().unwrap_or_else(|| json!([])));
         if let Some(activity) = workflow.get("activity") {
@@ -227,7 +231,7 @@ impl Enricher {
         let located = source.starts_with(&format!("models:/{id}"))
             || model.get("artifact_uri").and_then(Value::as_str).is_some_and(|uri| under(source, uri));
         l.kind = "logged_model";
-        l.logged_model_creator = super::artifacts::logged_model_creator(&model);
+        l.logged_model_creator = artifacts::logged_model_creator(&model);
         if !(from_this_run && located) {
             l.reason = Some(format!("the source's logged model {id} was not logged from run {run_id}"));
             return Ok(l);

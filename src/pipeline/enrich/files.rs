@@ -9,7 +9,7 @@ use http::{Method, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::enrich::EnrichError;
+use super::EnrichError;
 use crate::proxy::{RequestContext, Upstream};
 
 /// Files up to this size are hashed by content; larger ones by path and size only.
