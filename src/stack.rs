@@ -31,7 +31,6 @@ use crate::pipeline::effects::{self, now_ms, WORKSPACE_FIELD};
 use crate::pipeline::enrich::Enricher;
 use crate::policy::{input, Policy};
 use crate::proxy::{ClientConn, OutBody, Outgoing, RequestContext, Upstream};
-use crate::server::ConnInfo;
 use crate::webhooks::{Event, Webhooks};
 
 /// Response header carrying the request id (also quoted in every error message).
@@ -159,7 +158,7 @@ impl Gate {
     }
 
     /// Handles one request end to end. Never fails: errors become MLflow error responses.
-    pub async fn handle<B>(&self, req: Request<B>, conn: ConnInfo) -> Response<GateBody>
+    pub async fn handle<B>(&self, req: Request<B>, conn: ClientConn) -> Response<GateBody>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -171,10 +170,9 @@ impl Gate {
             let method = req.method().clone();
             let raw_path = req.uri().path().to_owned();
             let mut trail = Trail { rpc: "-", ..Trail::default() };
-            let client = ClientConn { peer_ip: conn.peer.ip(), tls: conn.tls };
             // Admission first: a request over `max_concurrent_requests` costs nothing more than its 503.
             let (outcome, slot) = match self.capacity.admit() {
-                Ok(slot) => (self.process(req, client, conn.client_cert.as_deref(), &id, &mut trail).await, Some(slot)),
+                Ok(slot) => (self.process(req, &conn, &id, &mut trail).await, Some(slot)),
                 Err(e) => (Err(e), None),
             };
             let mut resp = match outcome {
@@ -221,8 +219,7 @@ impl Gate {
     async fn process<B>(
         &self,
         req: Request<B>,
-        conn: ClientConn,
-        client_cert: Option<&str>,
+        conn: &ClientConn,
         id: &str,
         trail: &mut Trail,
     ) -> Result<Response<GateBody>, GateError>
@@ -236,7 +233,7 @@ impl Gate {
             trail.outcome = Outcome::Public;
             return self.serve_public(req, &head, conn).await;
         }
-        let principal = self.authenticate(req.headers(), client_cert).await?;
+        let principal = self.authenticate(req.headers(), conn.client_cert.as_deref()).await?;
         trail.authenticated(&principal);
         let op = head.operation()?;
         trail.operation(&op);
@@ -264,7 +261,7 @@ impl Gate {
         &self,
         req: Request<B>,
         head: &classify::Head,
-        conn: ClientConn,
+        conn: &ClientConn,
     ) -> Result<Response<GateBody>, GateError>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -330,7 +327,7 @@ impl Gate {
         parts: &http::request::Parts,
         p: &Permitted<'_>,
         read: ReadBody,
-        conn: ClientConn,
+        conn: &ClientConn,
         trail: &mut Trail,
     ) -> Result<Response<GateBody>, GateError> {
         let out = match read.json {
@@ -535,7 +532,7 @@ impl Gate {
         ctx: &RequestContext,
         target: &Target,
         body: OutBody,
-        conn: ClientConn,
+        conn: &ClientConn,
     ) -> Result<Response<GateBody>, GateError> {
         let original_host = parts
             .headers

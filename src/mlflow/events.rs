@@ -7,6 +7,36 @@ use serde_json::{json, Map, Value};
 use super::routes::Operation;
 use super::target::field;
 
+/// Every event name a `[[webhooks]]` entry may list: Databricks' registry-webhook events, then the gate's own
+/// (`MODEL_VERSION_ALIAS_SET`, `MODEL_VERSION_ALIAS_DELETED`, `POLICY_DENIED`, `AUDIT_CHECKPOINT`).
+pub const KNOWN_EVENTS: &[&str] = &[
+    "MODEL_VERSION_CREATED",
+    "MODEL_VERSION_TRANSITIONED_STAGE",
+    "MODEL_VERSION_TRANSITIONED_TO_STAGING",
+    "MODEL_VERSION_TRANSITIONED_TO_PRODUCTION",
+    "MODEL_VERSION_TRANSITIONED_TO_ARCHIVED",
+    "TRANSITION_REQUEST_CREATED",
+    "TRANSITION_REQUEST_TO_STAGING_CREATED",
+    "TRANSITION_REQUEST_TO_PRODUCTION_CREATED",
+    "TRANSITION_REQUEST_TO_ARCHIVED_CREATED",
+    "COMMENT_CREATED",
+    "REGISTERED_MODEL_CREATED",
+    "MODEL_VERSION_TAG_SET",
+    "MODEL_VERSION_ALIAS_SET",
+    "MODEL_VERSION_ALIAS_DELETED",
+    "POLICY_DENIED",
+    AUDIT_CHECKPOINT,
+];
+
+/// A signed audit-log checkpoint (`{"checkpoint": {seq, mac, time, key_id, checkpoint_mac}}`), published every N
+/// records, every T seconds, at rotation and at shutdown; registry-wide hooks only (it names no model).
+pub const AUDIT_CHECKPOINT: &str = "AUDIT_CHECKPOINT";
+
+/// Whether `name` is one of [`KNOWN_EVENTS`].
+pub fn is_known_event(name: &str) -> bool {
+    KNOWN_EVENTS.contains(&name)
+}
+
 /// One event: its name, the model it concerns, and its payload fields.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegistryEvent {
@@ -117,7 +147,14 @@ pub fn request_events(name: &str, version: &str, stage: &str, comment: Option<&s
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use crate::mlflow::routes::Resource;
+
+    #[test]
+    fn known_events_include_the_gate_extensions() {
+        assert!(is_known_event("POLICY_DENIED") && is_known_event("MODEL_VERSION_TAG_SET"));
+        assert!(!is_known_event("model_version.created"));
+    }
 
     fn op(rpc: &'static str) -> Operation {
         Operation::plain(rpc, false, Resource::ModelVersion)

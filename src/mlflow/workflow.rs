@@ -130,7 +130,7 @@ pub fn open_requests(list: &[Activity]) -> Vec<&Activity> {
 }
 
 /// What an approval vouches for: the version's lineage, its files (the digest of their listing and of the content
-/// of small files, `model_version.files`, see `mlflow::files`) and its source run's metrics, params and user tags.
+/// of small files, `model_version.files`, see `pipeline::enrich::files`) and its source run's metrics, params and user tags.
 /// If any of these changes after the approval, the approval is void. (MLflow system tags `mlflow.*` are left out:
 /// MLflow itself updates some of them.)
 pub fn fingerprint(model_version: &Map<String, Value>, source_run: Option<&Map<String, Value>>) -> String {

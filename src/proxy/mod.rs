@@ -78,7 +78,7 @@ pub struct Outgoing<'a> {
     /// The body.
     pub body: OutBody,
     /// The client connection.
-    pub conn: ClientConn,
+    pub conn: &'a ClientConn,
     /// The request's context: its validated workspace replaces the client's header.
     pub context: &'a RequestContext,
 }
