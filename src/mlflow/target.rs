@@ -70,7 +70,7 @@ fn rename(body: &mut Map<String, Value>, from: &str, to: &str, same_value_ok: bo
     let Some(v) = body.remove(from) else { return Ok(()) };
     match body.get(to) {
         Some(existing) if !(same_value_ok && existing == &v) => {
-            Err(BodyError(format!("the body sets both {from:?} and {to:?}; send one spelling")))
+            Err(BodyError::BothSpellings { from: from.to_string(), to: to.to_string() })
         }
         Some(_) => Ok(()),
         None => {
@@ -102,7 +102,7 @@ pub fn extract(
                 query.iter().filter(|(k, _)| k == field || snake(k).as_deref() == Some(field)).map(|(_, v)| v);
             if let Some(first) = values.next() {
                 if values.any(|v| v != first) {
-                    return Err(BodyError(format!("the query string gives {field:?} more than one value")));
+                    return Err(BodyError::AmbiguousQuery(field));
                 }
                 out.insert(field.to_string(), Value::String(first.clone()));
             }

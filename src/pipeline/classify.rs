@@ -37,7 +37,7 @@ pub fn head(
     headers: &HeaderMap,
     request_id: &str,
 ) -> Result<Head, GateError> {
-    let target = canon::canonicalize(uri, version).map_err(|e| GateError::BadRequest(e.0))?;
+    let target = canon::canonicalize(uri, version).map_err(|e| GateError::BadRequest(e.to_string()))?;
     // Validated once; every look-up, write and the forwarded request use this context, never the raw header.
     let context =
         RequestContext::from_headers(headers, request_id).map_err(|e| GateError::InvalidParameter(e.to_string()))?;
@@ -96,7 +96,7 @@ impl Head {
             (op.workflow && self.method == Method::DELETE && body.is_none()) || target_fields::reads_query(op.rpc);
         let method = if reads_query { "GET" } else { self.method.as_str() };
         let mut fields = target_fields::extract(method, &self.target.query_pairs(), body, &op.path_params)
-            .map_err(|e| GateError::BadRequest(e.0))?;
+            .map_err(|e| GateError::BadRequest(e.to_string()))?;
         if op.workflow {
             workflow::prepare_target(op, &mut fields)?;
         }
@@ -122,8 +122,9 @@ impl Head {
 /// Parses a read body: a JSON object within the structural limits, normalised (camelCase keys, stages), with the
 /// number of values it holds (for the budget of buffered bytes).
 pub fn parse_body(bytes: &[u8]) -> Result<(JsonBody, usize), GateError> {
-    let (mut json, values) = params::parse_json_object_counted(bytes).map_err(|e| GateError::BadRequest(e.0))?;
-    target_fields::normalize_body(&mut json).map_err(|e| GateError::BadRequest(e.0))?;
+    let (mut json, values) =
+        params::parse_json_object_counted(bytes).map_err(|e| GateError::BadRequest(e.to_string()))?;
+    target_fields::normalize_body(&mut json).map_err(|e| GateError::BadRequest(e.to_string()))?;
     Ok((json, values))
 }
 

@@ -10,7 +10,7 @@ use crate::mlflow::events::RegistryEvent;
 use crate::mlflow::routes::Operation;
 use crate::mlflow::stamps;
 use crate::mlflow::target::field;
-use crate::proxy::{RequestContext, Upstream};
+use crate::proxy::{CallError, RequestContext, Upstream};
 use crate::webhooks::{Event, Webhooks};
 
 /// The payload field (webhooks) and target field (audit, log) naming the MLflow workspace of a request that named
@@ -22,7 +22,7 @@ pub const WORKSPACE_FIELD: &str = "workspace";
 pub enum HistoryError {
     /// MLflow could not be asked.
     #[error("MLflow could not be reached: {0}")]
-    Unreachable(String),
+    Unreachable(#[source] CallError),
     /// MLflow refused the tag write.
     #[error("MLflow answered {status}: {reply}")]
     Refused {

@@ -8,7 +8,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{get, kv_map, EnrichError, Enricher};
+use super::{get, kv_map, EnrichError, Enricher, LookupFailure};
 use crate::mlflow::routes::{Operation, Resource};
 use crate::mlflow::stamps::{CREATED_BY, RUN_USER_TAG};
 use crate::mlflow::target::field;
@@ -434,7 +434,7 @@ async fn search_versions(up: &Upstream, ctx: &RequestContext, filter: &str) -> R
     }
     Err(EnrichError {
         what: "registered versions of an artifact location".into(),
-        detail: format!("more than {} versions match {filter}", SEARCH_PAGE * MAX_PAGES),
+        cause: LookupFailure::OverLimit(format!("more than {} versions match {filter}", SEARCH_PAGE * MAX_PAGES)),
     })
 }
 

@@ -21,16 +21,34 @@ use crate::mlflow::routes::{Operation, Resource};
 use crate::mlflow::stamps::{CREATED_BY, RUN_USER_TAG, STAGE_HISTORY};
 use crate::mlflow::target::field;
 use crate::mlflow::workflow;
-use crate::proxy::{RequestContext, Upstream};
+use crate::proxy::{CallError, RequestContext, Upstream};
 
 /// A look-up failed (other than "does not exist").
 #[derive(Debug, thiserror::Error)]
-#[error("looking up {what} in MLflow failed: {detail}")]
+#[error("looking up {what} in MLflow failed: {cause}")]
 pub struct EnrichError {
     /// What was being looked up.
     pub what: String,
     /// Why it failed (logged, never sent to the client).
-    pub detail: String,
+    #[source]
+    pub cause: LookupFailure,
+}
+
+/// Why a look-up failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupFailure {
+    /// MLflow could not be asked.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// MLflow answered with an unexpected status.
+    #[error("HTTP {0}")]
+    Status(StatusCode),
+    /// MLflow answered with an unexpected status for one item.
+    #[error("HTTP {0} for {1}")]
+    StatusFor(StatusCode, String),
+    /// The answer is over a bound the gate sets (entries, depth, pages).
+    #[error("{0}")]
+    OverLimit(String),
 }
 
 /// Whether a version's files provably are its source run owner's output (see [`Enricher::lineage`]). For the
@@ -287,8 +305,8 @@ pub(super) async fn get(
         let q = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(query).finish();
         pq = format!("{pq}?{q}");
     }
-    let fail = |detail: String| EnrichError { what: what.to_string(), detail };
-    let (status, body) = up.call_json(ctx, Method::GET, &pq, None).await.map_err(fail)?;
+    let fail = |cause: LookupFailure| EnrichError { what: what.to_string(), cause };
+    let (status, body) = up.call_json(ctx, Method::GET, &pq, None).await.map_err(|e| fail(e.into()))?;
     match status {
         StatusCode::OK => Ok(Some(body)),
         StatusCode::NOT_FOUND => Ok(None),
@@ -297,7 +315,7 @@ pub(super) async fn get(
         {
             Ok(None)
         }
-        s => Err(fail(format!("HTTP {s}"))),
+        s => Err(fail(LookupFailure::Status(s))),
     }
 }
 
