@@ -1,9 +1,11 @@
 //! The request's path through the gate, in order, and the one place that order is decided:
-//! admission (`limits.rs`) -> canonical target and request context (the validated MLflow workspace) -> classify
-//! the MLflow route (public routes: forwarded without a body) -> authenticate -> read the body the policy needs, by
-//! the route's body class -> policy -> forward. Each phase hands typed results to the next; none re-parses. Any
-//! failure ends the request with MLflow's error JSON (see `error.rs`), and one structured log line records every
-//! request (never a token or a body).
+//! admission (`limits.rs`) -> canonicalise and classify (`pipeline::classify`: canonical target, request context,
+//! the route from the table; public routes are forwarded here, without a body) -> authenticate -> read the body the
+//! policy needs, by the route's body class -> parameters (`pipeline::classify`) -> enrich (`pipeline::enrich`) ->
+//! decide (`policy`) -> dispatch (forward, or the `approvals` workflow) -> after-effects (`pipeline::effects`).
+//! Each phase is a function handing typed results to the next; none re-parses. `explain` runs the same phase
+//! functions without serving. Any failure ends the request with MLflow's error JSON (see `error.rs`), and one
+//! structured log line and audit record (`Trail`) record every request (never a token or a body).
 
 use std::sync::Arc;
 use std::time::Instant;
