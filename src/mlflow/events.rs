@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::routes::Operation;
+use super::routes::{rpc, Operation};
 use super::target::field;
 
 /// Every event name a `[[webhooks]]` entry may list: Databricks' registry-webhook events, then the gate's own
@@ -52,12 +52,12 @@ pub struct RegistryEvent {
 pub fn produces_events(op: &Operation) -> bool {
     matches!(
         op.rpc,
-        "CreateRegisteredModel"
-            | "CreateModelVersion"
-            | "TransitionModelVersionStage"
-            | "SetModelVersionTag"
-            | "SetRegisteredModelAlias"
-            | "DeleteRegisteredModelAlias"
+        rpc::CREATE_REGISTERED_MODEL
+            | rpc::CREATE_MODEL_VERSION
+            | rpc::TRANSITION_MODEL_VERSION_STAGE
+            | rpc::SET_MODEL_VERSION_TAG
+            | rpc::SET_REGISTERED_MODEL_ALIAS
+            | rpc::DELETE_REGISTERED_MODEL_ALIAS
     )
 }
 
@@ -72,8 +72,8 @@ pub fn for_mutation(op: &Operation, resource: &Value, response: &Value) -> Vec<R
         fields: fields.as_object().cloned().unwrap_or_default(),
     };
     match op.rpc {
-        "CreateRegisteredModel" => vec![one("REGISTERED_MODEL_CREATED", json!({}))],
-        "CreateModelVersion" => {
+        rpc::CREATE_REGISTERED_MODEL => vec![one("REGISTERED_MODEL_CREATED", json!({}))],
+        rpc::CREATE_MODEL_VERSION => {
             let mv = response.get("model_version").cloned().unwrap_or_default();
             vec![one(
                 "MODEL_VERSION_CREATED",
@@ -81,20 +81,20 @@ pub fn for_mutation(op: &Operation, resource: &Value, response: &Value) -> Vec<R
                 "run_id": mv.get("run_id"), "to_stage": "None"}),
             )]
         }
-        "TransitionModelVersionStage" => {
+        rpc::TRANSITION_MODEL_VERSION_STAGE => {
             let from = resource.pointer("/model_version/current_stage").cloned().unwrap_or(Value::Null);
             let to = target.get("stage").cloned().unwrap_or(Value::Null);
             transition_events(name.as_deref(), version.as_deref(), &from, &to)
         }
-        "SetModelVersionTag" => vec![one(
+        rpc::SET_MODEL_VERSION_TAG => vec![one(
             "MODEL_VERSION_TAG_SET",
             json!({"version": version,
             "tags": [{"key": target.get("key"), "value": target.get("value")}]}),
         )],
-        "SetRegisteredModelAlias" => {
+        rpc::SET_REGISTERED_MODEL_ALIAS => {
             vec![one("MODEL_VERSION_ALIAS_SET", json!({"version": version, "alias": target.get("alias")}))]
         }
-        "DeleteRegisteredModelAlias" => {
+        rpc::DELETE_REGISTERED_MODEL_ALIAS => {
             let holder = resource.pointer("/alias_holder/version").cloned().unwrap_or(Value::Null);
             vec![one("MODEL_VERSION_ALIAS_DELETED", json!({"version": holder, "alias": target.get("alias")}))]
         }

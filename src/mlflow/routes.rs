@@ -219,6 +219,10 @@ pub mod rpc {
     pub const SET_REGISTERED_MODEL_ALIAS: &str = "SetRegisteredModelAlias";
     /// Deletes an artifact (proxied artifact store).
     pub const DELETE_ARTIFACT: &str = "DeleteArtifact";
+    /// Tags a model version (a registry event).
+    pub const SET_MODEL_VERSION_TAG: &str = "SetModelVersionTag";
+    /// Removes an alias (a registry event).
+    pub const DELETE_REGISTERED_MODEL_ALIAS: &str = "DeleteRegisteredModelAlias";
     /// Workflow: ask for a stage transition.
     pub const CREATE_TRANSITION_REQUEST: &str = "CreateTransitionRequest";
     /// Workflow: approve an open request (performs the transition).

@@ -591,6 +591,8 @@ fn rpc_constants_name_routes_of_the_table() {
         rpc::TRANSITION_MODEL_VERSION_STAGE,
         rpc::SET_REGISTERED_MODEL_ALIAS,
         rpc::DELETE_ARTIFACT,
+        rpc::SET_MODEL_VERSION_TAG,
+        rpc::DELETE_REGISTERED_MODEL_ALIAS,
     ];
     for name in mlflow {
         assert!(all_routes().any(|(_, _, r, _)| r == name), "{name}");
