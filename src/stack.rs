@@ -625,3 +625,18 @@ async fn read_small_json(resp: Response<GateBody>) -> Result<(Response<GateBody>
 fn request_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_keep_their_labels_on_the_wire() {
+        let labels =
+            [Outcome::Unclassified, Outcome::Public, Outcome::Allowed, Outcome::Failed(DENIED)].map(Outcome::as_str);
+        assert_eq!(labels, ["-", "public", "allow", "denied"]);
+        assert_eq!(Outcome::Failed(GateError::LookupFailed.kind()).as_str(), "lookup_failed");
+        assert!(!Outcome::Public.audited() && !Outcome::Unclassified.audited());
+        assert!(Outcome::Allowed.audited() && Outcome::Failed(DENIED).audited());
+    }
+}
