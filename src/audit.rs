@@ -68,11 +68,14 @@ pub struct Entry {
     pub resource_type: String,
     /// The target fields the policy saw.
     pub target: Value,
-    /// Method and canonical path.
+    /// The request's method.
     pub method: String,
-    /// Canonical path.
+    /// The path as the client sent it (raw, not canonicalised; the canonical one is what the policy saw).
     pub path: String,
-    /// allow, deny, unauthenticated, bad_request, policy_error, ...
+    /// `allow`, or why the request ended: `denied` (policy or unknown route), `unauthenticated`, `bad_request`,
+    /// `invalid_parameter`, `not_found`, `invalid_state`, `too_large`, `body_timeout`, `overloaded`,
+    /// `policy_error`, `keys_unavailable`, `lookup_failed`, `upstream_unavailable`, `upstream_timeout`, `internal`
+    /// (`GateError::kind`). Public routes are not recorded.
     pub decision: String,
     /// The policy's reasons.
     pub reasons: Vec<String>,

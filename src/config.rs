@@ -8,6 +8,16 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
+/// Which engine evaluates requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineChoice {
+    /// The bytecode VM when the bundle compiles to it and agrees with the interpreter on the samples.
+    #[default]
+    Auto,
+    /// Always the interpreter.
+    Interpreter,
+}
+
 /// A config error that names the file and the key (or the TOML position) at fault.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {key}: {message}")]
@@ -205,7 +215,7 @@ pub struct PolicyConfig {
     /// How often the directory is checked for changed files (zero: never; SIGHUP still reloads).
     pub reload_interval: Duration,
     /// Which engine evaluates requests (`auto`: the bytecode VM when the bundle allows it).
-    pub engine: crate::policy::EngineChoice,
+    pub engine: EngineChoice,
 }
 
 /// `[webhook_delivery]`: how registry-event webhooks are delivered.
@@ -728,8 +738,8 @@ impl Validator {
             return Err(self.err("policy.entrypoint", "must be a rule path such as \"data.mlflow_gate.decision\""));
         }
         let engine = match raw.engine.as_deref() {
-            None | Some("auto") => crate::policy::EngineChoice::Auto,
-            Some("interpreter") => crate::policy::EngineChoice::Interpreter,
+            None | Some("auto") => EngineChoice::Auto,
+            Some("interpreter") => EngineChoice::Interpreter,
             Some(other) => {
                 return Err(self.err("policy.engine", format!("{other:?} is not \"auto\" or \"interpreter\"")));
             }
@@ -793,8 +803,8 @@ impl Validator {
         if raw.events.is_empty() {
             return Err(self.err(&key("events"), "list the events to deliver, e.g. [\"MODEL_VERSION_CREATED\"]"));
         }
-        if let Some(bad) = raw.events.iter().find(|e| !crate::webhooks::is_known_event(e)) {
-            let known = crate::webhooks::KNOWN_EVENTS.join(", ");
+        if let Some(bad) = raw.events.iter().find(|e| !crate::mlflow::events::is_known_event(e)) {
+            let known = crate::mlflow::events::KNOWN_EVENTS.join(", ");
             return Err(self.err(&key("events"), format!("{bad:?} is not an event; use one of {known}")));
         }
         if raw.model_name.as_deref() == Some("") {

@@ -181,7 +181,7 @@ fn two_issuers_cannot_share_a_subject_space() {
 
 #[test]
 fn policy_engine_defaults_to_auto_and_can_be_forced_to_the_interpreter() {
-    use crate::policy::EngineChoice;
+    use crate::config::EngineChoice;
     assert_eq!(parse(GOOD).ok().map(|c| c.policy.engine), Some(EngineChoice::Auto));
     let forced = parse(&format!("{GOOD}engine = \"interpreter\"\n")).ok();
     assert_eq!(forced.map(|c| c.policy.engine), Some(EngineChoice::Interpreter));

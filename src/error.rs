@@ -10,6 +10,10 @@ use crate::body::GateBody;
 /// What an overloaded gate tells clients to wait before retrying (seconds).
 pub const RETRY_AFTER_SECS: &str = "2";
 
+/// The kind (`GateError::kind`) of a request the policy, or the route table, refused: the `decision` of its audit
+/// record and metrics, and what the denial webhook reacts to.
+pub const DENIED: &str = "denied";
+
 /// Why the gate answered instead of MLflow.
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
@@ -106,7 +110,7 @@ impl GateError {
     pub fn kind(&self) -> &'static str {
         match self {
             GateError::Unauthenticated(_) => "unauthenticated",
-            GateError::PermissionDenied(_) => "denied",
+            GateError::PermissionDenied(_) => DENIED,
             GateError::BadRequest(_) => "bad_request",
             GateError::InvalidParameter(_) => "invalid_parameter",
             GateError::NotFound(_) => "not_found",

@@ -1,16 +1,21 @@
 //! Outside the request path, for the security team: `mlflow-gate explain METHOD PATH [--body JSON]` runs a request
-//! through the same classification steps the gate applies (canonical target, route, body rules, target fields,
-//! reserved tags) and prints the operation, the target and the input document the policy would be asked about.
-//! With a config, registry facts are looked up in the live MLflow exactly as the gate would.
+//! through the gate's own phase functions (`pipeline::classify`: canonical target, request context, route, body
+//! rules, parameters, names, reserved tags, the workflow's target; then enrichment and the input document) and
+//! prints the operation, the target and the input document the policy would be asked about. It differs from
+//! serving only in that nothing is authenticated or forwarded. With a config, registry facts are looked up in the
+//! live MLflow exactly as the gate would.
 
-use http::{Method, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, Uri, Version};
 use serde_json::{json, Map, Value};
 
 use crate::auth::Principal;
-use crate::mlflow::enrich::Enricher;
-use crate::mlflow::{canon, params, routes, stamps, target};
+use crate::error::GateError;
+use crate::mlflow::routes;
+use crate::pipeline::classify;
+use crate::pipeline::enrich::Enricher;
 use crate::policy::input;
-use crate::proxy::{RequestContext, Upstream, Workspace};
+use crate::proxy::context::WORKSPACE_HEADER;
+use crate::proxy::Upstream;
 
 /// The result of explaining a request.
 #[derive(Debug)]
@@ -31,72 +36,68 @@ pub async fn explain(
     workspace: Option<&str>,
     upstream: Option<&Upstream>,
 ) -> Explanation {
-    let refused = |why: String| Explanation { operation: Err(why), input: None };
-    let ctx = match workspace.map(Workspace::parse).transpose() {
-        Ok(w) => RequestContext::new("explain", w),
-        Err(e) => return refused(format!("400: {e}")),
-    };
-    let Ok(method) = Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
-        return refused(format!("{method} is not an HTTP method"));
-    };
-    let Ok(uri) = path_and_query.parse::<Uri>() else {
-        return refused(format!("{path_and_query} is not a request target"));
-    };
-    let t = match canon::canonicalize(&uri, Version::HTTP_11) {
-        Ok(t) => t,
-        Err(e) => return refused(format!("400: {e}")),
-    };
-    let op = match routes::classify(method.as_str(), &t.path) {
-        Some(op) => op,
-        None if matches!(method, Method::GET | Method::HEAD) => {
-            routes::Operation::plain("Unknown", true, routes::Resource::Unknown)
-        }
-        None => return refused(format!("403: {method} {} is not a route the gate knows", t.path)),
-    };
-    if op.public {
-        return Explanation { operation: Ok(op), input: None };
+    match classify_and_enrich(method, path_and_query, body, principal, workspace, upstream).await {
+        Ok((op, input)) => Explanation { operation: Ok(op), input },
+        Err(why) => Explanation { operation: Err(why), input: None },
     }
-    let json = match body.filter(|b| !b.is_empty()) {
+}
+
+/// The gate's phases up to the decision (`pipeline::classify`, enrichment, the input document), without
+/// authentication and forwarding. A refusal reads `STATUS: message`, as the gate would answer.
+async fn classify_and_enrich(
+    method: &str,
+    path_and_query: &str,
+    body: Option<&str>,
+    principal: &Principal,
+    workspace: Option<&str>,
+    upstream: Option<&Upstream>,
+) -> Result<(routes::Operation, Option<Value>), String> {
+    let refused = |e: GateError| format!("{}: {e}", e.status().as_u16());
+    let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("{method} is not an HTTP method"))?;
+    let uri = path_and_query.parse::<Uri>().map_err(|_| format!("{path_and_query} is not a request target"))?;
+    let mut headers = HeaderMap::new();
+    if let Some(w) = workspace {
+        let value =
+            HeaderValue::from_str(w).map_err(|_| format!("400: {WORKSPACE_HEADER} {w:?} is not a header value"))?;
+        headers.insert(WORKSPACE_HEADER, value);
+    }
+    let head = classify::head(&method, &uri, Version::HTTP_11, &headers, "explain").map_err(refused)?;
+    let body = body.filter(|b| !b.is_empty());
+    if let Some(op) = head.public() {
+        head.public_body(body.is_some()).map_err(refused)?;
+        return Ok((op.clone(), None));
+    }
+    let op = head.operation().map_err(refused)?;
+    let json = match body {
         None => None,
-        Some(_) if matches!(method, Method::GET | Method::HEAD) && op.resource != routes::Resource::GraphQl => {
-            return refused("400: GET requests with a body are refused".into())
+        Some(b) => {
+            head.body_allowed(&op).map_err(refused)?;
+            if op.body == routes::BodyClass::Stream {
+                None
+            } else {
+                let (json, _) = classify::parse_body(b.as_bytes()).map_err(refused)?;
+                classify::check_graphql(&op, &json).map_err(refused)?;
+                Some(json)
+            }
         }
-        Some(b) => match params::parse_json_object(b.as_bytes()) {
-            Ok(mut m) => match target::normalize_body(&mut m) {
-                Ok(()) => Some(m),
-                Err(e) => return refused(format!("400: {e}")),
-            },
-            Err(e) => return refused(format!("400: {e}")),
-        },
     };
-    let reads = if target::reads_query(op.rpc) { "GET" } else { method.as_str() };
-    let fields = match target::extract(reads, &t.query_pairs(), json.as_ref(), &op.path_params) {
-        Ok(f) => f,
-        Err(e) => return refused(format!("400: {e}")),
-    };
-    if let Some(problem) = crate::mlflow::names::refused_write(&op, &fields, json.as_ref()) {
-        return refused(format!("400: {problem}"));
-    }
-    if let Some(key) = stamps::reserved_tag_write(&op, &fields, json.as_ref()) {
-        return refused(format!("403: the tag {key:?} is reserved for mlflow-gate"));
-    }
+    let fields = head.parameters(&op, json.as_ref()).map_err(refused)?;
+    let ctx = &head.context;
     let resource = match upstream {
-        Some(up) => match Enricher::new().resource(up, &ctx, &op, fields).await {
-            Ok(r) => r,
-            Err(e) => return refused(format!("503: {e}")),
-        },
+        Some(up) => Enricher::new().resource(up, ctx, &op, fields).await.map_err(|e| format!("503: {e}"))?,
         None => json!({ "target": Value::Object(fields) }),
     };
-    let query = params::query_map(&t.query_pairs());
+    let query = head.query();
     let facts = input::RequestFacts {
-        method: method.as_str(),
-        path: &t.path,
+        method: head.method.as_str(),
+        path: &head.target.path,
         query: &query,
         body: json.as_ref(),
         workspace: ctx.workspace_name(),
     };
     let doc = input::build(principal, &op, &facts, resource);
-    Explanation { operation: Ok(op), input: Some(doc) }
+    Ok((op, Some(doc)))
 }
 
 /// A principal for explaining requests on someone's behalf.

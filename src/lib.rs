@@ -1,7 +1,8 @@
 //! mlflow-gate: a policy-enforcing reverse proxy in front of an unmodified MLflow server. A request's path:
-//! `server` accepts it, `stack` runs its phases in order (canonical target and route in `mlflow`, identity in
-//! `auth`, decision in `policy`), `proxy` forwards what was permitted, and `error` turns every failure into
-//! MLflow's error JSON.
+//! `server` accepts it, `stack` runs its phases in order (`pipeline`: classify against the route table in
+//! `mlflow`, identity in `auth`, facts in `pipeline::enrich`, decision in `policy`), `proxy` forwards what was
+//! permitted (or `approvals` serves the workflow), `pipeline::effects` records what followed, and `error` turns
+//! every failure into MLflow's error JSON. Modules form layers (see `pipeline` and `tests/layers.rs`).
 
 pub mod admin;
 pub mod approvals;
@@ -17,6 +18,7 @@ pub mod fold;
 pub mod limits;
 pub mod metrics;
 pub mod mlflow;
+pub mod pipeline;
 pub mod policy;
 pub mod proxy;
 pub mod server;

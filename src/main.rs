@@ -381,12 +381,13 @@ fn explain(
         let e = mlflow_gate::explain::explain(method, path, body, &principal, workspace, upstream.as_ref()).await;
         match &e.operation {
             Ok(op) => println!(
-                "operation: {} (read_only: {}, resource: {}, public: {}, server_side_job: {})",
+                "operation: {} (read_only: {}, resource: {}, public: {}, server_side_job: {}, workflow: {})",
                 op.rpc,
                 op.read_only,
                 op.resource.as_str(),
                 op.public,
-                op.server_side_job
+                op.server_side_job,
+                op.workflow
             ),
             Err(why) => println!("refused before the policy: {why}"),
         }

@@ -4,7 +4,6 @@
 //! on shutdown.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,18 +17,8 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use crate::body::{Guarded, IdleTimeoutBody};
 use crate::config::{LoadLimits, ServerConfig};
 use crate::error::GateError;
+use crate::proxy::ClientConn;
 use crate::stack::Gate;
-
-/// What the request path learns about the client connection.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    /// The TCP peer.
-    pub peer: SocketAddr,
-    /// Whether the connection is TLS.
-    pub tls: bool,
-    /// The identity of a verified client certificate (mTLS), if one was presented.
-    pub client_cert: Option<String>,
-}
 
 /// Time allowed for a TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -91,7 +80,7 @@ pub async fn serve(
         let conn = Conn { builder, gate, stop, idle: load.idle_timeout, body_idle: load.body_idle_timeout, slot };
         tokio::spawn(async move {
             let Some(acceptor) = acceptor else {
-                let info = ConnInfo { peer, tls: false, client_cert: None };
+                let info = ClientConn { peer, tls: false, client_cert: None };
                 return conn.serve(TokioIo::new(stream), info).await;
             };
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -102,7 +91,7 @@ pub async fn serve(
                         .peer_certificates()
                         .and_then(|certs| certs.first())
                         .and_then(crate::tls::client_identity);
-                    let info = ConnInfo { peer, tls: true, client_cert };
+                    let info = ClientConn { peer, tls: true, client_cert };
                     conn.serve(TokioIo::new(tls_stream), info).await;
                 }
                 Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
@@ -204,7 +193,7 @@ impl Drop for InFlight {
 impl Conn {
     /// Serves the connection until it ends, closing it gracefully on shutdown or after `idle` with no request in
     /// flight.
-    async fn serve<I>(self, io: I, info: ConnInfo)
+    async fn serve<I>(self, io: I, info: ClientConn)
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {

@@ -1,9 +1,11 @@
 //! The request's path through the gate, in order, and the one place that order is decided:
-//! admission (`limits.rs`) -> canonical target and request context (the validated MLflow workspace) -> classify
-//! the MLflow route (public routes: forwarded without a body) -> authenticate -> read the body the policy needs, by
-//! the route's body class -> policy -> forward. Each phase hands typed results to the next; none re-parses. Any
-//! failure ends the request with MLflow's error JSON (see `error.rs`), and one structured log line records every
-//! request (never a token or a body).
+//! admission (`limits.rs`) -> canonicalise and classify (`pipeline::classify`: canonical target, request context,
+//! the route from the table; public routes are forwarded here, without a body) -> authenticate -> read the body the
+//! policy needs, by the route's body class -> parameters (`pipeline::classify`) -> enrich (`pipeline::enrich`) ->
+//! decide (`policy`) -> dispatch (forward, or the `approvals` workflow) -> after-effects (`pipeline::effects`).
+//! Each phase is a function handing typed results to the next; none re-parses. `explain` runs the same phase
+//! functions without serving. Any failure ends the request with MLflow's error JSON (see `error.rs`), and one
+//! structured log line and audit record (`Trail`) record every request (never a token or a body).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,17 +21,18 @@ use crate::auth::{AuthError, Authenticator, Principal};
 use crate::body::{self, BoxError, CollectError, GateBody};
 use crate::body::{BodyIdle, Guarded};
 use crate::config::Config;
-use crate::error::GateError;
+use crate::error::{GateError, DENIED};
 use crate::limits::{Capacity, HEAVY_BODY_BYTES};
 use crate::metrics::Metrics;
-use crate::mlflow::canon::{self, Target};
-use crate::mlflow::enrich::Enricher;
+use crate::mlflow::canon::Target;
 use crate::mlflow::events;
-use crate::mlflow::routes::{self, BodyClass, Operation, Resource};
-use crate::mlflow::{graphql, params, stamps, target as target_fields};
+use crate::mlflow::routes::{BodyClass, Operation};
+use crate::mlflow::stamps;
+use crate::pipeline::classify;
+use crate::pipeline::effects::{self, now_ms, WORKSPACE_FIELD};
+use crate::pipeline::enrich::Enricher;
 use crate::policy::{input, Policy};
 use crate::proxy::{ClientConn, OutBody, Outgoing, RequestContext, Upstream};
-use crate::server::ConnInfo;
 use crate::webhooks::{Event, Webhooks};
 
 /// Response header carrying the request id (also quoted in every error message).
@@ -48,6 +51,38 @@ pub struct Gate {
     capacity: Capacity,
 }
 
+/// How a request ended, as the log line, the metrics (`decision` label) and the audit log name it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Outcome {
+    /// Ended before it was classified (admission, canonical target, workspace): `-`.
+    #[default]
+    Unclassified,
+    /// A public route, forwarded without authentication: `public` (not audited).
+    Public,
+    /// The policy allowed it: `allow` (even if MLflow's answer then failed).
+    Allowed,
+    /// Refused or failed: the error's kind (`denied`, `unauthenticated`, `bad_request`, ...; `GateError::kind`).
+    Failed(&'static str),
+}
+
+impl Outcome {
+    /// The label on the wire (metrics, log, audit `decision`).
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Unclassified => "-",
+            Outcome::Public => "public",
+            Outcome::Allowed => "allow",
+            Outcome::Failed(kind) => kind,
+        }
+    }
+
+    /// Whether the audit log records it: every request that reached a decision or was refused after
+    /// classification.
+    fn audited(self) -> bool {
+        !matches!(self, Outcome::Unclassified | Outcome::Public)
+    }
+}
+
 /// What the log line of a request records.
 #[derive(Default)]
 struct Trail {
@@ -57,7 +92,7 @@ struct Trail {
     groups: Vec<String>,
     target: serde_json::Value,
     upstream_status: Option<u16>,
-    decision: &'static str,
+    outcome: Outcome,
     reasons: Vec<String>,
     break_glass: bool,
     /// An admin changed the files of a registered model version (artifacts.rego).
@@ -125,7 +160,7 @@ impl Gate {
     }
 
     /// Handles one request end to end. Never fails: errors become MLflow error responses.
-    pub async fn handle<B>(&self, req: Request<B>, conn: ConnInfo) -> Response<GateBody>
+    pub async fn handle<B>(&self, req: Request<B>, conn: ClientConn) -> Response<GateBody>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -136,20 +171,18 @@ impl Gate {
             let started = Instant::now();
             let method = req.method().clone();
             let raw_path = req.uri().path().to_owned();
-            let mut trail = Trail { rpc: "-", decision: "-", ..Trail::default() };
-            let client = ClientConn { peer_ip: conn.peer.ip(), tls: conn.tls };
+            let mut trail = Trail { rpc: "-", ..Trail::default() };
             // Admission first: a request over `max_concurrent_requests` costs nothing more than its 503.
             let (outcome, slot) = match self.capacity.admit() {
-                Ok(slot) => (self.process(req, client, conn.client_cert.as_deref(), &id, &mut trail).await, Some(slot)),
+                Ok(slot) => (self.process(req, &conn, &id, &mut trail).await, Some(slot)),
                 Err(e) => (Err(e), None),
             };
             let mut resp = match outcome {
                 Ok(resp) => resp,
                 Err(e) => {
-                    trail.decision = match (&e, trail.decision) {
-                        (_, "allow") => "allow",
-                        (e, _) => e.kind(),
-                    };
+                    if trail.outcome != Outcome::Allowed {
+                        trail.outcome = Outcome::Failed(e.kind());
+                    }
                     e.into_response(&id)
                 }
             };
@@ -162,7 +195,7 @@ impl Gate {
                 rpc = trail.rpc,
                 sub = trail.sub.as_deref().unwrap_or("-"),
                 workspace = trail.workspace.as_deref().unwrap_or("-"),
-                decision = trail.decision,
+                decision = trail.outcome.as_str(),
                 reasons = %trail.reasons.join("; "),
                 break_glass = trail.break_glass,
                 frozen_override = trail.frozen_override,
@@ -182,11 +215,13 @@ impl Gate {
         .await
     }
 
+    /// The request's phases, in order: canonicalise and classify -> (a public route is forwarded here) ->
+    /// authenticate -> read the body -> read the parameters -> enrich -> decide -> dispatch (the workflow, or
+    /// forward to MLflow) -> after-effects of a permitted mutation.
     async fn process<B>(
         &self,
         req: Request<B>,
-        conn: ClientConn,
-        client_cert: Option<&str>,
+        conn: &ClientConn,
         id: &str,
         trail: &mut Trail,
     ) -> Result<Response<GateBody>, GateError>
@@ -194,101 +229,112 @@ impl Gate {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let target = canon::canonicalize(req.uri(), req.version()).map_err(|e| GateError::BadRequest(e.0))?;
-        // Validated once; every look-up, write and the forwarded request use this context, never the raw header.
-        let ctx =
-            RequestContext::from_headers(req.headers(), id).map_err(|e| GateError::InvalidParameter(e.to_string()))?;
-        trail.workspace = ctx.workspace_name().map(str::to_owned);
-        let op = approvals::classify(req.method().as_str(), &target.path)
-            .or_else(|| routes::classify(req.method().as_str(), &target.path));
-        if let Some(op) = op.as_ref().filter(|op| op.public || op.rpc == "CorsPreflight") {
-            trail.rpc = op.rpc;
-            trail.decision = "public";
-            let (parts, body) = req.into_parts();
-            // Unauthenticated callers never make MLflow read a body: refused unread, before anything is forwarded.
-            if has_body(&body) {
-                return Err(GateError::BadRequest(format!(
-                    "{} {} takes no request body, and this one came with a body; send the request without one",
-                    parts.method, target.path
-                )));
-            }
-            return self.forward(&parts, &ctx, &target, OutBody::Empty, conn).await;
+        let head = classify::head(req.method(), req.uri(), req.version(), req.headers(), id)?;
+        trail.classified(&head);
+        if head.public().is_some() {
+            trail.outcome = Outcome::Public;
+            return self.serve_public(req, &head, conn).await;
         }
-        if let Some(op) = &op {
-            trail.rpc = op.rpc;
-            trail.resource_type = op.resource.as_str();
+        let principal = self.authenticate(req.headers(), conn.client_cert.as_deref()).await?;
+        trail.authenticated(&principal);
+        let op = head.operation()?;
+        trail.operation(&op);
+        let (parts, body) = req.into_parts();
+        let read = self.read_body(&head, &op, body).await?;
+        let fields = head.parameters(&op, read.json.as_ref())?;
+        let resource = self.enrich(&head, &op, fields).await?;
+        trail.target = audit_target(&resource, &head.context);
+        self.capacity
+            .run_heavy(read.heavy, || self.decide(&principal, &op, &head, read.json.as_ref(), &resource, trail))
+            .await??;
+        let permitted = Permitted { head: &head, op: &op, principal: &principal, resource: &resource };
+        if op.workflow {
+            return self.serve_workflow(&permitted).await;
         }
-        let auth_started = Instant::now();
-        let authenticated = self.auth.authenticate(req.headers(), client_cert).await;
-        self.metrics.auth_seconds.observe(auth_started.elapsed());
-        let principal = authenticated.map_err(|e| match e {
+        let resp = self.dispatch(&parts, &permitted, read, conn, trail).await?;
+        if !resp.status().is_success() {
+            return Ok(resp);
+        }
+        self.after_effects(&permitted, resp).await
+    }
+
+    /// A public route: forwarded without authentication, and never with a body.
+    async fn serve_public<B>(
+        &self,
+        req: Request<B>,
+        head: &classify::Head,
+        conn: &ClientConn,
+    ) -> Result<Response<GateBody>, GateError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, body) = req.into_parts();
+        head.public_body(has_body(&body))?;
+        self.forward(&parts, &head.context, &head.target, OutBody::Empty, conn).await
+    }
+
+    /// Authenticates the caller (a bearer token, or a verified client certificate).
+    async fn authenticate(&self, headers: &http::HeaderMap, client_cert: Option<&str>) -> Result<Principal, GateError> {
+        let started = Instant::now();
+        let authenticated = self.auth.authenticate(headers, client_cert).await;
+        self.metrics.auth_seconds.observe(started.elapsed());
+        authenticated.map_err(|e| match e {
             AuthError::Invalid(m) => GateError::Unauthenticated(m),
             AuthError::KeysUnavailable(issuer) => {
                 tracing::error!(%issuer, "no signing keys available; denying");
                 GateError::KeysUnavailable
             }
-        })?;
-        trail.sub = Some(principal.sub.clone());
-        trail.groups = principal.groups.clone();
-        let op = op.or_else(|| unknown_read(req.method())).ok_or_else(|| unknown_mutation(&req, &target))?;
-        trail.rpc = op.rpc;
-        trail.resource_type = op.resource.as_str();
-        let (parts, body) = req.into_parts();
-        let read = self.read_body(&parts, &op, body).await?;
-        let workflow = approvals::is_workflow(&op);
-        // Databricks clients send the workflow's DELETE parameters in the query string.
-        // The UI's upload-artifact takes its run and path from the query; its body is the file.
-        let reads_query =
-            (workflow && parts.method == Method::DELETE && read.json.is_none()) || target_fields::reads_query(op.rpc);
-        let method = if reads_query { "GET" } else { parts.method.as_str() };
-        let mut fields = target_fields::extract(method, &target.query_pairs(), read.json.as_ref(), &op.path_params)
-            .map_err(|e| GateError::BadRequest(e.0))?;
-        if workflow {
-            approvals::prepare_target(&op, &mut fields)?;
-        }
-        if let Some(problem) = crate::mlflow::names::refused_write(&op, &fields, read.json.as_ref()) {
-            return Err(GateError::InvalidParameter(problem));
-        }
-        if let Some(key) = stamps::reserved_tag_write(&op, &fields, read.json.as_ref()) {
-            return Err(GateError::PermissionDenied(format!(
-                "the tag {key:?} is reserved: only mlflow-gate writes it (tags starting with {:?} and the run tag {:?})",
-                stamps::RESERVED_PREFIX,
-                stamps::RUN_USER_TAG
-            )));
-        }
-        let resource = self.enricher.resource(&self.upstream, &ctx, &op, fields).await.map_err(|e| {
+        })
+    }
+
+    /// Looks up the registry facts the policy needs (`input.resource`), in the request's workspace.
+    async fn enrich(
+        &self,
+        head: &classify::Head,
+        op: &Operation,
+        fields: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<serde_json::Value, GateError> {
+        self.enricher.resource(&self.upstream, &head.context, op, fields).await.map_err(|e| {
             tracing::error!(error = %e, "enrichment failed; denying");
             GateError::LookupFailed
-        })?;
-        trail.target = audit_target(&resource, &ctx);
-        let workspace = ctx.workspace_name();
-        self.capacity
-            .run_heavy(read.heavy, || {
-                self.decide(&principal, &op, &parts.method, &target, read.json.as_ref(), workspace, &resource, trail)
-            })
-            .await??;
-        if workflow {
-            let include_history = target.query_pairs().iter().any(|(k, v)| k == "include_history" && v == "true");
-            let fields = resource.get("target").and_then(|t| t.as_object()).cloned().unwrap_or_default();
-            let flow = approvals::Workflow {
-                upstream: &self.upstream,
-                policy: &self.policy,
-                enricher: &self.enricher,
-                webhooks: self.webhooks.as_deref(),
-            };
-            let call = approvals::Call {
-                op: &op,
-                principal: &principal,
-                target: &fields,
-                resource: &resource,
-                include_history,
-                context: &ctx,
-            };
-            return flow.execute(call).await;
-        }
+        })
+    }
+
+    /// Serves a permitted workflow request (the gate is its server; nothing is forwarded as such).
+    async fn serve_workflow(&self, p: &Permitted<'_>) -> Result<Response<GateBody>, GateError> {
+        let query = p.head.target.query_pairs();
+        let include_history = query.iter().any(|(k, v)| k == "include_history" && v == "true");
+        let fields = p.resource.get("target").and_then(|t| t.as_object()).cloned().unwrap_or_default();
+        let flow = approvals::Workflow {
+            upstream: &self.upstream,
+            policy: &self.policy,
+            enricher: &self.enricher,
+            webhooks: self.webhooks.as_deref(),
+        };
+        let call = approvals::Call {
+            op: p.op,
+            principal: p.principal,
+            target: &fields,
+            resource: p.resource,
+            include_history,
+            context: &p.head.context,
+        };
+        flow.execute(call).await
+    }
+
+    /// Forwards a permitted request to MLflow: exactly the body the policy evaluated (stamped), or the stream.
+    async fn dispatch(
+        &self,
+        parts: &http::request::Parts,
+        p: &Permitted<'_>,
+        read: ReadBody,
+        conn: &ClientConn,
+        trail: &mut Trail,
+    ) -> Result<Response<GateBody>, GateError> {
         let out = match read.json {
             Some(mut json) => {
-                let (op, sub) = (&op, &principal.sub);
+                let (op, sub) = (p.op, &p.principal.sub);
                 let serialized = self
                     .capacity
                     .run_heavy(read.heavy, move || {
@@ -301,19 +347,25 @@ impl Gate {
             None => read.out,
         };
         let upstream_started = Instant::now();
-        let resp = self.forward(&parts, &ctx, &target, out, conn).await?;
+        let resp = self.forward(parts, &p.head.context, &p.head.target, out, conn).await?;
         self.metrics.upstream_seconds.observe(upstream_started.elapsed());
         trail.upstream_status = Some(resp.status().as_u16());
-        if !resp.status().is_success() {
-            return Ok(resp);
-        }
-        self.record_history(&ctx, &op, &resource, &principal.sub).await;
-        match self.webhooks.as_ref().filter(|_| events::produces_events(&op)) {
+        Ok(resp)
+    }
+
+    /// After MLflow confirmed a permitted mutation: the stage history, then the registry's webhook events.
+    async fn after_effects(
+        &self,
+        p: &Permitted<'_>,
+        resp: Response<GateBody>,
+    ) -> Result<Response<GateBody>, GateError> {
+        let ctx = &p.head.context;
+        self.record_history(ctx, p.op, p.resource, &p.principal.sub).await;
+        match self.webhooks.as_ref().filter(|_| events::produces_events(p.op)) {
             Some(hooks) => {
                 let (resp, answer) = read_small_json(resp).await?;
-                for e in events::for_mutation(&op, &resource, &answer) {
-                    hooks.emit(webhook_event(e, &principal.sub, &ctx));
-                }
+                let events = events::for_mutation(p.op, p.resource, &answer);
+                effects::emit(Some(hooks), events, &p.principal.sub, ctx);
                 Ok(resp)
             }
             None => Ok(resp),
@@ -323,35 +375,20 @@ impl Gate {
     /// After MLflow confirmed a stage change or alias move, appends it to the version's history tag (in the
     /// request's workspace). The mutation already happened, so a failure here is logged, not returned.
     async fn record_history(&self, ctx: &RequestContext, op: &Operation, resource: &serde_json::Value, sub: &str) {
-        let target = resource.get("target").and_then(|t| t.as_object());
-        let Some(target) = target else { return };
-        let Some(entry) = stamps::history_entry(op, target, sub, now_ms(), ctx.request_id()) else { return };
-        let (Some(name), Some(version)) =
-            (target_fields::field(target, "name"), target_fields::field(target, "version"))
-        else {
-            return;
-        };
-        let previous =
-            resource.pointer("/model_version/stage_history").and_then(|h| h.as_array()).cloned().unwrap_or_default();
-        let body = serde_json::json!({
-            "name": name, "version": version, "key": stamps::STAGE_HISTORY,
-            "value": stamps::appended_history(&previous, entry),
-        });
-        match self.upstream.call_json(ctx, Method::POST, "/api/2.0/mlflow/model-versions/set-tag", Some(&body)).await {
-            Ok((status, _)) if status.is_success() => {}
-            Ok((status, reply)) => tracing::error!(%status, %reply, "recording the stage history failed"),
-            Err(e) => tracing::error!(error = %e, "recording the stage history failed"),
+        let Some(target) = resource.get("target").and_then(|t| t.as_object()) else { return };
+        if let Err(e) = effects::record_history(&self.upstream, ctx, op, target, resource, sub).await {
+            tracing::error!(error = %e, "recording the stage history failed");
         }
     }
 
     /// Counts the request and, when it reached a decision, writes its audit record.
     fn account(&self, trail: &Trail, method: &Method, path: &str, id: &str, status: u16, elapsed: std::time::Duration) {
-        self.metrics.count_request(trail.rpc, trail.decision, status);
+        self.metrics.count_request(trail.rpc, trail.outcome.as_str(), status);
         self.metrics.request_seconds.observe(elapsed);
         if !trail.would_deny.is_empty() {
             self.metrics.count_would_deny(trail.rpc);
         }
-        if let (Some(hooks), "denied") = (&self.webhooks, trail.decision) {
+        if let (Some(hooks), Outcome::Failed(DENIED)) = (&self.webhooks, trail.outcome) {
             let mut fields = serde_json::json!({"rpc": trail.rpc, "method": method.as_str(), "path": path,
                 "reasons": trail.reasons, "target": trail.target});
             if let (Some(w), Some(f)) = (&trail.workspace, fields.as_object_mut()) {
@@ -366,7 +403,7 @@ impl Gate {
             });
         }
         let Some(audit) = &self.audit else { return };
-        if matches!(trail.decision, "public" | "-") {
+        if !trail.outcome.audited() {
             return;
         }
         audit.record(AuditEntry {
@@ -377,7 +414,7 @@ impl Gate {
             target: trail.target.clone(),
             method: method.to_string(),
             path: path.to_string(),
-            decision: trail.decision.to_string(),
+            decision: trail.outcome.as_str().to_string(),
             reasons: trail.reasons.clone(),
             would_deny: trail.would_deny.clone(),
             break_glass: trail.break_glass,
@@ -389,20 +426,24 @@ impl Gate {
         });
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn decide(
         &self,
         principal: &Principal,
         op: &Operation,
-        method: &Method,
-        target: &Target,
+        head: &classify::Head,
         body: Option<&serde_json::Map<String, serde_json::Value>>,
-        workspace: Option<&str>,
         resource: &serde_json::Value,
         trail: &mut Trail,
     ) -> Result<(), GateError> {
-        let query = params::query_map(&target.query_pairs());
-        let facts = input::RequestFacts { method: method.as_str(), path: &target.path, query: &query, body, workspace };
+        let query = head.query();
+        let workspace = head.context.workspace_name();
+        let facts = input::RequestFacts {
+            method: head.method.as_str(),
+            path: &head.target.path,
+            query: &query,
+            body,
+            workspace,
+        };
         let policy_started = Instant::now();
         let evaluated = self.policy.evaluate(input::build_rego(principal, op, &facts, resource));
         self.metrics.policy_seconds.observe(policy_started.elapsed());
@@ -423,7 +464,7 @@ impl Gate {
             tracing::warn!(would_deny = %trail.would_deny.join("; "), "shadow-mode rules would deny this request");
         }
         if decision.allow {
-            trail.decision = "allow";
+            trail.outcome = Outcome::Allowed;
             Ok(())
         } else if decision.reasons.is_empty() {
             Err(GateError::PermissionDenied(format!("{} is not permitted by policy", op.rpc)))
@@ -435,7 +476,7 @@ impl Gate {
     /// Reads the body the policy must see, within the route's body class: refused when the route takes none (or
     /// the method is GET/HEAD), streamed unread for uploads, otherwise buffered within the class's limit, the
     /// budget of buffered bytes and the body read timeout, then parsed (large bodies in the heavy-work pool).
-    async fn read_body<B>(&self, parts: &http::request::Parts, op: &Operation, body: B) -> Result<ReadBody, GateError>
+    async fn read_body<B>(&self, head: &classify::Head, op: &Operation, body: B) -> Result<ReadBody, GateError>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -444,12 +485,7 @@ impl Gate {
         if !has_body(&body) {
             return Ok(empty());
         }
-        if matches!(parts.method, Method::GET | Method::HEAD) || op.body == BodyClass::None {
-            return Err(GateError::BadRequest(format!(
-                "{} requests with a body are refused: MLflow may read parameters from it that the gate did not check; send parameters in the query string",
-                parts.method
-            )));
-        }
+        head.body_allowed(op)?;
         let load = self.capacity.limits();
         let limit = match op.body {
             BodyClass::Stream => {
@@ -485,21 +521,10 @@ impl Gate {
             return Ok(empty());
         }
         let heavy = bytes.len() >= HEAVY_BODY_BYTES;
-        let json = self
-            .capacity
-            .run_heavy(heavy, || {
-                let (mut json, values) = params::parse_json_object_counted(&bytes)?;
-                target_fields::normalize_body(&mut json)?;
-                Ok::<_, params::BodyError>((json, values))
-            })
-            .await?
-            .map_err(|e| GateError::BadRequest(e.0))?;
-        let (json, values) = json;
+        let (json, values) = self.capacity.run_heavy(heavy, || classify::parse_body(&bytes)).await??;
         // The parsed form lives as long as the bytes: it counts against the same budget.
         self.capacity.reserve_parsed(&mut reserved, values)?;
-        if op.body == BodyClass::GraphQl {
-            graphql::check_body(&json).map_err(|e| GateError::InvalidParameter(e.to_string()))?;
-        }
+        classify::check_graphql(op, &json)?;
         Ok(ReadBody { json: Some(json), out: OutBody::Empty, heavy, _reserved: reserved })
     }
 
@@ -509,7 +534,7 @@ impl Gate {
         ctx: &RequestContext,
         target: &Target,
         body: OutBody,
-        conn: ClientConn,
+        conn: &ClientConn,
     ) -> Result<Response<GateBody>, GateError> {
         let original_host = parts
             .headers
@@ -530,6 +555,37 @@ impl Gate {
     }
 }
 
+/// A request the policy allowed, as the dispatch and after-effect phases see it.
+struct Permitted<'a> {
+    head: &'a classify::Head,
+    op: &'a Operation,
+    principal: &'a Principal,
+    /// The resource the policy saw (`input.resource`).
+    resource: &'a serde_json::Value,
+}
+
+impl Trail {
+    /// Records what classification learnt: the workspace and, when the table knows the route, its operation.
+    fn classified(&mut self, head: &classify::Head) {
+        self.workspace = head.context.workspace_name().map(str::to_owned);
+        if let Some(op) = &head.route {
+            self.operation(op);
+        }
+    }
+
+    /// Records who asked.
+    fn authenticated(&mut self, principal: &Principal) {
+        self.sub = Some(principal.sub.clone());
+        self.groups = principal.groups.clone();
+    }
+
+    /// Records the operation the policy is asked about.
+    fn operation(&mut self, op: &Operation) {
+        self.rpc = op.rpc;
+        self.resource_type = op.resource.as_str();
+    }
+}
+
 /// The body as read for the policy (normalised), or else what to forward.
 struct ReadBody {
     json: Option<serde_json::Map<String, serde_json::Value>>,
@@ -543,38 +599,6 @@ struct ReadBody {
 /// Whether a request carries a body (any data, or a length other than zero).
 fn has_body<B: Body>(body: &B) -> bool {
     !body.is_end_stream() && body.size_hint().exact() != Some(0)
-}
-
-/// A read of a route the table does not know: still evaluated by the policy, as an unknown read.
-fn unknown_read(method: &Method) -> Option<Operation> {
-    matches!(*method, Method::GET | Method::HEAD).then(|| Operation::plain("Unknown", true, Resource::Unknown))
-}
-
-fn unknown_mutation<B>(req: &Request<B>, target: &Target) -> GateError {
-    GateError::PermissionDenied(format!(
-        "{} {} is not a route mlflow-gate knows; unknown routes that may change state are denied",
-        req.method(),
-        target.path
-    ))
-}
-
-/// The payload field (webhooks) and target field (audit, log) naming the MLflow workspace of a request that named
-/// one, so that receivers never confuse same-named models of two workspaces.
-pub const WORKSPACE_FIELD: &str = "workspace";
-
-/// Converts a registry event for the webhooks; the request's workspace becomes the payload's `workspace`.
-pub fn webhook_event(e: events::RegistryEvent, sub: &str, ctx: &RequestContext) -> Event {
-    let mut fields = e.fields;
-    if let Some(w) = ctx.workspace_name() {
-        fields.insert(WORKSPACE_FIELD.into(), w.into());
-    }
-    Event {
-        event: e.event.to_string(),
-        model_name: e.model_name,
-        fields,
-        principal: Some(sub.to_string()),
-        decision_id: ctx.request_id().to_string(),
-    }
 }
 
 /// The target recorded in the audit log and the denial webhook: the policy's target plus the workspace, if any.
@@ -598,10 +622,21 @@ async fn read_small_json(resp: Response<GateBody>) -> Result<(Response<GateBody>
     Ok((Response::from_parts(parts, body::full(bytes)), json))
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 fn request_id() -> String {
     format!("{:016x}", rand::random::<u64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_keep_their_labels_on_the_wire() {
+        let labels =
+            [Outcome::Unclassified, Outcome::Public, Outcome::Allowed, Outcome::Failed(DENIED)].map(Outcome::as_str);
+        assert_eq!(labels, ["-", "public", "allow", "denied"]);
+        assert_eq!(Outcome::Failed(GateError::LookupFailed.kind()).as_str(), "lookup_failed");
+        assert!(!Outcome::Public.audited() && !Outcome::Unclassified.audited());
+        assert!(Outcome::Allowed.audited() && Outcome::Failed(DENIED).audited());
+    }
 }

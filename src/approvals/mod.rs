@@ -4,7 +4,8 @@
 //! and `/ajax-api/2.0/mlflow/`. State is kept in reserved model-version tags (see `state`), read and written in the
 //! request's workspace (its `RequestContext`): an approval recorded in one workspace is not seen in another.
 
-pub mod state;
+/// The workflow's state in reserved model-version tags (a leaf of the route layer, `mlflow::workflow`).
+pub use crate::mlflow::workflow as state;
 
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
@@ -13,81 +14,14 @@ use serde_json::{json, Map, Value};
 use crate::auth::Principal;
 use crate::body::{self, GateBody};
 use crate::error::GateError;
-use crate::mlflow::enrich::Enricher;
-use crate::mlflow::routes::{Operation, Resource};
+use crate::mlflow::events;
+use crate::mlflow::routes::{rpc, Operation, Resource};
 use crate::mlflow::target::field;
-use crate::mlflow::{events, stamps};
+use crate::pipeline::effects::{self, now_ms};
+use crate::pipeline::enrich::Enricher;
 use crate::policy::{input, Policy};
 use crate::proxy::{RequestContext, Upstream};
 use state::{kind, Activity};
-
-/// The workflow routes: (method, path after `/api/2.0/mlflow/` or `/ajax-api/2.0/mlflow/`, RPC, read-only).
-const ROUTES: [(&str, &str, &str, bool); 8] = [
-    ("POST", "transition-requests/create", "CreateTransitionRequest", false),
-    ("POST", "transition-requests/approve", "ApproveTransitionRequest", false),
-    ("POST", "transition-requests/reject", "RejectTransitionRequest", false),
-    ("DELETE", "transition-requests/delete", "DeleteTransitionRequest", false),
-    ("GET", "transition-requests/list", "ListTransitionRequests", true),
-    ("POST", "comments/create", "CreateComment", false),
-    ("PATCH", "comments/update", "UpdateComment", false),
-    ("DELETE", "comments/delete", "DeleteComment", false),
-];
-
-/// Classifies a workflow route (HEAD reads like GET).
-pub fn classify(method: &str, path: &str) -> Option<Operation> {
-    let rest = path.strip_prefix("/api/2.0/mlflow/").or_else(|| path.strip_prefix("/ajax-api/2.0/mlflow/"))?;
-    let method = if method == "HEAD" { "GET" } else { method };
-    ROUTES
-        .iter()
-        .find(|(m, p, _, _)| *m == method && *p == rest)
-        .map(|(_, _, rpc, read_only)| Operation::plain(rpc, *read_only, Resource::ModelVersion))
-}
-
-/// Whether an operation is served by the workflow rather than forwarded.
-pub fn is_workflow(op: &Operation) -> bool {
-    ROUTES.iter().any(|(_, _, rpc, _)| *rpc == op.rpc)
-}
-
-/// Completes a workflow target before enrichment: a comment id names its model version.
-pub fn prepare_target(op: &Operation, target: &mut Map<String, Value>) -> Result<(), GateError> {
-    if matches!(op.rpc, "UpdateComment" | "DeleteComment") {
-        let id = field(target, "id").ok_or_else(|| bad("id is required"))?;
-        let (name, version, _) = state::parse_external_id(id).ok_or_else(|| not_found("no comment has this id"))?;
-        target.insert("name".into(), Value::String(name));
-        target.insert("version".into(), Value::String(version));
-    }
-    Ok(())
-}
-
-/// Whether a version (its facts, tags flattened) carries a recorded approval: only then do the policy's facts
-/// need the fingerprint of its files.
-pub fn has_approvals(model_version: &Map<String, Value>) -> bool {
-    let tags = model_version.get("tags").and_then(Value::as_object);
-    tags.is_some_and(|t| state::activities(t).iter().any(|a| a.activity_type == state::kind::APPROVED))
-}
-
-/// The facts a policy needs about the workflow of a version: approvals (with validity), open requests, and the
-/// activity a request acts on (a comment being edited).
-pub fn policy_facts(
-    model_version: &Map<String, Value>,
-    source_run: Option<&Map<String, Value>>,
-    target: &Map<String, Value>,
-) -> Map<String, Value> {
-    let tags = model_version.get("tags").and_then(Value::as_object).cloned().unwrap_or_default();
-    let list = state::activities(&tags);
-    let mut facts = Map::new();
-    facts.insert("approvals".into(), Value::Array(state::approvals_for_policy(&list, model_version, source_run)));
-    let open = state::open_requests(&list)
-        .into_iter()
-        .map(|r| json!({"id": r.id, "to_stage": r.to_stage, "user_id": r.user_id, "creation_timestamp": r.creation_timestamp}))
-        .collect();
-    facts.insert("open_requests".into(), Value::Array(open));
-    let short = field(target, "id").and_then(state::parse_external_id).map(|(_, _, s)| s);
-    if let Some(a) = short.and_then(|s| list.iter().find(|a| a.id == s)) {
-        facts.insert("activity".into(), json!({"id": a.id, "activity_type": a.activity_type, "user_id": a.user_id}));
-    }
-    facts
-}
 
 fn bad(msg: &str) -> GateError {
     GateError::BadRequest(msg.to_string())
@@ -140,12 +74,12 @@ impl Workflow<'_> {
         let list = state::activities(&tags);
         let ctx = Ctx { name, version, mv, list: &list, call: &call };
         let body = match call.op.rpc {
-            "CreateTransitionRequest" => self.create_request(&ctx).await?,
-            "ApproveTransitionRequest" | "RejectTransitionRequest" => self.resolve_request(&ctx).await?,
-            "DeleteTransitionRequest" => self.cancel_request(&ctx).await?,
-            "ListTransitionRequests" => list_requests(&ctx),
-            "CreateComment" | "UpdateComment" => self.write_comment(&ctx).await?,
-            "DeleteComment" => self.delete_comment(&ctx).await?,
+            rpc::CREATE_TRANSITION_REQUEST => self.create_request(&ctx).await?,
+            rpc::APPROVE_TRANSITION_REQUEST | rpc::REJECT_TRANSITION_REQUEST => self.resolve_request(&ctx).await?,
+            rpc::DELETE_TRANSITION_REQUEST => self.cancel_request(&ctx).await?,
+            rpc::LIST_TRANSITION_REQUESTS => list_requests(&ctx),
+            rpc::CREATE_COMMENT | rpc::UPDATE_COMMENT => self.write_comment(&ctx).await?,
+            rpc::DELETE_COMMENT => self.delete_comment(&ctx).await?,
             other => return Err(bad(&format!("{other} is not a workflow operation"))),
         };
         let mut resp = Response::new(body::full(Bytes::from(body.to_string())));
@@ -173,7 +107,7 @@ impl Workflow<'_> {
 
     async fn resolve_request(&self, ctx: &Ctx<'_>) -> Result<Value, GateError> {
         let stage = ctx.stage()?;
-        let approve = ctx.call.op.rpc == "ApproveTransitionRequest";
+        let approve = ctx.call.op.rpc == rpc::APPROVE_TRANSITION_REQUEST;
         let open = state::open_requests(ctx.list);
         let request = open.iter().find(|r| r.to_stage.as_deref() == Some(stage)).ok_or_else(|| {
             invalid_state(format!(
@@ -201,7 +135,7 @@ impl Workflow<'_> {
         let body =
             json!({"name": ctx.name, "version": ctx.version, "stage": stage, "archive_existing_versions": archive});
         let Value::Object(body) = body else { return Err(GateError::Internal) };
-        let op = Operation::plain("TransitionModelVersionStage", false, Resource::ModelVersion);
+        let op = Operation::plain(rpc::TRANSITION_MODEL_VERSION_STAGE, false, Resource::ModelVersion);
         let context = ctx.call.context;
         let resource = self.enricher.resource(self.upstream, context, &op, body.clone()).await.map_err(|e| {
             tracing::error!(error = %e, "enrichment for the approval's transition failed");
@@ -229,13 +163,11 @@ impl Workflow<'_> {
             tracing::warn!(%status, %reply, "MLflow refused the approval's transition");
             return Ok(Some(format!("approval recorded; MLflow refused the transition ({status})")));
         }
-        let entry = stamps::history_entry(&op, &body, &ctx.call.principal.sub, now_ms(), context.request_id());
-        let previous =
-            resource.pointer("/model_version/stage_history").and_then(Value::as_array).cloned().unwrap_or_default();
-        if let Some(entry) = entry {
-            let value = stamps::appended_history(&previous, entry);
-            self.set_tag(ctx, stamps::STAGE_HISTORY, &value).await?;
-        }
+        let sub = &ctx.call.principal.sub;
+        effects::record_history(self.upstream, context, &op, &body, &resource, sub).await.map_err(|e| {
+            tracing::error!(error = %e, "recording workflow state in MLflow failed");
+            GateError::UpstreamUnavailable
+        })?;
         let applied = ctx.new_activity(kind::APPLIED, Some(stage), None);
         self.save(ctx, &applied).await?;
         let from = ctx.mv.get("current_stage").cloned().unwrap_or(Value::Null);
@@ -258,14 +190,14 @@ impl Workflow<'_> {
 
     async fn write_comment(&self, ctx: &Ctx<'_>) -> Result<Value, GateError> {
         let mut a = match ctx.call.op.rpc {
-            "UpdateComment" => ctx.existing_comment()?,
+            rpc::UPDATE_COMMENT => ctx.existing_comment()?,
             _ => ctx.new_activity(kind::COMMENT, None, None),
         };
         let text = field(ctx.call.target, "comment").ok_or_else(|| bad("comment is required"))?;
         a.comment = Some(text.to_string());
         a.last_updated_timestamp = now_ms();
         self.save(ctx, &a).await?;
-        if ctx.call.op.rpc == "CreateComment" {
+        if ctx.call.op.rpc == rpc::CREATE_COMMENT {
             let fields = json!({"version": ctx.version, "comment": a.comment});
             let event = events::RegistryEvent {
                 event: "COMMENT_CREATED",
@@ -289,11 +221,7 @@ impl Workflow<'_> {
     }
 
     fn emit(&self, ctx: &Ctx<'_>, list: Vec<events::RegistryEvent>) {
-        if let Some(hooks) = self.webhooks {
-            for e in list {
-                hooks.emit(crate::stack::webhook_event(e, &ctx.call.principal.sub, ctx.call.context));
-            }
-        }
+        effects::emit(self.webhooks, list, &ctx.call.principal.sub, ctx.call.context);
     }
 
     async fn save(&self, ctx: &Ctx<'_>, a: &Activity) -> Result<(), GateError> {
@@ -373,8 +301,4 @@ fn list_requests(ctx: &Ctx<'_>) -> Value {
         state::open_requests(ctx.list).into_iter().map(|a| a.to_api(ctx.name, ctx.version)).collect()
     };
     json!({ "requests": items })
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

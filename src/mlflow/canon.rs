@@ -41,26 +41,63 @@ impl Target {
 }
 
 /// Why a target was refused; the message is shown to the client.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct CanonError(pub String);
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
+#[error("the request path {}; send a plain path as MLflow clients do", self.what())]
+pub enum CanonError {
+    /// An HTTP/1 absolute-form target (`GET http://host/path`).
+    AbsoluteForm,
+    /// The path does not start with `/`.
+    NotAbsolutePath,
+    /// A `%` not followed by two hex digits.
+    MalformedEscape,
+    /// The decoded bytes are not UTF-8.
+    NotUtf8,
+    /// A `%` remains after decoding once.
+    DoubleEncoded,
+    /// A `\`.
+    Backslash,
+    /// A control character.
+    ControlCharacter,
+    /// A `;` (path parameters).
+    Parameters,
+    /// An encoded `#` or `?`.
+    EncodedDelimiter,
+    /// An empty segment (`//`).
+    EmptySegment,
+    /// A `.` or `..` segment.
+    DotSegment,
+}
 
-fn refuse(msg: &str) -> CanonError {
-    CanonError(format!("the request path {msg}; send a plain path as MLflow clients do"))
+impl CanonError {
+    fn what(self) -> &'static str {
+        match self {
+            CanonError::AbsoluteForm => "is in absolute form",
+            CanonError::NotAbsolutePath => "does not start with '/'",
+            CanonError::MalformedEscape => "has a malformed percent-escape",
+            CanonError::NotUtf8 => "is not valid UTF-8 once decoded",
+            CanonError::DoubleEncoded => "is percent-encoded more than once",
+            CanonError::Backslash => "contains a backslash",
+            CanonError::ControlCharacter => "contains control characters",
+            CanonError::Parameters => "contains ';' parameters",
+            CanonError::EncodedDelimiter => "contains an encoded '#' or '?'",
+            CanonError::EmptySegment => "contains an empty segment ('//')",
+            CanonError::DotSegment => "contains '.' or '..' segments",
+        }
+    }
 }
 
 /// Canonicalises a request target. HTTP/1 absolute-form targets are refused (MLflow answers 404 to them); for
 /// HTTP/2 the URI's scheme and authority are pseudo-headers and only the path is used.
 pub fn canonicalize(uri: &Uri, version: Version) -> Result<Target, CanonError> {
     if uri.authority().is_some() && version < Version::HTTP_2 {
-        return Err(refuse("is in absolute form"));
+        return Err(CanonError::AbsoluteForm);
     }
     let raw = uri.path();
     if !raw.starts_with('/') {
-        return Err(refuse("does not start with '/'"));
+        return Err(CanonError::NotAbsolutePath);
     }
     let bytes: Vec<u8> = decode_strict(raw)?;
-    let path = String::from_utf8(bytes).map_err(|_| refuse("is not valid UTF-8 once decoded"))?;
+    let path = String::from_utf8(bytes).map_err(|_| CanonError::NotUtf8)?;
     check_decoded(&path)?;
     let wire_path = utf8_percent_encode(&path, PATH_ENCODE).to_string();
     Ok(Target { path, wire_path, query: uri.query().map(str::to_owned) })
@@ -74,7 +111,7 @@ fn decode_strict(raw: &str) -> Result<Vec<u8>, CanonError> {
         if b.get(i) == Some(&b'%') {
             let ok = b.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
             if !ok {
-                return Err(refuse("has a malformed percent-escape"));
+                return Err(CanonError::MalformedEscape);
             }
             i += 3;
         } else {
@@ -86,25 +123,25 @@ fn decode_strict(raw: &str) -> Result<Vec<u8>, CanonError> {
 
 fn check_decoded(path: &str) -> Result<(), CanonError> {
     if path.contains('%') {
-        return Err(refuse("is percent-encoded more than once"));
+        return Err(CanonError::DoubleEncoded);
     }
     if path.contains('\\') {
-        return Err(refuse("contains a backslash"));
+        return Err(CanonError::Backslash);
     }
     if path.chars().any(|c| c.is_control()) {
-        return Err(refuse("contains control characters"));
+        return Err(CanonError::ControlCharacter);
     }
     if path.contains(';') {
-        return Err(refuse("contains ';' parameters"));
+        return Err(CanonError::Parameters);
     }
     if path.contains('#') || path.contains('?') {
-        return Err(refuse("contains an encoded '#' or '?'"));
+        return Err(CanonError::EncodedDelimiter);
     }
     if path.contains("//") {
-        return Err(refuse("contains an empty segment ('//')"));
+        return Err(CanonError::EmptySegment);
     }
     if path.split('/').any(|s| s == "." || s == "..") {
-        return Err(refuse("contains '.' or '..' segments"));
+        return Err(CanonError::DotSegment);
     }
     Ok(())
 }
@@ -114,7 +151,7 @@ mod tests {
     use super::*;
 
     fn canon(target: &str) -> Result<Target, CanonError> {
-        let uri: Uri = target.parse().map_err(|_| CanonError("unparsable".into()))?;
+        let uri: Uri = target.parse().map_err(|_| CanonError::NotAbsolutePath)?;
         canonicalize(&uri, Version::HTTP_11)
     }
 

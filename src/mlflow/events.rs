@@ -4,8 +4,38 @@
 
 use serde_json::{json, Map, Value};
 
-use super::routes::Operation;
+use super::routes::{rpc, Operation};
 use super::target::field;
+
+/// Every event name a `[[webhooks]]` entry may list: Databricks' registry-webhook events, then the gate's own
+/// (`MODEL_VERSION_ALIAS_SET`, `MODEL_VERSION_ALIAS_DELETED`, `POLICY_DENIED`, `AUDIT_CHECKPOINT`).
+pub const KNOWN_EVENTS: &[&str] = &[
+    "MODEL_VERSION_CREATED",
+    "MODEL_VERSION_TRANSITIONED_STAGE",
+    "MODEL_VERSION_TRANSITIONED_TO_STAGING",
+    "MODEL_VERSION_TRANSITIONED_TO_PRODUCTION",
+    "MODEL_VERSION_TRANSITIONED_TO_ARCHIVED",
+    "TRANSITION_REQUEST_CREATED",
+    "TRANSITION_REQUEST_TO_STAGING_CREATED",
+    "TRANSITION_REQUEST_TO_PRODUCTION_CREATED",
+    "TRANSITION_REQUEST_TO_ARCHIVED_CREATED",
+    "COMMENT_CREATED",
+    "REGISTERED_MODEL_CREATED",
+    "MODEL_VERSION_TAG_SET",
+    "MODEL_VERSION_ALIAS_SET",
+    "MODEL_VERSION_ALIAS_DELETED",
+    "POLICY_DENIED",
+    AUDIT_CHECKPOINT,
+];
+
+/// A signed audit-log checkpoint (`{"checkpoint": {seq, mac, time, key_id, checkpoint_mac}}`), published every N
+/// records, every T seconds, at rotation and at shutdown; registry-wide hooks only (it names no model).
+pub const AUDIT_CHECKPOINT: &str = "AUDIT_CHECKPOINT";
+
+/// Whether `name` is one of [`KNOWN_EVENTS`].
+pub fn is_known_event(name: &str) -> bool {
+    KNOWN_EVENTS.contains(&name)
+}
 
 /// One event: its name, the model it concerns, and its payload fields.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,12 +52,12 @@ pub struct RegistryEvent {
 pub fn produces_events(op: &Operation) -> bool {
     matches!(
         op.rpc,
-        "CreateRegisteredModel"
-            | "CreateModelVersion"
-            | "TransitionModelVersionStage"
-            | "SetModelVersionTag"
-            | "SetRegisteredModelAlias"
-            | "DeleteRegisteredModelAlias"
+        rpc::CREATE_REGISTERED_MODEL
+            | rpc::CREATE_MODEL_VERSION
+            | rpc::TRANSITION_MODEL_VERSION_STAGE
+            | rpc::SET_MODEL_VERSION_TAG
+            | rpc::SET_REGISTERED_MODEL_ALIAS
+            | rpc::DELETE_REGISTERED_MODEL_ALIAS
     )
 }
 
@@ -42,8 +72,8 @@ pub fn for_mutation(op: &Operation, resource: &Value, response: &Value) -> Vec<R
         fields: fields.as_object().cloned().unwrap_or_default(),
     };
     match op.rpc {
-        "CreateRegisteredModel" => vec![one("REGISTERED_MODEL_CREATED", json!({}))],
-        "CreateModelVersion" => {
+        rpc::CREATE_REGISTERED_MODEL => vec![one("REGISTERED_MODEL_CREATED", json!({}))],
+        rpc::CREATE_MODEL_VERSION => {
             let mv = response.get("model_version").cloned().unwrap_or_default();
             vec![one(
                 "MODEL_VERSION_CREATED",
@@ -51,20 +81,20 @@ pub fn for_mutation(op: &Operation, resource: &Value, response: &Value) -> Vec<R
                 "run_id": mv.get("run_id"), "to_stage": "None"}),
             )]
         }
-        "TransitionModelVersionStage" => {
+        rpc::TRANSITION_MODEL_VERSION_STAGE => {
             let from = resource.pointer("/model_version/current_stage").cloned().unwrap_or(Value::Null);
             let to = target.get("stage").cloned().unwrap_or(Value::Null);
             transition_events(name.as_deref(), version.as_deref(), &from, &to)
         }
-        "SetModelVersionTag" => vec![one(
+        rpc::SET_MODEL_VERSION_TAG => vec![one(
             "MODEL_VERSION_TAG_SET",
             json!({"version": version,
             "tags": [{"key": target.get("key"), "value": target.get("value")}]}),
         )],
-        "SetRegisteredModelAlias" => {
+        rpc::SET_REGISTERED_MODEL_ALIAS => {
             vec![one("MODEL_VERSION_ALIAS_SET", json!({"version": version, "alias": target.get("alias")}))]
         }
-        "DeleteRegisteredModelAlias" => {
+        rpc::DELETE_REGISTERED_MODEL_ALIAS => {
             let holder = resource.pointer("/alias_holder/version").cloned().unwrap_or(Value::Null);
             vec![one("MODEL_VERSION_ALIAS_DELETED", json!({"version": holder, "alias": target.get("alias")}))]
         }
@@ -117,7 +147,14 @@ pub fn request_events(name: &str, version: &str, stage: &str, comment: Option<&s
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use crate::mlflow::routes::Resource;
+
+    #[test]
+    fn known_events_include_the_gate_extensions() {
+        assert!(is_known_event("POLICY_DENIED") && is_known_event("MODEL_VERSION_TAG_SET"));
+        assert!(!is_known_event("model_version.created"));
+    }
 
     fn op(rpc: &'static str) -> Operation {
         Operation::plain(rpc, false, Resource::ModelVersion)

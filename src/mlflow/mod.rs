@@ -1,14 +1,14 @@
-//! Classification: what MLflow will do with a request. The canonical target (`canon`), parameters read the way
-//! MLflow reads them (`params`) and the route table mapping (method, path) to an MLflow operation (`routes`).
+//! MLflow's HTTP surface as data (no I/O): the canonical target (`canon`), parameters read the way MLflow reads them
+//! (`params`, `target`), the route table mapping (method, path) to an MLflow operation (`routes`, with the gate's
+//! own workflow routes), names, reserved tags and stamps, registry events, GraphQL limits, and the workflow's state
+//! in model-version tags (`workflow`). The phases that use them are in `pipeline`.
 
-pub mod artifacts;
 pub mod canon;
-pub mod enrich;
 pub mod events;
-pub mod files;
 pub mod graphql;
 pub mod names;
 pub mod params;
 pub mod routes;
 pub mod stamps;
 pub mod target;
+pub mod workflow;

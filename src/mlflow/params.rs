@@ -18,10 +18,39 @@ pub const MAX_JSON_ARRAY_ITEMS: usize = 10_000;
 /// Most values (scalars, objects and arrays) in one JSON body.
 pub const MAX_JSON_VALUES: usize = 100_000;
 
-/// Why a body was refused; the message is shown to the client.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct BodyError(pub String);
+/// Why a body (or the parameters read from it or from the query) was refused; the message is shown to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// A UTF-8, UTF-16 or UTF-32 byte-order mark.
+    #[error("the JSON body starts with a byte-order mark; send plain UTF-8")]
+    ByteOrderMark,
+    /// Not UTF-8.
+    #[error("the JSON body is not valid UTF-8")]
+    NotUtf8(#[source] std::str::Utf8Error),
+    /// Not JSON, duplicate keys, or over the structural limits.
+    #[error("the request body is not acceptable JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    /// Data after the JSON value.
+    #[error("the request body has trailing data: {0}")]
+    TrailingData(#[source] serde_json::Error),
+    /// A JSON string (double-encoded JSON?).
+    #[error("the JSON body is a string (double-encoded JSON?); send an object")]
+    DoubleEncoded,
+    /// Another JSON value than an object.
+    #[error("the JSON body must be an object")]
+    NotAnObject,
+    /// The camelCase and snake_case spellings of one field with different values.
+    #[error("the body sets both {from:?} and {to:?}; send one spelling")]
+    BothSpellings {
+        /// The camelCase key.
+        from: String,
+        /// The snake_case key.
+        to: String,
+    },
+    /// A target field repeated in the query with different values.
+    #[error("the query string gives {0:?} more than one value")]
+    AmbiguousQuery(&'static str),
+}
 
 /// Parses a JSON request body that must be one object with unique keys, in UTF-8 without a byte-order mark.
 pub fn parse_json_object(bytes: &[u8]) -> Result<Map<String, Value>, BodyError> {
@@ -32,19 +61,17 @@ pub fn parse_json_object(bytes: &[u8]) -> Result<Map<String, Value>, BodyError> 
 /// the caller can account for the memory of the parsed form.
 pub fn parse_json_object_counted(bytes: &[u8]) -> Result<(Map<String, Value>, usize), BodyError> {
     if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) || bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
-        return Err(BodyError("the JSON body starts with a byte-order mark; send plain UTF-8".into()));
+        return Err(BodyError::ByteOrderMark);
     }
-    let text = std::str::from_utf8(bytes).map_err(|_| BodyError("the JSON body is not valid UTF-8".into()))?;
+    let text = std::str::from_utf8(bytes).map_err(BodyError::NotUtf8)?;
     let mut de = serde_json::Deserializer::from_str(text);
     let values = Cell::new(0);
-    let StrictValue(value) = Strict { depth: 0, values: &values }
-        .deserialize(&mut de)
-        .map_err(|e| BodyError(format!("the request body is not acceptable JSON: {e}")))?;
-    de.end().map_err(|e| BodyError(format!("the request body has trailing data: {e}")))?;
+    let StrictValue(value) = Strict { depth: 0, values: &values }.deserialize(&mut de).map_err(BodyError::Json)?;
+    de.end().map_err(BodyError::TrailingData)?;
     match value {
         Value::Object(map) => Ok((map, values.get())),
-        Value::String(_) => Err(BodyError("the JSON body is a string (double-encoded JSON?); send an object".into())),
-        _ => Err(BodyError("the JSON body must be an object".into())),
+        Value::String(_) => Err(BodyError::DoubleEncoded),
+        _ => Err(BodyError::NotAnObject),
     }
 }
 
@@ -200,18 +227,18 @@ mod tests {
         };
         assert!(parse_json_object(keys(MAX_JSON_OBJECT_ENTRIES).as_bytes()).is_ok());
         let err =
-            parse_json_object(keys(MAX_JSON_OBJECT_ENTRIES + 1).as_bytes()).err().unwrap_or(BodyError(String::new()));
-        assert!(err.0.contains("more than 10000 keys"), "{err}");
+            parse_json_object(keys(MAX_JSON_OBJECT_ENTRIES + 1).as_bytes()).err().unwrap_or(BodyError::NotAnObject);
+        assert!(err.to_string().contains("more than 10000 keys"), "{err}");
         // Many keys spread over small arrays, each within its own cap: refused by the total count.
         let many: Vec<String> = (0..5_000).map(|i| format!("\"o{i}\":[{}]", vec!["1"; 25].join(","))).collect();
         let err =
-            parse_json_object(format!("{{{}}}", many.join(",")).as_bytes()).err().unwrap_or(BodyError(String::new()));
-        assert!(err.0.contains("more than 100000 values"), "{err}");
+            parse_json_object(format!("{{{}}}", many.join(",")).as_bytes()).err().unwrap_or(BodyError::NotAnObject);
+        assert!(err.to_string().contains("more than 100000 values"), "{err}");
         let items = format!("{{\"a\":[{}]}}", vec!["0"; MAX_JSON_ARRAY_ITEMS + 1].join(","));
         assert!(parse_json_object(items.as_bytes()).is_err());
         let deep = format!("{{\"a\":{}{}}}", "[".repeat(MAX_JSON_DEPTH), "]".repeat(MAX_JSON_DEPTH));
-        let err = parse_json_object(deep.as_bytes()).err().unwrap_or(BodyError(String::new()));
-        assert!(err.0.contains("nests deeper"), "{err}");
+        let err = parse_json_object(deep.as_bytes()).err().unwrap_or(BodyError::NotAnObject);
+        assert!(err.to_string().contains("nests deeper"), "{err}");
         let fits = format!("{{\"a\":{}{}}}", "[".repeat(MAX_JSON_DEPTH - 1), "]".repeat(MAX_JSON_DEPTH - 1));
         assert!(parse_json_object(fits.as_bytes()).is_ok());
     }

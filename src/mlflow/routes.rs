@@ -32,7 +32,10 @@
 //!   `<path:...>` parameter is greedy like Starlette's `.*` (the leftmost one takes as much as it can).
 //! * Only a route that matches both method and path counts: `GET .../logged-models/search` reaches
 //!   `GetLoggedModel` with `model_id = "search"`, as it does in MLflow.
-//! * `HEAD` classifies like `GET`; `OPTIONS` on any path that some route serves is `CorsPreflight` (read-only).
+//! * `HEAD` classifies like `GET`; `OPTIONS` on any path that some route serves is `CorsPreflight` (read-only,
+//!   public, no body).
+//! * The approval workflow's routes (`WORKFLOW`), which the gate serves itself, are part of the table too
+//!   (`Operation::workflow`); they are not MLflow routes, so `all_routes` does not list them.
 
 /// What kind of MLflow object an operation acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -142,7 +145,7 @@ pub struct Operation {
     /// The kind of object the operation acts on.
     pub resource: Resource,
     /// True only for routes that need no authentication: health, version, server-info, the UI shell and its
-    /// static files.
+    /// static files, and CORS preflights.
     pub public: bool,
     /// True for routes that start server-side work whose writes never pass through the gate (background jobs,
     /// demo data, scorer and evaluation invocations, issue detection, online scoring, the assistant).
@@ -151,6 +154,8 @@ pub struct Operation {
     pub path_params: Vec<(&'static str, String)>,
     /// What the gate does with the request body of this route.
     pub body: BodyClass,
+    /// True for the approval workflow's routes (`WORKFLOW`): served by the gate itself, never forwarded.
+    pub workflow: bool,
 }
 
 /// How the gate treats a route's request body: the limit that applies and whether it is read or streamed.
@@ -175,22 +180,106 @@ impl Operation {
     /// workflow routes, unknown reads, and look-alikes built for a second policy decision).
     pub fn plain(rpc: &'static str, read_only: bool, resource: Resource) -> Operation {
         let body = if read_only { BodyClass::Small } else { BodyClass::Large };
-        Operation { rpc, read_only, resource, public: false, server_side_job: false, path_params: Vec::new(), body }
+        Operation {
+            rpc,
+            read_only,
+            resource,
+            public: false,
+            server_side_job: false,
+            path_params: Vec::new(),
+            body,
+            workflow: false,
+        }
     }
+}
+
+/// RPC names the gate's code acts on (rather than only passing them to the policy).
+pub mod rpc {
+    /// `OPTIONS` on any path some route serves.
+    pub const CORS_PREFLIGHT: &str = "CorsPreflight";
+    /// A route the table does not know, read with GET or HEAD.
+    pub const UNKNOWN: &str = "Unknown";
+    /// The UI's upload-artifact: its parameters are in the query string, its body is the file.
+    pub const UPLOAD_RUN_ARTIFACT: &str = "UploadRunArtifact";
+    /// Creates a run (the gate stamps `mlflow.user`).
+    pub const CREATE_RUN: &str = "CreateRun";
+    /// Logs metrics, params and tags of a run at once.
+    pub const LOG_BATCH: &str = "LogBatch";
+    /// Registers a model (stamped with its creator).
+    pub const CREATE_REGISTERED_MODEL: &str = "CreateRegisteredModel";
+    /// Creates a logged model (stamped with its creator).
+    pub const CREATE_LOGGED_MODEL: &str = "CreateLoggedModel";
+    /// Creates a model version (stamped with its creator and lineage).
+    pub const CREATE_MODEL_VERSION: &str = "CreateModelVersion";
+    /// Starts a trace (stamped with its creator).
+    pub const START_TRACE: &str = "StartTrace";
+    /// Moves a version to a stage (recorded in its stage history).
+    pub const TRANSITION_MODEL_VERSION_STAGE: &str = "TransitionModelVersionStage";
+    /// Moves an alias (recorded in the version's stage history).
+    pub const SET_REGISTERED_MODEL_ALIAS: &str = "SetRegisteredModelAlias";
+    /// Deletes an artifact (proxied artifact store).
+    pub const DELETE_ARTIFACT: &str = "DeleteArtifact";
+    /// Tags a model version (a registry event).
+    pub const SET_MODEL_VERSION_TAG: &str = "SetModelVersionTag";
+    /// Removes an alias (a registry event).
+    pub const DELETE_REGISTERED_MODEL_ALIAS: &str = "DeleteRegisteredModelAlias";
+    /// Workflow: ask for a stage transition.
+    pub const CREATE_TRANSITION_REQUEST: &str = "CreateTransitionRequest";
+    /// Workflow: approve an open request (performs the transition).
+    pub const APPROVE_TRANSITION_REQUEST: &str = "ApproveTransitionRequest";
+    /// Workflow: reject an open request.
+    pub const REJECT_TRANSITION_REQUEST: &str = "RejectTransitionRequest";
+    /// Workflow: cancel one's own open request.
+    pub const DELETE_TRANSITION_REQUEST: &str = "DeleteTransitionRequest";
+    /// Workflow: list a version's requests.
+    pub const LIST_TRANSITION_REQUESTS: &str = "ListTransitionRequests";
+    /// Workflow: comment on a version.
+    pub const CREATE_COMMENT: &str = "CreateComment";
+    /// Workflow: edit one's comment.
+    pub const UPDATE_COMMENT: &str = "UpdateComment";
+    /// Workflow: delete one's comment.
+    pub const DELETE_COMMENT: &str = "DeleteComment";
+}
+
+/// The approval workflow's routes, served by the gate itself (`approvals`): (method, path after `/api/2.0/mlflow/`
+/// or `/ajax-api/2.0/mlflow/`, RPC, read-only). They act on a model version.
+pub const WORKFLOW: [(&str, &str, &str, bool); 8] = [
+    ("POST", "transition-requests/create", rpc::CREATE_TRANSITION_REQUEST, false),
+    ("POST", "transition-requests/approve", rpc::APPROVE_TRANSITION_REQUEST, false),
+    ("POST", "transition-requests/reject", rpc::REJECT_TRANSITION_REQUEST, false),
+    ("DELETE", "transition-requests/delete", rpc::DELETE_TRANSITION_REQUEST, false),
+    ("GET", "transition-requests/list", rpc::LIST_TRANSITION_REQUESTS, true),
+    ("POST", "comments/create", rpc::CREATE_COMMENT, false),
+    ("PATCH", "comments/update", rpc::UPDATE_COMMENT, false),
+    ("DELETE", "comments/delete", rpc::DELETE_COMMENT, false),
+];
+
+/// Classifies a workflow route (HEAD reads like GET; OPTIONS is not a workflow route).
+fn classify_workflow(method: &str, path: &str) -> Option<Operation> {
+    let rest = path.strip_prefix("/api/2.0/mlflow/").or_else(|| path.strip_prefix("/ajax-api/2.0/mlflow/"))?;
+    let method = if method == "HEAD" { "GET" } else { method };
+    WORKFLOW.iter().find(|(m, p, _, _)| *m == method && *p == rest).map(|(_, _, rpc, read_only)| Operation {
+        workflow: true,
+        ..Operation::plain(rpc, *read_only, Resource::ModelVersion)
+    })
 }
 
 /// Classifies a request. `method` is upper-case (GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS); `path` is
 /// canonical (percent-decoded once, no query string, no `//`, no dot segments). Returns `None` when MLflow
 /// serves no route for this method and path.
 pub fn classify(method: &str, path: &str) -> Option<Operation> {
+    if let Some(op) = classify_workflow(method, path) {
+        return Some(op);
+    }
     match method {
         "HEAD" => classify_method("GET", path),
         "OPTIONS" => {
             ["GET", "POST", "PUT", "PATCH", "DELETE"].into_iter().find_map(|m| classify_method(m, path)).map(|op| {
                 Operation {
-                    rpc: "CorsPreflight",
+                    rpc: rpc::CORS_PREFLIGHT,
                     read_only: true,
-                    public: false,
+                    // Answered by MLflow without authentication; it carries no body (`BodyClass::None`).
+                    public: true,
                     server_side_job: false,
                     body: BodyClass::None,
                     ..op
@@ -294,6 +383,7 @@ impl Route {
             server_side_job: matches!(self.kind, Kind::Job | Kind::JobRead),
             path_params,
             body: self.kind.body(self.resource),
+            workflow: false,
         }
     }
 }

@@ -72,6 +72,7 @@ fn registry_and_webhooks_under_both_spellings_and_not_under_3_0() {
                 server_side_job: false,
                 path_params: expected_params.clone(),
                 body: if read_only { BodyClass::Small } else { BodyClass::Large },
+                workflow: false,
             };
             assert_eq!(got, want, "{method} {prefix}{rest_path}");
         }
@@ -334,7 +335,6 @@ fn wrong_method_or_unknown_path_is_none() {
         ("TRACE", "/health"),
         ("get", "/health"),
         ("GET", "/api/2.0/mlflow/registered-models/nope"),
-        ("POST", "/api/2.0/mlflow/transition-requests/create"),
         ("POST", "/api/2.0/mlflow/databricks/model-versions/transition-stage"),
         ("POST", "/api/2.0/mlflow/registry-webhooks/create"),
         ("POST", "/API/2.0/mlflow/registered-models/create"),
@@ -357,11 +357,24 @@ fn wrong_method_or_unknown_path_is_none() {
 }
 
 #[test]
+fn workflow_routes_are_in_the_table_and_served_by_the_gate() {
+    let create = op("POST", "/api/2.0/mlflow/transition-requests/create");
+    assert_eq!((create.rpc, create.workflow, create.read_only), ("CreateTransitionRequest", true, false));
+    assert_eq!(create.resource, Resource::ModelVersion);
+    assert!(op("HEAD", "/ajax-api/2.0/mlflow/transition-requests/list").workflow);
+    assert!(op("DELETE", "/api/2.0/mlflow/comments/delete").workflow);
+    assert_eq!(classify("GET", "/api/2.0/mlflow/transition-requests/create"), None);
+    assert_eq!(classify("OPTIONS", "/api/2.0/mlflow/transition-requests/create"), None);
+    assert_eq!(classify("POST", "/api/2.1/mlflow/transition-requests/create"), None);
+    assert!(!op("POST", "/api/2.0/mlflow/model-versions/transition-stage").workflow);
+}
+
+#[test]
 fn head_and_options() {
     assert_eq!(op("HEAD", "/api/2.0/mlflow/registered-models/get").rpc, "GetRegisteredModel");
     assert_eq!(classify("HEAD", "/api/2.0/mlflow/registered-models/create"), None);
     let preflight = op("OPTIONS", "/api/2.0/mlflow/registered-models/create");
-    assert_eq!((preflight.rpc, preflight.read_only, preflight.public), ("CorsPreflight", true, false));
+    assert_eq!((preflight.rpc, preflight.read_only, preflight.public), ("CorsPreflight", true, true));
     assert_eq!(preflight.resource, Resource::RegisteredModel);
     let preflight = op("OPTIONS", "/ajax-api/3.0/mlflow/demo/generate");
     assert_eq!((preflight.rpc, preflight.read_only, preflight.server_side_job), ("CorsPreflight", true, false));
@@ -563,4 +576,28 @@ fn body_classes_come_from_the_table() {
     }
     // The artifact store's DELETE takes no file: its body (if any) is read as JSON like any write.
     assert_eq!(class("DELETE", "/api/2.0/mlflow-artifacts/artifacts/1/a/model.pkl"), BodyClass::Large);
+}
+
+#[test]
+fn rpc_constants_name_routes_of_the_table() {
+    let mlflow = [
+        rpc::UPLOAD_RUN_ARTIFACT,
+        rpc::CREATE_RUN,
+        rpc::LOG_BATCH,
+        rpc::CREATE_REGISTERED_MODEL,
+        rpc::CREATE_LOGGED_MODEL,
+        rpc::CREATE_MODEL_VERSION,
+        rpc::START_TRACE,
+        rpc::TRANSITION_MODEL_VERSION_STAGE,
+        rpc::SET_REGISTERED_MODEL_ALIAS,
+        rpc::DELETE_ARTIFACT,
+        rpc::SET_MODEL_VERSION_TAG,
+        rpc::DELETE_REGISTERED_MODEL_ALIAS,
+    ];
+    for name in mlflow {
+        assert!(all_routes().any(|(_, _, r, _)| r == name), "{name}");
+    }
+    for (_, _, name, _) in WORKFLOW {
+        assert!(!all_routes().any(|(_, _, r, _)| r == name), "{name}");
+    }
 }

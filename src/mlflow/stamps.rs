@@ -5,7 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::routes::Operation;
+use super::routes::{rpc, Operation};
 use crate::fold::fold;
 
 /// Prefix of the tags only the gate writes.
@@ -64,13 +64,13 @@ pub fn reserved_tag_write(
     target: &Map<String, Value>,
     body: Option<&Map<String, Value>>,
 ) -> Option<String> {
-    let reserved = |k: &str| is_reserved(k) || (is_run_user(k) && op.rpc != "CreateRun");
+    let reserved = |k: &str| is_reserved(k) || (is_run_user(k) && op.rpc != rpc::CREATE_RUN);
     if let Some((_, field)) = TAG_WRITES.iter().find(|(rpc, _)| *rpc == op.rpc) {
         if let Some(key) = target.get(*field).and_then(Value::as_str).filter(|k| reserved(k)) {
             return Some(key.to_string());
         }
     }
-    let in_containers = |k: &str| is_reserved(k) || (is_run_user(k) && op.rpc == "LogBatch");
+    let in_containers = |k: &str| is_reserved(k) || (is_run_user(k) && op.rpc == rpc::LOG_BATCH);
     tag_keys(body?).into_iter().find(|k| in_containers(k))
 }
 
@@ -131,18 +131,20 @@ fn container_keys(tags: Option<&Value>, keys: &mut Vec<String>) {
 /// versions; the run's `user_id` and `mlflow.user` tag on new runs (replacing whatever the client claimed).
 pub fn stamp_request(op: &Operation, body: &mut Map<String, Value>, sub: &str, now_ms: u64) {
     match op.rpc {
-        "CreateRegisteredModel" | "CreateLoggedModel" => push_tags(body, &[(CREATED_BY, sub.to_string())], &[]),
-        "CreateModelVersion" => {
+        rpc::CREATE_REGISTERED_MODEL | rpc::CREATE_LOGGED_MODEL => {
+            push_tags(body, &[(CREATED_BY, sub.to_string())], &[])
+        }
+        rpc::CREATE_MODEL_VERSION => {
             push_tags(body, &[(CREATED_BY, sub.to_string()), (CREATED_AT, now_ms.to_string())], &[])
         }
         // The owner of the logged model's and the trace's artifact directories (see `artifacts.rs`).
-        "StartTrace" => push_tags(body, &[(CREATED_BY, sub.to_string())], &[CREATED_BY]),
+        rpc::START_TRACE => push_tags(body, &[(CREATED_BY, sub.to_string())], &[CREATED_BY]),
         "StartTraceV3" => {
             if let Some(tags) = trace_v3_tags_mut(body) {
                 tags.insert(CREATED_BY.to_string(), Value::String(sub.to_string()));
             }
         }
-        "CreateRun" => {
+        rpc::CREATE_RUN => {
             body.insert("user_id".into(), Value::String(sub.to_string()));
             push_tags(body, &[(RUN_USER_TAG, sub.to_string())], &[RUN_USER_TAG]);
         }
@@ -185,8 +187,8 @@ pub fn history_entry(
     request_id: &str,
 ) -> Option<Value> {
     let (field, value) = match op.rpc {
-        "TransitionModelVersionStage" => ("stage", target.get("stage")?.as_str()?),
-        "SetRegisteredModelAlias" => ("alias", target.get("alias")?.as_str()?),
+        rpc::TRANSITION_MODEL_VERSION_STAGE => ("stage", target.get("stage")?.as_str()?),
+        rpc::SET_REGISTERED_MODEL_ALIAS => ("alias", target.get("alias")?.as_str()?),
         _ => return None,
     };
     Some(json!({ field: value, "by": sub, "at": now_ms, "request_id": request_id }))

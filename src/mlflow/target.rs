@@ -70,7 +70,7 @@ fn rename(body: &mut Map<String, Value>, from: &str, to: &str, same_value_ok: bo
     let Some(v) = body.remove(from) else { return Ok(()) };
     match body.get(to) {
         Some(existing) if !(same_value_ok && existing == &v) => {
-            Err(BodyError(format!("the body sets both {from:?} and {to:?}; send one spelling")))
+            Err(BodyError::BothSpellings { from: from.to_string(), to: to.to_string() })
         }
         Some(_) => Ok(()),
         None => {
@@ -83,7 +83,7 @@ fn rename(body: &mut Map<String, Value>, from: &str, to: &str, same_value_ok: bo
 /// Operations whose parameters MLflow reads from the query string whatever the method: the UI's upload-artifact
 /// (`POST ?run_uuid=&path=`, the body is the file).
 pub fn reads_query(rpc: &str) -> bool {
-    rpc == "UploadRunArtifact"
+    rpc == super::routes::rpc::UPLOAD_RUN_ARTIFACT
 }
 
 /// Reads the target of a request. `query` is the decoded query string in order; `body` is the normalised JSON
@@ -102,7 +102,7 @@ pub fn extract(
                 query.iter().filter(|(k, _)| k == field || snake(k).as_deref() == Some(field)).map(|(_, v)| v);
             if let Some(first) = values.next() {
                 if values.any(|v| v != first) {
-                    return Err(BodyError(format!("the query string gives {field:?} more than one value")));
+                    return Err(BodyError::AmbiguousQuery(field));
                 }
                 out.insert(field.to_string(), Value::String(first.clone()));
             }

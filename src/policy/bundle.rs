@@ -69,15 +69,8 @@ impl BundleError {
 /// Every bundle loaded in this process gets its own number: per-thread engines are keyed by it.
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
-/// Which engine evaluates requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum EngineChoice {
-    /// The bytecode VM when the bundle compiles to it and agrees with the interpreter on the samples.
-    #[default]
-    Auto,
-    /// Always the interpreter.
-    Interpreter,
-}
+/// Which engine evaluates requests (`policy.engine`; defined with the config, which reads it).
+pub use crate::config::EngineChoice;
 
 /// The bundle compiled to bytecode, with the data it runs against.
 pub struct Bytecode {

@@ -3,7 +3,7 @@
 //! forwarding headers are replaced by the gate's own, because MLflow trusts some of them (the Assistant treats a
 //! loopback peer without `X-Forwarded-*` as local; the auth app honours `X-MLflow-Assistant-Delegation`).
 
-use std::net::IpAddr;
+use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -40,13 +40,16 @@ const CLIENT_ONLY: [&str; 11] = [
 /// the token, so they are not passed on.
 const UI_HEADER_COOKIE_PREFIX: &str = "mlflow-request-header-";
 
-/// Facts about the client connection used for the forwarding headers.
-#[derive(Debug, Clone, Copy)]
+/// The client connection, as the server accepted it: the forwarding headers, and the identity of a verified
+/// client certificate for authentication.
+#[derive(Debug, Clone)]
 pub struct ClientConn {
-    /// The TCP peer's address.
-    pub peer_ip: IpAddr,
-    /// Whether the client connection used TLS.
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// Whether the connection is TLS.
     pub tls: bool,
+    /// The identity of a verified client certificate (mTLS), if one was presented.
+    pub client_cert: Option<String>,
 }
 
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
@@ -69,7 +72,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// `:authority`); `upstream_host` replaces it so that MLflow's host check accepts the request.
 pub fn for_upstream(
     client: &HeaderMap,
-    conn: ClientConn,
+    conn: &ClientConn,
     original_host: Option<&str>,
     upstream_host: &HeaderValue,
 ) -> HeaderMap {
@@ -80,7 +83,7 @@ pub fn for_upstream(
     }
     strip_ui_header_cookies(&mut h);
     h.insert(header::HOST, upstream_host.clone());
-    let ip = HeaderValue::from_str(&conn.peer_ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
+    let ip = HeaderValue::from_str(&conn.peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
     h.insert("x-forwarded-for", ip);
     h.insert("x-forwarded-proto", HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
     if let Some(host) = original_host.and_then(|v| HeaderValue::from_str(v).ok()) {
@@ -116,9 +119,11 @@ pub fn for_client(upstream: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     fn conn() -> ClientConn {
-        ClientConn { peer_ip: "10.1.2.3".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), tls: false }
+        let ip = "10.1.2.3".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        ClientConn { peer: SocketAddr::new(ip, 40000), tls: false, client_cert: None }
     }
 
     #[test]
@@ -138,7 +143,7 @@ mod tests {
         ] {
             c.append(k, HeaderValue::from_static(v));
         }
-        let up = for_upstream(&c, conn(), Some("gate.example"), &HeaderValue::from_static("127.0.0.1:5000"));
+        let up = for_upstream(&c, &conn(), Some("gate.example"), &HeaderValue::from_static("127.0.0.1:5000"));
         for gone in [
             "authorization",
             "x-mlflow-assistant-delegation",

@@ -78,9 +78,47 @@ pub struct Outgoing<'a> {
     /// The body.
     pub body: OutBody,
     /// The client connection.
-    pub conn: ClientConn,
+    pub conn: &'a ClientConn,
     /// The request's context: its validated workspace replaces the client's header.
     pub context: &'a RequestContext,
+}
+
+/// Why one of the gate's own calls to MLflow (look-ups, stamps, workflow state) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The path does not make a URI with the upstream's base.
+    #[error("{path}: not a valid upstream URI")]
+    Uri {
+        /// The path and query asked for.
+        path: String,
+        /// Why.
+        #[source]
+        source: http::Error,
+    },
+    /// MLflow did not answer within `upstream.timeout_secs`.
+    #[error("{path}: MLflow did not answer in time")]
+    Timeout {
+        /// The path and query asked for.
+        path: String,
+    },
+    /// The request could not be sent, or no response came.
+    #[error("{path}: {source}")]
+    Request {
+        /// The path and query asked for.
+        path: String,
+        /// The client's error.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The response body could not be read, or was over the limit.
+    #[error("{path}: reading the response failed: {source}")]
+    Read {
+        /// The path and query asked for.
+        path: String,
+        /// The body's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Upstream {
@@ -189,7 +227,7 @@ impl Upstream {
         method: Method,
         path_and_query: &str,
         body: Option<&serde_json::Value>,
-    ) -> Result<(http::StatusCode, serde_json::Value), String> {
+    ) -> Result<(http::StatusCode, serde_json::Value), CallError> {
         let bytes = body.map(|b| b.to_string()).unwrap_or_default();
         let (status, bytes) = self.call(ctx, method, path_and_query, bytes, 16 * 1024 * 1024).await?;
         Ok((status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)))
@@ -201,7 +239,7 @@ impl Upstream {
         ctx: &RequestContext,
         path_and_query: &str,
         limit: usize,
-    ) -> Result<(http::StatusCode, Bytes), String> {
+    ) -> Result<(http::StatusCode, Bytes), CallError> {
         self.call(ctx, Method::GET, path_and_query, String::new(), limit).await
     }
 
@@ -212,8 +250,9 @@ impl Upstream {
         path_and_query: &str,
         body: String,
         limit: usize,
-    ) -> Result<(http::StatusCode, Bytes), String> {
-        let uri = self.uri_for(path_and_query).map_err(|e| e.to_string())?;
+    ) -> Result<(http::StatusCode, Bytes), CallError> {
+        let path = || path_and_query.to_string();
+        let uri = self.uri_for(path_and_query).map_err(|source| CallError::Uri { path: path(), source })?;
         let mut req = Request::new(body::full(body));
         *req.method_mut() = method;
         *req.uri_mut() = uri;
@@ -227,13 +266,13 @@ impl Upstream {
         }
         let resp = tokio::time::timeout(self.config.timeout, self.client.request(req))
             .await
-            .map_err(|_| format!("{path_and_query}: MLflow did not answer in time"))?
-            .map_err(|e| format!("{path_and_query}: {e}"))?;
+            .map_err(|_| CallError::Timeout { path: path() })?
+            .map_err(|source| CallError::Request { path: path(), source })?;
         let status = resp.status();
         let limited = http_body_util::Limited::new(resp.into_body(), limit);
         let bytes = http_body_util::BodyExt::collect(limited)
             .await
-            .map_err(|e| format!("{path_and_query}: reading the response failed: {e}"))?
+            .map_err(|source| CallError::Read { path: path(), source })?
             .to_bytes();
         Ok((status, bytes))
     }

@@ -5,36 +5,6 @@ use serde_json::{Map, Value};
 
 use super::Event;
 
-/// Every event name a `[[webhooks]]` entry may list: Databricks' registry-webhook events, then the gate's own
-/// (`MODEL_VERSION_ALIAS_SET`, `MODEL_VERSION_ALIAS_DELETED`, `POLICY_DENIED`, `AUDIT_CHECKPOINT`).
-pub const KNOWN_EVENTS: &[&str] = &[
-    "MODEL_VERSION_CREATED",
-    "MODEL_VERSION_TRANSITIONED_STAGE",
-    "MODEL_VERSION_TRANSITIONED_TO_STAGING",
-    "MODEL_VERSION_TRANSITIONED_TO_PRODUCTION",
-    "MODEL_VERSION_TRANSITIONED_TO_ARCHIVED",
-    "TRANSITION_REQUEST_CREATED",
-    "TRANSITION_REQUEST_TO_STAGING_CREATED",
-    "TRANSITION_REQUEST_TO_PRODUCTION_CREATED",
-    "TRANSITION_REQUEST_TO_ARCHIVED_CREATED",
-    "COMMENT_CREATED",
-    "REGISTERED_MODEL_CREATED",
-    "MODEL_VERSION_TAG_SET",
-    "MODEL_VERSION_ALIAS_SET",
-    "MODEL_VERSION_ALIAS_DELETED",
-    "POLICY_DENIED",
-    AUDIT_CHECKPOINT,
-];
-
-/// A signed audit-log checkpoint (`{"checkpoint": {seq, mac, time, key_id, checkpoint_mac}}`), published every N
-/// records, every T seconds, at rotation and at shutdown; registry-wide hooks only (it names no model).
-pub const AUDIT_CHECKPOINT: &str = "AUDIT_CHECKPOINT";
-
-/// Whether `name` is one of [`KNOWN_EVENTS`].
-pub fn is_known_event(name: &str) -> bool {
-    KNOWN_EVENTS.contains(&name)
-}
-
 /// Keys the gate sets itself; an event field with one of these names is ignored.
 const RESERVED: &[&str] = &["event", "webhook_id", "event_timestamp", "model_name", "principal", "decision_id"];
 
@@ -82,11 +52,5 @@ mod tests {
             body,
             r#"{"event":"MODEL_VERSION_TRANSITIONED_STAGE","webhook_id":"abc","event_timestamp":1589859029343,"model_name":"m","version":"8","to_stage":"Production","principal":"alice","decision_id":"d-1"}"#
         );
-    }
-
-    #[test]
-    fn known_events_include_the_gate_extensions() {
-        assert!(is_known_event("POLICY_DENIED") && is_known_event("MODEL_VERSION_TAG_SET"));
-        assert!(!is_known_event("model_version.created"));
     }
 }

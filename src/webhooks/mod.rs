@@ -21,7 +21,7 @@ use dispatch::{Job, Shared};
 use hook::Hook;
 use spool::{Record, Spool};
 
-pub use events::{is_known_event, AUDIT_CHECKPOINT, KNOWN_EVENTS};
+pub use crate::mlflow::events::{is_known_event, AUDIT_CHECKPOINT, KNOWN_EVENTS};
 
 /// One registry event, built by the gate after MLflow confirmed a permitted mutation (or after a denial).
 #[derive(Debug, Clone, Default)]

@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::routes::{rpc, Operation};
+use super::target::field;
+use crate::error::GateError;
+
 /// Prefix of the activity tags.
 pub const ACTIVITY_PREFIX: &str = "mlflow_gate.activity.";
 /// Longest comment accepted.
@@ -126,7 +130,7 @@ pub fn open_requests(list: &[Activity]) -> Vec<&Activity> {
 }
 
 /// What an approval vouches for: the version's lineage, its files (the digest of their listing and of the content
-/// of small files, `model_version.files`, see `mlflow::files`) and its source run's metrics, params and user tags.
+/// of small files, `model_version.files`, see `pipeline::enrich::files`) and its source run's metrics, params and user tags.
 /// If any of these changes after the approval, the approval is void. (MLflow system tags `mlflow.*` are left out:
 /// MLflow itself updates some of them.)
 pub fn fingerprint(model_version: &Map<String, Value>, source_run: Option<&Map<String, Value>>) -> String {
@@ -174,6 +178,48 @@ pub fn approvals_for_policy(
             json!({"approver": a.user_id, "stage": a.to_stage, "at": a.creation_timestamp, "comment": a.comment, "valid": valid})
         })
         .collect()
+}
+
+/// Completes a workflow target before enrichment: a comment id names its model version.
+pub fn prepare_target(op: &Operation, target: &mut Map<String, Value>) -> Result<(), GateError> {
+    if op.rpc == rpc::UPDATE_COMMENT || op.rpc == rpc::DELETE_COMMENT {
+        let id = field(target, "id").ok_or_else(|| GateError::BadRequest("id is required".into()))?;
+        let (name, version, _) =
+            parse_external_id(id).ok_or_else(|| GateError::NotFound("no comment has this id".into()))?;
+        target.insert("name".into(), Value::String(name));
+        target.insert("version".into(), Value::String(version));
+    }
+    Ok(())
+}
+
+/// Whether a version (its facts, tags flattened) carries a recorded approval: only then do the policy's facts
+/// need the fingerprint of its files.
+pub fn has_approvals(model_version: &Map<String, Value>) -> bool {
+    let tags = model_version.get("tags").and_then(Value::as_object);
+    tags.is_some_and(|t| activities(t).iter().any(|a| a.activity_type == kind::APPROVED))
+}
+
+/// The facts a policy needs about the workflow of a version: approvals (with validity), open requests, and the
+/// activity a request acts on (a comment being edited).
+pub fn policy_facts(
+    model_version: &Map<String, Value>,
+    source_run: Option<&Map<String, Value>>,
+    target: &Map<String, Value>,
+) -> Map<String, Value> {
+    let tags = model_version.get("tags").and_then(Value::as_object).cloned().unwrap_or_default();
+    let list = activities(&tags);
+    let mut facts = Map::new();
+    facts.insert("approvals".into(), Value::Array(approvals_for_policy(&list, model_version, source_run)));
+    let open = open_requests(&list)
+        .into_iter()
+        .map(|r| json!({"id": r.id, "to_stage": r.to_stage, "user_id": r.user_id, "creation_timestamp": r.creation_timestamp}))
+        .collect();
+    facts.insert("open_requests".into(), Value::Array(open));
+    let short = field(target, "id").and_then(parse_external_id).map(|(_, _, s)| s);
+    if let Some(a) = short.and_then(|s| list.iter().find(|a| a.id == s)) {
+        facts.insert("activity".into(), json!({"id": a.id, "activity_type": a.activity_type, "user_id": a.user_id}));
+    }
+    facts
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use http::{Method, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::enrich::EnrichError;
+use super::{EnrichError, LookupFailure};
 use crate::proxy::{RequestContext, Upstream};
 
 /// Files up to this size are hashed by content; larger ones by path and size only.
@@ -44,7 +44,7 @@ pub async fn version_files(
     let path = format!("/api/2.0/mlflow/model-versions/get-download-uri?{q}");
     let (status, body) = up.call_json(ctx, Method::GET, &path, None).await.map_err(|e| fail("download URI", e))?;
     if status != StatusCode::OK {
-        return Err(fail("download URI", format!("HTTP {status}")));
+        return Err(fail("download URI", LookupFailure::Status(status)));
     }
     let location = body.get("artifact_uri").and_then(Value::as_str).unwrap_or_default().to_string();
     let Some(root) = served_path(&location) else {
@@ -89,12 +89,15 @@ async fn list(up: &Upstream, ctx: &RequestContext, root: &str) -> Result<Vec<Fil
         let (status, body) =
             up.call_json(ctx, Method::GET, &path, None).await.map_err(|e| fail("artifact listing", e))?;
         if status != StatusCode::OK {
-            return Err(fail("artifact listing", format!("HTTP {status} for {full}")));
+            return Err(fail("artifact listing", LookupFailure::StatusFor(status, full)));
         }
         for item in body.get("files").and_then(Value::as_array).into_iter().flatten() {
             entries += 1;
             if entries > MAX_ENTRIES {
-                return Err(fail("artifact listing", format!("more than {MAX_ENTRIES} entries under {root}")));
+                return Err(fail(
+                    "artifact listing",
+                    LookupFailure::OverLimit(format!("more than {MAX_ENTRIES} entries under {root}")),
+                ));
             }
             let Some(name) = item.get("path").and_then(Value::as_str) else { continue };
             // MLflow answers with names relative to the listed directory; take the last segment either way.
@@ -102,7 +105,10 @@ async fn list(up: &Upstream, ctx: &RequestContext, root: &str) -> Result<Vec<Fil
             let rel = if dir.is_empty() { leaf.to_string() } else { format!("{dir}/{leaf}") };
             if item.get("is_dir").and_then(Value::as_bool).unwrap_or(false) {
                 if depth + 1 > MAX_DEPTH {
-                    return Err(fail("artifact listing", format!("directories nested deeper than {MAX_DEPTH}")));
+                    return Err(fail(
+                        "artifact listing",
+                        LookupFailure::OverLimit(format!("directories nested deeper than {MAX_DEPTH}")),
+                    ));
                 }
                 dirs.push_back((rel, depth + 1));
             } else {
@@ -140,7 +146,7 @@ async fn hash_small_files(
         let limit = usize::try_from(HASH_FILES_UP_TO).unwrap_or(usize::MAX) + 1;
         let (status, bytes) = up.get_bytes(ctx, &path, limit).await.map_err(|e| fail("artifact file", e))?;
         if status != StatusCode::OK {
-            return Err(fail("artifact file", format!("HTTP {status} for {}", file.path)));
+            return Err(fail("artifact file", LookupFailure::StatusFor(status, file.path.clone())));
         }
         file.sha256 = Some(hex(&Sha256::digest(&bytes)));
     }
@@ -167,8 +173,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn fail(what: &str, detail: String) -> EnrichError {
-    EnrichError { what: format!("the version's files ({what})"), detail }
+fn fail(what: &str, cause: impl Into<LookupFailure>) -> EnrichError {
+    EnrichError { what: format!("the version's files ({what})"), cause: cause.into() }
 }
 
 #[cfg(test)]

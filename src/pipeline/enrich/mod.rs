@@ -14,19 +14,41 @@ use http::{Method, StatusCode};
 use moka::future::Cache;
 use serde_json::{json, Map, Value};
 
-use super::routes::{Operation, Resource};
-use super::stamps::{CREATED_BY, RUN_USER_TAG, STAGE_HISTORY};
-use super::target::field;
-use crate::proxy::{RequestContext, Upstream};
+pub mod artifacts;
+pub mod files;
+
+use crate::mlflow::routes::{Operation, Resource};
+use crate::mlflow::stamps::{CREATED_BY, RUN_USER_TAG, STAGE_HISTORY};
+use crate::mlflow::target::field;
+use crate::mlflow::workflow;
+use crate::proxy::{CallError, RequestContext, Upstream};
 
 /// A look-up failed (other than "does not exist").
 #[derive(Debug, thiserror::Error)]
-#[error("looking up {what} in MLflow failed: {detail}")]
+#[error("looking up {what} in MLflow failed: {cause}")]
 pub struct EnrichError {
     /// What was being looked up.
     pub what: String,
     /// Why it failed (logged, never sent to the client).
-    pub detail: String,
+    #[source]
+    pub cause: LookupFailure,
+}
+
+/// Why a look-up failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupFailure {
+    /// MLflow could not be asked.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// MLflow answered with an unexpected status.
+    #[error("HTTP {0}")]
+    Status(StatusCode),
+    /// MLflow answered with an unexpected status for one item.
+    #[error("HTTP {0} for {1}")]
+    StatusFor(StatusCode, String),
+    /// The answer is over a bound the gate sets (entries, depth, pages).
+    #[error("{0}")]
+    OverLimit(String),
 }
 
 /// Whether a version's files provably are its source run owner's output (see [`Enricher::lineage`]). For the
@@ -71,18 +93,6 @@ impl Lineage {
     }
 }
 
-/// RPCs of the transition-request workflow, which act on a model version.
-const WORKFLOW_RPCS: [&str; 8] = [
-    "CreateTransitionRequest",
-    "ApproveTransitionRequest",
-    "RejectTransitionRequest",
-    "DeleteTransitionRequest",
-    "CreateComment",
-    "UpdateComment",
-    "DeleteComment",
-    "ListTransitionRequests",
-];
-
 /// Looks up the facts of registry operations.
 pub struct Enricher {
     /// Keyed by (workspace, logged model id): a look-up in another workspace must not be answered from this one.
@@ -106,7 +116,7 @@ impl Enricher {
     /// Whether an operation gets registry facts: every registry mutation and the transition-request workflow.
     pub fn needs(op: &Operation) -> bool {
         let registry = matches!(op.resource, Resource::RegisteredModel | Resource::ModelVersion);
-        (registry && !op.read_only) || WORKFLOW_RPCS.contains(&op.rpc)
+        (registry && !op.read_only) || op.workflow
     }
 
     /// Builds `input.resource` for an operation and its target.
@@ -117,8 +127,8 @@ impl Enricher {
         op: &Operation,
         target: Map<String, Value>,
     ) -> Result<Value, EnrichError> {
-        if super::artifacts::governs(op) {
-            return super::artifacts::resource(self, up, ctx, op, target).await;
+        if artifacts::governs(op) {
+            return artifacts::resource(self, up, ctx, op, target).await;
         }
         if !Enricher::needs(op) {
             return Ok(json!({ "target": target }));
@@ -142,7 +152,8 @@ impl Enricher {
         let rm = rm.map(|v| registered_model_facts(v.get("registered_model").unwrap_or(&Value::Null)));
         let mv = mv.map(|v| model_version_facts(v.get("model_version").unwrap_or(&Value::Null)));
         // For a version being created, its lineage is in the request.
-        let lineage = mv.as_ref().filter(|_| op.rpc != "CreateModelVersion").unwrap_or(&target);
+        let lineage =
+            mv.as_ref().filter(|_| op.rpc != crate::mlflow::routes::rpc::CREATE_MODEL_VERSION).unwrap_or(&target);
         let run_id = str_of(lineage, "run_id");
         let source = str_of(lineage, "source");
         let model_id = str_of(lineage, "model_id");
@@ -158,8 +169,8 @@ impl Enricher {
         };
         let mut mv = mv;
         if let (Some(mv), Some(n), Some(v)) = (mv.as_mut(), name, version) {
-            if op.rpc == "ApproveTransitionRequest" || crate::approvals::has_approvals(mv) {
-                mv.insert("files".into(), super::files::version_files(up, ctx, n, v).await?);
+            if op.rpc == crate::mlflow::routes::rpc::APPROVE_TRANSITION_REQUEST || workflow::has_approvals(mv) {
+                mv.insert("files".into(), files::version_files(up, ctx, n, v).await?);
             }
         }
         if let (Some(alias), Some(rm)) = (field(&target, "alias"), rm.as_ref()) {
@@ -167,8 +178,7 @@ impl Enricher {
                 res.insert("alias_holder".into(), json!({"alias": alias, "version": v}));
             }
         }
-        let workflow =
-            mv.as_ref().map(|mv| crate::approvals::policy_facts(mv, run.as_ref(), &target)).unwrap_or_default();
+        let workflow = mv.as_ref().map(|mv| workflow::policy_facts(mv, run.as_ref(), &target)).unwrap_or_default();
         res.insert("approvals".into(), workflow.get("approvals").cloned().unwrap_or_else(|| json!([])));
         res.insert("open_requests".into(), workflow.get("open_requests").cloned().unwrap_or_else(|| json!([])));
         if let Some(activity) = workflow.get("activity") {
@@ -239,7 +249,7 @@ impl Enricher {
         let located = source.starts_with(&format!("models:/{id}"))
             || model.get("artifact_uri").and_then(Value::as_str).is_some_and(|uri| under(source, uri));
         l.kind = "logged_model";
-        l.logged_model_creator = super::artifacts::logged_model_creator(&model);
+        l.logged_model_creator = artifacts::logged_model_creator(&model);
         if !(from_this_run && located) {
             l.reason = Some(format!("the source's logged model {id} was not logged from run {run_id}"));
             return Ok(l);
@@ -295,8 +305,8 @@ pub(super) async fn get(
         let q = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(query).finish();
         pq = format!("{pq}?{q}");
     }
-    let fail = |detail: String| EnrichError { what: what.to_string(), detail };
-    let (status, body) = up.call_json(ctx, Method::GET, &pq, None).await.map_err(fail)?;
+    let fail = |cause: LookupFailure| EnrichError { what: what.to_string(), cause };
+    let (status, body) = up.call_json(ctx, Method::GET, &pq, None).await.map_err(|e| fail(e.into()))?;
     match status {
         StatusCode::OK => Ok(Some(body)),
         StatusCode::NOT_FOUND => Ok(None),
@@ -305,7 +315,7 @@ pub(super) async fn get(
         {
             Ok(None)
         }
-        s => Err(fail(format!("HTTP {s}"))),
+        s => Err(fail(LookupFailure::Status(s))),
     }
 }
 

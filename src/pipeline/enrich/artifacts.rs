@@ -8,10 +8,10 @@
 
 use serde_json::{json, Map, Value};
 
-use super::enrich::{get, kv_map, EnrichError, Enricher};
-use super::routes::{Operation, Resource};
-use super::stamps::{CREATED_BY, RUN_USER_TAG};
-use super::target::field;
+use super::{get, kv_map, EnrichError, Enricher, LookupFailure};
+use crate::mlflow::routes::{Operation, Resource};
+use crate::mlflow::stamps::{CREATED_BY, RUN_USER_TAG};
+use crate::mlflow::target::field;
 use crate::proxy::{RequestContext, Upstream};
 
 /// The store MLflow serves with `--serve-artifacts`; its locations are written `mlflow-artifacts:/<path>`.
@@ -82,7 +82,10 @@ pub async fn resource(
 ) -> Result<Value, EnrichError> {
     let write = locate(enricher, up, ctx, op, &target).await?;
     let mut facts = Map::new();
-    facts.insert("operation".into(), json!(if op.rpc == "DeleteArtifact" { "delete" } else { "write" }));
+    facts.insert(
+        "operation".into(),
+        json!(if op.rpc == crate::mlflow::routes::rpc::DELETE_ARTIFACT { "delete" } else { "write" }),
+    );
     facts.insert("location".into(), write.location.clone().map_or(Value::Null, Value::String));
     facts.insert("path_problem".into(), write.problem.clone().map_or(Value::Null, Value::String));
     let (entity, owned) = match (&write.named, &write.location) {
@@ -336,7 +339,7 @@ async fn model_entity(
 }
 
 async fn trace_entity(up: &Upstream, ctx: &RequestContext, trace_id: &str) -> Result<Option<Entity>, EnrichError> {
-    let path = format!("/api/3.0/mlflow/traces/{}", super::enrich::encode_segment(trace_id));
+    let path = format!("/api/3.0/mlflow/traces/{}", super::encode_segment(trace_id));
     let Some(v) = get(up, ctx, "artifact trace", &path, &[]).await? else { return Ok(None) };
     let info = v.pointer("/trace/trace_info").unwrap_or(&Value::Null);
     let tags = info.get("tags").and_then(Value::as_object);
@@ -431,7 +434,7 @@ async fn search_versions(up: &Upstream, ctx: &RequestContext, filter: &str) -> R
     }
     Err(EnrichError {
         what: "registered versions of an artifact location".into(),
-        detail: format!("more than {} versions match {filter}", SEARCH_PAGE * MAX_PAGES),
+        cause: LookupFailure::OverLimit(format!("more than {} versions match {filter}", SEARCH_PAGE * MAX_PAGES)),
     })
 }
 

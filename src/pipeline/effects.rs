@@ -1,0 +1,90 @@
+//! Request path, the last phase: the after-effects of a mutation the policy permitted and MLflow (or the workflow)
+//! carried out. The stage-history stamp and the registry's webhook events are written here, once, for the normal
+//! path (`stack`) and for the approval workflow (`approvals`) alike. The audit record is written by `stack` for
+//! every request, after its response.
+
+use http::Method;
+use serde_json::{Map, Value};
+
+use crate::mlflow::events::RegistryEvent;
+use crate::mlflow::routes::Operation;
+use crate::mlflow::stamps;
+use crate::mlflow::target::field;
+use crate::proxy::{CallError, RequestContext, Upstream};
+use crate::webhooks::{Event, Webhooks};
+
+/// The payload field (webhooks) and target field (audit, log) naming the MLflow workspace of a request that named
+/// one, so that receivers never confuse same-named models of two workspaces.
+pub const WORKSPACE_FIELD: &str = "workspace";
+
+/// Why the stage history could not be recorded (the mutation itself already happened).
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// MLflow could not be asked.
+    #[error("MLflow could not be reached: {0}")]
+    Unreachable(#[source] CallError),
+    /// MLflow refused the tag write.
+    #[error("MLflow answered {status}: {reply}")]
+    Refused {
+        /// MLflow's status.
+        status: http::StatusCode,
+        /// MLflow's answer.
+        reply: Value,
+    },
+}
+
+/// After MLflow confirmed a stage change or alias move (`op` on `target`), appends it to the version's history tag,
+/// in the request's workspace. `resource` holds the version's facts as the policy saw them (its previous history).
+/// Does nothing for other operations. Returns whether a history entry was written.
+pub async fn record_history(
+    upstream: &Upstream,
+    ctx: &RequestContext,
+    op: &Operation,
+    target: &Map<String, Value>,
+    resource: &Value,
+    sub: &str,
+) -> Result<bool, HistoryError> {
+    let Some(entry) = stamps::history_entry(op, target, sub, now_ms(), ctx.request_id()) else { return Ok(false) };
+    let (Some(name), Some(version)) = (field(target, "name"), field(target, "version")) else { return Ok(false) };
+    let previous =
+        resource.pointer("/model_version/stage_history").and_then(Value::as_array).cloned().unwrap_or_default();
+    let body = serde_json::json!({
+        "name": name, "version": version, "key": stamps::STAGE_HISTORY,
+        "value": stamps::appended_history(&previous, entry),
+    });
+    let path = "/api/2.0/mlflow/model-versions/set-tag";
+    match upstream.call_json(ctx, Method::POST, path, Some(&body)).await {
+        Ok((status, _)) if status.is_success() => Ok(true),
+        Ok((status, reply)) => Err(HistoryError::Refused { status, reply }),
+        Err(e) => Err(HistoryError::Unreachable(e)),
+    }
+}
+
+/// Sends registry events to the webhooks, if any, on behalf of `sub` in the request's workspace.
+pub fn emit(webhooks: Option<&Webhooks>, events: Vec<RegistryEvent>, sub: &str, ctx: &RequestContext) {
+    if let Some(hooks) = webhooks {
+        for e in events {
+            hooks.emit(webhook_event(e, sub, ctx));
+        }
+    }
+}
+
+/// Converts a registry event for the webhooks; the request's workspace becomes the payload's `workspace`.
+pub fn webhook_event(e: RegistryEvent, sub: &str, ctx: &RequestContext) -> Event {
+    let mut fields = e.fields;
+    if let Some(w) = ctx.workspace_name() {
+        fields.insert(WORKSPACE_FIELD.into(), w.into());
+    }
+    Event {
+        event: e.event.to_string(),
+        model_name: e.model_name,
+        fields,
+        principal: Some(sub.to_string()),
+        decision_id: ctx.request_id().to_string(),
+    }
+}
+
+/// Milliseconds since the Unix epoch (history entries, stamps).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
