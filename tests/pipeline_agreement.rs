@@ -5,7 +5,6 @@
 //!
 //! The serving side's input document is made observable by the bundle itself: the test's entrypoint is the
 //! default decision plus one shadow-mode entry holding `json.marshal(input)`, which the audit log records.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -29,6 +28,7 @@ decision := object.union(base, {"would_deny": array.concat(base.would_deny, [jso
 const RUN: &str = "4f1c2a9e0b7d4c3e8a6f5b2d1c0e9f8a";
 
 /// A policy directory: the repository's bundle (without its tests) plus the echo entrypoint.
+#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
 fn echo_policies(dir: &Path) {
     for entry in std::fs::read_dir(policies_dir()).unwrap() {
         let path = entry.unwrap().path();
