@@ -91,6 +91,16 @@ pub async fn build_gate(config: Config) -> Result<Arc<Gate>, StartError> {
     Ok(Arc::new(gate))
 }
 
+/// Where a started gate listens: handed to `run`'s `on_ready` once it can serve (both may be port 0 in the
+/// config: these are the bound addresses).
+#[derive(Debug, Clone, Copy)]
+pub struct Ready {
+    /// The gate's own listener.
+    pub addr: std::net::SocketAddr,
+    /// The admin listener (`[admin]`), if configured.
+    pub admin: Option<std::net::SocketAddr>,
+}
+
 /// Runs a gate on `listener` until `shutdown` completes, then drains requests in flight.
 pub async fn serve(
     listener: TcpListener,
@@ -100,12 +110,12 @@ pub async fn serve(
     run(listener, config, |_| {}, shutdown).await
 }
 
-/// Builds everything (policy, keys, upstream client, TLS), calls `on_ready` with the bound address once the gate
+/// Builds everything (policy, keys, upstream client, TLS), calls `on_ready` with the bound addresses once the gate
 /// can serve, serves until `shutdown` completes, then drains requests in flight.
 pub async fn run(
     listener: TcpListener,
     config: Config,
-    on_ready: impl FnOnce(std::net::SocketAddr),
+    on_ready: impl FnOnce(Ready),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let server_config = config.server.clone();
@@ -124,8 +134,9 @@ pub async fn run(
     };
     let gate = build_gate(config).await?;
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     if let Some(admin_listener) = admin {
-        if let Ok(addr) = admin_listener.local_addr() {
+        if let Some(addr) = admin_addr {
             tracing::info!(%addr, "admin listener (metrics, health) ready");
         }
         let hooks = gate.webhooks().cloned();
@@ -152,7 +163,7 @@ pub async fn run(
     }
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, tls = tls.is_some(), "mlflow-gate listening");
-        on_ready(addr);
+        on_ready(Ready { addr, admin: admin_addr });
     }
     server::serve(listener, gate.clone(), &server_config, tls, shutdown).await;
     // The audit log closes first: its final checkpoint is a webhook event, delivered before webhooks stop.

@@ -25,6 +25,9 @@ enum Command {
         /// Once listening, write the bound address (host:port) to this file.
         #[arg(long)]
         addr_file: Option<PathBuf>,
+        /// Once listening, write the admin listener's bound address (host:port) to this file ([admin] only).
+        #[arg(long)]
+        admin_addr_file: Option<PathBuf>,
     },
     /// Validate the config and compile the policies, without serving.
     Check {
@@ -231,7 +234,9 @@ enum Dev {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { config, addr_file } => serve(&config, addr_file.as_deref()),
+        Command::Serve { config, addr_file, admin_addr_file } => {
+            serve(&config, addr_file.as_deref(), admin_addr_file.as_deref())
+        }
         Command::Check { config } => check(&config),
         Command::Explain { method, path, body, sub, groups, config, workspace } => {
             explain(&method, &path, body.as_deref(), &sub, &groups, config.as_deref(), workspace.as_deref())
@@ -297,7 +302,7 @@ fn init_logging() {
         .init();
 }
 
-fn serve(config_path: &Path, addr_file: Option<&Path>) -> Result<()> {
+fn serve(config_path: &Path, addr_file: Option<&Path>, admin_addr_file: Option<&Path>) -> Result<()> {
     init_logging();
     let config = Config::load(config_path)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -305,10 +310,16 @@ fn serve(config_path: &Path, addr_file: Option<&Path>) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-        let addr_file = addr_file.map(Path::to_path_buf);
-        let on_ready = move |addr: std::net::SocketAddr| {
-            if let Some(file) = addr_file {
-                if let Err(e) = std::fs::write(&file, addr.to_string()) {
+        let files = (addr_file.map(Path::to_path_buf), admin_addr_file.map(Path::to_path_buf));
+        let on_ready = move |ready: mlflow_gate::Ready| {
+            let (addr_file, admin_addr_file) = files;
+            for (file, addr) in [(addr_file, Some(ready.addr)), (admin_addr_file, ready.admin)] {
+                let (Some(file), Some(addr)) = (file, addr) else { continue };
+                // Written whole, then renamed into place: a reader polling the file never sees it half written.
+                let partial = file.with_extension("partial");
+                let written =
+                    std::fs::write(&partial, addr.to_string()).and_then(|()| std::fs::rename(&partial, &file));
+                if let Err(e) = written {
                     tracing::error!(file = %file.display(), error = %e, "cannot write the address file");
                 }
             }

@@ -114,11 +114,11 @@ fn copy_policies(shadow_all: bool) -> tempfile::TempDir {
 async fn whole_bundle_shadow_mode_allows_but_counts_would_deny() {
     let upstream = Recorder::start(Behaviour::default()).await;
     let keys = Keys::new();
-    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let policies = copy_policies(true);
-    let toml = config_toml(upstream.addr, &keys.jwks_path(), policies.path(), "")
-        + &format!("\n[admin]\nlisten = \"{admin}\"\n");
+    let toml =
+        config_toml(upstream.addr, &keys.jwks_path(), policies.path(), "") + "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
     let gate = GateHandle::start_toml(&toml).await;
+    let admin = gate.admin.unwrap();
     let delete = "/api/2.0/mlflow/registered-models/delete";
     let a = Req::delete(gate.url(delete)).token(&keys.token("alice", &[])).json(r#"{"name":"m"}"#).send().await;
     assert_eq!(a.status, StatusCode::OK, "shadow mode must not enforce: {:?}", a.body);

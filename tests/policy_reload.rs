@@ -41,15 +41,6 @@ fn load(dir: &Path) -> Bundle {
     Bundle::load(dir, "data.mlflow_gate.decision", Duration::from_millis(50)).unwrap()
 }
 
-/// The admin listener's address, from the JSON log line the gate writes once it is bound.
-fn logged_admin_addr(log: &Path) -> Option<String> {
-    std::fs::read_to_string(log).ok()?.lines().find_map(|line| {
-        let fields = serde_json::from_str::<serde_json::Value>(line).ok()?.get("fields")?.clone();
-        let ready = fields.get("message")?.as_str()?.starts_with("admin listener");
-        ready.then(|| fields.get("addr")?.as_str().map(str::to_string)).flatten()
-    })
-}
-
 /// Which policy version decided a request: 1 (allowed), n (denied with "policy vn"); panics on anything else.
 fn version_of(a: &Answer) -> u32 {
     if a.status == StatusCode::OK {
@@ -213,21 +204,21 @@ async fn sighup_reloads_the_running_binary() {
     toml.push_str("\n[admin]\nlisten = \"127.0.0.1:0\"\n");
     let config = work.path().join("gate.toml");
     std::fs::write(&config, toml).unwrap();
-    let addr_file = work.path().join("addr");
+    let (addr_file, admin_file) = (work.path().join("addr"), work.path().join("admin-addr"));
     let child = Command::new(env!("CARGO_BIN_EXE_mlflow-gate"))
         .args(["serve", "--config"])
         .arg(&config)
         .arg("--addr-file")
         .arg(&addr_file)
+        .arg("--admin-addr-file")
+        .arg(&admin_file)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(work.path().join("gate.log")).unwrap())
         .spawn()
         .unwrap();
     let binary = Binary(child);
     let addr = eventually(30, "the binary to listen", || async { std::fs::read_to_string(&addr_file).ok() }).await;
-    // The admin listener has no address file: its address is in the log line that says it is ready.
-    let log = work.path().join("gate.log");
-    let admin = eventually(30, "the admin listener", || async { logged_admin_addr(&log) }).await;
+    let admin = eventually(30, "the admin listener", || async { std::fs::read_to_string(&admin_file).ok() }).await;
     let token = keys.token("alice", &[]);
     let version = || async { version_of(&Req::get(format!("http://{addr}{READ}")).token(&token).send().await) };
     assert_eq!(version().await, 1);

@@ -243,6 +243,8 @@ dir = "{policies}"
 /// A gate running in this process.
 pub struct GateHandle {
     pub addr: SocketAddr,
+    /// The admin listener's bound address, when the config has `[admin]` (listen on port 0).
+    pub admin: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -255,16 +257,20 @@ impl GateHandle {
 
     pub async fn start(config: Config) -> GateHandle {
         let listener = TcpListener::bind(config.server.listen).await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<mlflow_gate::Ready>();
+        let on_ready = move |ready| {
+            let _ = ready_tx.send(ready);
+        };
         let task = tokio::spawn(async move {
-            mlflow_gate::serve(listener, config, async {
+            mlflow_gate::run(listener, config, on_ready, async {
                 let _ = rx.await;
             })
             .await
             .unwrap();
         });
-        GateHandle { addr, stop: Some(tx), task: Some(task) }
+        let ready = ready_rx.await.expect("the gate failed to start");
+        GateHandle { addr: ready.addr, admin: ready.admin, stop: Some(tx), task: Some(task) }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -288,22 +288,6 @@ class Gate(Server):
         return self.admin
 
 
-def logged_admin_addr(log: Path) -> str | None:
-    """The admin listener's address, as the gate logs it once bound (it has no address file of its own)."""
-    try:
-        text = log.read_text(errors="replace")
-    except FileNotFoundError:
-        return None
-    for line in text.splitlines():
-        try:
-            fields = json.loads(line).get("fields", {})
-        except (ValueError, AttributeError):
-            continue
-        if fields.get("message", "").startswith("admin listener") and "addr" in fields:
-            return fields["addr"]
-    return None
-
-
 def poll(check: Callable[[], object], what: str, timeout: float = 30, log: Path | None = None):
     """Polls `check` until it returns something truthy (and returns that); fails at the deadline, with the tail of
     `log` if given."""
@@ -327,19 +311,22 @@ def gate_process(tmp: Path, config: str | dict, env: dict[str, str] | None = Non
     sections = config if isinstance(config, dict) else {}
     text = to_toml(config) if isinstance(config, dict) else config
     config_file, addr_file, log = tmp / "gate.toml", tmp / "gate.addr", tmp / "gate.log"
+    admin_file = tmp / "gate.admin-addr"
     config_file.write_text(text)
     addr_file.unlink(missing_ok=True)
+    admin_file.unlink(missing_ok=True)
     if not GATE_BIN.is_file():
         pytest.fail(f"gate binary {GATE_BIN} not found: run `cargo build` or set MLFLOW_GATE_BIN")
     env = {"RUST_LOG": "info", **os.environ, **(env or {})}
-    proc = start([str(GATE_BIN), "serve", "--config", str(config_file), "--addr-file", str(addr_file)], log, env=env)
+    proc = start([str(GATE_BIN), "serve", "--config", str(config_file), "--addr-file", str(addr_file),
+                  "--admin-addr-file", str(admin_file)], log, env=env)
     try:
         addr = wait_for(lambda: read_addr(addr_file), f"{name}: addr file", proc, log, 30)
         tls = "server.tls" in sections or "[server.tls]" in text
         url = f"{'https' if tls else 'http'}://{addr}"
         admin = None
         if "admin" in sections or "\n[admin]" in text:
-            admin = "http://" + wait_for(lambda: logged_admin_addr(log), f"{name}: admin address", proc, log, 30)
+            admin = "http://" + wait_for(lambda: read_addr(admin_file), f"{name}: admin address", proc, log, 30)
         audit = sections.get("audit", {})
         gate = Gate(url, log, proc, tmp, admin, Path(audit["file"]) if audit.get("sink") == "file" else None)
         if wait_healthy:
