@@ -133,3 +133,32 @@ def raw_post(base_url: str, target: str, token: str, body: bytes, content_type: 
 
 def tags_of(entity: dict) -> dict[str, str]:
     return {t["key"]: t["value"] for t in entity.get("tags", [])}
+
+
+def train_and_register(name: str, val_auc: float = 0.91, experiment: str | None = None) -> str:
+    """Trains a tiny model in a run of the current caller tagged as the gate requires, logs `val_auc`, and registers
+    it as `name` the MLflow 3 way (`log_model(..., registered_model_name=...)`: the version's source is
+    `models:/m-<id>`). Returns the version."""
+    import mlflow.sklearn
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    X = np.array([[0.0, 1.0], [1.0, 0.0], [0.2, 0.9], [0.9, 0.1]])
+    y = np.array([0, 1, 0, 1])
+    mlflow.set_experiment(experiment or unique("exp"))
+    with mlflow.start_run(tags=GOOD_TAGS):
+        mlflow.log_metric("val_auc", val_auc)
+        info = mlflow.sklearn.log_model(LogisticRegression().fit(X, y), name="model", registered_model_name=name)
+    return str(info.registered_model_version)
+
+
+def denied(call) -> str:
+    """Runs an MLflow client call that the gate must refuse; returns the message."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        call()
+    except MlflowException as raised:
+        assert raised.error_code == "PERMISSION_DENIED", raised
+        return str(raised)
+    raise AssertionError("the call was not refused")

@@ -5,14 +5,10 @@ someone else created, naming the victim's run, does not borrow that run's metric
 
 from __future__ import annotations
 
-import mlflow
-import mlflow.sklearn
-import numpy as np
 import pytest
-from mlflow.exceptions import MlflowException
-from sklearn.linear_model import LogisticRegression
 
-from helpers import GOOD_TAGS, assert_mlflow_error, gated_run, http, tags_of, unique, upstream, upstream_stage, workflow
+from helpers import (assert_mlflow_error, denied, gated_run, http, tags_of, train_and_register, unique, upstream,
+                     upstream_stage, workflow)
 
 
 @pytest.fixture
@@ -26,25 +22,6 @@ def people(gate_keys) -> dict[str, str]:
     }
 
 
-def log_and_register(name: str) -> str:
-    """Trains a tiny model in a gated run of the current caller and registers it the MLflow 3 way (source
-    `models:/m-<id>`); returns the version."""
-    X = np.array([[0.0, 1.0], [1.0, 0.0], [0.2, 0.9], [0.9, 0.1]])
-    y = np.array([0, 1, 0, 1])
-    mlflow.set_experiment(unique("lineage"))
-    with mlflow.start_run(tags=GOOD_TAGS):
-        mlflow.log_metric("val_auc", 0.91)
-        info = mlflow.sklearn.log_model(LogisticRegression().fit(X, y), name="model", registered_model_name=name)
-    return str(info.registered_model_version)
-
-
-def denied(call) -> str:
-    with pytest.raises(MlflowException) as raised:
-        call()
-    assert raised.value.error_code == "PERMISSION_DENIED", raised.value
-    return str(raised.value)
-
-
 def served_path(artifact_uri: str) -> str:
     assert artifact_uri.startswith("mlflow-artifacts:/"), artifact_uri
     return artifact_uri.removeprefix("mlflow-artifacts:").lstrip("/")
@@ -53,7 +30,7 @@ def served_path(artifact_uri: str) -> str:
 def test_an_approval_is_void_once_the_version_files_change(gate, mlflow_server, client_as, people):
     client_as(people["alice"])
     name = unique("files")
-    version = log_and_register(name)
+    version = train_and_register(name)
     client_as(people["ci"]).transition_model_version_stage(name, version, "Staging")
     assert workflow(gate.url, people["alice"], "create", name=name, version=version, stage="Production").status_code == 200
     approved = workflow(gate.url, people["bob"], "approve", name=name, version=version, stage="Production",
@@ -116,7 +93,7 @@ def test_a_logged_model_borrowing_another_engineers_run_fails_the_gate(gate, mlf
     # The same run's owner registering her own logged model passes.
     client_as(people["alice"])
     own = unique("own")
-    version = log_and_register(own)
+    version = train_and_register(own)
     assert client_as(people["ci"]).transition_model_version_stage(own, version, "Staging").current_stage == "Staging"
 
 

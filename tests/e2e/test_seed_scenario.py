@@ -4,35 +4,9 @@ the CI identity; on-call can roll back in an emergency, and that is flagged."""
 
 from __future__ import annotations
 
-import mlflow
-import mlflow.sklearn
-import numpy as np
-import pytest
-from mlflow.exceptions import MlflowException
-from sklearn.linear_model import LogisticRegression
-
-from helpers import GOOD_TAGS, approve_for, upstream, upstream_stage, workflow
+from helpers import approve_for, denied, train_and_register, upstream, upstream_stage, workflow
 
 MODEL = "fraud-detector"
-
-
-def train_and_register(val_auc: float) -> str:
-    """Trains a tiny model in a run tagged as the gate requires, logs `val_auc`, and registers it the MLflow 3 way
-    (`log_model(..., registered_model_name=...)`: the version's source is `models:/m-<id>`). Returns the version."""
-    X = np.array([[0.0, 1.0], [1.0, 0.0], [0.2, 0.9], [0.9, 0.1]])
-    y = np.array([0, 1, 0, 1])
-    mlflow.set_experiment("fraud")
-    with mlflow.start_run(tags=GOOD_TAGS):
-        mlflow.log_metric("val_auc", val_auc)
-        info = mlflow.sklearn.log_model(LogisticRegression().fit(X, y), name="model", registered_model_name=MODEL)
-    return str(info.registered_model_version)
-
-
-def denied(call) -> str:
-    with pytest.raises(MlflowException) as raised:
-        call()
-    assert raised.value.error_code == "PERMISSION_DENIED", raised.value
-    return str(raised.value)
 
 
 def test_fraud_detector_story(gate, mlflow_server, client_as, gate_keys):
@@ -41,7 +15,7 @@ def test_fraud_detector_story(gate, mlflow_server, client_as, gate_keys):
 
     # 1. An engineer registers v1 from a run with good metrics.
     client_as(alice)
-    v1 = train_and_register(val_auc=0.91)
+    v1 = train_and_register(MODEL, experiment="fraud", val_auc=0.91)
     mv = upstream(mlflow_server, "/api/2.0/mlflow/model-versions/get", name=MODEL, version=v1)["model_version"]
     assert mv["source"].startswith("models:/m-")
 
@@ -53,7 +27,7 @@ def test_fraud_detector_story(gate, mlflow_server, client_as, gate_keys):
 
     # 3. An under-trained v2 cannot reach Staging, not even by CI.
     client_as(alice)
-    v2 = train_and_register(val_auc=0.71)
+    v2 = train_and_register(MODEL, experiment="fraud", val_auc=0.71)
     message = denied(lambda: client_as(ci).transition_model_version_stage(MODEL, v2, "Staging"))
     assert "val_auc 0.71 is below the gate 0.80 for fraud-detector" in message
     assert upstream_stage(mlflow_server, MODEL, v2) == "None"
@@ -77,7 +51,7 @@ def test_fraud_detector_story(gate, mlflow_server, client_as, gate_keys):
 
     # 7. CI cannot do the same for a version without an approval.
     client_as(alice)
-    v3 = train_and_register(val_auc=0.93)
+    v3 = train_and_register(MODEL, experiment="fraud", val_auc=0.93)
     client_as(ci).transition_model_version_stage(MODEL, v3, "Staging")
     message = denied(lambda: client_as(ci).transition_model_version_stage(MODEL, v3, "Production",
                                                                           archive_existing_versions=True))
