@@ -101,6 +101,28 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
+    collect(body, limit, Some((budget, total))).await
+}
+
+/// Reads a whole body into memory, failing as soon as more than `limit` bytes arrive (never after buffering them).
+pub async fn collect_limited<B>(body: B, limit: usize) -> Result<Bytes, CollectError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    collect(body, limit, None).await.map(|(bytes, _)| bytes)
+}
+
+/// Both of the above: with a `(budget, its total)`, the buffer's capacity is reserved in the budget as it grows.
+async fn collect<B>(
+    body: B,
+    limit: usize,
+    budget: Option<(&Budget, usize)>,
+) -> Result<(Bytes, Option<tokio::sync::OwnedSemaphorePermit>), CollectError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     if body.size_hint().lower() > limit as u64 {
         return Err(CollectError::TooLarge(limit));
     }
@@ -113,43 +135,23 @@ where
         if buf.len() + data.len() > limit {
             return Err(CollectError::TooLarge(limit));
         }
-        // What is reserved is the buffer's capacity (it grows by doubling), not only the bytes in it.
-        buf.reserve(data.len());
-        let held = reserved.as_ref().map_or(0, |r| r.num_permits());
-        if buf.capacity() > held {
-            let more = u32::try_from(buf.capacity() - held).map_err(|_| CollectError::TooLarge(limit))?;
-            let permit = budget.clone().try_acquire_many_owned(more).map_err(|_| CollectError::OverBudget(total))?;
-            match reserved.as_mut() {
-                Some(r) => r.merge(permit),
-                None => reserved = Some(permit),
+        if let Some((budget, total)) = budget {
+            // What is reserved is the buffer's capacity (it grows by doubling), not only the bytes in it.
+            buf.reserve(data.len());
+            let held = reserved.as_ref().map_or(0, |r| r.num_permits());
+            if buf.capacity() > held {
+                let more = u32::try_from(buf.capacity() - held).map_err(|_| CollectError::TooLarge(limit))?;
+                let permit =
+                    budget.clone().try_acquire_many_owned(more).map_err(|_| CollectError::OverBudget(total))?;
+                match reserved.as_mut() {
+                    Some(r) => r.merge(permit),
+                    None => reserved = Some(permit),
+                }
             }
         }
         buf.extend_from_slice(&data);
     }
     Ok((buf.freeze(), reserved))
-}
-
-/// Reads a whole body into memory, failing as soon as more than `limit` bytes arrive (never after buffering them).
-pub async fn collect_limited<B>(body: B, limit: usize) -> Result<Bytes, CollectError>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    if body.size_hint().lower() > limit as u64 {
-        return Err(CollectError::TooLarge(limit));
-    }
-    let mut body = std::pin::pin!(body);
-    let mut buf = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| CollectError::Read(e.into()))?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                return Err(CollectError::TooLarge(limit));
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok(buf.freeze())
 }
 
 /// A request body that fails when the client pauses longer than `idle` while the gate waits for the next piece.
