@@ -12,6 +12,9 @@
 //!   `handlers.get_endpoints()`, and the `@app.route` views of `mlflow/server/__init__.py`.
 //! * The FastAPI routers mounted in front of Flask by `mlflow.server.fastapi_app` (OTLP, jobs, gateway,
 //!   assistant, artifact streaming, MCP servers, server-info, health), in their declaration order.
+//! * The route lists of MLflow 2.10.2 and 2.22.5 (the compatibility matrix, README "MLflow versions"): every route
+//!   of theirs is one of 3.17.2's except four 2.0 spellings of trace/assessment RPCs that 2.22 declares but does
+//!   not implement (see the traces rows of `V2`).
 //! * The MLflow 3.18.0 additions, so that an upgrade is covered: `POST /ajax-api/3.0/mlflow/issues/schedule/state`
 //!   and the skill registry under `/api|ajax-api/3.0/mlflow/skills`.
 //!
@@ -732,6 +735,14 @@ const V2: &[Route] = &[
     v2!(both "POST" "/traces/link-prompts" => "LinkPromptsToTrace", Write, Trace),
     v2!(both "POST" "/traces/link-to-run" => "LinkTracesToRun", Write, Trace),
     v2!(both "GET" "/unified-traces" => "SearchUnifiedTraceHandler", Read, Trace),
+    // MLflow 2.22 declares these four v3-era RPCs under 2.0 too (its protos name them so) and answers each with
+    // `_not_implemented`, an empty 404; MLflow 2.10 and 3.x do not serve these paths at all. Classified like their
+    // 3.0 spellings, so the policy decides as it would there and MLflow answers. The create route's path is the
+    // proto's `{assessment.trace_id}` taken literally (Werkzeug converts only `<...>`), so it has no parameter.
+    v2!(both "GET" "/traces/<trace_id>" => "GetTraceInfoV3", Read, Trace),
+    v2!(both "POST" "/traces/{assessment.trace_id}/assessments" => "CreateAssessment", Write, Assessment),
+    v2!(both "PATCH" "/traces/<trace_id>/assessments/<assessment_id>" => "UpdateAssessment", Write, Assessment),
+    v2!(both "DELETE" "/traces/<trace_id>/assessments/<assessment_id>" => "DeleteAssessment", Write, Assessment),
     // Model registry: registered models
     v2!(both "GET" "/registered-models/alias" => "GetModelVersionByAlias", Read, ModelVersion),
     v2!(both "POST" "/registered-models/alias" => "SetRegisteredModelAlias", Write, ModelVersion),

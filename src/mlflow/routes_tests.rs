@@ -247,6 +247,44 @@ fn template_parameters_are_captured() {
     }
 }
 
+/// MLflow 2.22.5 serves four 2.0 spellings of trace/assessment RPCs (each answered by its `_not_implemented`, an
+/// empty 404); they classify like their 3.0 spellings, writes as writes.
+#[test]
+fn mlflow_2_22_trace_and_assessment_spellings_classify_like_their_3_0_routes() {
+    let cases: &[(&str, &str, &str, bool, Resource, &[(&str, &str)])] = &[
+        ("GET", "/traces/tr-1", "GetTraceInfoV3", true, Resource::Trace, &[("trace_id", "tr-1")]),
+        ("POST", "/traces/{assessment.trace_id}/assessments", "CreateAssessment", false, Resource::Assessment, &[]),
+        (
+            "PATCH",
+            "/traces/tr-1/assessments/a-1",
+            "UpdateAssessment",
+            false,
+            Resource::Assessment,
+            &[("trace_id", "tr-1"), ("assessment_id", "a-1")],
+        ),
+        (
+            "DELETE",
+            "/traces/tr-1/assessments/a-1",
+            "DeleteAssessment",
+            false,
+            Resource::Assessment,
+            &[("trace_id", "tr-1"), ("assessment_id", "a-1")],
+        ),
+    ];
+    for &(method, path, rpc, read_only, resource, want) in cases {
+        for base in ["/api/2.0/mlflow", "/ajax-api/2.0/mlflow"] {
+            let got = op(method, &format!("{base}{path}"));
+            assert_eq!((got.rpc, got.read_only, got.resource), (rpc, read_only, resource), "{method} {base}{path}");
+            assert_eq!(got.path_params, params(want), "{method} {base}{path}");
+        }
+    }
+    // The literal braces are not a parameter: another trace id in their place is no route.
+    assert!(classify("POST", "/api/2.0/mlflow/traces/tr-1/assessments").is_none());
+    // The 2.0 trace routes that were there before keep their rows.
+    assert_eq!(op("GET", "/api/2.0/mlflow/traces/tr-1/info").rpc, "GetTraceInfo");
+    assert_eq!(op("PATCH", "/api/2.0/mlflow/traces/tr-1").rpc, "EndTrace");
+}
+
 #[test]
 fn static_routes_win_and_methods_select_the_route() {
     let cases = [
@@ -502,7 +540,7 @@ fn table_is_consistent() {
             }
         }
     }
-    assert_eq!(count, 553);
+    assert_eq!(count, 561);
     for table in TABLES {
         for r in table {
             assert!(["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&r.method), "{}", r.template);
@@ -529,25 +567,37 @@ fn hostile_paths_stay_linear() {
     assert_eq!(got.rpc, "DeleteMcpServerVersionTag");
 }
 
-/// With `MLFLOW_ROUTES_FILE` set to the output of `tests/e2e/dump_mlflow_routes.py`, every route the installed
-/// MLflow serves must classify. Skipped otherwise.
+/// With `MLFLOW_ROUTES_FILE` set to the output of `tests/e2e/dump_mlflow_routes.py`, and/or `MLFLOW_ROUTES_FILES` to
+/// several of them (one per MLflow version of the compatibility matrix, separated like `PATH`), every route each
+/// installed MLflow serves must classify. Skipped when neither is set.
 #[test]
 fn dumped_mlflow_routes_all_classify() {
-    let Ok(file) = std::env::var("MLFLOW_ROUTES_FILE") else {
-        eprintln!("MLFLOW_ROUTES_FILE not set; skipping");
-        return;
-    };
-    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}"));
-    let mut missing = Vec::new();
-    let mut checked = 0;
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let (method, template) = line.split_once(' ').unwrap_or_else(|| panic!("bad line {line:?}"));
-        checked += 1;
-        if classify(method, &sample(template)).is_none() {
-            missing.push(line.to_string());
-        }
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    if let Some(one) = std::env::var_os("MLFLOW_ROUTES_FILE") {
+        files.push(one.into());
     }
-    assert!(checked > 0, "{file} lists no routes");
+    if let Some(many) = std::env::var_os("MLFLOW_ROUTES_FILES") {
+        files.extend(std::env::split_paths(&many).filter(|p| !p.as_os_str().is_empty()));
+    }
+    if files.is_empty() {
+        eprintln!("neither MLFLOW_ROUTES_FILE nor MLFLOW_ROUTES_FILES is set; skipping");
+        return;
+    }
+    let mut missing = Vec::new();
+    for file in &files {
+        let file = file.display();
+        let text = std::fs::read_to_string(file.to_string()).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let mut checked = 0;
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            let (method, template) = line.split_once(' ').unwrap_or_else(|| panic!("bad line {line:?} in {file}"));
+            checked += 1;
+            if classify(method, &sample(template)).is_none() {
+                missing.push(format!("{line}  ({file})"));
+            }
+        }
+        assert!(checked > 0, "{file} lists no routes");
+        eprintln!("{file}: {checked} routes, all checked");
+    }
     assert!(missing.is_empty(), "routes MLflow serves but the table does not classify:\n{}", missing.join("\n"));
 }
 
