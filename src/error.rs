@@ -30,7 +30,8 @@ pub enum GateError {
     /// of the bounds the gate accepts (e.g. a GraphQL query too deep or too large).
     #[error("{0}")]
     InvalidParameter(String),
-    /// The object the request names does not exist (workflow requests the gate serves itself).
+    /// The object the request names does not exist: a workflow request the gate serves itself, or a registry or
+    /// artifact request whose model, version, run or logged model MLflow says is missing (MLflow's own answer).
     #[error("{0}")]
     NotFound(String),
     /// The request does not fit the object's current state (e.g. approving a request that is not open).

@@ -85,7 +85,10 @@ async fn classify_and_enrich(
     let fields = head.parameters(&op, json.as_ref()).map_err(refused)?;
     let ctx = &head.context;
     let resource = match upstream {
-        Some(up) => Enricher::new().resource(up, ctx, &op, fields).await.map_err(|e| format!("503: {e}"))?,
+        Some(up) => Enricher::new().resource(up, ctx, &op, fields).await.map_err(|e| match e.not_found() {
+            Some(message) => format!("404: {message}"),
+            None => format!("503: {e}"),
+        })?,
         None => json!({ "target": Value::Object(fields) }),
     };
     let query = head.query();

@@ -296,6 +296,9 @@ impl Gate {
         fields: serde_json::Map<String, serde_json::Value>,
     ) -> Result<serde_json::Value, GateError> {
         self.enricher.resource(&self.upstream, &head.context, op, fields).await.map_err(|e| {
+            if let Some(message) = e.not_found() {
+                return GateError::NotFound(message.to_string());
+            }
             tracing::error!(error = %e, "enrichment failed; denying");
             GateError::LookupFailed
         })

@@ -29,8 +29,9 @@ from mlflow import MlflowClient
 
 REPO = Path(__file__).resolve().parents[2]
 GATE_BIN = Path(os.environ.get("MLFLOW_GATE_BIN", REPO / "target" / "debug" / "mlflow-gate"))
-# The suite runs under the venv's python, so the venv's `mlflow` sits next to it.
-MLFLOW_BIN = Path(sys.executable).with_name("mlflow")
+# The suite runs under the venv's python, so the venv's `mlflow` sits next to it. MLFLOW_SERVER_BIN runs the server
+# of another venv instead (the compatibility matrix: an older client against a newer server).
+MLFLOW_BIN = Path(os.environ.get("MLFLOW_SERVER_BIN") or Path(sys.executable).with_name("mlflow"))
 ISSUER = "https://idp.test"
 AUDIENCE = "mlflow"
 STARTUP_TIMEOUT_SECS = 120  # MLflow needs ~10 s on a warm machine to create its tables and import everything

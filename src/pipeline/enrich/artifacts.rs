@@ -136,8 +136,10 @@ async fn locate(
         }
         "CreatePresignedUploadUrl" => {
             let entity = match (field(target, "run_id"), field(target, "model_id")) {
-                (Some(run), None) => run_entity(up, ctx, run).await?,
-                (None, Some(model)) => model_entity(enricher, up, ctx, model).await?,
+                (Some(run), None) => run_entity(up, ctx, run).await?.ok_or_else(|| missing_run(run))?,
+                (None, Some(model)) => {
+                    model_entity(enricher, up, ctx, model).await?.ok_or_else(|| missing_logged_model(model))?
+                }
                 _ => return Ok(problem("give exactly one of run_id and model_id")),
             };
             named_write(entity, target.get("path"), |e, p| Some(join(&e.location, p)))
@@ -145,7 +147,7 @@ async fn locate(
         "UploadRunArtifact" => {
             // MLflow reads only `run_uuid` here (not `run_id`), from the query string.
             let Some(run) = field(target, "run_uuid") else { return Ok(problem("the query names no run_uuid")) };
-            let entity = run_entity(up, ctx, run).await?;
+            let entity = run_entity(up, ctx, run).await?.ok_or_else(|| missing_run(run))?;
             named_write(entity, target.get("path"), |e, p| {
                 // A proxied run root is written at `<exp>/<run>/artifacts/<path>` whatever its artifact_uri says.
                 if e.location.starts_with(PROXIED) {
@@ -176,12 +178,21 @@ fn proxied_write(store_path: Option<&str>, file: Option<&str>) -> Write {
     Write { location: Some(location), ..Write::default() }
 }
 
+/// The run a route names does not exist: MLflow answers 404 (its words), and so does the gate.
+fn missing_run(run_id: &str) -> EnrichError {
+    EnrichError::missing("artifact run", format!("Run with id={run_id} not found"))
+}
+
+/// The logged model a route names does not exist: MLflow answers 404 (its words), and so does the gate.
+fn missing_logged_model(model_id: &str) -> EnrichError {
+    EnrichError::missing("logged model", format!("Logged model with ID '{model_id}' not found."))
+}
+
 fn named_write(
-    entity: Option<Entity>,
+    entity: Entity,
     path: Option<&Value>,
     place: impl Fn(&Entity, &str) -> Option<String>,
 ) -> Result<Write, EnrichError> {
-    let Some(entity) = entity else { return Ok(problem("the run or logged model does not exist")) };
     let Some(path) = path.and_then(Value::as_str).filter(|p| !p.is_empty()) else {
         return Ok(problem("the request names no artifact path"));
     };

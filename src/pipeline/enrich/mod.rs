@@ -23,15 +23,35 @@ use crate::mlflow::target::field;
 use crate::mlflow::workflow;
 use crate::proxy::{CallError, RequestContext, Upstream};
 
-/// A look-up failed (other than "does not exist").
+/// A look-up failed, or found that the object the request names does not exist ([`EnrichError::missing`]).
 #[derive(Debug, thiserror::Error)]
 #[error("looking up {what} in MLflow failed: {cause}")]
 pub struct EnrichError {
     /// What was being looked up.
     pub what: String,
-    /// Why it failed (logged, never sent to the client).
+    /// Why it failed (logged, never sent to the client, except MLflow's own "not found" message).
     #[source]
     pub cause: LookupFailure,
+}
+
+impl EnrichError {
+    /// The object the request itself names (not a fact about it) does not exist: MLflow would answer 404
+    /// `RESOURCE_DOES_NOT_EXIST`, and so does the gate, with `message` in MLflow's words.
+    pub fn missing(what: &str, message: String) -> EnrichError {
+        EnrichError { what: what.to_string(), cause: LookupFailure::Missing(message) }
+    }
+
+    /// MLflow's "not found" message when the request names an object that does not exist; `None` for every other
+    /// failure (those deny).
+    pub fn not_found(&self) -> Option<&str> {
+        match &self.cause {
+            LookupFailure::Missing(message) => Some(message),
+            LookupFailure::Call(_)
+            | LookupFailure::Status(_)
+            | LookupFailure::StatusFor(..)
+            | LookupFailure::OverLimit(_) => None,
+        }
+    }
 }
 
 /// Why a look-up failed.
@@ -49,6 +69,9 @@ pub enum LookupFailure {
     /// The answer is over a bound the gate sets (entries, depth, pages).
     #[error("{0}")]
     OverLimit(String),
+    /// MLflow says the object the request names does not exist (the message, in MLflow's words).
+    #[error("not found: {0}")]
+    Missing(String),
 }
 
 /// Whether a version's files provably are its source run owner's output (see [`Enricher::lineage`]). For the
@@ -149,6 +172,9 @@ impl Enricher {
             }
             _ => None,
         };
+        if let Some(missing) = missing_object(op, name, version, rm.is_some(), mv.is_some()) {
+            return Err(missing);
+        }
         let rm = rm.map(|v| registered_model_facts(v.get("registered_model").unwrap_or(&Value::Null)));
         let mv = mv.map(|v| model_version_facts(v.get("model_version").unwrap_or(&Value::Null)));
         // For a version being created, its lineage is in the request.
@@ -276,6 +302,33 @@ impl Enricher {
         let info = Arc::new(v.pointer("/model/info").cloned().unwrap_or(Value::Null));
         self.logged_models.insert(key, info.clone()).await;
         Ok(Some(info))
+    }
+}
+
+/// The error MLflow itself answers when a registry request names a registered model or version that does not exist
+/// (its `RESOURCE_DOES_NOT_EXIST`, with its message): every registry operation acts on an existing model and, when
+/// it names a version, an existing version, except the two that create them.
+fn missing_object(
+    op: &Operation,
+    name: Option<&str>,
+    version: Option<&str>,
+    model_exists: bool,
+    version_exists: bool,
+) -> Option<EnrichError> {
+    use crate::mlflow::routes::rpc::{CREATE_MODEL_VERSION, CREATE_REGISTERED_MODEL};
+    let name = name?;
+    if op.rpc == CREATE_REGISTERED_MODEL {
+        return None;
+    }
+    if !model_exists {
+        return Some(EnrichError::missing("registered model", format!("Registered Model with name={name} not found")));
+    }
+    match version {
+        Some(v) if !version_exists && op.rpc != CREATE_MODEL_VERSION => Some(EnrichError::missing(
+            "model version",
+            format!("Model Version (name={name}, version={v}) not found"),
+        )),
+        _ => None,
     }
 }
 
