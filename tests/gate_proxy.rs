@@ -232,3 +232,90 @@ async fn failed_registry_lookup_denies_with_503_and_mutates_nothing() {
     assert_eq!(upstream.mutations(), 0);
     gate.stop().await;
 }
+
+/// What MLflow answers when a request names an object that does not exist, the gate answers too: 404
+/// `RESOURCE_DOES_NOT_EXIST` with MLflow's message, not a policy denial, and nothing is forwarded.
+#[tokio::test]
+async fn a_missing_version_model_or_run_is_404_as_mlflow_answers_and_nothing_is_forwarded() {
+    let versions = Behaviour { missing: vec!["/api/2.0/mlflow/model-versions/get"], ..Behaviour::default() };
+    let models = Behaviour { missing: vec!["/api/2.0/mlflow/registered-models/get"], ..Behaviour::default() };
+    let runs = Behaviour { missing: vec!["/api/2.0/mlflow/runs/get"], ..Behaviour::default() };
+    let upload = "/ajax-api/2.0/mlflow/upload-artifact?run_uuid=r1&path=model%2FMLmodel";
+    let cases = [
+        (
+            versions.clone(),
+            "POST",
+            TRANSITION,
+            r#"{"name":"fraud","version":"9","stage":"Staging"}"#,
+            "Model Version (name=fraud, version=9) not found",
+        ),
+        (
+            versions.clone(),
+            "POST",
+            "/api/2.0/mlflow/model-versions/set-tag",
+            r#"{"name":"fraud","version":"9","key":"k","value":"v"}"#,
+            "Model Version (name=fraud, version=9) not found",
+        ),
+        (
+            versions,
+            "POST",
+            "/api/2.0/mlflow/transition-requests/create",
+            r#"{"name":"fraud","version":"9","stage":"Staging"}"#,
+            "Model Version (name=fraud, version=9) not found",
+        ),
+        (
+            models.clone(),
+            "POST",
+            TRANSITION,
+            r#"{"name":"fraud","version":"1","stage":"Staging"}"#,
+            "Registered Model with name=fraud not found",
+        ),
+        (
+            models,
+            "POST",
+            "/api/2.0/mlflow/model-versions/create",
+            r#"{"name":"fraud","source":"runs:/r1/model"}"#,
+            "Registered Model with name=fraud not found",
+        ),
+        (runs, "POST", upload, "file contents", "Run with id=r1 not found"),
+    ];
+    let keys = Keys::new();
+    for (behaviour, method, path, body, says) in cases {
+        let upstream = Recorder::start(behaviour).await;
+        let config = config_toml(upstream.addr, &keys.jwks_path(), &policies_dir(), "");
+        let gate = GateHandle::start_toml(&config).await;
+        let a = Req::new(method.parse().unwrap(), gate.url(path))
+            .token(&keys.token("ci", &["mlflow-ci"]))
+            .json(body)
+            .send()
+            .await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{method} {path}: {}", a.message());
+        assert_eq!(a.json()["error_code"], "RESOURCE_DOES_NOT_EXIST", "{method} {path}");
+        assert!(a.message().contains(says), "{method} {path}: {}", a.message());
+        assert_eq!(upstream.mutations(), 0, "{method} {path}");
+        gate.stop().await;
+    }
+}
+
+/// Creating what does not exist yet is not "missing": a new registered model and a new version are decided and
+/// forwarded as before.
+#[tokio::test]
+async fn creating_a_model_or_version_is_not_a_missing_object() {
+    let behaviour = Behaviour { missing: vec!["/api/2.0/mlflow/model-versions/get"], ..Behaviour::default() };
+    let (gate, upstream, keys) = gate_with_recorder(behaviour).await;
+    let alice = keys.token("alice", &[]);
+    let create = "/api/2.0/mlflow/model-versions/create";
+    let a =
+        Req::post(gate.url(create)).token(&alice).json(r#"{"name":"fraud","source":"runs:/r1/model"}"#).send().await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.message());
+    assert_eq!(upstream.hits(create), 1);
+    gate.stop().await;
+
+    let behaviour = Behaviour { missing: vec!["/api/2.0/mlflow/registered-models/get"], ..Behaviour::default() };
+    let (gate, upstream, keys) = gate_with_recorder(behaviour).await;
+    let create = "/api/2.0/mlflow/registered-models/create";
+    let a = Req::post(gate.url(create)).token(&keys.token("alice", &[])).json(r#"{"name":"fraud"}"#).send().await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.message());
+    assert_eq!(upstream.hits(create), 1);
+    gate.stop().await;
+}

@@ -50,6 +50,8 @@ pub struct Behaviour {
     pub fail_gets: bool,
     /// JSON answers by path (any method); other paths get `{}`.
     pub answers: Vec<(&'static str, &'static str)>,
+    /// Paths whose GET answers 404 `RESOURCE_DOES_NOT_EXIST`, as MLflow answers a look-up of a missing object.
+    pub missing: Vec<&'static str>,
 }
 
 /// A recording upstream on 127.0.0.1:0.
@@ -147,6 +149,10 @@ async fn record(
     }
     if b.fail_gets && parts.method == Method::GET {
         return Response::builder().status(500).body(Full::new(Bytes::from_static(b"boom")).boxed()).unwrap();
+    }
+    if parts.method == Method::GET && b.missing.contains(&parts.uri.path()) {
+        let body = Full::new(Bytes::from_static(br#"{"error_code":"RESOURCE_DOES_NOT_EXIST","message":"not found"}"#));
+        return Response::builder().status(404).header("content-type", "application/json").body(body.boxed()).unwrap();
     }
     if let Some((_, answer)) = b.answers.iter().find(|(path, _)| *path == parts.uri.path()) {
         let body = Full::new(Bytes::from_static(answer.as_bytes())).boxed();

@@ -324,10 +324,9 @@ fn missing_object(
         return Some(EnrichError::missing("registered model", format!("Registered Model with name={name} not found")));
     }
     match version {
-        Some(v) if !version_exists && op.rpc != CREATE_MODEL_VERSION => Some(EnrichError::missing(
-            "model version",
-            format!("Model Version (name={name}, version={v}) not found"),
-        )),
+        Some(v) if !version_exists && op.rpc != CREATE_MODEL_VERSION => {
+            Some(EnrichError::missing("model version", format!("Model Version (name={name}, version={v}) not found")))
+        }
         _ => None,
     }
 }
