@@ -277,7 +277,21 @@ async fn a_missing_version_model_or_run_is_404_as_mlflow_answers_and_nothing_is_
             r#"{"name":"fraud","source":"runs:/r1/model"}"#,
             "Registered Model with name=fraud not found",
         ),
-        (runs, "POST", upload, "file contents", "Run with id=r1 not found"),
+        (runs.clone(), "POST", upload, "file contents", "Run with id=r1 not found"),
+        (
+            runs,
+            "POST",
+            "/api/2.0/mlflow/artifacts/presigned-upload-url",
+            r#"{"run_id":"r1","path":"MLmodel"}"#,
+            "Run with id=r1 not found",
+        ),
+        (
+            Behaviour { missing: vec!["/api/2.0/mlflow/logged-models/m1"], ..Behaviour::default() },
+            "POST",
+            "/api/2.0/mlflow/artifacts/presigned-upload-url",
+            r#"{"model_id":"m1","path":"MLmodel"}"#,
+            "Logged model with ID 'm1' not found.",
+        ),
     ];
     let keys = Keys::new();
     for (behaviour, method, path, body, says) in cases {

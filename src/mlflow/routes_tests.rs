@@ -251,27 +251,25 @@ fn template_parameters_are_captured() {
 /// empty 404); they classify like their 3.0 spellings, writes as writes.
 #[test]
 fn mlflow_2_22_trace_and_assessment_spellings_classify_like_their_3_0_routes() {
-    let cases: &[(&str, &str, &str, bool, Resource, &[(&str, &str)])] = &[
-        ("GET", "/traces/tr-1", "GetTraceInfoV3", true, Resource::Trace, &[("trace_id", "tr-1")]),
-        ("POST", "/traces/{assessment.trace_id}/assessments", "CreateAssessment", false, Resource::Assessment, &[]),
+    let cases: &[Case] = &[
+        ("GET", "/traces/tr-1", "GetTraceInfoV3", &[("trace_id", "tr-1")]),
+        ("POST", "/traces/{assessment.trace_id}/assessments", "CreateAssessment", &[]),
         (
             "PATCH",
             "/traces/tr-1/assessments/a-1",
             "UpdateAssessment",
-            false,
-            Resource::Assessment,
             &[("trace_id", "tr-1"), ("assessment_id", "a-1")],
         ),
         (
             "DELETE",
             "/traces/tr-1/assessments/a-1",
             "DeleteAssessment",
-            false,
-            Resource::Assessment,
             &[("trace_id", "tr-1"), ("assessment_id", "a-1")],
         ),
     ];
-    for &(method, path, rpc, read_only, resource, want) in cases {
+    for &(method, path, rpc, want) in cases {
+        let (read_only, resource) =
+            if method == "GET" { (true, Resource::Trace) } else { (false, Resource::Assessment) };
         for base in ["/api/2.0/mlflow", "/ajax-api/2.0/mlflow"] {
             let got = op(method, &format!("{base}{path}"));
             assert_eq!((got.rpc, got.read_only, got.resource), (rpc, read_only, resource), "{method} {base}{path}");

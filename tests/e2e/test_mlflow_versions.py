@@ -231,3 +231,12 @@ def test_the_client_reads_a_missing_version_as_mlflow_says(gate, client_as, peop
     with pytest.raises(MlflowException) as raised:
         client_as(people["ci"]).transition_model_version_stage(name, "7", "Staging")
     assert raised.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
+def test_an_upload_to_a_missing_run_is_404_as_mlflow_answers(gate, mlflow_server, people):
+    path = "/ajax-api/2.0/mlflow/upload-artifact"
+    params = {"run_uuid": "0" * 32, "path": "model/MLmodel"}
+    direct = http(mlflow_server.url, "POST", path, params=params, data=b"flavors: {}\n")
+    assert_mlflow_error(direct, 404, "RESOURCE_DOES_NOT_EXIST")
+    through = http(gate.url, "POST", path, people["alice"], params=params, data=b"flavors: {}\n")
+    assert f"Run with id={'0' * 32} not found" in assert_mlflow_error(through, 404, "RESOURCE_DOES_NOT_EXIST")

@@ -136,9 +136,11 @@ async fn locate(
         }
         "CreatePresignedUploadUrl" => {
             let entity = match (field(target, "run_id"), field(target, "model_id")) {
-                (Some(run), None) => run_entity(up, ctx, run).await?.ok_or_else(|| missing_run(run))?,
+                (Some(run), None) => named_run(up, ctx, run).await?,
                 (None, Some(model)) => {
-                    model_entity(enricher, up, ctx, model).await?.ok_or_else(|| missing_logged_model(model))?
+                    let info =
+                        enricher.logged_model(up, ctx, model).await?.ok_or_else(|| missing_logged_model(model))?;
+                    model_from_info(&info, model)
                 }
                 _ => return Ok(problem("give exactly one of run_id and model_id")),
             };
@@ -147,7 +149,7 @@ async fn locate(
         "UploadRunArtifact" => {
             // MLflow reads only `run_uuid` here (not `run_id`), from the query string.
             let Some(run) = field(target, "run_uuid") else { return Ok(problem("the query names no run_uuid")) };
-            let entity = run_entity(up, ctx, run).await?.ok_or_else(|| missing_run(run))?;
+            let entity = named_run(up, ctx, run).await?;
             named_write(entity, target.get("path"), |e, p| {
                 // A proxied run root is written at `<exp>/<run>/artifacts/<path>` whatever its artifact_uri says.
                 if e.location.starts_with(PROXIED) {
@@ -189,10 +191,11 @@ fn missing_logged_model(model_id: &str) -> EnrichError {
 }
 
 fn named_write(
-    entity: Entity,
+    entity: Option<Entity>,
     path: Option<&Value>,
     place: impl Fn(&Entity, &str) -> Option<String>,
 ) -> Result<Write, EnrichError> {
+    let Some(entity) = entity else { return Ok(problem("MLflow gives the run or logged model no artifact location")) };
     let Some(path) = path.and_then(Value::as_str).filter(|p| !p.is_empty()) else {
         return Ok(problem("the request names no artifact path"));
     };
@@ -309,10 +312,21 @@ async fn run_entity(up: &Upstream, ctx: &RequestContext, run_id: &str) -> Result
     let Some(v) = get(up, ctx, "artifact run", "/api/2.0/mlflow/runs/get", &[("run_id", run_id)]).await? else {
         return Ok(None);
     };
+    Ok(run_from_answer(&v, run_id))
+}
+
+/// The run a route names itself: its entity (`None` when MLflow gives it no artifact location), or MLflow's 404
+/// when it does not exist.
+async fn named_run(up: &Upstream, ctx: &RequestContext, run_id: &str) -> Result<Option<Entity>, EnrichError> {
+    let answer = get(up, ctx, "artifact run", "/api/2.0/mlflow/runs/get", &[("run_id", run_id)]).await?;
+    Ok(run_from_answer(&answer.ok_or_else(|| missing_run(run_id))?, run_id))
+}
+
+fn run_from_answer(v: &Value, run_id: &str) -> Option<Entity> {
     let info = v.pointer("/run/info").unwrap_or(&Value::Null);
     let tags = kv_map(v.pointer("/run/data/tags"), "key", "value");
-    let Some(uri) = info.get("artifact_uri").and_then(Value::as_str) else { return Ok(None) };
-    Ok(Some(Entity {
+    let uri = info.get("artifact_uri").and_then(Value::as_str)?;
+    Some(Entity {
         kind: Kind::Run,
         id: info.get("run_id").and_then(Value::as_str).unwrap_or(run_id).to_string(),
         experiment_id: info.get("experiment_id").cloned().unwrap_or(Value::Null),
@@ -320,7 +334,7 @@ async fn run_entity(up: &Upstream, ctx: &RequestContext, run_id: &str) -> Result
         owner: tags.get(RUN_USER_TAG).and_then(Value::as_str).map(str::to_owned),
         source_run_id: None,
         name: None,
-    }))
+    })
 }
 
 /// Who created a logged model, from its `info` as `Enricher::logged_model` returns it: the gate's
@@ -337,16 +351,20 @@ async fn model_entity(
     model_id: &str,
 ) -> Result<Option<Entity>, EnrichError> {
     let Some(info) = enricher.logged_model(up, ctx, model_id).await? else { return Ok(None) };
-    let Some(uri) = info.get("artifact_uri").and_then(Value::as_str) else { return Ok(None) };
-    Ok(Some(Entity {
+    Ok(model_from_info(&info, model_id))
+}
+
+fn model_from_info(info: &Value, model_id: &str) -> Option<Entity> {
+    let uri = info.get("artifact_uri").and_then(Value::as_str)?;
+    Some(Entity {
         kind: Kind::LoggedModel,
         id: info.get("model_id").and_then(Value::as_str).unwrap_or(model_id).to_string(),
         experiment_id: info.get("experiment_id").cloned().unwrap_or(Value::Null),
         location: normalize(uri),
-        owner: logged_model_creator(&info),
+        owner: logged_model_creator(info),
         source_run_id: info.get("source_run_id").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned),
         name: info.get("name").and_then(Value::as_str).map(str::to_owned),
-    }))
+    })
 }
 
 async fn trace_entity(up: &Upstream, ctx: &RequestContext, trace_id: &str) -> Result<Option<Entity>, EnrichError> {
