@@ -5,7 +5,8 @@
 //! `RequestContext`), so the facts are about the object the request addresses, not a same-named one elsewhere.
 //! Mutable facts are read fresh on every request; immutable ones (a logged model's source run and location, keyed
 //! by workspace and id) are cached with moka. A failed look-up is an error, which denies: a policy never decides on
-//! half the facts.
+//! half the facts. A look-up that finds the object the request itself names missing is MLflow's 404 instead
+//! ([`EnrichError::not_found`]): MLflow would refuse the request the same way, and nothing is forwarded.
 
 use std::sync::Arc;
 use std::time::Duration;
