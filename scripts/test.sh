@@ -47,12 +47,12 @@ mkdir -p target
 echo "$(wc -l < target/mlflow-routes.txt) routes"
 
 step "The route tables of MLflow ${compat_versions[*]} (the compatibility matrix)"
-routes_files="$PWD/target/mlflow-routes.txt"
+routes_files=""  # the older versions' lists, separated like PATH (3.17.2's is MLFLOW_ROUTES_FILE)
 for v in "${compat_versions[@]}"; do
   compat_venv_of "$v"
   "${compat_venv[$v]}/bin/python" tests/e2e/dump_mlflow_routes.py > "target/mlflow-routes-$v.txt"
   echo "MLflow $v: $(wc -l < "target/mlflow-routes-$v.txt") routes"
-  routes_files="$routes_files:$PWD/target/mlflow-routes-$v.txt"
+  routes_files="${routes_files:+$routes_files:}$PWD/target/mlflow-routes-$v.txt"
 done
 
 step "cargo test (unit and integration tests; the route table against every MLflow version's routes)"

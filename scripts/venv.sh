@@ -29,6 +29,10 @@ if [ -x "$venv/bin/python" ] && [ -f "$venv/.complete" ] && "$venv/bin/python" -
 else
   echo "venv: creating $venv (installs $what; takes a few minutes the first time)" >&2
   rm -rf "$venv"
+  if [ -n "$version" ]; then
+    # Venvs of this version built from an older requirements file are stale: free their disk.
+    find "$cache" -maxdepth 1 -type d -name "$prefix-*" ! -name "$(basename "$venv")" -exec rm -rf {} + 2>/dev/null || true
+  fi
   mkdir -p "$cache"
   python3 -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
