@@ -1,10 +1,10 @@
 # Promotion: the reason this project exists.
 #
 #   to Staging      any engineer, if the version passes its evaluation gate.
-#   to Production   by stage transition, or by moving a protected alias (data.production.protected_aliases):
-#                   only the CI identity, only from Staging (the alias may also stay on a Production version), the
-#                   evaluation gate passes, and at least data.production.min_approvals reviewers other than the
-#                   version's creator approved it. A transition must archive the previous Production version.
+#   to Production   by stage transition: only the CI identity, only from Staging, the evaluation gate passes, and at
+#                   least data.production.min_approvals reviewers other than the version's creator approved it. A
+#                   transition must archive the previous Production version. Governed aliases (champion, ...) have
+#                   their own rules per model in data.aliases (aliases.rego).
 #   break-glass     on-call may put back a version that was in Production before, without new approvals and from any
 #                   stage (the evaluation gate and archiving still apply); the decision then carries break_glass: true.
 package mlflow_gate
@@ -21,14 +21,7 @@ production_transition if {
 	target_stage == "Production"
 }
 
-protected_alias_move if {
-	rpc == "SetRegisteredModelAlias"
-	is_protected_alias(target_alias)
-}
-
 production_promotion if production_transition
-
-production_promotion if protected_alias_move
 
 # ---------------------------------------------------------------------------------------------------------------
 # Evaluation gate: facts of the version's source run against data.gates. Every failure is reported.
@@ -304,9 +297,7 @@ approvers := {a.approver |
 # (`promotion_violations`); the evaluation gate and archive_existing_versions still apply to a rollback.
 # ---------------------------------------------------------------------------------------------------------------
 
-production_action := "transition to Production" if production_transition
-
-else := sprintf("move the protected alias %s", [target_alias])
+production_action := "transition to Production"
 
 break_glass_hint := " (on-call break-glass applies only to versions that were in Production before)" if is_oncall
 
@@ -330,15 +321,6 @@ promotion_violations contains violation(
 ) if {
 	production_transition
 	current_stage != "Staging"
-}
-
-# Re-pointing the alias at the version already in Production is allowed (e.g. adopting aliases after stages).
-promotion_violations contains violation(
-	"production.from_staging",
-	sprintf("version %s of %s is in %s; the protected alias %s may point only to a Staging or Production version", [version_label, model_name, stage_label, target_alias]),
-) if {
-	protected_alias_move
-	not current_stage in {"Staging", "Production"}
 }
 
 # The evaluation gate applies to every route to Production, break-glass included: a rollback target served before,
@@ -393,6 +375,7 @@ served_in_production if {
 	entry := history[_]
 	alias := entry.alias
 	is_protected_alias(alias)
+	not entry.removed == true
 }
 
 break_glass_eligible if {
