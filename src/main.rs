@@ -57,15 +57,14 @@ enum Command {
         #[arg(long)]
         workspace: Option<String>,
     },
-    /// Ask for a model version to be moved to a stage (a Databricks-style transition request).
+    /// Ask for a model version to be moved to a stage or an alias (a Databricks-style transition request).
     RequestTransition {
         #[command(flatten)]
         gate: GateArgs,
         #[command(flatten)]
         version: VersionArgs,
-        /// Target stage: Staging, Production or Archived.
-        #[arg(long)]
-        stage: String,
+        #[command(flatten)]
+        to: TargetArgs,
         /// Why.
         #[arg(long)]
         comment: Option<String>,
@@ -76,9 +75,8 @@ enum Command {
         gate: GateArgs,
         #[command(flatten)]
         version: VersionArgs,
-        /// The requested stage.
-        #[arg(long)]
-        stage: String,
+        #[command(flatten)]
+        to: TargetArgs,
         /// Archive the versions now in that stage when the transition is performed.
         #[arg(long)]
         archive_existing_versions: bool,
@@ -92,9 +90,8 @@ enum Command {
         gate: GateArgs,
         #[command(flatten)]
         version: VersionArgs,
-        /// The requested stage.
-        #[arg(long)]
-        stage: String,
+        #[command(flatten)]
+        to: TargetArgs,
         /// Why.
         #[arg(long)]
         comment: Option<String>,
@@ -156,6 +153,33 @@ struct GateArgs {
     /// Bearer token (from your IdP).
     #[arg(long, env = "MLFLOW_TRACKING_TOKEN", hide_env_values = true)]
     token: String,
+}
+
+/// What a transition request asks for: a stage, or an alias (the gate's `to_alias` extension).
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct TargetArgs {
+    /// Target stage: Staging, Production or Archived.
+    #[arg(long)]
+    stage: Option<String>,
+    /// Target alias (e.g. champion), for alias-first promotion.
+    #[arg(long)]
+    alias: Option<String>,
+}
+
+impl TargetArgs {
+    /// The request body's `stage` or `to_alias`, merged into `body`.
+    fn into_body(self, mut body: serde_json::Value) -> serde_json::Value {
+        if let Some(m) = body.as_object_mut() {
+            if let Some(s) = self.stage {
+                m.insert("stage".into(), s.into());
+            }
+            if let Some(a) = self.alias {
+                m.insert("to_alias".into(), a.into());
+            }
+        }
+        body
+    }
 }
 
 /// Which model version.
@@ -241,27 +265,27 @@ fn main() -> ExitCode {
         Command::Explain { method, path, body, sub, groups, config, workspace } => {
             explain(&method, &path, body.as_deref(), &sub, &groups, config.as_deref(), workspace.as_deref())
         }
-        Command::RequestTransition { gate, version, stage, comment } => workflow(
+        Command::RequestTransition { gate, version, to, comment } => workflow(
             &gate,
             http::Method::POST,
             "transition-requests/create".into(),
             Some(
-                serde_json::json!({"name": version.name, "version": version.version, "stage": stage, "comment": comment}),
+                to.into_body(serde_json::json!({"name": version.name, "version": version.version, "comment": comment})),
             ),
         ),
-        Command::Approve { gate, version, stage, archive_existing_versions, comment } => workflow(
+        Command::Approve { gate, version, to, archive_existing_versions, comment } => workflow(
             &gate,
             http::Method::POST,
             "transition-requests/approve".into(),
-            Some(serde_json::json!({"name": version.name, "version": version.version, "stage": stage,
-                "archive_existing_versions": archive_existing_versions, "comment": comment})),
+            Some(to.into_body(serde_json::json!({"name": version.name, "version": version.version,
+                "archive_existing_versions": archive_existing_versions, "comment": comment}))),
         ),
-        Command::Reject { gate, version, stage, comment } => workflow(
+        Command::Reject { gate, version, to, comment } => workflow(
             &gate,
             http::Method::POST,
             "transition-requests/reject".into(),
             Some(
-                serde_json::json!({"name": version.name, "version": version.version, "stage": stage, "comment": comment}),
+                to.into_body(serde_json::json!({"name": version.name, "version": version.version, "comment": comment})),
             ),
         ),
         Command::Requests { gate, version, history } => {
