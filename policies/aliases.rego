@@ -111,7 +111,7 @@ target_alias_rule := alias_rule(target_alias)
 
 # Approvals that count for an alias move: valid, for this alias (or for Production, when a team moves from stages to
 # aliases), from a reviewer other than the creator.
-alias_approvers := {a.approver |
+alias_approvers contains a.approver if {
 	some a in approvals
 	a.valid == true
 	approval_targets_alias(a, target_alias)

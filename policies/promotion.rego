@@ -41,6 +41,22 @@ gate_models := m if {
 # zero-width variant of `fraud-detector` gets the gate of `fraud-detector` (input.folded, see facts.rego).
 model_gate_keys := {k |
 	some k, _ in gate_models
+	lower(k) == folded(gate_subject)
+}
+
+# A copy (a version whose source is another registered version, see input.resource.lineage) of a model without an
+# entry of its own is gated as the model its lineage leads to: prod.fraud-detector copied from fraud-detector gets
+# fraud-detector's thresholds. (A helper rule, not `some` in the else-chain: see model_gate_key.)
+gate_subject := model_name if has_own_gate_entry
+
+else := n if {
+	n := input.resource.lineage.origin.name
+	is_string(n)
+	n != ""
+} else := model_name
+
+has_own_gate_entry if {
+	some k, _ in gate_models
 	lower(k) == folded(model_name)
 }
 
@@ -90,7 +106,20 @@ num(x) := concat("", [s, "0"]) if {
 gate_violations contains violation(
 	"gate.source_run",
 	sprintf("version %s of %s has no source run, so it cannot pass the evaluation gate", [version_label, model_name]),
-) if not has_source_run
+) if {
+	not has_source_run
+	not lineage_chain_broken
+}
+
+# A source naming another registered version (models:/<name>/<version>, models:/<name>@<alias>) is followed by the
+# gate, hop by hop, to the run it came from (input.resource.lineage.hops); a chain it could not follow (a missing
+# version, a loop, too many hops, a hop in another run) fails the gate with the gate's reason.
+lineage_chain_broken if is_string(input.resource.lineage.chain_error)
+
+gate_violations contains violation(
+	"gate.lineage_chain",
+	sprintf("the source of version %s of %s cannot be traced to its run: %s", [version_label, model_name, input.resource.lineage.chain_error]),
+) if lineage_chain_broken
 
 # The source must be the run's artifact (or its logged model): a metric of run A says nothing about a model file
 # registered from elsewhere with run_id A.
@@ -100,6 +129,7 @@ gate_violations contains violation(
 ) if {
 	has_source_run
 	not input.resource.source_matches_run == true
+	not lineage_chain_broken
 }
 
 # Located is not enough: the files must provably be the run owner's output, judged on facts no client can write

@@ -127,6 +127,18 @@ fn container_keys(tags: Option<&Value>, keys: &mut Vec<String>) {
     }
 }
 
+/// A copy of a registered version (a body whose `source` is `models:/...`: `model-versions/create` as
+/// `MlflowClient.copy_model_version` sends it) carries the source version's tags, the gate's stamps and review
+/// activities among them. Those belong to the source version (its creator, its approvals), so they are dropped from
+/// the body before the policy sees it, and the copy is stamped anew. Returns how many were dropped.
+pub fn drop_copied_stamps(body: &mut Map<String, Value>) -> usize {
+    let copy = body.get("source").and_then(Value::as_str).is_some_and(|s| s.starts_with("models:/"));
+    let Some(Value::Array(tags)) = body.get_mut("tags").filter(|_| copy) else { return 0 };
+    let before = tags.len();
+    tags.retain(|t| !t.get("key").and_then(Value::as_str).is_some_and(is_reserved));
+    before - tags.len()
+}
+
 /// Adds the gate's stamps to a request body about to be forwarded: creator tags on registered models and
 /// versions; the run's `user_id` and `mlflow.user` tag on new runs (replacing whatever the client claimed).
 pub fn stamp_request(op: &Operation, body: &mut Map<String, Value>, sub: &str, now_ms: u64) {
@@ -242,6 +254,22 @@ mod tests {
         let mut logged = obj(json!({"experiment_id": "1", "source_run_id": "r1"}));
         stamp_request(&op("CreateLoggedModel"), &mut logged, "alice", 5);
         assert_eq!(logged["tags"], json!([{"key": CREATED_BY, "value": "alice"}]));
+    }
+
+    #[test]
+    fn a_copy_loses_the_stamps_of_the_version_it_was_copied_from() {
+        let mut copy = obj(json!({"name": "prod.m", "source": "models:/m/1", "tags": [
+            {"key": "mlflow_gate.created_by", "value": "alice"}, {"key": "mlflow_gate.activity.0123", "value": "{}"},
+            {"key": "team", "value": "fraud"}]}));
+        assert_eq!(drop_copied_stamps(&mut copy), 2);
+        assert_eq!(copy["tags"], json!([{"key": "team", "value": "fraud"}]));
+        assert_eq!(reserved_tag_write(&op("CreateModelVersion"), &Map::new(), Some(&copy)), None);
+        // Not a copy: reserved tags stay in the body, and are refused.
+        let mut fresh = obj(
+            json!({"name": "m", "source": "runs:/r/model", "tags": [{"key": "mlflow_gate.created_by", "value": "x"}]}),
+        );
+        assert_eq!(drop_copied_stamps(&mut fresh), 0);
+        assert!(reserved_tag_write(&op("CreateModelVersion"), &Map::new(), Some(&fresh)).is_some());
     }
 
     #[test]
