@@ -106,6 +106,33 @@ enum Command {
         #[arg(long)]
         history: bool,
     },
+    /// The registry's history of a model: which version held each stage and governed alias, from when to when, who
+    /// moved it, the decision id and whether it was break-glass (from the gate's stamps, and audit logs if given).
+    History {
+        #[command(flatten)]
+        gate: GateArgs,
+        /// Registered model name.
+        #[arg(long)]
+        name: String,
+        /// Only this alias.
+        #[arg(long, conflicts_with = "stage")]
+        alias: Option<String>,
+        /// Only this stage.
+        #[arg(long)]
+        stage: Option<String>,
+        /// Only tenures that lasted until this time or later (ms since the epoch, or RFC 3339 in UTC).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only what held the stage or alias at this time ("what was serving at T"; same forms as --since).
+        #[arg(long)]
+        at: Option<String>,
+        /// Audit log files (JSON lines) to add moves the stamps lack (matched by decision id). Repeatable.
+        #[arg(long = "audit")]
+        audit: Vec<PathBuf>,
+        /// Print the JSON answer instead of one line per tenure.
+        #[arg(long)]
+        json: bool,
+    },
     /// Policy tools for the security team: run the bundle's tests, evaluate an input.
     #[command(subcommand)]
     Policy(PolicyCmd),
@@ -300,6 +327,9 @@ fn main() -> ExitCode {
                 None,
             )
         }
+        Command::History { gate, name, alias, stage, since, at, audit, json } => {
+            history(&gate, &name, HistoryFilter { alias, stage, since, at }, &audit, json)
+        }
         Command::Policy(cmd) => run_policy(cmd),
         Command::Audit(AuditCmd::Verify { files, key_files, key_envs, checkpoints, from_checkpoint }) => {
             audit_verify(&files, &key_files, &key_envs, &checkpoints, from_checkpoint.as_deref())
@@ -445,6 +475,55 @@ fn workflow(gate: &GateArgs, method: http::Method, path: String, body: Option<se
     let reply =
         runtime.block_on(mlflow_gate::client::call(&gate.gate_url, &gate.token, method, &path, body.as_ref()))?;
     println!("{}", serde_json::to_string_pretty(&reply)?);
+    Ok(())
+}
+
+/// What `history` shows.
+struct HistoryFilter {
+    alias: Option<String>,
+    stage: Option<String>,
+    since: Option<String>,
+    at: Option<String>,
+}
+
+fn history(gate: &GateArgs, name: &str, f: HistoryFilter, audit: &[PathBuf], json: bool) -> Result<()> {
+    use mlflow_gate::mlflow::history;
+    let time = |s: Option<String>| -> Result<Option<u64>> {
+        s.map(|s| history::parse_time(&s).with_context(|| format!("{s:?} is not ms since the epoch or RFC 3339 (UTC)")))
+            .transpose()
+    };
+    let query = history::Query { alias: f.alias, stage: f.stage, since: time(f.since)?, at: time(f.at)? };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let path = format!(
+        "/api/2.0/mlflow/registry-history/get?{}",
+        mlflow_gate::client::query(&[("name", name), ("include_entries", "true")])
+    );
+    let reply =
+        runtime.block_on(mlflow_gate::client::call(&gate.gate_url, &gate.token, http::Method::GET, &path, None))?;
+    let mut versions: Vec<(String, Vec<serde_json::Value>)> = reply
+        .get("versions")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            let entries = v.get("entries")?.as_array()?.clone();
+            Some((v.get("version")?.as_str()?.to_string(), entries))
+        })
+        .collect();
+    let mut records = Vec::new();
+    for file in audit {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        records.extend(text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()));
+    }
+    history::merge_audit(&mut versions, &records, name);
+    let answer = history::answer(name, &versions, &query, false);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        let periods: Vec<history::Period> =
+            history::timeline(&versions).into_iter().filter(|p| query.selects(p)).collect();
+        print!("{}", history::render(&periods));
+    }
     Ok(())
 }
 

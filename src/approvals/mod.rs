@@ -7,6 +7,8 @@
 /// The workflow's state in reserved model-version tags (a leaf of the route layer, `mlflow::workflow`).
 pub use crate::mlflow::workflow as state;
 
+pub mod history;
+
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use serde_json::{json, Map, Value};
@@ -59,6 +61,8 @@ pub struct Call<'a> {
     pub resource: &'a Value,
     /// Whether `include_history=true` was asked (list).
     pub include_history: bool,
+    /// The query string's pairs (the registry history's `alias`, `stage`, `since`, `at`).
+    pub query: &'a [(String, String)],
     /// The request's context (workspace, request id): every read and write of the workflow uses it.
     pub context: &'a RequestContext,
 }
@@ -66,6 +70,9 @@ pub struct Call<'a> {
 impl Workflow<'_> {
     /// Performs a permitted workflow request and answers in Databricks' response shape.
     pub async fn execute(&self, call: Call<'_>) -> Result<Response<GateBody>, GateError> {
+        if call.op.rpc == rpc::GET_REGISTRY_HISTORY {
+            return Ok(json_response(&history::serve(self.upstream, &call).await?));
+        }
         let mv = call.resource.get("model_version").and_then(Value::as_object);
         let name = field(call.target, "name").ok_or_else(|| bad("name is required"))?;
         let version = field(call.target, "version").ok_or_else(|| bad("version is required"))?;
@@ -82,10 +89,7 @@ impl Workflow<'_> {
             rpc::DELETE_COMMENT => self.delete_comment(&ctx).await?,
             other => return Err(bad(&format!("{other} is not a workflow operation"))),
         };
-        let mut resp = Response::new(body::full(Bytes::from(body.to_string())));
-        *resp.status_mut() = StatusCode::OK;
-        resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-        Ok(resp)
+        Ok(json_response(&body))
     }
 
     async fn create_request(&self, ctx: &Ctx<'_>) -> Result<Value, GateError> {
@@ -182,10 +186,13 @@ impl Workflow<'_> {
             return Ok(Some(format!("approval recorded; MLflow refused the transition ({status})")));
         }
         let sub = &ctx.call.principal.sub;
-        effects::record_history(self.upstream, context, &op, &body, &resource, sub).await.map_err(|e| {
-            tracing::error!(error = %e, "recording workflow state in MLflow failed");
-            GateError::UpstreamUnavailable
-        })?;
+        let break_glass = decision.as_ref().is_ok_and(|d| d.flags.get("break_glass") == Some(&Value::Bool(true)));
+        effects::record_history(self.upstream, context, &op, &body, &resource, sub, break_glass).await.map_err(
+            |e| {
+                tracing::error!(error = %e, "recording workflow state in MLflow failed");
+                GateError::UpstreamUnavailable
+            },
+        )?;
         let applied = ctx.new_activity(kind::APPLIED, wanted, None);
         self.save(ctx, &applied).await?;
         match wanted {
@@ -280,6 +287,13 @@ impl Workflow<'_> {
             }
         }
     }
+}
+
+fn json_response(body: &Value) -> Response<GateBody> {
+    let mut resp = Response::new(body::full(Bytes::from(body.to_string())));
+    *resp.status_mut() = StatusCode::OK;
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp
 }
 
 /// One workflow request's context.

@@ -19,7 +19,7 @@ pub mod chain;
 pub mod files;
 
 use crate::mlflow::routes::{Operation, Resource};
-use crate::mlflow::stamps::{CREATED_BY, RUN_USER_TAG, STAGE_HISTORY};
+use crate::mlflow::stamps::{CREATED_BY, RUN_USER_TAG};
 use crate::mlflow::target::field;
 use crate::mlflow::workflow;
 use crate::proxy::{CallError, RequestContext, Upstream};
@@ -377,11 +377,7 @@ fn registered_model_facts(rm: &Value) -> Map<String, Value> {
 
 fn model_version_facts(mv: &Value) -> Map<String, Value> {
     let tags = kv_map(mv.get("tags"), "key", "value");
-    let history: Vec<Value> = tags
-        .get(STAGE_HISTORY)
-        .and_then(Value::as_str)
-        .and_then(|s| serde_json::from_str::<Vec<Value>>(s).ok())
-        .unwrap_or_default();
+    let history = crate::mlflow::history::entries(&tags);
     let was_in_production = history.iter().any(|h| h.get("stage").and_then(Value::as_str) == Some("Production"));
     let mut m = Map::new();
     for k in ["name", "version", "current_stage", "source", "run_id", "model_id", "status"] {
