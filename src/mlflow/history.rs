@@ -75,7 +75,7 @@ pub struct Period {
 pub fn timeline(versions: &[(String, Vec<Value>)]) -> Vec<Period> {
     let mut all: Vec<(String, &Value)> =
         versions.iter().flat_map(|(v, es)| es.iter().map(move |e| (v.clone(), e))).collect();
-    all.sort_by(|a, b| (at(a.1), text(a.1, "request_id")).cmp(&(at(b.1), text(b.1, "request_id"))));
+    all.sort_by_key(|(_, e)| (at(e), text(e, "request_id")));
     let mut periods: Vec<Period> = Vec::new();
     for (version, e) in all {
         let when = at(e);

@@ -12,7 +12,7 @@ from mlflow.exceptions import MlflowException
 from helpers import http, new_model_version, raw_post, tags_of, unique, upstream
 
 CREATED_BY = "mlflow_gate.created_by"
-HISTORY = "mlflow_gate.stage_history"
+HISTORY_PREFIX = "mlflow_gate.history."  # one tag per entry (the older list tag mlflow_gate.stage_history is read too)
 
 
 def registered_model(mlflow_server, name: str) -> dict:
@@ -35,7 +35,8 @@ def test_creations_transitions_and_alias_moves_are_stamped(client_as, gate_keys,
     ci.transition_model_version_stage(name, version, "Staging")
     alice = client_as(gate_keys.token("alice"))
     alice.set_registered_model_alias(name, "candidate", version)
-    history = json.loads(tags_of(model_version(mlflow_server, name, version))[HISTORY])
+    tags = tags_of(model_version(mlflow_server, name, version))
+    history = sorted((json.loads(v) for k, v in tags.items() if k.startswith(HISTORY_PREFIX)), key=lambda h: h["at"])
     assert [(h.get("stage"), h.get("alias"), h["by"]) for h in history] == [("Staging", None, "ci-bot"),
                                                                              (None, "candidate", "alice")]
     assert all(h["at"] > 0 and h["request_id"] for h in history)
