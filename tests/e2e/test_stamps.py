@@ -12,7 +12,8 @@ from mlflow.exceptions import MlflowException
 from helpers import http, new_model_version, raw_post, tags_of, unique, upstream
 
 CREATED_BY = "mlflow_gate.created_by"
-HISTORY_PREFIX = "mlflow_gate.history."  # one tag per entry (the older list tag mlflow_gate.stage_history is read too)
+HISTORY = "mlflow_gate.stage_history"  # the history as earlier gates wrote it (still read)
+HISTORY_PREFIX = "mlflow_gate.history."  # one tag per entry
 
 
 def registered_model(mlflow_server, name: str) -> dict:
@@ -77,6 +78,9 @@ def test_reserved_tags_cannot_be_forged_or_deleted_by_anyone(who, gate, gate_key
         ("DELETE", "/ajax-api/2.0/mlflow/registered-models/delete-tag", {"name": name, "key": CREATED_BY}),
         ("POST", "/api/2.0/mlflow/model-versions/set-tag", {"name": name, "version": version, "key": HISTORY,
                                                              "value": '[{"stage": "Production", "by": "ci-bot"}]'}),
+        ("POST", "/api/2.0/mlflow/model-versions/set-tag", {"name": name, "version": version,
+                                                             "key": f"{HISTORY_PREFIX}0000000000001-forged",
+                                                             "value": '{"alias": "champion", "by": "ci-bot", "at": 1}'}),
         ("POST", "/api/2.0/mlflow/model-versions/create", {"name": name, "source": "runs:/x/model", "tags": [forged]}),
         ("POST", "/api/2.0/mlflow/registered-models/create", {"name": unique("forged"), "tags": [forged]}),
     ]
