@@ -3,7 +3,7 @@ aliases without stages (challenger, then a reviewed champion moved by CI), a ser
 `models:/fraud-detector@champion`, promotion across registered models with `copy_model_version` into the governed
 environment `prod.fraud-detector`, lineage through copies to the original run, deletion and break-glass rollback of
 the champion, and the registry's history (`mlflow-gate history`) of that whole story. Then two gates in front of
-one MLflow move aliases of one version at once: the history keeps every entry.
+one MLflow move aliases and stages of one version at once: the history keeps every entry.
 
 The module has its own MLflow and two gates (gate A with an audit file), so its fraud-detector is its own."""
 
@@ -244,24 +244,30 @@ def test_history_prints_the_whole_story(stack, people, story):
     assert with_audit["periods"] == answer["periods"]
 
 
-def test_two_gates_moving_aliases_of_one_version_at_once_keep_every_entry(stack, people, act):
+def test_two_gates_moving_aliases_and_stages_of_one_version_at_once_keep_every_entry(stack, people, act):
     server, gate_a, gate_b = stack
     act(people["alice"])
     name = unique("race")
     version = train_and_register(name)
     aliases = [f"exp-{i}" for i in range(24)]
+    stages = ["Staging", "None"] * 4
 
     def move(i: int) -> int:
         gate = (gate_a, gate_b)[i % 2]
-        return http(gate.url, "POST", "/api/2.0/mlflow/registered-models/alias", people["alice"],
-                    json={"name": name, "alias": aliases[i], "version": version}).status_code
+        if i < len(aliases):
+            return http(gate.url, "POST", "/api/2.0/mlflow/registered-models/alias", people["alice"],
+                        json={"name": name, "alias": aliases[i], "version": version}).status_code
+        return http(gate.url, "POST", "/api/2.0/mlflow/model-versions/transition-stage", people["ci"],
+                    json={"name": name, "version": version, "stage": stages[i - len(aliases)],
+                          "archive_existing_versions": False}).status_code
 
     with ThreadPoolExecutor(max_workers=12) as pool:
-        statuses = list(pool.map(move, range(len(aliases))))
-    assert statuses == [200] * len(aliases)
+        statuses = list(pool.map(move, range(len(aliases) + len(stages))))
+    assert statuses == [200] * len(statuses)
     response = http(gate_b.url, "GET", "/api/2.0/mlflow/registry-history/get", people["alice"],
                     params={"name": name, "include_entries": "true"})
     assert response.status_code == 200, response.text
     entries = response.json()["versions"][0]["entries"]
-    assert sorted(e["alias"] for e in entries) == sorted(aliases)
-    assert len(response.json()["periods"]) == len(aliases)
+    assert sorted(e["alias"] for e in entries if "alias" in e) == sorted(aliases)
+    assert sorted(e["stage"] for e in entries if "stage" in e) == sorted(stages)
+    assert len({e["request_id"] for e in entries}) == len(statuses)
