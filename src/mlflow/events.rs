@@ -200,4 +200,19 @@ mod tests {
         assert_eq!(events[0].event, "MODEL_VERSION_CREATED");
         assert_eq!(events[0].fields["version"], "4");
     }
+
+    #[test]
+    fn an_alias_request_names_its_alias_and_no_stage() {
+        let events = request_events("m", "3", crate::mlflow::workflow::Requested::Alias("champion"), Some("why"));
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event, "TRANSITION_REQUEST_CREATED");
+        assert_eq!(events[0].fields.get("to_alias"), Some(&json!("champion")));
+        assert_eq!(events[0].fields.get("to_stage"), Some(&Value::Null));
+        let stage = request_events("m", "3", crate::mlflow::workflow::Requested::Stage("Production"), None);
+        assert_eq!(
+            stage.iter().map(|e| e.event).collect::<Vec<_>>(),
+            ["TRANSITION_REQUEST_CREATED", "TRANSITION_REQUEST_TO_PRODUCTION_CREATED"]
+        );
+        assert!(stage[0].fields.get("to_alias").is_none());
+    }
 }

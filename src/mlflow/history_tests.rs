@@ -114,3 +114,38 @@ fn times_parse_as_milliseconds_or_rfc3339() {
         assert_eq!(parse_time(bad), None, "{bad}");
     }
 }
+
+#[test]
+fn the_audit_log_adds_confirmed_moves_the_stamps_lack() {
+    let record = |id: &str, allow: bool, status: u64, version: &str| {
+        json!({"kind": "decision", "time": "1970-01-01T00:00:05Z", "decision_id": id, "principal": {"sub": "ci-bot"},
+            "operation": {"rpc": "SetRegisteredModelAlias"}, "allow": allow, "upstream_status": status,
+            "break_glass": false, "target": {"name": "m", "version": version, "alias": "champion"}})
+    };
+    let mut versions = vec![("1".to_string(), vec![alias("champion", "ci-bot", 5000, "known")])];
+    let records = vec![
+        record("known", true, 200, "1"),
+        record("lost", true, 200, "2"),
+        record("denied", false, 403, "3"),
+        record("refused-by-mlflow", true, 404, "4"),
+        json!({"kind": "checkpoint"}),
+    ];
+    assert_eq!(merge_audit(&mut versions, &records, "m"), 1);
+    assert_eq!(merge_audit(&mut versions.clone(), &records, "other"), 0);
+    let p = timeline(&versions);
+    assert_eq!(p.iter().map(|p| p.version.as_str()).collect::<Vec<_>>(), ["1", "2"]);
+    assert_eq!(p[1].decision_id.as_deref(), Some("lost"));
+}
+
+#[test]
+fn the_text_form_has_one_line_per_tenure() {
+    let mut e = alias("champion", "carol", 1000, "d2");
+    e["break_glass"] = json!(true);
+    let p = timeline(&[("1".to_string(), vec![alias("champion", "ci-bot", 0, "d1")]), ("2".to_string(), vec![e])]);
+    let text = render(&p);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines, [
+        "alias champion version 1 from 1970-01-01T00:00:00.000Z until 1970-01-01T00:00:01.000Z (ended by carol) by ci-bot decision d1",
+        "alias champion version 2 from 1970-01-01T00:00:01.000Z until now by carol decision d2 BREAK-GLASS",
+    ]);
+}
