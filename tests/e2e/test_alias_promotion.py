@@ -202,7 +202,49 @@ def test_the_alias_promotion_story(stack, people, act, story):
     rollbacks = [r for r in records if r.get("operation", {}).get("rpc") == "SetRegisteredModelAlias"
                  and r.get("principal", {}).get("sub") == "carol" and r.get("allow")]
     assert len(rollbacks) == 1 and rollbacks[0]["break_glass"] is True, rollbacks
-    story.update(v1=v1, v2=v2, v3=v3, rollback_decision=rollbacks[0]["decision_id"])
+    story.update(v1=v1, v2=v2, v3=v3, rollback_decision=rollbacks[0]["decision_id"], staging=staging.version)
+
+
+def test_the_policy_input_shows_every_hop_of_a_copy(stack, story):
+    if not story:
+        pytest.skip("the story did not run")
+    _, gate, _ = stack
+    body = json.dumps({"name": PROD, "source": f"models:/staging.fraud-detector/{story['staging']}"})
+    out = subprocess.run([str(GATE_BIN), "explain", "POST", "/api/2.0/mlflow/model-versions/create", "--body", body,
+                          "--sub", "ci-bot", "--groups", "mlflow-ci", "--config", str(gate.dir / "gate.toml")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    document = json.loads(out.stdout.split("input:\n", 1)[1].split("\ndecision:", 1)[0])
+    lineage = document["resource"]["lineage"]
+    assert [(h["source"], h["name"], h["version"]) for h in lineage["hops"]] == [
+        (f"models:/staging.fraud-detector/{story['staging']}", "staging.fraud-detector", story["staging"]),
+        (f"models:/{MODEL}/{story['v2']}", MODEL, story["v2"]),
+    ]
+    assert lineage["origin"] == {"name": MODEL, "version": story["v2"]}
+    assert lineage["copied_from"]["name"] == "staging.fraud-detector" and lineage["chain_error"] is None
+    assert document["resource"]["source_run"]["metrics"]["val_auc"] == 0.5
+    decision = json.loads(out.stdout.split("\ndecision:\n", 1)[1])
+    assert "val_auc 0.50 is below the gate 0.80 for prod.fraud-detector" in decision["reasons"], decision
+
+
+def test_an_alias_approval_is_void_once_the_evidence_changes(stack, people, act):
+    server, gate, _ = stack
+    act(people["alice"])
+    name = unique("void")
+    version = train_and_register(name)
+    created = workflow(gate.url, people["alice"], "create", name=name, version=version, to_alias="champion")
+    assert created.status_code == 200, created.text
+    approved = workflow(gate.url, people["bob"], "approve", name=name, version=version, to_alias="champion")
+    assert approved.status_code == 200, approved.text
+    # After the review the run's metric changes: the approval no longer vouches for it.
+    run_id = upstream(server, "/api/2.0/mlflow/model-versions/get", name=name, version=version)["model_version"]["run_id"]
+    act(people["alice"]).log_metric(run_id, "val_auc", 0.95)
+    message = denied(lambda: act(people["ci"]).set_registered_model_alias(name, "champion", version))
+    assert "has no approval from a reviewer other than its creator for the alias champion" in message, message
+    listed = http(gate.url, "GET", "/api/2.0/mlflow/transition-requests/list", people["alice"],
+                  params={"name": name, "version": version, "include_history": "true"})
+    assert [(a["activity_type"], a.get("to_alias"), a["to_stage"]) for a in listed.json()["requests"]] == [
+        ("REQUESTED_TRANSITION", "champion", None), ("APPROVED_REQUEST", "champion", None)]
 
 
 def test_history_prints_the_whole_story(stack, people, story):
