@@ -275,11 +275,6 @@ protected_aliases := {lower(a) | some a in aliases; is_string(a)} if {
 	is_array(aliases)
 } else := {"champion"}
 
-is_protected_alias(alias) if {
-	is_string(alias)
-	folded(alias) in protected_aliases
-}
-
 # At least one approval, whatever the data says: a reviewed promotion is the point of this project.
 min_approvals := n if {
 	n := production_config.min_approvals

@@ -1,10 +1,10 @@
 # Promotion: the reason this project exists.
 #
 #   to Staging      any engineer, if the version passes its evaluation gate.
-#   to Production   by stage transition, or by moving a protected alias (data.production.protected_aliases):
-#                   only the CI identity, only from Staging (the alias may also stay on a Production version), the
-#                   evaluation gate passes, and at least data.production.min_approvals reviewers other than the
-#                   version's creator approved it. A transition must archive the previous Production version.
+#   to Production   by stage transition: only the CI identity, only from Staging, the evaluation gate passes, and at
+#                   least data.production.min_approvals reviewers other than the version's creator approved it. A
+#                   transition must archive the previous Production version. Governed aliases (champion, ...) have
+#                   their own rules per model in data.aliases (aliases.rego).
 #   break-glass     on-call may put back a version that was in Production before, without new approvals and from any
 #                   stage (the evaluation gate and archiving still apply); the decision then carries break_glass: true.
 package mlflow_gate
@@ -21,14 +21,7 @@ production_transition if {
 	target_stage == "Production"
 }
 
-protected_alias_move if {
-	rpc == "SetRegisteredModelAlias"
-	is_protected_alias(target_alias)
-}
-
 production_promotion if production_transition
-
-production_promotion if protected_alias_move
 
 # ---------------------------------------------------------------------------------------------------------------
 # Evaluation gate: facts of the version's source run against data.gates. Every failure is reported.
@@ -47,6 +40,22 @@ gate_models := m if {
 # The entries of data.gates.models for this model, keys matched after folding: `Fraud-Detector`, a full-width or a
 # zero-width variant of `fraud-detector` gets the gate of `fraud-detector` (input.folded, see facts.rego).
 model_gate_keys := {k |
+	some k, _ in gate_models
+	lower(k) == folded(gate_subject)
+}
+
+# A copy (a version whose source is another registered version, see input.resource.lineage) of a model without an
+# entry of its own is gated as the model its lineage leads to: prod.fraud-detector copied from fraud-detector gets
+# fraud-detector's thresholds. (A helper rule, not `some` in the else-chain: see model_gate_key.)
+gate_subject := model_name if has_own_gate_entry
+
+else := n if {
+	n := input.resource.lineage.origin.name
+	is_string(n)
+	n != ""
+} else := model_name
+
+has_own_gate_entry if {
 	some k, _ in gate_models
 	lower(k) == folded(model_name)
 }
@@ -97,7 +106,20 @@ num(x) := concat("", [s, "0"]) if {
 gate_violations contains violation(
 	"gate.source_run",
 	sprintf("version %s of %s has no source run, so it cannot pass the evaluation gate", [version_label, model_name]),
-) if not has_source_run
+) if {
+	not has_source_run
+	not lineage_chain_broken
+}
+
+# A source naming another registered version (models:/<name>/<version>, models:/<name>@<alias>) is followed by the
+# gate, hop by hop, to the run it came from (input.resource.lineage.hops); a chain it could not follow (a missing
+# version, a loop, too many hops, a hop in another run) fails the gate with the gate's reason.
+lineage_chain_broken if is_string(input.resource.lineage.chain_error)
+
+gate_violations contains violation(
+	"gate.lineage_chain",
+	sprintf("the source of version %s of %s cannot be traced to its run: %s", [version_label, model_name, input.resource.lineage.chain_error]),
+) if lineage_chain_broken
 
 # The source must be the run's artifact (or its logged model): a metric of run A says nothing about a model file
 # registered from elsewhere with run_id A.
@@ -107,6 +129,7 @@ gate_violations contains violation(
 ) if {
 	has_source_run
 	not input.resource.source_matches_run == true
+	not lineage_chain_broken
 }
 
 # Located is not enough: the files must provably be the run owner's output, judged on facts no client can write
@@ -304,9 +327,7 @@ approvers := {a.approver |
 # (`promotion_violations`); the evaluation gate and archive_existing_versions still apply to a rollback.
 # ---------------------------------------------------------------------------------------------------------------
 
-production_action := "transition to Production" if production_transition
-
-else := sprintf("move the protected alias %s", [target_alias])
+production_action := "transition to Production"
 
 break_glass_hint := " (on-call break-glass applies only to versions that were in Production before)" if is_oncall
 
@@ -330,15 +351,6 @@ promotion_violations contains violation(
 ) if {
 	production_transition
 	current_stage != "Staging"
-}
-
-# Re-pointing the alias at the version already in Production is allowed (e.g. adopting aliases after stages).
-promotion_violations contains violation(
-	"production.from_staging",
-	sprintf("version %s of %s is in %s; the protected alias %s may point only to a Staging or Production version", [version_label, model_name, stage_label, target_alias]),
-) if {
-	protected_alias_move
-	not current_stage in {"Staging", "Production"}
 }
 
 # The evaluation gate applies to every route to Production, break-glass included: a rollback target served before,
@@ -393,6 +405,7 @@ served_in_production if {
 	entry := history[_]
 	alias := entry.alias
 	is_protected_alias(alias)
+	not entry.removed == true
 }
 
 break_glass_eligible if {

@@ -131,60 +131,6 @@ test_unknown_creator_can_be_shadowed_while_migrating if {
 }
 
 # ---------------------------------------------------------------------------------------------------------------
-# To Production by moving a protected alias
-# ---------------------------------------------------------------------------------------------------------------
-
-test_ci_may_move_the_champion_alias_to_a_staging_or_production_version if {
-	every stage in ["Staging", "Production"] {
-		facts := object.union(fx_v1_staging, {"model_version": {"current_stage": stage}})
-		d := decision with input as fx_set_alias(fx_ci, facts, "champion")
-		d == {"allow": true, "reasons": [], "break_glass": false, "would_deny": []}
-	}
-}
-
-test_the_champion_alias_may_not_point_to_an_unstaged_version if {
-	facts := object.union(fx_v1_staging, {"model_version": {"current_stage": "None"}})
-	d := decision with input as fx_set_alias(fx_ci, facts, "champion")
-	not d.allow
-	d.reasons == ["version 1 of fraud-detector is in None; the protected alias champion may point only to a Staging or Production version"]
-}
-
-test_only_ci_may_move_a_protected_alias if {
-	d := decision with input as fx_set_alias(fx_alice, fx_v1_staging, "champion")
-	not d.allow
-	d.reasons == ["only the CI service account may move the protected alias champion"]
-}
-
-test_protected_aliases_compare_case_insensitively if {
-	d := decision with input as fx_set_alias(fx_alice, fx_v1_staging, "CHAMPION")
-	d.reasons == ["only the CI service account may move the protected alias CHAMPION"]
-}
-
-test_protected_alias_moves_pass_the_gate_and_need_approvals if {
-	facts := object.union(fx_v1_staging, {"approvals": [], "source_run": {"metrics": {"val_auc": 0.7}}})
-	d := decision with input as fx_set_alias(fx_ci, facts, "champion")
-	not d.allow
-	d.reasons == [
-		"val_auc 0.70 is below the gate 0.80 for fraud-detector",
-		"version 1 of fraud-detector has no approval from a reviewer other than its creator",
-	]
-}
-
-test_other_aliases_are_free_for_engineers if {
-	facts := object.union(fx_v1_staging, {"model_version": {"current_stage": "None"}, "approvals": []})
-	decision.allow with input as fx_set_alias(fx_alice, facts, "challenger")
-}
-
-test_protected_aliases_come_from_data if {
-	facts := object.union(fx_v1_staging, {"model_version": {"current_stage": "None"}, "approvals": []})
-	decision.allow with input as fx_set_alias(fx_alice, facts, "champion") with data.production.protected_aliases as ["prod"]
-	not decision.allow with input as fx_set_alias(fx_alice, facts, "prod") with data.production.protected_aliases as ["prod"]
-	# Without the key (or with a malformed one) the default, champion, stays protected.
-	not decision.allow with input as fx_set_alias(fx_alice, facts, "champion") with data.production as {}
-	not decision.allow with input as fx_set_alias(fx_alice, facts, "champion") with data.production.protected_aliases as "prod"
-}
-
-# ---------------------------------------------------------------------------------------------------------------
 # To Staging: the evaluation gate
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -431,15 +377,6 @@ test_a_malformed_gate_structure_fails_closed if {
 
 # As the gate builds the input: every name and alias of the resource mapped to its fold.
 fx_with_folded(inp, table) := object.union(inp, {"folded": table})
-
-test_look_alikes_of_a_protected_alias_are_protected if {
-	every alias in ["ｃｈａｍｐｉｏｎ", "cham\u200bpion", "Champion"] {
-		inp := fx_with_folded(fx_set_alias(fx_alice, fx_v1_staging, alias), {alias: "champion"})
-		d := decision with input as inp
-		not d.allow
-		d.reasons == [sprintf("only the CI service account may move the protected alias %s", [alias])]
-	}
-}
 
 test_a_look_alike_of_a_gated_model_gets_its_gate if {
 	facts := object.union(fx_v2(fx_run("r2", 0.71)), {"model_version": {"name": "Ｆｒａｕｄ-Detector"}, "target": {"name": "Ｆｒａｕｄ-Detector"}})

@@ -65,6 +65,19 @@ registry_violations contains violation(
 	not is_admin
 }
 
+# A governed alias that needs no approvals (challenger): whoever may move it may delete it.
+registry_violations contains violation(
+	"registry.delete_governed_alias",
+	sprintf("only %s or admins may delete the alias %s of %s", [concat(" or ", [role_label(r) | some r in alias_set_by(rule)]), target_alias, model_name]),
+) if {
+	rpc == "DeleteRegisteredModelAlias"
+	is_governed_alias(target_alias)
+	not is_protected_alias(target_alias)
+	rule := alias_rule(target_alias)
+	not may_set_alias(rule)
+	not is_admin
+}
+
 # ---------------------------------------------------------------------------------------------------------------
 # Stage transitions that are not promotions
 # ---------------------------------------------------------------------------------------------------------------

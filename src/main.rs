@@ -57,15 +57,14 @@ enum Command {
         #[arg(long)]
         workspace: Option<String>,
     },
-    /// Ask for a model version to be moved to a stage (a Databricks-style transition request).
+    /// Ask for a model version to be moved to a stage or an alias (a Databricks-style transition request).
     RequestTransition {
         #[command(flatten)]
         gate: GateArgs,
         #[command(flatten)]
         version: VersionArgs,
-        /// Target stage: Staging, Production or Archived.
-        #[arg(long)]
-        stage: String,
+        #[command(flatten)]
+        to: TargetArgs,
         /// Why.
         #[arg(long)]
         comment: Option<String>,
@@ -76,9 +75,8 @@ enum Command {
         gate: GateArgs,
         #[command(flatten)]
         version: VersionArgs,
-        /// The requested stage.
-        #[arg(long)]
-        stage: String,
+        #[command(flatten)]
+        to: TargetArgs,
         /// Archive the versions now in that stage when the transition is performed.
         #[arg(long)]
         archive_existing_versions: bool,
@@ -92,9 +90,8 @@ enum Command {
         gate: GateArgs,
         #[command(flatten)]
         version: VersionArgs,
-        /// The requested stage.
-        #[arg(long)]
-        stage: String,
+        #[command(flatten)]
+        to: TargetArgs,
         /// Why.
         #[arg(long)]
         comment: Option<String>,
@@ -108,6 +105,33 @@ enum Command {
         /// Show the whole history: requests, approvals, rejections, cancellations, comments.
         #[arg(long)]
         history: bool,
+    },
+    /// The registry's history of a model: which version held each stage and governed alias, from when to when, who
+    /// moved it, the decision id and whether it was break-glass (from the gate's stamps, and audit logs if given).
+    History {
+        #[command(flatten)]
+        gate: GateArgs,
+        /// Registered model name.
+        #[arg(long)]
+        name: String,
+        /// Only this alias.
+        #[arg(long, conflicts_with = "stage")]
+        alias: Option<String>,
+        /// Only this stage.
+        #[arg(long)]
+        stage: Option<String>,
+        /// Only tenures that lasted until this time or later (ms since the epoch, or RFC 3339 in UTC).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only what held the stage or alias at this time ("what was serving at T"; same forms as --since).
+        #[arg(long)]
+        at: Option<String>,
+        /// Audit log files (JSON lines) to add moves the stamps lack (matched by decision id). Repeatable.
+        #[arg(long = "audit")]
+        audit: Vec<PathBuf>,
+        /// Print the JSON answer instead of one line per tenure.
+        #[arg(long)]
+        json: bool,
     },
     /// Policy tools for the security team: run the bundle's tests, evaluate an input.
     #[command(subcommand)]
@@ -156,6 +180,33 @@ struct GateArgs {
     /// Bearer token (from your IdP).
     #[arg(long, env = "MLFLOW_TRACKING_TOKEN", hide_env_values = true)]
     token: String,
+}
+
+/// What a transition request asks for: a stage, or an alias (the gate's `to_alias` extension).
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct TargetArgs {
+    /// Target stage: Staging, Production or Archived.
+    #[arg(long)]
+    stage: Option<String>,
+    /// Target alias (e.g. champion), for alias-first promotion.
+    #[arg(long)]
+    alias: Option<String>,
+}
+
+impl TargetArgs {
+    /// The request body's `stage` or `to_alias`, merged into `body`.
+    fn into_body(self, mut body: serde_json::Value) -> serde_json::Value {
+        if let Some(m) = body.as_object_mut() {
+            if let Some(s) = self.stage {
+                m.insert("stage".into(), s.into());
+            }
+            if let Some(a) = self.alias {
+                m.insert("to_alias".into(), a.into());
+            }
+        }
+        body
+    }
 }
 
 /// Which model version.
@@ -241,27 +292,27 @@ fn main() -> ExitCode {
         Command::Explain { method, path, body, sub, groups, config, workspace } => {
             explain(&method, &path, body.as_deref(), &sub, &groups, config.as_deref(), workspace.as_deref())
         }
-        Command::RequestTransition { gate, version, stage, comment } => workflow(
+        Command::RequestTransition { gate, version, to, comment } => workflow(
             &gate,
             http::Method::POST,
             "transition-requests/create".into(),
             Some(
-                serde_json::json!({"name": version.name, "version": version.version, "stage": stage, "comment": comment}),
+                to.into_body(serde_json::json!({"name": version.name, "version": version.version, "comment": comment})),
             ),
         ),
-        Command::Approve { gate, version, stage, archive_existing_versions, comment } => workflow(
+        Command::Approve { gate, version, to, archive_existing_versions, comment } => workflow(
             &gate,
             http::Method::POST,
             "transition-requests/approve".into(),
-            Some(serde_json::json!({"name": version.name, "version": version.version, "stage": stage,
-                "archive_existing_versions": archive_existing_versions, "comment": comment})),
+            Some(to.into_body(serde_json::json!({"name": version.name, "version": version.version,
+                "archive_existing_versions": archive_existing_versions, "comment": comment}))),
         ),
-        Command::Reject { gate, version, stage, comment } => workflow(
+        Command::Reject { gate, version, to, comment } => workflow(
             &gate,
             http::Method::POST,
             "transition-requests/reject".into(),
             Some(
-                serde_json::json!({"name": version.name, "version": version.version, "stage": stage, "comment": comment}),
+                to.into_body(serde_json::json!({"name": version.name, "version": version.version, "comment": comment})),
             ),
         ),
         Command::Requests { gate, version, history } => {
@@ -275,6 +326,9 @@ fn main() -> ExitCode {
                 format!("transition-requests/list?{}", mlflow_gate::client::query(&pairs)),
                 None,
             )
+        }
+        Command::History { gate, name, alias, stage, since, at, audit, json } => {
+            history(&gate, &name, HistoryFilter { alias, stage, since, at }, &audit, json)
         }
         Command::Policy(cmd) => run_policy(cmd),
         Command::Audit(AuditCmd::Verify { files, key_files, key_envs, checkpoints, from_checkpoint }) => {
@@ -421,6 +475,55 @@ fn workflow(gate: &GateArgs, method: http::Method, path: String, body: Option<se
     let reply =
         runtime.block_on(mlflow_gate::client::call(&gate.gate_url, &gate.token, method, &path, body.as_ref()))?;
     println!("{}", serde_json::to_string_pretty(&reply)?);
+    Ok(())
+}
+
+/// What `history` shows.
+struct HistoryFilter {
+    alias: Option<String>,
+    stage: Option<String>,
+    since: Option<String>,
+    at: Option<String>,
+}
+
+fn history(gate: &GateArgs, name: &str, f: HistoryFilter, audit: &[PathBuf], json: bool) -> Result<()> {
+    use mlflow_gate::mlflow::history;
+    let time = |s: Option<String>| -> Result<Option<u64>> {
+        s.map(|s| history::parse_time(&s).with_context(|| format!("{s:?} is not ms since the epoch or RFC 3339 (UTC)")))
+            .transpose()
+    };
+    let query = history::Query { alias: f.alias, stage: f.stage, since: time(f.since)?, at: time(f.at)? };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let path = format!(
+        "/api/2.0/mlflow/registry-history/get?{}",
+        mlflow_gate::client::query(&[("name", name), ("include_entries", "true")])
+    );
+    let reply =
+        runtime.block_on(mlflow_gate::client::call(&gate.gate_url, &gate.token, http::Method::GET, &path, None))?;
+    let mut versions: Vec<(String, Vec<serde_json::Value>)> = reply
+        .get("versions")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            let entries = v.get("entries")?.as_array()?.clone();
+            Some((v.get("version")?.as_str()?.to_string(), entries))
+        })
+        .collect();
+    let mut records = Vec::new();
+    for file in audit {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        records.extend(text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()));
+    }
+    history::merge_audit(&mut versions, &records, name);
+    let answer = history::answer(name, &versions, &query, false);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        let periods: Vec<history::Period> =
+            history::timeline(&versions).into_iter().filter(|p| query.selects(p)).collect();
+        print!("{}", history::render(&periods));
+    }
     Ok(())
 }
 

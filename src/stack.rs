@@ -247,7 +247,13 @@ impl Gate {
         self.capacity
             .run_heavy(read.heavy, || self.decide(&principal, &op, &head, read.json.as_ref(), &resource, trail))
             .await??;
-        let permitted = Permitted { head: &head, op: &op, principal: &principal, resource: &resource };
+        let permitted = Permitted {
+            head: &head,
+            op: &op,
+            principal: &principal,
+            resource: &resource,
+            break_glass: trail.break_glass,
+        };
         if op.workflow {
             return self.serve_workflow(&permitted).await;
         }
@@ -321,6 +327,7 @@ impl Gate {
             target: &fields,
             resource: p.resource,
             include_history,
+            query: &query,
             context: &p.head.context,
         };
         flow.execute(call).await
@@ -363,7 +370,7 @@ impl Gate {
         resp: Response<GateBody>,
     ) -> Result<Response<GateBody>, GateError> {
         let ctx = &p.head.context;
-        self.record_history(ctx, p.op, p.resource, &p.principal.sub).await;
+        self.record_history(ctx, p).await;
         match self.webhooks.as_ref().filter(|_| events::produces_events(p.op)) {
             Some(hooks) => {
                 let (resp, answer) = read_small_json(resp).await?;
@@ -375,11 +382,12 @@ impl Gate {
         }
     }
 
-    /// After MLflow confirmed a stage change or alias move, appends it to the version's history tag (in the
-    /// request's workspace). The mutation already happened, so a failure here is logged, not returned.
-    async fn record_history(&self, ctx: &RequestContext, op: &Operation, resource: &serde_json::Value, sub: &str) {
-        let Some(target) = resource.get("target").and_then(|t| t.as_object()) else { return };
-        if let Err(e) = effects::record_history(&self.upstream, ctx, op, target, resource, sub).await {
+    /// After MLflow confirmed a stage change or alias move, stamps it in the version's history (in the request's
+    /// workspace). The mutation already happened, so a failure here is logged, not returned.
+    async fn record_history(&self, ctx: &RequestContext, p: &Permitted<'_>) {
+        let Some(target) = p.resource.get("target").and_then(|t| t.as_object()) else { return };
+        let (op, sub) = (p.op, &p.principal.sub);
+        if let Err(e) = effects::record_history(&self.upstream, ctx, op, target, p.resource, sub, p.break_glass).await {
             tracing::error!(error = %e, "recording the stage history failed");
         }
     }
@@ -565,6 +573,8 @@ struct Permitted<'a> {
     principal: &'a Principal,
     /// The resource the policy saw (`input.resource`).
     resource: &'a serde_json::Value,
+    /// The policy's break-glass flag (stamped in the history).
+    break_glass: bool,
 }
 
 impl Trail {

@@ -7,6 +7,8 @@
 /// The workflow's state in reserved model-version tags (a leaf of the route layer, `mlflow::workflow`).
 pub use crate::mlflow::workflow as state;
 
+pub mod history;
+
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use serde_json::{json, Map, Value};
@@ -21,7 +23,7 @@ use crate::pipeline::effects::{self, now_ms};
 use crate::pipeline::enrich::Enricher;
 use crate::policy::{input, Policy};
 use crate::proxy::{RequestContext, Upstream};
-use state::{kind, Activity};
+use state::{kind, Activity, Requested};
 
 fn bad(msg: &str) -> GateError {
     GateError::BadRequest(msg.to_string())
@@ -59,6 +61,8 @@ pub struct Call<'a> {
     pub resource: &'a Value,
     /// Whether `include_history=true` was asked (list).
     pub include_history: bool,
+    /// The query string's pairs (the registry history's `alias`, `stage`, `since`, `at`).
+    pub query: &'a [(String, String)],
     /// The request's context (workspace, request id): every read and write of the workflow uses it.
     pub context: &'a RequestContext,
 }
@@ -66,6 +70,9 @@ pub struct Call<'a> {
 impl Workflow<'_> {
     /// Performs a permitted workflow request and answers in Databricks' response shape.
     pub async fn execute(&self, call: Call<'_>) -> Result<Response<GateBody>, GateError> {
+        if call.op.rpc == rpc::GET_REGISTRY_HISTORY {
+            return Ok(json_response(&history::serve(self.upstream, &call).await?));
+        }
         let mv = call.resource.get("model_version").and_then(Value::as_object);
         let name = field(call.target, "name").ok_or_else(|| bad("name is required"))?;
         let version = field(call.target, "version").ok_or_else(|| bad("version is required"))?;
@@ -82,66 +89,81 @@ impl Workflow<'_> {
             rpc::DELETE_COMMENT => self.delete_comment(&ctx).await?,
             other => return Err(bad(&format!("{other} is not a workflow operation"))),
         };
-        let mut resp = Response::new(body::full(Bytes::from(body.to_string())));
-        *resp.status_mut() = StatusCode::OK;
-        resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-        Ok(resp)
+        Ok(json_response(&body))
     }
 
     async fn create_request(&self, ctx: &Ctx<'_>) -> Result<Value, GateError> {
-        let stage = ctx.stage()?;
+        let wanted = ctx.requested()?;
         let sub = &ctx.call.principal.sub;
-        if state::open_requests(ctx.list).iter().any(|r| r.user_id == *sub && r.to_stage.as_deref() == Some(stage)) {
+        let mine = |r: &&Activity| r.user_id == *sub && r.requested().is_some_and(|t| t.same(&wanted));
+        if state::open_requests(ctx.list).iter().any(mine) {
             return Err(invalid_state(format!(
-                "{sub} already has an open request to move version {} to {stage}",
-                ctx.version
+                "{sub} already has an open request to move version {} to {}",
+                ctx.version,
+                wanted.label()
             )));
         }
-        let a = ctx.new_activity(kind::REQUESTED, Some(stage), None);
+        let a = ctx.new_activity(kind::REQUESTED, wanted, None);
         self.save(ctx, &a).await?;
-        self.emit(ctx, events::request_events(ctx.name, ctx.version, stage, a.comment.as_deref()));
+        self.emit(ctx, events::request_events(ctx.name, ctx.version, wanted, a.comment.as_deref()));
         let actions = ["APPROVE_TRANSITION_REQUEST", "REJECT_TRANSITION_REQUEST", "CANCEL_TRANSITION_REQUEST"];
-        Ok(json!({"request": {"to_stage": stage, "comment": a.comment, "user_id": a.user_id,
-            "creation_timestamp": a.creation_timestamp, "available_actions": actions}}))
+        let mut request = json!({"to_stage": a.to_stage, "comment": a.comment, "user_id": a.user_id,
+            "creation_timestamp": a.creation_timestamp, "available_actions": actions});
+        if let (Some(alias), Value::Object(m)) = (&a.to_alias, &mut request) {
+            m.insert("to_alias".into(), Value::String(alias.clone()));
+        }
+        Ok(json!({ "request": request }))
     }
 
     async fn resolve_request(&self, ctx: &Ctx<'_>) -> Result<Value, GateError> {
-        let stage = ctx.stage()?;
+        let wanted = ctx.requested()?;
         let approve = ctx.call.op.rpc == rpc::APPROVE_TRANSITION_REQUEST;
         let open = state::open_requests(ctx.list);
-        let request = open.iter().find(|r| r.to_stage.as_deref() == Some(stage)).ok_or_else(|| {
+        let request = open.iter().find(|r| r.requested().is_some_and(|t| t.same(&wanted))).ok_or_else(|| {
             invalid_state(format!(
-                "there is no open request to move version {} of {} to {stage}",
-                ctx.version, ctx.name
+                "there is no open request to move version {} of {} to {}",
+                ctx.version,
+                ctx.name,
+                wanted.label()
             ))
         })?;
         let kind = if approve { kind::APPROVED } else { kind::REJECTED };
-        let mut a = ctx.new_activity(kind, Some(stage), Some(request.id.clone()));
+        let mut a = ctx.new_activity(kind, wanted, Some(request.id.clone()));
         if approve {
             let run = ctx.call.resource.get("source_run").and_then(Value::as_object);
             a.fingerprint = Some(state::fingerprint(ctx.mv, run));
         }
         self.save(ctx, &a).await?;
         if approve {
-            a.system_comment = self.transition_if_permitted(ctx, stage).await?;
+            a.system_comment = self.apply_if_permitted(ctx, wanted).await?;
         }
         Ok(json!({"activity": a.to_api(ctx.name, ctx.version)}))
     }
 
-    /// As Databricks does, an approver the policy also allows to perform the transition gets it performed.
-    /// Under the default policy a reviewer's approval only records; CI then transitions.
-    async fn transition_if_permitted(&self, ctx: &Ctx<'_>, stage: &str) -> Result<Option<String>, GateError> {
-        let archive = ctx.call.target.get("archive_existing_versions").and_then(Value::as_bool).unwrap_or(false);
-        let body =
-            json!({"name": ctx.name, "version": ctx.version, "stage": stage, "archive_existing_versions": archive});
+    /// As Databricks does, an approver the policy also allows to perform the transition (or the alias move) gets it
+    /// performed. Under the default policy a reviewer's approval only records; CI then transitions or moves the alias.
+    async fn apply_if_permitted(&self, ctx: &Ctx<'_>, wanted: Requested<'_>) -> Result<Option<String>, GateError> {
+        let (op, path, body) = match wanted {
+            Requested::Stage(stage) => {
+                let archive =
+                    ctx.call.target.get("archive_existing_versions").and_then(Value::as_bool).unwrap_or(false);
+                let body = json!({"name": ctx.name, "version": ctx.version, "stage": stage,
+                    "archive_existing_versions": archive});
+                let op = Operation::plain(rpc::TRANSITION_MODEL_VERSION_STAGE, false, Resource::ModelVersion);
+                (op, "/api/2.0/mlflow/model-versions/transition-stage", body)
+            }
+            Requested::Alias(alias) => {
+                let body = json!({"name": ctx.name, "version": ctx.version, "alias": alias});
+                let op = Operation::plain(rpc::SET_REGISTERED_MODEL_ALIAS, false, Resource::RegisteredModel);
+                (op, "/api/2.0/mlflow/registered-models/alias", body)
+            }
+        };
         let Value::Object(body) = body else { return Err(GateError::Internal) };
-        let op = Operation::plain(rpc::TRANSITION_MODEL_VERSION_STAGE, false, Resource::ModelVersion);
         let context = ctx.call.context;
         let resource = self.enricher.resource(self.upstream, context, &op, body.clone()).await.map_err(|e| {
             tracing::error!(error = %e, "enrichment for the approval's transition failed");
             GateError::LookupFailed
         })?;
-        let path = "/api/2.0/mlflow/model-versions/transition-stage";
         let query = Map::new();
         let workspace = context.workspace_name();
         let facts = input::RequestFacts { method: "POST", path, query: &query, body: Some(&body), workspace };
@@ -164,26 +186,44 @@ impl Workflow<'_> {
             return Ok(Some(format!("approval recorded; MLflow refused the transition ({status})")));
         }
         let sub = &ctx.call.principal.sub;
-        effects::record_history(self.upstream, context, &op, &body, &resource, sub).await.map_err(|e| {
-            tracing::error!(error = %e, "recording workflow state in MLflow failed");
-            GateError::UpstreamUnavailable
-        })?;
-        let applied = ctx.new_activity(kind::APPLIED, Some(stage), None);
+        let break_glass = decision.as_ref().is_ok_and(|d| d.flags.get("break_glass") == Some(&Value::Bool(true)));
+        effects::record_history(self.upstream, context, &op, &body, &resource, sub, break_glass).await.map_err(
+            |e| {
+                tracing::error!(error = %e, "recording workflow state in MLflow failed");
+                GateError::UpstreamUnavailable
+            },
+        )?;
+        let applied = ctx.new_activity(kind::APPLIED, wanted, None);
         self.save(ctx, &applied).await?;
-        let from = ctx.mv.get("current_stage").cloned().unwrap_or(Value::Null);
-        self.emit(ctx, events::transition_events(Some(ctx.name), Some(ctx.version), &from, &Value::from(stage)));
-        Ok(Some(format!("approved and transitioned to {stage}")))
+        match wanted {
+            Requested::Stage(stage) => {
+                let from = ctx.mv.get("current_stage").cloned().unwrap_or(Value::Null);
+                let to = Value::from(stage);
+                self.emit(ctx, events::transition_events(Some(ctx.name), Some(ctx.version), &from, &to));
+                Ok(Some(format!("approved and transitioned to {stage}")))
+            }
+            Requested::Alias(alias) => {
+                self.emit(ctx, events::alias_set_events(ctx.name, ctx.version, alias));
+                Ok(Some(format!("approved and moved the alias {alias} to version {}", ctx.version)))
+            }
+        }
     }
 
     async fn cancel_request(&self, ctx: &Ctx<'_>) -> Result<Value, GateError> {
-        let stage = ctx.stage()?;
+        let wanted = ctx.requested()?;
         let creator = field(ctx.call.target, "creator").unwrap_or(&ctx.call.principal.sub);
         let open = state::open_requests(ctx.list);
-        let request =
-            open.iter().find(|r| r.user_id == creator && r.to_stage.as_deref() == Some(stage)).ok_or_else(|| {
-                not_found(&format!("{creator} has no open request to move version {} to {stage}", ctx.version))
+        let request = open
+            .iter()
+            .find(|r| r.user_id == creator && r.requested().is_some_and(|t| t.same(&wanted)))
+            .ok_or_else(|| {
+                not_found(&format!(
+                    "{creator} has no open request to move version {} to {}",
+                    ctx.version,
+                    wanted.label()
+                ))
             })?;
-        let a = ctx.new_activity(kind::CANCELLED, Some(stage), Some(request.id.clone()));
+        let a = ctx.new_activity(kind::CANCELLED, wanted, Some(request.id.clone()));
         self.save(ctx, &a).await?;
         Ok(json!({"activity": a.to_api(ctx.name, ctx.version)}))
     }
@@ -191,7 +231,7 @@ impl Workflow<'_> {
     async fn write_comment(&self, ctx: &Ctx<'_>) -> Result<Value, GateError> {
         let mut a = match ctx.call.op.rpc {
             rpc::UPDATE_COMMENT => ctx.existing_comment()?,
-            _ => ctx.new_activity(kind::COMMENT, None, None),
+            _ => ctx.new_comment(),
         };
         let text = field(ctx.call.target, "comment").ok_or_else(|| bad("comment is required"))?;
         a.comment = Some(text.to_string());
@@ -249,6 +289,13 @@ impl Workflow<'_> {
     }
 }
 
+fn json_response(body: &Value) -> Response<GateBody> {
+    let mut resp = Response::new(body::full(Bytes::from(body.to_string())));
+    *resp.status_mut() = StatusCode::OK;
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp
+}
+
 /// One workflow request's context.
 struct Ctx<'a> {
     name: &'a str,
@@ -259,28 +306,43 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn stage(&self) -> Result<&str, GateError> {
-        match field(self.call.target, "stage") {
-            Some(s @ ("Staging" | "Production" | "Archived")) => Ok(s),
-            Some(other) => Err(bad(&format!("stage {other:?} is not one of Staging, Production, Archived"))),
-            None => Err(bad("stage is required")),
+    /// The request's target: `stage` (Databricks) or `to_alias` (the gate's extension), exactly one of them.
+    fn requested(&self) -> Result<Requested<'_>, GateError> {
+        match (field(self.call.target, "stage"), field(self.call.target, "to_alias")) {
+            (Some(_), Some(_)) => Err(bad("give either stage or to_alias, not both")),
+            (None, Some(alias)) => Ok(Requested::Alias(alias)),
+            (Some(s @ ("Staging" | "Production" | "Archived")), None) => Ok(Requested::Stage(s)),
+            (Some(other), None) => Err(bad(&format!("stage {other:?} is not one of Staging, Production, Archived"))),
+            (None, None) => Err(bad("stage (or to_alias, for an alias) is required")),
         }
     }
 
-    fn new_activity(&self, kind: &str, to_stage: Option<&str>, resolves: Option<String>) -> Activity {
+    fn new_activity(&self, kind: &str, wanted: Requested<'_>, resolves: Option<String>) -> Activity {
+        let mut a = self.new_comment();
+        a.activity_type = kind.to_string();
+        a.resolves = resolves;
+        match wanted {
+            Requested::Stage(s) => a.to_stage = Some(s.to_string()),
+            Requested::Alias(alias) => a.to_alias = Some(alias.to_string()),
+        }
+        a
+    }
+
+    fn new_comment(&self) -> Activity {
         let now = now_ms();
         let comment = field(self.call.target, "comment").map(|c| c.chars().take(state::MAX_COMMENT_CHARS).collect());
         Activity {
             id: state::new_id(),
-            activity_type: kind.to_string(),
+            activity_type: kind::COMMENT.to_string(),
             from_stage: self.mv.get("current_stage").and_then(Value::as_str).map(str::to_owned),
-            to_stage: to_stage.map(str::to_owned),
+            to_stage: None,
+            to_alias: None,
             comment,
             system_comment: None,
             user_id: self.call.principal.sub.clone(),
             creation_timestamp: now,
             last_updated_timestamp: now,
-            resolves,
+            resolves: None,
             fingerprint: None,
         }
     }

@@ -123,9 +123,22 @@ pub fn transition_events(name: Option<&str>, version: Option<&str>, from: &Value
     events
 }
 
-/// The events of a transition request to `stage`.
-pub fn request_events(name: &str, version: &str, stage: &str, comment: Option<&str>) -> Vec<RegistryEvent> {
-    let fields = json!({"version": version, "to_stage": stage, "comment": comment});
+/// The events of a transition request to a stage, or to an alias (`to_alias`, no stage-specific event).
+pub fn request_events(
+    name: &str,
+    version: &str,
+    wanted: super::workflow::Requested<'_>,
+    comment: Option<&str>,
+) -> Vec<RegistryEvent> {
+    use super::workflow::Requested;
+    let (stage, alias) = match wanted {
+        Requested::Stage(s) => (Some(s), None),
+        Requested::Alias(a) => (None, Some(a)),
+    };
+    let mut fields = json!({"version": version, "to_stage": stage, "comment": comment});
+    if let (Some(a), Value::Object(m)) = (alias, &mut fields) {
+        m.insert("to_alias".into(), Value::String(a.to_string()));
+    }
     let fields = fields.as_object().cloned().unwrap_or_default();
     let mut events = vec![RegistryEvent {
         event: "TRANSITION_REQUEST_CREATED",
@@ -133,15 +146,21 @@ pub fn request_events(name: &str, version: &str, stage: &str, comment: Option<&s
         fields: fields.clone(),
     }];
     let specific = match stage {
-        "Staging" => Some("TRANSITION_REQUEST_TO_STAGING_CREATED"),
-        "Production" => Some("TRANSITION_REQUEST_TO_PRODUCTION_CREATED"),
-        "Archived" => Some("TRANSITION_REQUEST_TO_ARCHIVED_CREATED"),
+        Some("Staging") => Some("TRANSITION_REQUEST_TO_STAGING_CREATED"),
+        Some("Production") => Some("TRANSITION_REQUEST_TO_PRODUCTION_CREATED"),
+        Some("Archived") => Some("TRANSITION_REQUEST_TO_ARCHIVED_CREATED"),
         _ => None,
     };
     if let Some(event) = specific {
         events.push(RegistryEvent { event, model_name: Some(name.into()), fields });
     }
     events
+}
+
+/// The event of an alias moved onto a version (by the gate, on approval).
+pub fn alias_set_events(name: &str, version: &str, alias: &str) -> Vec<RegistryEvent> {
+    let fields = json!({"version": version, "alias": alias}).as_object().cloned().unwrap_or_default();
+    vec![RegistryEvent { event: "MODEL_VERSION_ALIAS_SET", model_name: Some(name.into()), fields }]
 }
 
 #[cfg(test)]
@@ -180,5 +199,20 @@ mod tests {
         );
         assert_eq!(events[0].event, "MODEL_VERSION_CREATED");
         assert_eq!(events[0].fields["version"], "4");
+    }
+
+    #[test]
+    fn an_alias_request_names_its_alias_and_no_stage() {
+        let events = request_events("m", "3", crate::mlflow::workflow::Requested::Alias("champion"), Some("why"));
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event, "TRANSITION_REQUEST_CREATED");
+        assert_eq!(events[0].fields.get("to_alias"), Some(&json!("champion")));
+        assert_eq!(events[0].fields.get("to_stage"), Some(&Value::Null));
+        let stage = request_events("m", "3", crate::mlflow::workflow::Requested::Stage("Production"), None);
+        assert_eq!(
+            stage.iter().map(|e| e.event).collect::<Vec<_>>(),
+            ["TRANSITION_REQUEST_CREATED", "TRANSITION_REQUEST_TO_PRODUCTION_CREATED"]
+        );
+        assert!(stage[0].fields.get("to_alias").is_none());
     }
 }

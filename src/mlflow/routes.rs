@@ -242,11 +242,13 @@ pub mod rpc {
     pub const UPDATE_COMMENT: &str = "UpdateComment";
     /// Workflow: delete one's comment.
     pub const DELETE_COMMENT: &str = "DeleteComment";
+    /// The registry's history of a model (which version held each stage and alias, when, moved by whom).
+    pub const GET_REGISTRY_HISTORY: &str = "GetRegistryHistory";
 }
 
 /// The approval workflow's routes, served by the gate itself (`approvals`): (method, path after `/api/2.0/mlflow/`
 /// or `/ajax-api/2.0/mlflow/`, RPC, read-only). They act on a model version.
-pub const WORKFLOW: [(&str, &str, &str, bool); 8] = [
+pub const WORKFLOW: [(&str, &str, &str, bool); 9] = [
     ("POST", "transition-requests/create", rpc::CREATE_TRANSITION_REQUEST, false),
     ("POST", "transition-requests/approve", rpc::APPROVE_TRANSITION_REQUEST, false),
     ("POST", "transition-requests/reject", rpc::REJECT_TRANSITION_REQUEST, false),
@@ -255,6 +257,7 @@ pub const WORKFLOW: [(&str, &str, &str, bool); 8] = [
     ("POST", "comments/create", rpc::CREATE_COMMENT, false),
     ("PATCH", "comments/update", rpc::UPDATE_COMMENT, false),
     ("DELETE", "comments/delete", rpc::DELETE_COMMENT, false),
+    ("GET", "registry-history/get", rpc::GET_REGISTRY_HISTORY, true),
 ];
 
 /// Classifies a workflow route (HEAD reads like GET; OPTIONS is not a workflow route).

@@ -14,12 +14,12 @@ pub const RESERVED_PREFIX: &str = "mlflow_gate.";
 pub const CREATED_BY: &str = "mlflow_gate.created_by";
 /// When the gate forwarded the creation (ms since the epoch).
 pub const CREATED_AT: &str = "mlflow_gate.created_at";
-/// JSON list of `{stage|alias, by, at, request_id}`: every stage change and alias move made through the gate.
+/// JSON list of `{stage|alias, by, at, request_id}`: the history as earlier gates wrote it (read-append-write of one
+/// tag, which lost entries when two replicas changed a version at once). Still read; new entries go to one tag
+/// each (`history::HISTORY_PREFIX`).
 pub const STAGE_HISTORY: &str = "mlflow_gate.stage_history";
 /// The run tag MLflow shows as the run's user.
 pub const RUN_USER_TAG: &str = "mlflow.user";
-/// Longest history kept in the tag (MLflow limits tag values to 5000 characters).
-const MAX_HISTORY: usize = 25;
 
 /// Operations that set or delete one tag, and the target field naming its key (body, query or path).
 const TAG_WRITES: [(&str, &str); 28] = [
@@ -127,6 +127,18 @@ fn container_keys(tags: Option<&Value>, keys: &mut Vec<String>) {
     }
 }
 
+/// A copy of a registered version (a body whose `source` is `models:/...`: `model-versions/create` as
+/// `MlflowClient.copy_model_version` sends it) carries the source version's tags, the gate's stamps and review
+/// activities among them. Those belong to the source version (its creator, its approvals), so they are dropped from
+/// the body before the policy sees it, and the copy is stamped anew. Returns how many were dropped.
+pub fn drop_copied_stamps(body: &mut Map<String, Value>) -> usize {
+    let copy = body.get("source").and_then(Value::as_str).is_some_and(|s| s.starts_with("models:/"));
+    let Some(Value::Array(tags)) = body.get_mut("tags").filter(|_| copy) else { return 0 };
+    let before = tags.len();
+    tags.retain(|t| !t.get("key").and_then(Value::as_str).is_some_and(is_reserved));
+    before - tags.len()
+}
+
 /// Adds the gate's stamps to a request body about to be forwarded: creator tags on registered models and
 /// versions; the run's `user_id` and `mlflow.user` tag on new runs (replacing whatever the client claimed).
 pub fn stamp_request(op: &Operation, body: &mut Map<String, Value>, sub: &str, now_ms: u64) {
@@ -178,28 +190,56 @@ fn push_tags(body: &mut Map<String, Value>, add: &[(&str, String)], replace: &[&
     }
 }
 
-/// The history entry to append after a permitted stage change or alias move, if the operation is one.
+/// Who changed what, for a history entry.
+pub struct Change<'a> {
+    /// The token's subject.
+    pub sub: &'a str,
+    /// When (ms since the epoch).
+    pub now_ms: u64,
+    /// The request (decision) id.
+    pub request_id: &'a str,
+    /// Whether the policy flagged the change as break-glass.
+    pub break_glass: bool,
+}
+
+/// The history entry of a permitted stage change, alias move or alias deletion, and the version it is stamped on:
+/// `{stage|alias, by, at, request_id, break_glass}`, plus `archive_existing` (transitions), `previous_version`
+/// (alias moves: the version that held the alias) and `removed: true` (alias deletions, stamped on the version
+/// that held the alias). `resource` is what the policy saw.
 pub fn history_entry(
     op: &Operation,
     target: &Map<String, Value>,
-    sub: &str,
-    now_ms: u64,
-    request_id: &str,
-) -> Option<Value> {
-    let (field, value) = match op.rpc {
-        rpc::TRANSITION_MODEL_VERSION_STAGE => ("stage", target.get("stage")?.as_str()?),
-        rpc::SET_REGISTERED_MODEL_ALIAS => ("alias", target.get("alias")?.as_str()?),
+    resource: &Value,
+    change: &Change<'_>,
+) -> Option<(String, Value)> {
+    let holder = resource.pointer("/alias_holder/version").and_then(|v| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    });
+    let version = || target.get("version").and_then(Value::as_str).map(str::to_owned);
+    let mut entry = json!({"by": change.sub, "at": change.now_ms, "request_id": change.request_id,
+        "break_glass": change.break_glass});
+    let version = match op.rpc {
+        rpc::TRANSITION_MODEL_VERSION_STAGE => {
+            entry["stage"] = target.get("stage")?.as_str()?.into();
+            entry["archive_existing"] =
+                Value::Bool(target.get("archive_existing_versions") == Some(&Value::Bool(true)));
+            version()?
+        }
+        rpc::SET_REGISTERED_MODEL_ALIAS => {
+            entry["alias"] = target.get("alias")?.as_str()?.into();
+            entry["previous_version"] = holder.map_or(Value::Null, Value::String);
+            version()?
+        }
+        rpc::DELETE_REGISTERED_MODEL_ALIAS => {
+            entry["alias"] = target.get("alias")?.as_str()?.into();
+            entry["removed"] = Value::Bool(true);
+            holder?
+        }
         _ => return None,
     };
-    Some(json!({ field: value, "by": sub, "at": now_ms, "request_id": request_id }))
-}
-
-/// The new value of the history tag: the old list (as the enrichment read it) with the entry appended, bounded.
-pub fn appended_history(previous: &[Value], entry: Value) -> String {
-    let mut list: Vec<Value> = previous.to_vec();
-    list.push(entry);
-    let skip = list.len().saturating_sub(MAX_HISTORY);
-    Value::Array(list.into_iter().skip(skip).collect()).to_string()
+    Some((version, entry))
 }
 
 #[cfg(test)]
@@ -245,6 +285,22 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_loses_the_stamps_of_the_version_it_was_copied_from() {
+        let mut copy = obj(json!({"name": "prod.m", "source": "models:/m/1", "tags": [
+            {"key": "mlflow_gate.created_by", "value": "alice"}, {"key": "mlflow_gate.activity.0123", "value": "{}"},
+            {"key": "team", "value": "fraud"}]}));
+        assert_eq!(drop_copied_stamps(&mut copy), 2);
+        assert_eq!(copy["tags"], json!([{"key": "team", "value": "fraud"}]));
+        assert_eq!(reserved_tag_write(&op("CreateModelVersion"), &Map::new(), Some(&copy)), None);
+        // Not a copy: reserved tags stay in the body, and are refused.
+        let mut fresh = obj(
+            json!({"name": "m", "source": "runs:/r/model", "tags": [{"key": "mlflow_gate.created_by", "value": "x"}]}),
+        );
+        assert_eq!(drop_copied_stamps(&mut fresh), 0);
+        assert!(reserved_tag_write(&op("CreateModelVersion"), &Map::new(), Some(&fresh)).is_some());
+    }
+
+    #[test]
     fn a_logged_model_creator_stamp_cannot_be_deleted_through_the_path() {
         let t = obj(json!({"model_id": "m-1", "tag_key": "mlflow_gate.created_by"}));
         assert!(reserved_tag_write(&op("DeleteLoggedModelTag"), &t, None).is_some());
@@ -253,14 +309,25 @@ mod tests {
     }
 
     #[test]
-    fn history_is_appended_and_bounded() {
-        let prev: Vec<Value> = (0..30).map(|i| json!({"stage": "Staging", "at": i})).collect();
-        let entry =
-            history_entry(&op("TransitionModelVersionStage"), &obj(json!({"stage": "Production"})), "ci", 99, "r");
-        let h: Vec<Value> =
-            serde_json::from_str(&appended_history(&prev, entry.unwrap_or_default())).unwrap_or_default();
-        assert_eq!(h.len(), MAX_HISTORY);
-        assert_eq!(h.last().map(|e| e["stage"].clone()), Some(json!("Production")));
+    fn history_entries_name_the_version_they_are_stamped_on() {
+        let change = Change { sub: "carol", now_ms: 99, request_id: "r", break_glass: true };
+        let set = obj(json!({"name": "m", "version": "3", "alias": "champion"}));
+        let res = json!({"alias_holder": {"alias": "champion", "version": "2"}});
+        let (v, e) = history_entry(&op("SetRegisteredModelAlias"), &set, &res, &change).unwrap_or_default();
+        assert_eq!(v, "3");
+        assert_eq!(
+            e,
+            json!({"alias": "champion", "by": "carol", "at": 99, "request_id": "r", "break_glass": true,
+            "previous_version": "2"})
+        );
+        let del = obj(json!({"name": "m", "alias": "champion"}));
+        let (v, e) = history_entry(&op("DeleteRegisteredModelAlias"), &del, &res, &change).unwrap_or_default();
+        assert_eq!((v.as_str(), &e["removed"]), ("2", &json!(true)));
+        assert!(history_entry(&op("DeleteRegisteredModelAlias"), &del, &json!({}), &change).is_none());
+        let t = obj(json!({"name": "m", "version": "3", "stage": "Production", "archive_existing_versions": true}));
+        let (_, e) = history_entry(&op("TransitionModelVersionStage"), &t, &res, &change).unwrap_or_default();
+        assert_eq!((&e["stage"], &e["archive_existing"]), (&json!("Production"), &json!(true)));
+        assert!(history_entry(&op("SetModelVersionTag"), &t, &res, &change).is_none());
     }
 
     #[test]

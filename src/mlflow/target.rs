@@ -9,10 +9,12 @@ use serde_json::{Map, Value};
 use super::params::BodyError;
 
 /// Scalar fields a policy may need as the target of an operation.
-const TARGET_FIELDS: [&str; 21] = [
+const TARGET_FIELDS: [&str; 22] = [
     "name",
     "version",
     "stage",
+    // The requested alias of a transition request (the gate's extension of Databricks' shapes).
+    "to_alias",
     "archive_existing_versions",
     "alias",
     "key",

@@ -48,6 +48,10 @@ pub struct Activity {
     /// Target stage (requests, approvals, rejections, cancellations, applied transitions).
     #[serde(default)]
     pub to_stage: Option<String>,
+    /// Target alias instead of a stage: the gate's extension of Databricks' shapes for alias-first promotion
+    /// (`to_alias` in requests and answers; Databricks clients ignore the unknown field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_alias: Option<String>,
     /// The person's comment.
     #[serde(default)]
     pub comment: Option<String>,
@@ -76,7 +80,7 @@ impl Activity {
 
     /// Databricks' `Activity` object, with the client-facing id.
     pub fn to_api(&self, name: &str, version: &str) -> Value {
-        json!({
+        let mut v = json!({
             "id": external_id(name, version, &self.id),
             "activity_type": self.activity_type,
             "from_stage": self.from_stage,
@@ -86,7 +90,48 @@ impl Activity {
             "user_id": self.user_id,
             "creation_timestamp": self.creation_timestamp,
             "last_updated_timestamp": self.last_updated_timestamp,
-        })
+        });
+        if let (Some(alias), Value::Object(m)) = (&self.to_alias, &mut v) {
+            m.insert("to_alias".into(), Value::String(alias.clone()));
+        }
+        v
+    }
+
+    /// What the activity asks for or resolves: a stage or an alias.
+    pub fn requested(&self) -> Option<Requested<'_>> {
+        match (&self.to_alias, &self.to_stage) {
+            (Some(a), _) => Some(Requested::Alias(a)),
+            (None, Some(s)) => Some(Requested::Stage(s)),
+            (None, None) => None,
+        }
+    }
+}
+
+/// The target of a transition request: a stage (Databricks) or an alias (the gate's extension, `to_alias`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested<'a> {
+    /// `stage`: Staging, Production or Archived.
+    Stage(&'a str),
+    /// `to_alias`: a registered model alias.
+    Alias(&'a str),
+}
+
+impl Requested<'_> {
+    /// Whether two targets are the same (aliases compared folded, as MLflow's database may compare them).
+    pub fn same(&self, other: &Requested<'_>) -> bool {
+        match (self, other) {
+            (Requested::Stage(a), Requested::Stage(b)) => a == b,
+            (Requested::Alias(a), Requested::Alias(b)) => crate::fold::fold(a) == crate::fold::fold(b),
+            _ => false,
+        }
+    }
+
+    /// For messages: `Production`, `the alias champion`.
+    pub fn label(&self) -> String {
+        match self {
+            Requested::Stage(s) => (*s).to_string(),
+            Requested::Alias(a) => format!("the alias {a}"),
+        }
     }
 }
 
@@ -175,7 +220,8 @@ pub fn approvals_for_policy(
         .filter(|a| a.activity_type == kind::APPROVED)
         .map(|a| {
             let valid = a.fingerprint.as_deref() == Some(now.as_str()) && a.from_stage.as_deref() == stage;
-            json!({"approver": a.user_id, "stage": a.to_stage, "at": a.creation_timestamp, "comment": a.comment, "valid": valid})
+            json!({"approver": a.user_id, "stage": a.to_stage, "alias": a.to_alias, "at": a.creation_timestamp,
+                "comment": a.comment, "valid": valid})
         })
         .collect()
 }
@@ -212,7 +258,10 @@ pub fn policy_facts(
     facts.insert("approvals".into(), Value::Array(approvals_for_policy(&list, model_version, source_run)));
     let open = open_requests(&list)
         .into_iter()
-        .map(|r| json!({"id": r.id, "to_stage": r.to_stage, "user_id": r.user_id, "creation_timestamp": r.creation_timestamp}))
+        .map(|r| {
+            json!({"id": r.id, "to_stage": r.to_stage, "to_alias": r.to_alias, "user_id": r.user_id,
+            "creation_timestamp": r.creation_timestamp})
+        })
         .collect();
     facts.insert("open_requests".into(), Value::Array(open));
     let short = field(target, "id").and_then(parse_external_id).map(|(_, _, s)| s);
@@ -232,6 +281,7 @@ mod tests {
             activity_type: kind.into(),
             from_stage: Some("Staging".into()),
             to_stage: Some("Production".into()),
+            to_alias: None,
             comment: None,
             system_comment: None,
             user_id: "u".into(),
@@ -240,6 +290,37 @@ mod tests {
             resolves: resolves.map(str::to_owned),
             fingerprint: None,
         }
+    }
+
+    #[test]
+    fn alias_requests_keep_their_alias_and_old_activities_still_parse() {
+        let mut a = act("r1", kind::REQUESTED, None, 1);
+        a.to_stage = None;
+        a.to_alias = Some("champion".into());
+        let stored = serde_json::to_string(&a).unwrap_or_default();
+        let back: Activity = serde_json::from_str(&stored).unwrap_or_else(|_| act("x", "x", None, 0));
+        assert_eq!(back.requested(), Some(Requested::Alias("champion")));
+        assert_eq!(a.to_api("m", "1")["to_alias"], "champion");
+        assert!(Requested::Alias("CHAMPION").same(&Requested::Alias("champion")));
+        assert!(!Requested::Alias("Production").same(&Requested::Stage("Production")));
+        // Stage activities are stored as before (no to_alias key), and tags written before the field parse.
+        let old = r#"{"id":"a","activity_type":"APPROVED_REQUEST","to_stage":"Production","user_id":"b","creation_timestamp":1,"last_updated_timestamp":1}"#;
+        let parsed: Activity = serde_json::from_str(old).unwrap_or_else(|_| act("x", "x", None, 0));
+        assert_eq!(parsed.requested(), Some(Requested::Stage("Production")));
+        assert!(!serde_json::to_string(&parsed).unwrap_or_default().contains("to_alias"));
+        assert!(a.to_api("m", "1").get("to_alias").is_some());
+        assert!(parsed.to_api("m", "1").get("to_alias").is_none());
+    }
+
+    #[test]
+    fn alias_approvals_name_their_alias_for_the_policy() {
+        let mut a = act("a1", kind::APPROVED, Some("r1"), 3);
+        a.to_stage = None;
+        a.to_alias = Some("champion".into());
+        let mv = Map::new();
+        let facts = approvals_for_policy(&[a], &mv, None);
+        assert_eq!(facts[0]["alias"], "champion");
+        assert_eq!(facts[0]["stage"], Value::Null);
     }
 
     #[test]

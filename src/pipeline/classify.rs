@@ -125,6 +125,7 @@ pub fn parse_body(bytes: &[u8]) -> Result<(JsonBody, usize), GateError> {
     let (mut json, values) =
         params::parse_json_object_counted(bytes).map_err(|e| GateError::BadRequest(e.to_string()))?;
     target_fields::normalize_body(&mut json).map_err(|e| GateError::BadRequest(e.to_string()))?;
+    crate::mlflow::stamps::drop_copied_stamps(&mut json);
     Ok((json, values))
 }
 

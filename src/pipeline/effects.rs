@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 
 use crate::mlflow::events::RegistryEvent;
 use crate::mlflow::routes::Operation;
-use crate::mlflow::stamps;
 use crate::mlflow::target::field;
+use crate::mlflow::{history, stamps};
 use crate::proxy::{CallError, RequestContext, Upstream};
 use crate::webhooks::{Event, Webhooks};
 
@@ -33,9 +33,11 @@ pub enum HistoryError {
     },
 }
 
-/// After MLflow confirmed a stage change or alias move (`op` on `target`), appends it to the version's history tag,
-/// in the request's workspace. `resource` holds the version's facts as the policy saw them (its previous history).
-/// Does nothing for other operations. Returns whether a history entry was written.
+/// After MLflow confirmed a stage change, alias move or alias deletion (`op` on `target`), stamps it on the version
+/// as one new history tag (`history::entry_key`), in the request's workspace: one set-tag, never a read-append-write,
+/// so concurrent changes from several gates all keep their entry. `resource` holds the facts the policy saw (the
+/// alias's previous holder); `break_glass` is the policy's flag. Does nothing for other operations. Returns whether
+/// an entry was written.
 pub async fn record_history(
     upstream: &Upstream,
     ctx: &RequestContext,
@@ -43,14 +45,14 @@ pub async fn record_history(
     target: &Map<String, Value>,
     resource: &Value,
     sub: &str,
+    break_glass: bool,
 ) -> Result<bool, HistoryError> {
-    let Some(entry) = stamps::history_entry(op, target, sub, now_ms(), ctx.request_id()) else { return Ok(false) };
-    let (Some(name), Some(version)) = (field(target, "name"), field(target, "version")) else { return Ok(false) };
-    let previous =
-        resource.pointer("/model_version/stage_history").and_then(Value::as_array).cloned().unwrap_or_default();
+    let now = now_ms();
+    let change = stamps::Change { sub, now_ms: now, request_id: ctx.request_id(), break_glass };
+    let Some((version, entry)) = stamps::history_entry(op, target, resource, &change) else { return Ok(false) };
+    let Some(name) = field(target, "name") else { return Ok(false) };
     let body = serde_json::json!({
-        "name": name, "version": version, "key": stamps::STAGE_HISTORY,
-        "value": stamps::appended_history(&previous, entry),
+        "name": name, "version": version, "key": history::entry_key(now), "value": entry.to_string(),
     });
     let path = "/api/2.0/mlflow/model-versions/set-tag";
     match upstream.call_json(ctx, Method::POST, path, Some(&body)).await {

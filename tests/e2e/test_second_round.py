@@ -70,7 +70,7 @@ def test_look_alikes_of_a_protected_alias_are_protected(gate, mlflow_server, cli
         response = http(gate.url, "POST", "/api/2.0/mlflow/registered-models/alias", alice,
                         json={"name": name, "alias": alias, "version": version})
         message = assert_mlflow_error(response, 403, "PERMISSION_DENIED")
-        assert "only the CI service account may move the protected alias" in message, (alias, message)
+        assert "only the CI service account may move the alias" in message, (alias, message)
     assert aliases_of(mlflow_server, name) == []
     # An unprotected alias is still the engineer's to set.
     response = http(gate.url, "POST", "/api/2.0/mlflow/registered-models/alias", alice,

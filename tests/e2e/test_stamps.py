@@ -12,7 +12,8 @@ from mlflow.exceptions import MlflowException
 from helpers import http, new_model_version, raw_post, tags_of, unique, upstream
 
 CREATED_BY = "mlflow_gate.created_by"
-HISTORY = "mlflow_gate.stage_history"
+HISTORY = "mlflow_gate.stage_history"  # the history as earlier gates wrote it (still read)
+HISTORY_PREFIX = "mlflow_gate.history."  # one tag per entry
 
 
 def registered_model(mlflow_server, name: str) -> dict:
@@ -35,7 +36,8 @@ def test_creations_transitions_and_alias_moves_are_stamped(client_as, gate_keys,
     ci.transition_model_version_stage(name, version, "Staging")
     alice = client_as(gate_keys.token("alice"))
     alice.set_registered_model_alias(name, "candidate", version)
-    history = json.loads(tags_of(model_version(mlflow_server, name, version))[HISTORY])
+    tags = tags_of(model_version(mlflow_server, name, version))
+    history = sorted((json.loads(v) for k, v in tags.items() if k.startswith(HISTORY_PREFIX)), key=lambda h: h["at"])
     assert [(h.get("stage"), h.get("alias"), h["by"]) for h in history] == [("Staging", None, "ci-bot"),
                                                                              (None, "candidate", "alice")]
     assert all(h["at"] > 0 and h["request_id"] for h in history)
@@ -76,6 +78,9 @@ def test_reserved_tags_cannot_be_forged_or_deleted_by_anyone(who, gate, gate_key
         ("DELETE", "/ajax-api/2.0/mlflow/registered-models/delete-tag", {"name": name, "key": CREATED_BY}),
         ("POST", "/api/2.0/mlflow/model-versions/set-tag", {"name": name, "version": version, "key": HISTORY,
                                                              "value": '[{"stage": "Production", "by": "ci-bot"}]'}),
+        ("POST", "/api/2.0/mlflow/model-versions/set-tag", {"name": name, "version": version,
+                                                             "key": f"{HISTORY_PREFIX}0000000000001-forged",
+                                                             "value": '{"alias": "champion", "by": "ci-bot", "at": 1}'}),
         ("POST", "/api/2.0/mlflow/model-versions/create", {"name": name, "source": "runs:/x/model", "tags": [forged]}),
         ("POST", "/api/2.0/mlflow/registered-models/create", {"name": unique("forged"), "tags": [forged]}),
     ]

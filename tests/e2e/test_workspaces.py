@@ -20,7 +20,7 @@ from test_webhooks import SECRET, Receiver
 
 TEAM, DEFAULT = "team", "default"
 WORKSPACE_HEADER = "X-MLFLOW-WORKSPACE"
-HISTORY_TAG = "mlflow_gate.stage_history"
+HISTORY_PREFIX = "mlflow_gate.history."  # one tag per history entry
 ACTIVITY_PREFIX = "mlflow_gate.activity."
 HOOK_EVENTS = ["MODEL_VERSION_ALIAS_SET", "MODEL_VERSION_TRANSITIONED_TO_PRODUCTION", "TRANSITION_REQUEST_CREATED",
                "POLICY_DENIED"]
@@ -241,11 +241,12 @@ def test_stage_history_is_written_to_the_version_in_the_requests_workspace(deplo
                         json={"name": name, "alias": "candidate", "version": version})
     assert aliased.status_code == 200, aliased.text
 
-    history = json.loads(tags_of(team.version(name, version))[HISTORY_TAG])
+    tags = tags_of(team.version(name, version))
+    history = sorted((json.loads(v) for k, v in tags.items() if k.startswith(HISTORY_PREFIX)), key=lambda h: h["at"])
     assert [(h.get("stage"), h.get("alias"), h["by"]) for h in history] == [
         ("Staging", None, "alice"), (None, "candidate", "alice")]
     assert history[0]["request_id"] == staged.headers["x-mlflow-gate-request-id"]
-    assert HISTORY_TAG not in tags_of(default.version(name, version))
+    assert not any(k.startswith(HISTORY_PREFIX) for k in tags_of(default.version(name, version)))
     assert team.stage(name, version) == "Staging"
     assert default.stage(name, version) == "None"
 
@@ -256,7 +257,7 @@ def test_webhook_events_name_the_workspace_of_same_named_models(deployment, peop
     version = seed_version(team, name, "None")
     assert seed_version(default, name, "None") == version
 
-    for tenant, alias in ((team, "candidate"), (default, "challenger")):
+    for tenant, alias in ((team, "candidate"), (default, "shadow")):
         moved = tenant.call("POST", "/api/2.0/mlflow/registered-models/alias", people["alice"],
                             json={"name": name, "alias": alias, "version": version})
         assert moved.status_code == 200, moved.text
@@ -265,10 +266,10 @@ def test_webhook_events_name_the_workspace_of_same_named_models(deployment, peop
 
     events = deployment.events_for(name, 3)
     assert sorted((e["event"], e.get("alias"), e.get("workspace")) for e in events) == [
-        ("MODEL_VERSION_ALIAS_SET", "candidate", TEAM), ("MODEL_VERSION_ALIAS_SET", "challenger", DEFAULT),
+        ("MODEL_VERSION_ALIAS_SET", "candidate", TEAM), ("MODEL_VERSION_ALIAS_SET", "shadow", DEFAULT),
         ("POLICY_DENIED", None, TEAM)]
     assert deployment.receiver.bad_signatures == 0
-    for tenant, alias in ((team, "candidate"), (default, "challenger")):
+    for tenant, alias in ((team, "candidate"), (default, "shadow")):
         model = tenant.direct("GET", "/api/2.0/mlflow/registered-models/get", params={"name": name}).json()
         assert model["registered_model"]["aliases"] == [{"alias": alias, "version": version}]
     assert team.stage(name, version) == default.stage(name, version) == "None"

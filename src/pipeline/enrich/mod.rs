@@ -16,10 +16,11 @@ use moka::future::Cache;
 use serde_json::{json, Map, Value};
 
 pub mod artifacts;
+pub mod chain;
 pub mod files;
 
 use crate::mlflow::routes::{Operation, Resource};
-use crate::mlflow::stamps::{CREATED_BY, RUN_USER_TAG, STAGE_HISTORY};
+use crate::mlflow::stamps::{CREATED_BY, RUN_USER_TAG};
 use crate::mlflow::target::field;
 use crate::mlflow::workflow;
 use crate::proxy::{CallError, RequestContext, Upstream};
@@ -181,9 +182,26 @@ impl Enricher {
         // For a version being created, its lineage is in the request.
         let lineage =
             mv.as_ref().filter(|_| op.rpc != crate::mlflow::routes::rpc::CREATE_MODEL_VERSION).unwrap_or(&target);
-        let run_id = str_of(lineage, "run_id");
-        let source = str_of(lineage, "source");
-        let model_id = str_of(lineage, "model_id");
+        let (run_id, source, model_id) =
+            (str_of(lineage, "run_id"), str_of(lineage, "source"), str_of(lineage, "model_id"));
+        // A copy of another registered version is judged on the run its chain of copies leads to.
+        let own = mv.as_ref().and_then(|m| Some((str_of(m, "name")?.to_owned(), str_of(m, "version")?.to_owned())));
+        let chain = match source.filter(|s| chain::is_registry_reference(s)) {
+            Some(s) => chain::resolve(up, ctx, s, own.as_ref().map(|(n, v)| (n.as_str(), v.as_str()))).await?,
+            None => chain::Chain::default(),
+        };
+        let (source, model_id) = match chain.origin.as_ref() {
+            Some(o) => (str_of(o, "source"), str_of(o, "model_id")),
+            None => (source, model_id),
+        };
+        let mut chain_error = chain.error.clone();
+        let run_id = match (run_id, chain.origin.as_ref().and_then(|o| str_of(o, "run_id"))) {
+            (Some(a), Some(b)) if a != b => {
+                chain_error.get_or_insert(format!("it names run {a}, but its source leads to run {b}"));
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        };
         let run = match run_id {
             Some(r) => {
                 get(up, ctx, "source run", "/api/2.0/mlflow/runs/get", &[("run_id", r)]).await?.map(|v| run_facts(&v))
@@ -212,7 +230,16 @@ impl Enricher {
             res.insert("activity".into(), activity.clone());
         }
         res.insert("source_matches_run".into(), Value::Bool(lineage.located));
-        res.insert("lineage".into(), lineage.to_json());
+        let copied_from = match chain.first.as_ref() {
+            Some(first) => Some(chain::copied_from(up, ctx, first, run.as_ref()).await?),
+            None => None,
+        };
+        let mut lineage = lineage.to_json();
+        if let Value::Object(l) = &mut lineage {
+            l.extend(chain.facts(copied_from));
+            l.insert("chain_error".into(), chain_error.map_or(Value::Null, Value::String));
+        }
+        res.insert("lineage".into(), lineage);
         if let Some(rm) = rm {
             res.insert("registered_model".into(), Value::Object(rm));
         }
@@ -403,11 +430,7 @@ fn registered_model_facts(rm: &Value) -> Map<String, Value> {
 
 fn model_version_facts(mv: &Value) -> Map<String, Value> {
     let tags = kv_map(mv.get("tags"), "key", "value");
-    let history: Vec<Value> = tags
-        .get(STAGE_HISTORY)
-        .and_then(Value::as_str)
-        .and_then(|s| serde_json::from_str::<Vec<Value>>(s).ok())
-        .unwrap_or_default();
+    let history = crate::mlflow::history::entries(&tags);
     let was_in_production = history.iter().any(|h| h.get("stage").and_then(Value::as_str) == Some("Production"));
     let mut m = Map::new();
     for k in ["name", "version", "current_stage", "source", "run_id", "model_id", "status"] {
