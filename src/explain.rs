@@ -12,8 +12,9 @@ use crate::auth::Principal;
 use crate::error::GateError;
 use crate::mlflow::routes;
 use crate::pipeline::classify;
-use crate::pipeline::enrich::Enricher;
+use crate::pipeline::enrich::{Enricher, Needs};
 use crate::policy::input;
+use crate::policy::Bundle;
 use crate::proxy::context::WORKSPACE_HEADER;
 use crate::proxy::Upstream;
 
@@ -27,7 +28,8 @@ pub struct Explanation {
 }
 
 /// Explains a request for `principal`, sent with `workspace` as its `X-MLFLOW-WORKSPACE` header (validated as when
-/// serving). `upstream` enables live look-ups of registry facts, made in that workspace.
+/// serving). `upstream` enables live look-ups of registry facts, made in that workspace (every fact: see
+/// [`explain_for`] for the facts a given bundle reads).
 pub async fn explain(
     method: &str,
     path_and_query: &str,
@@ -36,7 +38,22 @@ pub async fn explain(
     workspace: Option<&str>,
     upstream: Option<&Upstream>,
 ) -> Explanation {
-    match classify_and_enrich(method, path_and_query, body, principal, workspace, upstream).await {
+    explain_for(method, path_and_query, body, principal, workspace, upstream, None).await
+}
+
+/// As [`explain`], looking up only the registry facts `bundle` declares it reads, as the gate serving that bundle
+/// does (`pipeline::enrich::needs`).
+pub async fn explain_for(
+    method: &str,
+    path_and_query: &str,
+    body: Option<&str>,
+    principal: &Principal,
+    workspace: Option<&str>,
+    upstream: Option<&Upstream>,
+    bundle: Option<&Bundle>,
+) -> Explanation {
+    let lookups = upstream.map(|up| (up, bundle));
+    match classify_and_enrich(method, path_and_query, body, principal, workspace, lookups).await {
         Ok((op, input)) => Explanation { operation: Ok(op), input },
         Err(why) => Explanation { operation: Err(why), input: None },
     }
@@ -50,7 +67,7 @@ async fn classify_and_enrich(
     body: Option<&str>,
     principal: &Principal,
     workspace: Option<&str>,
-    upstream: Option<&Upstream>,
+    upstream: Option<(&Upstream, Option<&Bundle>)>,
 ) -> Result<(routes::Operation, Option<Value>), String> {
     let refused = |e: GateError| format!("{}: {e}", e.status().as_u16());
     let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
@@ -85,10 +102,14 @@ async fn classify_and_enrich(
     let fields = head.parameters(&op, json.as_ref()).map_err(refused)?;
     let ctx = &head.context;
     let resource = match upstream {
-        Some(up) => Enricher::new().resource(up, ctx, &op, fields).await.map_err(|e| match e.not_found() {
-            Some(message) => format!("404: {message}"),
-            None => format!("503: {e}"),
-        })?,
+        Some((up, bundle)) => {
+            let enricher = Enricher::new();
+            let needs = bundle.map_or(Needs::ALL, |b| enricher.needs_of(b, &op));
+            enricher.resource_with(up, ctx, &op, fields, needs).await.map_err(|e| match e.not_found() {
+                Some(message) => format!("404: {message}"),
+                None => format!("503: {e}"),
+            })?
+        }
         None => json!({ "target": Value::Object(fields) }),
     };
     let query = head.query();

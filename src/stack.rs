@@ -301,7 +301,8 @@ impl Gate {
         op: &Operation,
         fields: serde_json::Map<String, serde_json::Value>,
     ) -> Result<serde_json::Value, GateError> {
-        self.enricher.resource(&self.upstream, &head.context, op, fields).await.map_err(|e| {
+        let needs = self.enricher.needs_of(&self.policy.bundle(), op);
+        self.enricher.resource_with(&self.upstream, &head.context, op, fields, needs).await.map_err(|e| {
             if let Some(message) = e.not_found() {
                 return GateError::NotFound(message.to_string());
             }

@@ -185,3 +185,45 @@ async fn no_keys_at_all_denies_with_503() {
     assert_eq!(upstream.count(), 0);
     gate.stop().await;
 }
+
+#[tokio::test]
+async fn a_remembered_token_signed_by_a_rotated_out_key_is_refused_once_the_keys_change() {
+    let (k1, k2) = (key("k1"), key("k2"));
+    let idp = Idp::start(serde_json::to_string(&k1.jwks).unwrap()).await;
+    let upstream = Recorder::start(Behaviour::default()).await;
+    let source = format!(r#"jwks_url = "http://{}/jwks""#, idp.addr);
+    let gate = GateHandle::start_toml(&gate_toml(upstream.addr, &source, 1, 1)).await;
+    let old = token(&k1, "k1");
+    // Verified, then served from the verified-token cache.
+    assert_eq!(status(&gate, &old).await, StatusCode::OK);
+    assert_eq!(status(&gate, &old).await, StatusCode::OK);
+    // The IdP retires k1: once the gate's key cache (1 s) refreshes, the remembered token is verified again, and fails.
+    *idp.jwks.lock().unwrap() = serde_json::to_string(&k2.jwks).unwrap();
+    eventually(30, "the token of the retired key to be refused", || async {
+        (status(&gate, &old).await == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
+    assert_eq!(status(&gate, &token(&k2, "k2")).await, StatusCode::OK);
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_remembered_token_is_refused_once_it_expires() {
+    let k1 = key("k1");
+    let idp = Idp::start(serde_json::to_string(&k1.jwks).unwrap()).await;
+    let upstream = Recorder::start(Behaviour::default()).await;
+    let source = format!("jwks_url = \"http://{}/jwks\"", idp.addr);
+    let toml = gate_toml(upstream.addr, &source, 300, 30).replace("[auth]\n", "[auth]\nleeway_secs = 0\n");
+    let gate = GateHandle::start_toml(&toml).await;
+    let mut claims = Keys::claims("alice", &[]);
+    claims["exp"] = serde_json::json!(devkeys::now_secs() + 2);
+    let short = devkeys::mint(&k1.private_pem, jsonwebtoken::Algorithm::RS256, Some("k1"), &claims).unwrap();
+    assert_eq!(status(&gate, &short).await, StatusCode::OK);
+    // Sent again and again: served from the cache while it is valid, refused from its expiry on.
+    eventually(30, "the expired token to be refused", || async {
+        (status(&gate, &short).await == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
+    assert_eq!(idp.hits.load(Ordering::SeqCst), 1, "the keys did not change: the refusal is the expiry");
+    gate.stop().await;
+}

@@ -155,13 +155,14 @@ async fn explain_and_serving_agree_on_operation_target_input_and_decision() {
         let label = format!("{} {} (workspace {:?})", c.method, c.path, c.workspace);
         let headers: Vec<(&str, &str)> = c.workspace.map(|w| ("x-mlflow-workspace", w)).into_iter().collect();
         let served = send(c.method.clone(), &gate.url(&c.path), Some(&token), &headers, c.body.as_deref()).await;
-        let explained = mlflow_gate::explain::explain(
+        let explained = mlflow_gate::explain::explain_for(
             c.method.as_str(),
             &c.path,
             c.body.as_deref(),
             &principal,
             c.workspace,
             Some(&explain_upstream),
+            Some(&bundle),
         )
         .await;
         let id = served.headers["x-mlflow-gate-request-id"].to_str().unwrap().to_string();

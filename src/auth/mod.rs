@@ -1,6 +1,7 @@
 //! Authentication, the first phase after the path is read: `Authorization: Bearer <jwt>` becomes a verified
 //! [`Principal`], or the request ends with 401. Identity comes from the verified token only.
 
+pub mod cache;
 pub mod jwks;
 mod token;
 
@@ -46,6 +47,8 @@ pub struct Authenticator {
     client_certs: Vec<crate::config::ClientCertIdentity>,
     max_token_bytes: usize,
     leeway_secs: u64,
+    /// Tokens already verified (see `cache.rs`).
+    tokens: cache::TokenCache,
 }
 
 impl Authenticator {
@@ -62,6 +65,7 @@ impl Authenticator {
             client_certs: config.client_certs.clone(),
             max_token_bytes: config.max_token_bytes,
             leeway_secs: config.leeway_secs,
+            tokens: cache::TokenCache::new(),
         })
     }
 
@@ -99,10 +103,21 @@ impl Authenticator {
             }
         }
         let token = token::bearer_token(headers, self.max_token_bytes).map_err(invalid)?;
+        // A token verified before, with the keys its issuer still has: the same answer, without the signature.
+        let key = cache::hash(token);
+        if let Some(hit) = self.tokens.get(&key) {
+            if let Some(issuer) = self.issuers.get(hit.issuer) {
+                match issuer.current().await {
+                    Some(keys) if Arc::ptr_eq(&keys, &hit.keys) => return Ok((*hit.principal).clone()),
+                    _ => self.tokens.forget(&key),
+                }
+            }
+        }
         let parts = token::parse(token).map_err(invalid)?;
-        let issuer = self.issuers.iter().find(|i| i.issuer().issuer == parts.issuer).ok_or_else(|| {
-            AuthError::Invalid(format!("the token's issuer {:?} is not trusted by this gate", parts.issuer))
-        })?;
+        let (index, issuer) =
+            self.issuers.iter().enumerate().find(|(_, i)| i.issuer().issuer == parts.issuer).ok_or_else(|| {
+                AuthError::Invalid(format!("the token's issuer {:?} is not trusted by this gate", parts.issuer))
+            })?;
         let config = issuer.issuer();
         if !config.algorithms.contains(&parts.alg) {
             return Err(AuthError::Invalid(format!(
@@ -110,7 +125,7 @@ impl Authenticator {
                 parts.alg, config.issuer
             )));
         }
-        let keys = issuer.current().await.ok_or_else(|| AuthError::KeysUnavailable(config.issuer.clone()))?;
+        let mut keys = issuer.current().await.ok_or_else(|| AuthError::KeysUnavailable(config.issuer.clone()))?;
         let mut candidates = keys.candidates(parts.kid.as_deref(), parts.alg);
         if candidates.is_empty() {
             if let Some(kid) = parts.kid.as_deref().filter(|k| !keys.has_kid(k)) {
@@ -118,6 +133,7 @@ impl Authenticator {
                 if issuer.force_refresh().await {
                     if let Some(fresh) = issuer.current().await {
                         candidates = fresh.candidates(Some(kid), parts.alg);
+                        keys = fresh;
                     }
                 }
             }
@@ -133,6 +149,7 @@ impl Authenticator {
         let claims = token::verify(token, &candidates, parts.alg, config, self.leeway_secs).map_err(invalid)?;
         let principal = token::principal(claims, config).map_err(invalid)?;
         self.own_identity(&principal)?;
+        self.tokens.remember(key, Arc::new(principal.clone()), index, keys);
         Ok(principal)
     }
 

@@ -18,6 +18,9 @@ use serde_json::{json, Map, Value};
 pub mod artifacts;
 pub mod chain;
 pub mod files;
+pub mod needs;
+
+pub use needs::{Fact, Needs};
 
 use crate::mlflow::routes::{Operation, Resource};
 use crate::mlflow::stamps::{CREATED_BY, RUN_USER_TAG};
@@ -122,6 +125,8 @@ impl Lineage {
 pub struct Enricher {
     /// Keyed by (workspace, logged model id): a look-up in another workspace must not be answered from this one.
     logged_models: Cache<(Option<String>, String), Arc<Value>>,
+    /// What the bundle in force declares it reads (`needs.rs`).
+    declared: needs::PerBundle,
 }
 
 impl Default for Enricher {
@@ -135,7 +140,13 @@ impl Enricher {
     pub fn new() -> Enricher {
         Enricher {
             logged_models: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(3600)).build(),
+            declared: needs::PerBundle::default(),
         }
+    }
+
+    /// The registry facts `bundle` reads for `op` (its `data.gate.facts`, plus what the gate reads itself).
+    pub fn needs_of(&self, bundle: &crate::policy::Bundle, op: &Operation) -> Needs {
+        self.declared.needs(bundle, op)
     }
 
     /// Whether an operation gets registry facts: every registry mutation and the transition-request workflow.
@@ -144,7 +155,7 @@ impl Enricher {
         (registry && !op.read_only) || op.workflow
     }
 
-    /// Builds `input.resource` for an operation and its target.
+    /// Builds `input.resource` for an operation and its target, with every registry fact.
     pub async fn resource(
         &self,
         up: &Upstream,
@@ -152,29 +163,45 @@ impl Enricher {
         op: &Operation,
         target: Map<String, Value>,
     ) -> Result<Value, EnrichError> {
+        self.resource_with(up, ctx, op, target, Needs::ALL).await
+    }
+
+    /// Builds `input.resource` with the registry facts in `needs` only (see `needs.rs`: what the policy in force
+    /// reads for the operation). Facts left out are absent, never empty stand-ins.
+    pub async fn resource_with(
+        &self,
+        up: &Upstream,
+        ctx: &RequestContext,
+        op: &Operation,
+        target: Map<String, Value>,
+        needs: Needs,
+    ) -> Result<Value, EnrichError> {
         if artifacts::governs(op) {
             return artifacts::resource(self, up, ctx, op, target).await;
         }
-        if !Enricher::needs(op) {
+        if !Enricher::needs(op) || needs == Needs::NONE {
             return Ok(json!({ "target": target }));
         }
         let mut res = Map::new();
         let name = field(&target, "name");
         let version = field(&target, "version");
-        let rm = match name {
+        let rm = match name.filter(|_| needs.has(Fact::RegisteredModel)) {
             Some(n) => {
                 get(up, ctx, "registered model", "/api/2.0/mlflow/registered-models/get", &[("name", n)]).await?
             }
             None => None,
         };
         let mv = match (name, version) {
-            (Some(n), Some(v)) => {
+            (Some(n), Some(v)) if needs.has(Fact::ModelVersion) => {
                 let query = [("name", n), ("version", v)];
                 get(up, ctx, "model version", "/api/2.0/mlflow/model-versions/get", &query).await?
             }
             _ => None,
         };
-        if let Some(missing) = missing_object(op, name, version, rm.is_some(), mv.is_some()) {
+        // A fact not looked up says nothing about existence: only a look-up that answered "missing" is a 404.
+        let model_exists = rm.is_some() || !needs.has(Fact::RegisteredModel);
+        let version_exists = mv.is_some() || !needs.has(Fact::ModelVersion);
+        if let Some(missing) = missing_object(op, name, version, model_exists, version_exists) {
             return Err(missing);
         }
         let rm = rm.map(|v| registered_model_facts(v.get("registered_model").unwrap_or(&Value::Null)));
@@ -186,7 +213,7 @@ impl Enricher {
             (str_of(lineage, "run_id"), str_of(lineage, "source"), str_of(lineage, "model_id"));
         // A copy of another registered version is judged on the run its chain of copies leads to.
         let own = mv.as_ref().and_then(|m| Some((str_of(m, "name")?.to_owned(), str_of(m, "version")?.to_owned())));
-        let chain = match source.filter(|s| chain::is_registry_reference(s)) {
+        let chain = match source.filter(|s| needs.has(Fact::SourceRun) && chain::is_registry_reference(s)) {
             Some(s) => chain::resolve(up, ctx, s, own.as_ref().map(|(n, v)| (n.as_str(), v.as_str()))).await?,
             None => chain::Chain::default(),
         };
@@ -202,7 +229,7 @@ impl Enricher {
             }
             (a, b) => a.or(b),
         };
-        let run = match run_id {
+        let run = match run_id.filter(|_| needs.has(Fact::SourceRun)) {
             Some(r) => {
                 get(up, ctx, "source run", "/api/2.0/mlflow/runs/get", &[("run_id", r)]).await?.map(|v| run_facts(&v))
             }
@@ -214,7 +241,9 @@ impl Enricher {
         };
         let mut mv = mv;
         if let (Some(mv), Some(n), Some(v)) = (mv.as_mut(), name, version) {
-            if op.rpc == crate::mlflow::routes::rpc::APPROVE_TRANSITION_REQUEST || workflow::has_approvals(mv) {
+            let wanted =
+                op.rpc == crate::mlflow::routes::rpc::APPROVE_TRANSITION_REQUEST || workflow::has_approvals(mv);
+            if wanted && needs.has(Fact::Files) {
                 mv.insert("files".into(), files::version_files(up, ctx, n, v).await?);
             }
         }
@@ -223,23 +252,27 @@ impl Enricher {
                 res.insert("alias_holder".into(), json!({"alias": alias, "version": v}));
             }
         }
-        let workflow = mv.as_ref().map(|mv| workflow::policy_facts(mv, run.as_ref(), &target)).unwrap_or_default();
-        res.insert("approvals".into(), workflow.get("approvals").cloned().unwrap_or_else(|| json!([])));
-        res.insert("open_requests".into(), workflow.get("open_requests").cloned().unwrap_or_else(|| json!([])));
-        if let Some(activity) = workflow.get("activity") {
-            res.insert("activity".into(), activity.clone());
+        if needs.has(Fact::ModelVersion) {
+            let workflow = mv.as_ref().map(|mv| workflow::policy_facts(mv, run.as_ref(), &target)).unwrap_or_default();
+            res.insert("approvals".into(), workflow.get("approvals").cloned().unwrap_or_else(|| json!([])));
+            res.insert("open_requests".into(), workflow.get("open_requests").cloned().unwrap_or_else(|| json!([])));
+            if let Some(activity) = workflow.get("activity") {
+                res.insert("activity".into(), activity.clone());
+            }
         }
-        res.insert("source_matches_run".into(), Value::Bool(lineage.located));
-        let copied_from = match chain.first.as_ref() {
-            Some(first) => Some(chain::copied_from(up, ctx, first, run.as_ref()).await?),
-            None => None,
-        };
-        let mut lineage = lineage.to_json();
-        if let Value::Object(l) = &mut lineage {
-            l.extend(chain.facts(copied_from));
-            l.insert("chain_error".into(), chain_error.map_or(Value::Null, Value::String));
+        if needs.has(Fact::SourceRun) {
+            res.insert("source_matches_run".into(), Value::Bool(lineage.located));
+            let copied_from = match chain.first.as_ref() {
+                Some(first) => Some(chain::copied_from(up, ctx, first, run.as_ref()).await?),
+                None => None,
+            };
+            let mut lineage = lineage.to_json();
+            if let Value::Object(l) = &mut lineage {
+                l.extend(chain.facts(copied_from));
+                l.insert("chain_error".into(), chain_error.map_or(Value::Null, Value::String));
+            }
+            res.insert("lineage".into(), lineage);
         }
-        res.insert("lineage".into(), lineage);
         if let Some(rm) = rm {
             res.insert("registered_model".into(), Value::Object(rm));
         }
