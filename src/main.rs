@@ -368,6 +368,17 @@ fn check(config_path: &Path) -> Result<()> {
     if let Some(reason) = bundle.interpreter_reason() {
         println!("policy engine: interpreter because {reason}");
     }
+    if let Some(b) = &config.browser {
+        // Reads the client secret and the cookie keys, as serving would (never printed).
+        mlflow_gate::browser::Browser::start(b, config.server.tls.is_some())?;
+        println!(
+            "browser sign-in: issuer {}, client {}, callback {}, {} retired cookie key(s)",
+            b.issuer.issuer,
+            b.client_id,
+            b.redirect_url,
+            b.previous_cookie_keys.len()
+        );
+    }
     Ok(())
 }
 

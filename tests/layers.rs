@@ -17,6 +17,8 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     // Services the request path uses: identity, forwarding and the gate's own MLflow calls, webhooks, capacity.
     &["auth", "proxy", "webhooks", "limits"],
+    // Browser sign-in: the session cookie becomes a principal; the gate's sign-in pages.
+    &["browser"],
     // The policy and its input document.
     &["policy"],
     // The request's phases: classify, enrich, after-effects.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use http::HeaderMap;
 use serde::Serialize;
 
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, IssuerConfig};
 use jwks::{Fetcher, IssuerKeys};
 
 pub use token::{header_segment_checks, TokenError};
@@ -27,6 +27,32 @@ pub struct Principal {
     pub groups: Vec<String>,
     /// Every verified claim.
     pub claims: serde_json::Value,
+    /// How the caller authenticated (`input.principal.via`).
+    pub via: Via,
+}
+
+/// How a caller authenticated: the same person is the same principal either way, and a policy can tell them apart.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// An `Authorization: Bearer` token.
+    #[default]
+    Bearer,
+    /// The browser session cookie (signed in with the `[browser]` issuer).
+    Session,
+    /// A verified client certificate mapped in `[[auth.client_certs]]`.
+    Certificate,
+}
+
+impl Via {
+    /// The name the policy sees.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Bearer => "bearer",
+            Via::Session => "session",
+            Via::Certificate => "certificate",
+        }
+    }
 }
 
 /// Why a request is not authenticated.
@@ -99,6 +125,29 @@ impl Authenticator {
             }
         }
         let token = token::bearer_token(headers, self.max_token_bytes).map_err(invalid)?;
+        self.verify(token, None).await
+    }
+
+    /// Verifies an OpenID Connect ID token from the sign-in issuer with the same rules as bearer tokens (the issuer's
+    /// keys and algorithms, `exp`, `nbf`, `iss`, subject rule, groups), except that `aud` must be the client id.
+    /// The caller checks `nonce`.
+    pub async fn verify_id_token(&self, token: &str, issuer: &str, client_id: &str) -> Result<Principal, AuthError> {
+        if token.len() > self.max_token_bytes {
+            return Err(invalid(TokenError::TooLong(self.max_token_bytes)));
+        }
+        let parts = token::parse(token).map_err(invalid)?;
+        if parts.issuer != issuer {
+            return Err(AuthError::Invalid(format!(
+                "the ID token's issuer {:?} is not the sign-in issuer",
+                parts.issuer
+            )));
+        }
+        let principal = self.verify(token, Some(client_id)).await?;
+        Ok(Principal { via: Via::Session, ..principal })
+    }
+
+    /// Verifies a token against its issuer; `audience` replaces the issuer's audiences (ID tokens: the client id).
+    async fn verify(&self, token: &str, audience: Option<&str>) -> Result<Principal, AuthError> {
         let parts = token::parse(token).map_err(invalid)?;
         let issuer = self.issuers.iter().find(|i| i.issuer().issuer == parts.issuer).ok_or_else(|| {
             AuthError::Invalid(format!("the token's issuer {:?} is not trusted by this gate", parts.issuer))
@@ -130,6 +179,14 @@ impl Authenticator {
                 parts.alg
             )));
         }
+        let id_token_config;
+        let config = match audience {
+            Some(aud) => {
+                id_token_config = IssuerConfig { audiences: vec![aud.to_string()], ..config.clone() };
+                &id_token_config
+            }
+            None => config,
+        };
         let claims = token::verify(token, &candidates, parts.alg, config, self.leeway_secs).map_err(invalid)?;
         let principal = token::principal(claims, config).map_err(invalid)?;
         self.own_identity(&principal)?;
@@ -163,7 +220,8 @@ impl Authenticator {
     fn certificate_principal(&self, identity: &str) -> Option<Principal> {
         let mapped = self.client_certs.iter().find(|c| c.identity == identity)?;
         let claims = serde_json::json!({"sub": identity, "mtls": true, "groups": mapped.groups});
-        Some(Principal { sub: identity.to_string(), issuer: "mtls".into(), groups: mapped.groups.clone(), claims })
+        let groups = mapped.groups.clone();
+        Some(Principal { sub: identity.to_string(), issuer: "mtls".into(), groups, claims, via: Via::Certificate })
     }
 }
 
