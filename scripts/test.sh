@@ -33,6 +33,13 @@ target/debug/mlflow-gate policy test policies
 step "TLS scanner for the end-to-end TLS test (sslscan, from Debian)"
 command -v sslscan || (apt-get update -qq && apt-get install -y -qq sslscan)
 
+step "browser sign-in: the test OpenID Connect provider (node oidc-provider, npm ci in tests/browser/idp)"
+command -v node >/dev/null || { echo "node (20 or later) is needed for the test IdP" >&2; exit 1; }
+(cd tests/browser/idp && npm ci --no-audit --no-fund --loglevel=error)
+
+step "browser tests: Debian's chromium and chromium-driver (WebDriver for Selenium)"
+command -v chromium && command -v chromedriver || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+
 step "end-to-end: the real MLflow client through the gate in front of a real MLflow server"
 "$venv/bin/python" -m pytest tests/e2e -v -p no:cacheprovider
 
