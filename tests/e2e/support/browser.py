@@ -42,6 +42,7 @@ def idp_process(tmp: Path) -> Iterator[Idp]:
     if not node or not (IDP_DIR / "node_modules" / "oidc-provider").is_dir():
         pytest.fail("the test IdP is not installed: run `npm ci` in tests/browser/idp (scripts/test.sh does)")
     addr_file, log = tmp / "idp.addr", tmp / "idp.log"
+    addr_file.unlink(missing_ok=True)
     secret = secrets.token_urlsafe(24)
     env = {**os.environ, "IDP_ADDR_FILE": str(addr_file), "IDP_CLIENT_SECRET": secret, "IDP_CLIENT_ID": CLIENT_ID}
     proc = start([node, str(IDP_DIR / "idp.mjs")], log, env=env, cwd=IDP_DIR)
