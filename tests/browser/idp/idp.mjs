@@ -3,7 +3,7 @@
 // file named by IDP_ADDR_FILE once it serves (written whole, then renamed). Its login page is oidc-provider's
 // development interaction: a form with a user name (any of USERS below) and a password (not checked).
 //
-// Environment: IDP_ADDR_FILE (required), IDP_CLIENT_ID (default mlflow-gate), IDP_CLIENT_SECRET (required),
+// Environment: IDP_ADDR_FILE (required), IDP_PORT (default 0: a free port), IDP_CLIENT_ID (default mlflow-gate), IDP_CLIENT_SECRET (required),
 // IDP_REDIRECT_PATH (default /gate/callback). The client's redirect URI and post-logout URI may be on any
 // 127.0.0.1 port (the gate's port is chosen after the IdP's): only this test IdP relaxes that check.
 import { createServer } from 'node:http';
@@ -39,7 +39,7 @@ const loopback = (value, path) => {
 };
 
 const server = createServer();
-server.listen(0, '127.0.0.1', () => {
+server.listen(Number(process.env.IDP_PORT || 0), '127.0.0.1', () => {
   const { port } = server.address();
   const issuer = `http://127.0.0.1:${port}`;
   const provider = new Provider(issuer, {
