@@ -22,6 +22,7 @@ pub mod mlflow;
 pub mod pipeline;
 pub mod policy;
 pub mod proxy;
+pub mod reviews;
 pub mod server;
 pub mod stack;
 pub mod tls;

@@ -34,6 +34,7 @@ use crate::pipeline::effects::{self, now_ms, WORKSPACE_FIELD};
 use crate::pipeline::enrich::Enricher;
 use crate::policy::{input, Policy};
 use crate::proxy::{ClientConn, OutBody, Outgoing, RequestContext, Upstream};
+use crate::reviews;
 use crate::webhooks::{Event, Webhooks};
 
 /// Response header carrying the request id (also quoted in every error message).
@@ -252,6 +253,16 @@ impl Gate {
     {
         let head = classify::head(req.method(), req.uri(), req.version(), req.headers(), id)?;
         trail.classified(&head);
+        if reviews::owns(&head.target.path) {
+            let principal = match self.caller(&req, &head, conn, trail).await? {
+                Caller::Known(p) => p,
+                Caller::SignIn(resp) => return Ok(resp),
+            };
+            trail.authenticated(&principal);
+            trail.outcome = Outcome::Public;
+            let pages = reviews::Reviews { upstream: &self.upstream, policy: &self.policy, enricher: &self.enricher };
+            return pages.serve(req.method(), &head.target, &head.context, &principal).await;
+        }
         if let Some(b) = self.browser.as_ref().filter(|_| Browser::owns(&head.target.path)) {
             trail.outcome = Outcome::Public;
             return b.serve(req.method(), &head.target, req.headers(), &self.auth, browser::now_secs()).await;

@@ -25,6 +25,8 @@ const LAYERS: &[&[&str]] = &[
     &["pipeline"],
     // The approval workflow (served by the gate after the policy allowed it).
     &["approvals"],
+    // The review page (the serving phases on the approve request a reviewer could send).
+    &["reviews"],
     // The order of the phases for serving.
     &["stack"],
     // Entry points: listeners, and the tools that run the phases without serving.
