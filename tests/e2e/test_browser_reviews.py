@@ -12,7 +12,7 @@ import re
 import pytest
 import requests
 
-from support.browser import browser_gate, idp_process, sign_in
+from support.browser import browser_gate, idp_process, post, register_and_request, sign_in
 
 SCRIPT_TAG = "<script>alert('tag')</script>"
 SCRIPT_COMMENT = "<script>alert('comment')</script>"
@@ -30,36 +30,12 @@ def bgate(mlflow_server, gate_keys, idp, tmp_path_factory):
         yield g
 
 
-def post(bgate, s: requests.Session, path: str, body: dict) -> requests.Response:
-    """A state change the way the UI (or the review page's script) sends it: same origin, JSON, the session."""
-    return s.post(f"{bgate.url}/ajax-api/2.0/mlflow/{path}", json=body, headers={"Origin": bgate.url}, timeout=30)
-
-
-def ok(resp: requests.Response) -> dict:
-    assert resp.status_code == 200, resp.text
-    return resp.json()
-
-
 @pytest.fixture(scope="module")
 def requested(bgate) -> dict:
     """A version registered by the engineer through the gate, with a planted script in a tag, and the engineer's
     open request to move it to Staging (with a planted script in the comment)."""
     eng, _ = sign_in(bgate, "engineer")
-    exp = ok(post(bgate, eng, "experiments/create", {"name": "reviews-exp"}))["experiment_id"]
-    tags = [{"key": "data_version", "value": "2026-11"}, {"key": "git_commit", "value": "0f1e2d3c"}]
-    run = ok(post(bgate, eng, "runs/create", {"experiment_id": exp, "tags": tags}))["run"]["info"]
-    run_id = run["run_id"]
-    ok(post(bgate, eng, "runs/log-metric", {"run_id": run_id, "key": "val_auc", "value": 0.93, "timestamp": 0}))
-    ok(post(bgate, eng, "runs/update", {"run_id": run_id, "status": "FINISHED"}))
-    name = "reviews-model"
-    ok(post(bgate, eng, "registered-models/create", {"name": name}))
-    mv = ok(post(bgate, eng, "model-versions/create",
-                 {"name": name, "source": f"{run['artifact_uri']}/model", "run_id": run_id}))["model_version"]
-    version = mv["version"]
-    ok(post(bgate, eng, "model-versions/set-tag", {"name": name, "version": version, "key": "note", "value": SCRIPT_TAG}))
-    ok(post(bgate, eng, "transition-requests/create",
-            {"name": name, "version": version, "stage": "Staging", "comment": SCRIPT_COMMENT}))
-    return {"engineer": eng, "name": name, "version": version, "run_id": run_id, "experiment_id": exp}
+    return {"engineer": eng, **register_and_request(bgate, eng, "reviews-model", SCRIPT_TAG, SCRIPT_COMMENT)}
 
 
 def card_of(page: str, name: str) -> str:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from support.browser import ARTIFACTS, browser_gate, idp_process, shot_path
+from support.browser import ARTIFACTS, browser_gate, idp_process, register_and_request, shot_path
+from support.browser import sign_in as sign_in_with_requests
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
@@ -79,7 +80,7 @@ def browser(tmp_path_factory):
 
 def wait(driver, condition, what: str):
     try:
-        return WebDriverWait(driver, WAIT_SECS).until(condition)
+        return WebDriverWait(driver, WAIT_SECS, poll_frequency=0.1).until(condition)
     except Exception:
         driver.save_screenshot(str(shot_path(f"failed-{what}")))
         raise
@@ -143,6 +144,13 @@ def test_engineer_uses_the_ui_and_reads_the_policy_reason_of_a_forbidden_transit
     assert MlflowClient(mlflow_server.url).get_model_version(MODEL, seeded["version"]).current_stage == "None"
 
 
+def sign_out(driver, bgate) -> None:
+    driver.get(f"{bgate.url}/gate/logout")
+    yes = "//button[@name='logout' and @value='yes']"
+    wait(driver, ec.element_to_be_clickable((By.XPATH, yes)), "idp-sign-out-confirmation").click()
+    wait(driver, ec.presence_of_element_located((By.NAME, "login")), "idp-login-again")
+
+
 def test_sign_out_sends_the_browser_to_the_idp_again(browser, bgate, seeded):
     browser.get(f"{bgate.url}/gate/me")
     assert '"via":"session"' in browser.page_source, browser.page_source[:300]
@@ -156,3 +164,36 @@ def test_sign_out_sends_the_browser_to_the_idp_again(browser, bgate, seeded):
     wait(browser, ec.presence_of_element_located((By.NAME, "login")), "idp-login-again")
     assert browser.current_url.startswith(bgate.idp.issuer)
     shot(browser, "08-sign-in-again")
+
+
+def approve_on_the_review_page(driver, bgate, name: str):
+    """Opens /gate/reviews, clicks Approve on the card of `name`; returns the card's result element."""
+    driver.get(f"{bgate.url}/gate/reviews")
+    card = f"//section[@class='card'][@data-name='{name}']"
+    wait(driver, ec.presence_of_element_located((By.XPATH, card)), "review-card")
+    driver.find_element(By.XPATH, f"{card}//button[@data-action='approve']").click()
+    result = f"{card}//span[contains(@class, 'result')]"
+    wait(driver, lambda d: d.find_element(By.XPATH, result).text not in ("", "..."), "approve-result")
+    return driver.find_element(By.XPATH, result)
+
+
+def test_requester_cannot_approve_on_the_review_page_and_a_reviewer_can(browser, bgate, mlflow_server):
+    engineer, _ = sign_in_with_requests(bgate, "engineer")
+    name = "browser-review-model"
+    ids = register_and_request(bgate, engineer, name, comment="ready for staging")
+    sign_in(browser, bgate, "engineer")
+    refused = approve_on_the_review_page(browser, bgate, name)
+    shot(browser, "09-review-page-own-request-refused")
+    assert refused.text.startswith("PERMISSION_DENIED:"), refused.text
+    assert f"you created version {ids['version']} of {name}, so you cannot approve it" in refused.text
+    verdict = browser.find_element(By.XPATH, f"//section[@data-name='{name}']//p[contains(@class, 'verdict')]").text
+    assert "you cannot approve it" in verdict, verdict
+    sign_out(browser, bgate)
+    sign_in(browser, bgate, "reviewer")
+    done = approve_on_the_review_page(browser, bgate, name)
+    shot(browser, "10-review-page-approved-by-reviewer")
+    assert done.text == "Done: approve", done.text
+    wait(browser, lambda d: not d.find_elements(By.XPATH, f"//section[@data-name='{name}']"), "request-left-the-list")
+    shot(browser, "11-review-page-after-approval")
+    tags = MlflowClient(mlflow_server.url).get_model_version(name, ids["version"]).tags
+    assert any(k.startswith("mlflow_gate.activity.") and "APPROVED_REQUEST" in v for k, v in tags.items())

@@ -151,3 +151,36 @@ def session_cookie(s: requests.Session) -> str | None:
 def shot_path(name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.png"
+
+
+def post(bgate: BrowserGate, s: requests.Session, path: str, body: dict) -> requests.Response:
+    """A state change the way the UI (or the review page's script) sends it: same origin, JSON, the session."""
+    return s.post(f"{bgate.url}/ajax-api/2.0/mlflow/{path}", json=body, headers={"Origin": bgate.url}, timeout=30)
+
+
+def _ok(resp: requests.Response) -> dict:
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def register_and_request(bgate: BrowserGate, s: requests.Session, name: str, tag_note: str = "",
+                         comment: str = "") -> dict:
+    """Through the gate with the session `s`: an experiment, a finished run with the default gate's required tags
+    and a metric, a registered model `name` and a version of it (stamped with the session's principal as creator),
+    a version tag `note`, and a request to move the version to Staging. Returns the ids."""
+    exp = _ok(post(bgate, s, "experiments/create", {"name": f"{name}-exp"}))["experiment_id"]
+    tags = [{"key": "data_version", "value": "2026-11"}, {"key": "git_commit", "value": "0f1e2d3c"}]
+    run = _ok(post(bgate, s, "runs/create", {"experiment_id": exp, "tags": tags}))["run"]["info"]
+    run_id = run["run_id"]
+    _ok(post(bgate, s, "runs/log-metric", {"run_id": run_id, "key": "val_auc", "value": 0.93, "timestamp": 0}))
+    _ok(post(bgate, s, "runs/update", {"run_id": run_id, "status": "FINISHED"}))
+    _ok(post(bgate, s, "registered-models/create", {"name": name}))
+    mv = _ok(post(bgate, s, "model-versions/create",
+                  {"name": name, "source": f"{run['artifact_uri']}/model", "run_id": run_id}))["model_version"]
+    version = mv["version"]
+    if tag_note:
+        _ok(post(bgate, s, "model-versions/set-tag", {"name": name, "version": version, "key": "note",
+                                                      "value": tag_note}))
+    _ok(post(bgate, s, "transition-requests/create",
+             {"name": name, "version": version, "stage": "Staging", "comment": comment}))
+    return {"name": name, "version": version, "run_id": run_id, "experiment_id": exp}
