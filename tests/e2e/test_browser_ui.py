@@ -1,8 +1,9 @@
 """The MLflow web UI in a real browser (Debian's chromium, driven through chromium-driver with Selenium) through the
 gate with `[browser]` sign-in at the real test IdP, in front of the real MLflow server: an engineer signs in, sees
 experiments, runs and registered models (the panels that failed before sign-in existed), opens a model version,
-tries a stage transition the policy forbids and reads the policy's reason in the UI's error toast, then signs out
-and is sent to the IdP again. Screenshots of every step go to test-artifacts/browser/ (see support/browser.py).
+tries an alias move and a stage transition the policy forbids and reads the policy's reasons in the UI, then signs
+out and is sent to the IdP again; on the review page the requester's own approval is refused with the reason shown
+and a reviewer approves. Screenshots of every step go to test-artifacts/browser/ (see support/browser.py).
 
 Slow (a browser and three servers): one module, one browser, module-scoped servers, every wait bounded."""
 
@@ -106,7 +107,7 @@ def sign_in(driver, bgate, user: str) -> None:
     wait(driver, lambda d: d.current_url.startswith(bgate.url + "/"), "back-at-the-gate")
 
 
-def test_engineer_uses_the_ui_and_reads_the_policy_reason_of_a_forbidden_transition(browser, bgate, seeded,
+def test_engineer_uses_the_ui_and_reads_the_policy_reasons_of_a_forbidden_alias_move_and_transition(browser, bgate, seeded,
                                                                                      mlflow_server):
     sign_in(browser, bgate, "engineer")
     browser.get(f"{bgate.url}/#/experiments")
@@ -127,6 +128,17 @@ def test_engineer_uses_the_ui_and_reads_the_policy_reason_of_a_forbidden_transit
     browser.get(f"{bgate.url}/#/models/{MODEL}/versions/{seeded['version']}")
     text_appears(browser, f"Version {seeded['version']}")
     shot(browser, "05-model-version")
+    # A forbidden alias move: the protected alias on a version in stage None. The UI shows the reason in its dialog.
+    wait(browser, ec.element_to_be_clickable((By.XPATH, "//button[normalize-space(.)='Add']")), "add-alias").click()
+    alias_input = "//*[@role='dialog']//input[@role='combobox']"
+    wait(browser, ec.presence_of_element_located((By.XPATH, alias_input)), "alias-input").send_keys("champion\n")
+    save = "//*[@role='dialog']//button[normalize-space(.)='Save aliases']"
+    wait(browser, ec.element_to_be_clickable((By.XPATH, save)), "save-aliases").click()
+    alias_reason = "only the CI service account may move the protected alias champion"
+    text_appears(browser, alias_reason)
+    shot(browser, "05b-forbidden-alias-move")
+    browser.find_element(By.XPATH, "//*[@role='dialog']//button[normalize-space(.)='Cancel']").click()
+    assert MlflowClient(mlflow_server.url).get_model_version(MODEL, seeded["version"]).aliases == []
     # MLflow 3's "new model registry UI" hides stages: switch to the classic view, which has the stage menu.
     wait(browser, ec.element_to_be_clickable((By.CSS_SELECTOR, "[role=switch]")), "registry-ui-switch").click()
     disable = "//*[@role='dialog']//button[normalize-space(.)='Disable']"
