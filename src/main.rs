@@ -56,6 +56,9 @@ enum Command {
         /// The MLflow workspace (as the X-MLFLOW-WORKSPACE header); facts are looked up there.
         #[arg(long)]
         workspace: Option<String>,
+        /// How the caller authenticated (`input.principal.via`): bearer, session (browser sign-in) or certificate.
+        #[arg(long, default_value = "bearer", value_parser = ["bearer", "session", "certificate"])]
+        via: String,
     },
     /// Ask for a model version to be moved to a stage (a Databricks-style transition request).
     RequestTransition {
@@ -238,8 +241,9 @@ fn main() -> ExitCode {
             serve(&config, addr_file.as_deref(), admin_addr_file.as_deref())
         }
         Command::Check { config } => check(&config),
-        Command::Explain { method, path, body, sub, groups, config, workspace } => {
-            explain(&method, &path, body.as_deref(), &sub, &groups, config.as_deref(), workspace.as_deref())
+        Command::Explain { method, path, body, sub, groups, config, workspace, via } => {
+            let who = Caller { sub: &sub, groups: &groups, via: &via };
+            explain(&method, &path, body.as_deref(), &who, config.as_deref(), workspace.as_deref())
         }
         Command::RequestTransition { gate, version, stage, comment } => workflow(
             &gate,
@@ -382,17 +386,25 @@ fn check(config_path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Who `explain` asks for.
+struct Caller<'a> {
+    sub: &'a str,
+    groups: &'a str,
+    via: &'a str,
+}
+
 fn explain(
     method: &str,
     path: &str,
     body: Option<&str>,
-    sub: &str,
-    groups: &str,
+    who: &Caller<'_>,
     config: Option<&Path>,
     workspace: Option<&str>,
 ) -> Result<()> {
-    let groups: Vec<String> = groups.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_owned).collect();
-    let principal = mlflow_gate::explain::principal(sub, &groups);
+    let groups: Vec<String> =
+        who.groups.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_owned).collect();
+    let mut principal = mlflow_gate::explain::principal(who.sub, &groups);
+    principal.via = mlflow_gate::auth::Via::parse(who.via).ok_or_else(|| anyhow::anyhow!("--via {}?", who.via))?;
     let config = config.map(Config::load).transpose()?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {

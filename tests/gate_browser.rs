@@ -31,8 +31,13 @@ struct Setup {
 
 /// A gate with `[browser]` (cookie key in a file, a retired key accepted until `old_key_until`) in front of the
 /// recording upstream, signing in with the scripted IdP.
-#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
 async fn setup(old_key_until: &str) -> Setup {
+    setup_with(old_key_until, &policies_dir()).await
+}
+
+/// [`setup`] with another policy directory.
+#[expect(clippy::unwrap_used, reason = "test helper: see clippy.toml")]
+async fn setup_with(old_key_until: &str, policies: &std::path::Path) -> Setup {
     use base64::Engine as _;
     let upstream = Recorder::start(Behaviour::default()).await;
     let keys = Keys::new();
@@ -42,7 +47,7 @@ async fn setup(old_key_until: &str) -> Setup {
     std::fs::write(dir.join("cookie.key"), b64(&KEY)).unwrap();
     std::fs::write(dir.join("old-cookie.key"), b64(&OLD_KEY)).unwrap();
     std::fs::write(dir.join("client.secret"), CLIENT_SECRET).unwrap();
-    let mut toml = config_toml(upstream.addr, &keys.jwks_path(), &policies_dir(), "");
+    let mut toml = config_toml(upstream.addr, &keys.jwks_path(), policies, "");
     toml = toml.replace("algorithms = [\"RS256\"]", "algorithms = [\"RS256\"]\ngroups_claim = \"groups\"");
     toml.push_str(&format!(
         r#"
@@ -270,4 +275,25 @@ async fn open_redirect_attempts_return_to_the_root_after_sign_in() {
         assert_eq!(done.status, StatusCode::FOUND, "{}", done.message());
         assert_eq!(done.headers["location"], "/", "{target}");
     }
+}
+
+const VIA_REGO: &str = r#"package mlflow_gate
+
+import rego.v1
+
+decision := {"allow": input.principal.via == "bearer", "reasons": [sprintf("seen via %s as %s", [input.principal.via, input.principal.sub])]}
+"#;
+
+#[tokio::test]
+async fn policy_sees_the_same_principal_with_via_session_or_bearer() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("via.rego"), VIA_REGO).unwrap();
+    let s = setup_with("2099-01-01T00:00:00Z", dir.path()).await;
+    let now = now_secs();
+    let by_cookie = Req::get(s.gate.url(SEARCH)).header("cookie", &cookie(&session(&KEY, now, now))).send().await;
+    assert_eq!(by_cookie.status, StatusCode::FORBIDDEN);
+    assert!(by_cookie.message().contains("seen via session as alice"), "{}", by_cookie.message());
+    let by_token = Req::get(s.gate.url(SEARCH)).token(&s.keys.token("Alice", &[])).send().await;
+    assert_eq!(by_token.status, StatusCode::OK, "{}", by_token.message());
+    assert_eq!(s.upstream.count(), 1, "only the bearer request reached MLflow");
 }

@@ -45,6 +45,11 @@ pub enum Via {
 }
 
 impl Via {
+    /// The variant of a name the policy sees.
+    pub fn parse(name: &str) -> Option<Via> {
+        [Via::Bearer, Via::Session, Via::Certificate].into_iter().find(|v| v.as_str() == name)
+    }
+
     /// The name the policy sees.
     pub fn as_str(self) -> &'static str {
         match self {
