@@ -306,3 +306,54 @@ fn read_key(source: &SecretSource) -> Result<Vec<u8>, BrowserError> {
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn browser(extra: &str, tls: bool) -> Browser {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cookie.key"), "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=").unwrap();
+        let text = format!(
+            r#"
+[upstream]
+url = "http://127.0.0.1:5000"
+[[auth.issuers]]
+issuer = "https://idp.example"
+audiences = ["mlflow"]
+algorithms = ["RS256"]
+jwks_file = "jwks.json"
+[policy]
+dir = "policies"
+[browser]
+issuer = "https://idp.example"
+client_id = "gate"
+redirect_url = "https://gate.example/gate/callback"
+public_origins = ["https://gate.example"]
+cookie_key_file = "cookie.key"
+{extra}
+"#
+        );
+        let config = Config::parse(&text, &dir.path().join("gate.toml")).unwrap();
+        Browser::start(config.browser.as_ref().unwrap(), tls).unwrap()
+    }
+
+    #[test]
+    fn cookies_are_secure_and_host_only_behind_tls_or_with_tls() {
+        assert!(!browser("", false).jar.secure);
+        assert!(browser("behind_tls = true", false).jar.secure);
+        assert!(browser("", true).jar.secure);
+        assert_eq!(browser("", true).jar.name(SESSION_COOKIE), "__Host-mlflow-gate-session");
+    }
+
+    #[test]
+    fn a_missing_secret_names_its_source_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = SecretSource::Env("MLFLOW_GATE_TEST_SURELY_UNSET_SECRET".into());
+        let e = read_secret(&source).err().unwrap().to_string();
+        assert!(e.contains("$MLFLOW_GATE_TEST_SURELY_UNSET_SECRET is not set"), "{e}");
+        let file = SecretSource::File(dir.path().join("absent"));
+        assert!(read_secret(&file).is_err());
+    }
+}
