@@ -297,3 +297,20 @@ async fn policy_sees_the_same_principal_with_via_session_or_bearer() {
     assert_eq!(by_token.status, StatusCode::OK, "{}", by_token.message());
     assert_eq!(s.upstream.count(), 1, "only the bearer request reached MLflow");
 }
+
+#[tokio::test]
+async fn a_session_from_one_gate_works_at_another_with_the_same_key_and_after_a_restart() {
+    let a = setup("2099-01-01T00:00:00Z").await;
+    let (callback, login_cookie) = start_sign_in(&a, "/").await;
+    let done = Req::get(&callback).header("cookie", &login_cookie).send().await;
+    let session = set_cookies(&done).into_iter().find(|c| c.starts_with(&format!("{COOKIE}="))).unwrap();
+    let session = session.split(';').next().unwrap().to_string();
+    a.gate.stop().await;
+    let b = setup("2099-01-01T00:00:00Z").await;
+    let me = Req::get(b.gate.url("/gate/me")).header("cookie", &session).send().await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.message());
+    assert_eq!((me.json()["sub"].clone(), me.json()["via"].clone()), ("alice".into(), "session".into()));
+    let api = Req::get(b.gate.url(SEARCH)).header("cookie", &session).send().await;
+    assert_eq!(api.status, StatusCode::OK, "{}", api.message());
+    assert_eq!(b.upstream.count(), 1);
+}
