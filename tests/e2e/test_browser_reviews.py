@@ -100,3 +100,17 @@ def test_reviewer_approves_through_the_same_api_and_the_request_leaves_the_list(
                                 params={"name": requested["name"], "version": requested["version"]}, timeout=60)
     assert version_page.status_code == 200, version_page.text
     assert f"{html.escape(bgate.idp.issuer)}#reviewer approved Staging" in version_page.text
+
+
+def test_version_page_shows_the_stage_history_stamped_by_the_gate(bgate, requested):
+    ci, _ = sign_in(bgate, "ci")
+    moved = post(bgate, ci, "model-versions/transition-stage",
+                 {"name": requested["name"], "version": requested["version"], "stage": "Staging",
+                  "archive_existing_versions": False})
+    assert moved.status_code == 200, moved.text
+    page = ci.get(bgate.url + "/gate/reviews/version",
+                  params={"name": requested["name"], "version": requested["version"]}, timeout=60).text
+    history = re.search(r'<table class="history">(.*?)</table>', page, re.S)
+    assert history, page
+    assert "<td>stage: Staging</td>" in history.group(1), history.group(1)
+    assert f"<td>by: {html.escape(bgate.idp.issuer)}#ci</td>" in history.group(1), history.group(1)
