@@ -3,7 +3,11 @@
 # gate in front of it, prints tokens for a few demo users and a copy-paste example, then runs until Ctrl-C.
 #
 #   scripts/demo.sh          # MLflow on 127.0.0.1:5000, the gate on 127.0.0.1:8080, state in <repo>/.demo
-#   DEMO_DIR=/tmp/d MLFLOW_PORT=5001 GATE_PORT=8081 scripts/demo.sh
+#   DEMO_DIR=/tmp/d MLFLOW_PORT=5001 GATE_PORT=8081 IDP_PORT=8091 scripts/demo.sh
+#
+# Browsers: with node (20+) on the machine, a local OpenID Connect provider (tests/browser/idp, oidc-provider) runs
+# on 127.0.0.1:$IDP_PORT (default 8090) and the gate's [browser] sign-in uses it: open the printed URL, sign in as
+# engineer, reviewer or ci (any password), and use the MLflow UI under the policy.
 #
 # The demo directory keeps the MLflow database, artifacts and signing key between runs (so old tokens stay
 # valid); delete it to start afresh. Logs: $DEMO_DIR/mlflow.log and $DEMO_DIR/gate.log.
@@ -17,6 +21,8 @@ demo=$(cd "$demo" && pwd)
 cd "$root"
 mlflow_port=${MLFLOW_PORT:-5000}
 gate_port=${GATE_PORT:-8080}
+idp_port=${IDP_PORT:-8090}
+idp_pid=""
 issuer="https://idp.example"
 audience="mlflow"
 token_ttl=$((8 * 3600))
@@ -48,6 +54,7 @@ stop_group() {
 cleanup() {
   trap - EXIT INT TERM
   stop_group "$gate_pid" "the gate"
+  stop_group "$idp_pid" "the sign-in IdP"
   stop_group "$mlflow_pid" "MLflow"
 }
 trap cleanup EXIT
@@ -107,6 +114,39 @@ else
   "$bin" dev keygen --dir "$demo/keys" --alg RS256
 fi
 
+# Browser sign-in: the local IdP (node oidc-provider), a client secret and a cookie key kept in the demo directory.
+browser=""
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  port_in_use "$idp_port" && die "port $idp_port is in use (set IDP_PORT)"
+  if [ ! -d "$root/tests/browser/idp/node_modules/oidc-provider" ]; then
+    say "installing the local IdP (npm ci in tests/browser/idp)"
+    (cd "$root/tests/browser/idp" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+  [ -f "$demo/cookie.key" ] || (umask 077 && head -c 32 /dev/urandom | base64 >"$demo/cookie.key")
+  [ -f "$demo/idp-client.secret" ] || (umask 077 && head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$demo/idp-client.secret")
+  idp_issuer="http://127.0.0.1:$idp_port"
+  browser="
+# The local sign-in IdP (scripts/demo.sh starts it): its ID tokens, like bearer tokens, are verified with its keys.
+[[auth.issuers]]
+issuer = \"$idp_issuer\"
+audiences = [\"$audience\"]
+algorithms = [\"RS256\"]
+discovery_url = \"$idp_issuer/.well-known/openid-configuration\"
+groups_claim = \"groups\"
+
+# People in browsers sign in with the IdP above; the MLflow UI then works through the gate.
+[browser]
+issuer = \"$idp_issuer\"
+client_id = \"mlflow-gate\"
+client_secret_file = \"$demo/idp-client.secret\"
+redirect_url = \"http://127.0.0.1:$gate_port/gate/callback\"
+public_origins = [\"http://127.0.0.1:$gate_port\"]
+scopes = [\"openid\", \"profile\", \"email\", \"groups\"]
+cookie_key_file = \"$demo/cookie.key\""
+else
+  say "node not found: browser sign-in is off (the UI needs it; API clients use the tokens below)"
+fi
+
 cat >"$demo/gate.toml" <<EOF
 # Written by scripts/demo.sh on every run; edit the script, not this file.
 
@@ -140,7 +180,16 @@ groups_claim = "groups"
 [policy]
 # Directory of Rego policies (and their data) evaluated on every request.
 dir = "$root/policies"
+$browser
 EOF
+
+if [ -n "$browser" ]; then
+  say "starting the sign-in IdP on $idp_issuer (users: engineer, reviewer, ci; any password)"
+  start_bg "$demo/idp.log" env IDP_PORT="$idp_port" IDP_ADDR_FILE="$demo/idp.addr" \
+    IDP_CLIENT_SECRET="$(cat "$demo/idp-client.secret")" node "$root/tests/browser/idp/idp.mjs"
+  idp_pid=$started_pid
+  wait_http "$idp_issuer/.well-known/openid-configuration" "$idp_pid" "$demo/idp.log" 30 "the IdP"
+fi
 
 say "checking the config and compiling the policies"
 "$bin" check --config "$demo/gate.toml"
@@ -196,6 +245,10 @@ Try it (in another terminal):
   #   MlflowClient().transition_model_version_stage(name, version, "Production")
 
 MLflow itself listens on 127.0.0.1:$mlflow_port; go through the gate at http://127.0.0.1:$gate_port.
+${browser:+
+In a browser: open http://127.0.0.1:$gate_port/ and sign in as engineer, reviewer or ci (any password);
+sign out at http://127.0.0.1:$gate_port/gate/logout; see who you are at http://127.0.0.1:$gate_port/gate/me.
+}
 Press Ctrl-C to stop both servers.
 EOF
 

@@ -67,8 +67,16 @@ target/debug/mlflow-gate policy test policies
 step "TLS scanner for the end-to-end TLS test (sslscan, from Debian)"
 command -v sslscan || (apt-get update -qq && apt-get install -y -qq sslscan)
 
+step "browser sign-in: the test OpenID Connect provider (node oidc-provider, npm ci in tests/browser/idp)"
+command -v node >/dev/null || { echo "node (20 or later) is needed for the test IdP" >&2; exit 1; }
+(cd tests/browser/idp && npm ci --no-audit --no-fund --loglevel=error)
+
+step "browser tests: Debian's chromium and chromium-driver (WebDriver for Selenium)"
+command -v chromium && command -v chromedriver || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+
 step "end-to-end: the real MLflow client through the gate in front of a real MLflow server"
-MLFLOW_MATRIX_CELL="client 3.17.2, server 3.17.2" "$venv/bin/python" -m pytest tests/e2e -v -p no:cacheprovider
+MLFLOW_MATRIX_CELL="client 3.17.2, server 3.17.2" "$venv/bin/python" -m pytest tests/e2e -v -p no:cacheprovider \
+  --ignore=tests/e2e/test_browser_ui.py
 
 # The compatibility suite once per other cell of the README's matrix (3.17.2 with 3.17.2 ran in the step above).
 for v in "${compat_versions[@]}"; do
@@ -81,5 +89,8 @@ done
 step "compatibility: MLflow 2.22.5 client against the MLflow 3.17.2 server through the gate"
 MLFLOW_MATRIX_CELL="client 2.22.5, server 3.17.2" MLFLOW_SERVER_BIN="$venv/bin/mlflow" \
   "${compat_venv[2.22.5]}/bin/python" -m pytest tests/e2e/test_mlflow_versions.py -v -p no:cacheprovider
+
+step "browser: the MLflow UI in chromium through the gate with sign-in (screenshots in test-artifacts/browser/)"
+"$venv/bin/python" -m pytest tests/e2e/test_browser_ui.py -v -p no:cacheprovider
 
 step "all tests passed"

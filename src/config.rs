@@ -8,6 +8,9 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
+mod browser;
+pub use browser::{BrowserConfig, PreviousKey, SecretSource};
+
 /// Which engine evaluates requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EngineChoice {
@@ -51,6 +54,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// `[audit]`: where decision records go, the chain's key and the checkpoints (none when absent).
     pub audit: Option<crate::audit::Settings>,
+    /// `[browser]`: sign-in for browsers and the session cookie (none when absent: bearer tokens only).
+    pub browser: Option<BrowserConfig>,
 }
 
 /// `[admin]`: a separate listener for `/metrics`, `/healthz` and `/readyz`.
@@ -270,6 +275,7 @@ struct RawConfig {
     webhooks: Vec<RawWebhook>,
     admin: Option<RawAdmin>,
     audit: Option<RawAudit>,
+    browser: Option<browser::RawBrowser>,
 }
 
 #[derive(Deserialize)]
@@ -425,16 +431,20 @@ impl Config {
             let at = e.span().map(|s| line_col(text, s.start)).unwrap_or_default();
             v.err("(syntax)", format!("{message}{at}"))
         })?;
+        let (server, upstream) = (v.server(raw.server)?, v.upstream(raw.upstream)?);
+        let auth = v.auth(raw.auth)?;
+        let browser = raw.browser.map(|b| v.browser(b, &auth.issuers)).transpose()?;
         Ok(Config {
             source: path.to_path_buf(),
-            server: v.server(raw.server)?,
-            upstream: v.upstream(raw.upstream)?,
-            auth: v.auth(raw.auth)?,
+            server,
+            upstream,
+            auth,
             policy: v.policy(raw.policy)?,
             webhook_delivery: v.webhook_delivery(raw.webhook_delivery, !raw.webhooks.is_empty())?,
             webhooks: raw.webhooks.into_iter().enumerate().map(|(i, r)| v.webhook(i, r)).collect::<Result<_, _>>()?,
             admin: raw.admin.map(|a| v.admin(a)).transpose()?,
             audit: raw.audit.map(|a| v.audit(a)).transpose()?,
+            browser,
         })
     }
 }

@@ -8,7 +8,7 @@
 use http::{HeaderMap, HeaderValue, Method, Uri, Version};
 use serde_json::{json, Map, Value};
 
-use crate::auth::Principal;
+use crate::auth::{Principal, Via};
 use crate::error::GateError;
 use crate::mlflow::routes;
 use crate::pipeline::classify;
@@ -129,7 +129,8 @@ pub fn principal(sub: &str, groups: &[String]) -> Principal {
     let mut claims = Map::new();
     claims.insert("sub".into(), Value::String(sub.into()));
     claims.insert("groups".into(), json!(groups));
-    Principal { sub: sub.into(), issuer: "(explain)".into(), groups: groups.to_vec(), claims: Value::Object(claims) }
+    let claims = Value::Object(claims);
+    Principal { sub: sub.into(), issuer: "(explain)".into(), groups: groups.to_vec(), claims, via: Via::Bearer }
 }
 
 #[cfg(test)]

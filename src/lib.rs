@@ -9,6 +9,7 @@ pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod browser;
 pub mod client;
 pub mod config;
 pub mod devkeys;
@@ -21,6 +22,7 @@ pub mod mlflow;
 pub mod pipeline;
 pub mod policy;
 pub mod proxy;
+pub mod reviews;
 pub mod server;
 pub mod stack;
 pub mod tls;
@@ -58,6 +60,9 @@ pub enum StartError {
     /// The key fetcher cannot be built.
     #[error("auth: {0}")]
     Auth(#[from] auth::jwks::FetchError),
+    /// Browser sign-in cannot start (a secret is missing or unusable).
+    #[error("{0}")]
+    Browser(#[from] browser::BrowserError),
 }
 
 /// Loads the policy, builds the authenticator and the upstream client, and warms the issuers' keys.
@@ -75,11 +80,16 @@ pub async fn build_gate(config: Config) -> Result<Arc<Gate>, StartError> {
         tracing::warn!(%issuer, "no signing keys yet for this issuer; its tokens are refused until they load");
     }
     let upstream = proxy::Upstream::new(&config.upstream).map_err(StartError::Upstream)?;
+    let browser =
+        config.browser.as_ref().map(|b| browser::Browser::start(b, config.server.tls.is_some())).transpose()?;
     let audit_sink = config.audit.clone();
     let (webhook_delivery, webhook_hooks) = (config.webhook_delivery.clone(), config.webhooks.clone());
     let mut policy = policy::Policy::new(bundle);
     policy.start_reloader(config.policy.reload_interval);
     let mut gate = Gate::new(Arc::new(config), auth, policy, upstream);
+    if let Some(browser) = browser {
+        gate = gate.with_browser(browser);
+    }
     if !webhook_hooks.is_empty() {
         let hooks = webhooks::Webhooks::start(&webhook_delivery, &webhook_hooks).await?;
         gate = gate.with_webhooks(hooks);

@@ -61,6 +61,9 @@ enum Command {
         /// The MLflow workspace (as the X-MLFLOW-WORKSPACE header); facts are looked up there.
         #[arg(long)]
         workspace: Option<String>,
+        /// How the caller authenticated (`input.principal.via`): bearer, session (browser sign-in) or certificate.
+        #[arg(long, default_value = "bearer", value_parser = ["bearer", "session", "certificate"])]
+        via: String,
     },
     /// Ask for a model version to be moved to a stage or an alias (a Databricks-style transition request).
     RequestTransition {
@@ -294,8 +297,9 @@ fn main() -> ExitCode {
             serve(&config, addr_file.as_deref(), admin_addr_file.as_deref())
         }
         Command::Check { config } => check(&config),
-        Command::Explain { method, path, body, sub, groups, config, workspace } => {
-            explain(&method, &path, body.as_deref(), &sub, &groups, config.as_deref(), workspace.as_deref())
+        Command::Explain { method, path, body, sub, groups, config, workspace, via } => {
+            let who = Caller { sub: &sub, groups: &groups, via: &via };
+            explain(&method, &path, body.as_deref(), &who, config.as_deref(), workspace.as_deref())
         }
         Command::RequestTransition { gate, version, to, comment } => workflow(
             &gate,
@@ -427,20 +431,39 @@ fn check(config_path: &Path) -> Result<()> {
     if let Some(reason) = bundle.interpreter_reason() {
         println!("policy engine: interpreter because {reason}");
     }
+    if let Some(b) = &config.browser {
+        // Reads the client secret and the cookie keys, as serving would (never printed).
+        mlflow_gate::browser::Browser::start(b, config.server.tls.is_some())?;
+        println!(
+            "browser sign-in: issuer {}, client {}, callback {}, {} retired cookie key(s)",
+            b.issuer.issuer,
+            b.client_id,
+            b.redirect_url,
+            b.previous_cookie_keys.len()
+        );
+    }
     Ok(())
+}
+
+/// Who `explain` asks for.
+struct Caller<'a> {
+    sub: &'a str,
+    groups: &'a str,
+    via: &'a str,
 }
 
 fn explain(
     method: &str,
     path: &str,
     body: Option<&str>,
-    sub: &str,
-    groups: &str,
+    who: &Caller<'_>,
     config: Option<&Path>,
     workspace: Option<&str>,
 ) -> Result<()> {
-    let groups: Vec<String> = groups.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_owned).collect();
-    let principal = mlflow_gate::explain::principal(sub, &groups);
+    let groups: Vec<String> =
+        who.groups.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_owned).collect();
+    let mut principal = mlflow_gate::explain::principal(who.sub, &groups);
+    principal.via = mlflow_gate::auth::Via::parse(who.via).ok_or_else(|| anyhow::anyhow!("--via {}?", who.via))?;
     let config = config.map(Config::load).transpose()?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {

@@ -20,6 +20,7 @@ use crate::audit::{AuditLog, Entry as AuditEntry};
 use crate::auth::{AuthError, Authenticator, Principal};
 use crate::body::{self, BoxError, CollectError, GateBody};
 use crate::body::{BodyIdle, Guarded};
+use crate::browser::{self, Browser, Session};
 use crate::config::Config;
 use crate::error::{GateError, DENIED};
 use crate::limits::{Capacity, HEAVY_BODY_BYTES};
@@ -33,6 +34,7 @@ use crate::pipeline::effects::{self, now_ms, WORKSPACE_FIELD};
 use crate::pipeline::enrich::Enricher;
 use crate::policy::{input, Policy};
 use crate::proxy::{ClientConn, OutBody, Outgoing, RequestContext, Upstream};
+use crate::reviews;
 use crate::webhooks::{Event, Webhooks};
 
 /// Response header carrying the request id (also quoted in every error message).
@@ -49,6 +51,8 @@ pub struct Gate {
     audit: Option<AuditLog>,
     webhooks: Option<Arc<Webhooks>>,
     capacity: Capacity,
+    /// Browser sign-in (`[browser]`), if configured.
+    browser: Option<Browser>,
 }
 
 /// How a request ended, as the log line, the metrics (`decision` label) and the audit log name it.
@@ -99,6 +103,14 @@ struct Trail {
     frozen_override: bool,
     would_deny: Vec<String>,
     workspace: Option<String>,
+    /// A refreshed session cookie to send back (browser sign-in).
+    set_cookie: Option<HeaderValue>,
+}
+
+/// Who a request is from, or (for a browser's page navigation without credentials) the way to sign in.
+enum Caller {
+    Known(Principal),
+    SignIn(Response<GateBody>),
 }
 
 impl Gate {
@@ -114,7 +126,14 @@ impl Gate {
             metrics: Metrics::default(),
             audit: None,
             webhooks: None,
+            browser: None,
         }
+    }
+
+    /// Signs browsers in (`[browser]`) and accepts their session cookie.
+    pub fn with_browser(mut self, browser: Browser) -> Gate {
+        self.browser = Some(browser);
+        self
     }
 
     /// Records every decision to this audit log.
@@ -189,6 +208,9 @@ impl Gate {
             if let Ok(v) = HeaderValue::from_str(&id) {
                 resp.headers_mut().insert(REQUEST_ID_HEADER, v);
             }
+            if let Some(cookie) = trail.set_cookie.take() {
+                resp.headers_mut().append(header::SET_COOKIE, cookie);
+            }
             tracing::info!(
                 method = %method,
                 path = %raw_path,
@@ -231,11 +253,31 @@ impl Gate {
     {
         let head = classify::head(req.method(), req.uri(), req.version(), req.headers(), id)?;
         trail.classified(&head);
+        if reviews::owns(&head.target.path) {
+            let principal = match self.caller(&req, &head, conn, trail).await? {
+                Caller::Known(p) => p,
+                Caller::SignIn(resp) => return Ok(resp),
+            };
+            trail.authenticated(&principal);
+            trail.outcome = Outcome::Public;
+            let pages = reviews::Reviews { upstream: &self.upstream, policy: &self.policy, enricher: &self.enricher };
+            return pages.serve(req.method(), &head.target, &head.context, &principal).await;
+        }
+        if let Some(b) = self.browser.as_ref().filter(|_| Browser::owns(&head.target.path)) {
+            trail.outcome = Outcome::Public;
+            return b.serve(req.method(), &head.target, req.headers(), &self.auth, browser::now_secs()).await;
+        }
         if head.public().is_some() {
+            if let Some(sign_in) = self.sign_in_first(&req, &head).await? {
+                return Ok(sign_in);
+            }
             trail.outcome = Outcome::Public;
             return self.serve_public(req, &head, conn).await;
         }
-        let principal = self.authenticate(req.headers(), conn.client_cert.as_deref()).await?;
+        let principal = match self.caller(&req, &head, conn, trail).await? {
+            Caller::Known(p) => p,
+            Caller::SignIn(resp) => return Ok(resp),
+        };
         trail.authenticated(&principal);
         let op = head.operation()?;
         trail.operation(&op);
@@ -278,6 +320,63 @@ impl Gate {
         let (parts, body) = req.into_parts();
         head.public_body(has_body(&body))?;
         self.forward(&parts, &head.context, &head.target, OutBody::Empty, conn).await
+    }
+
+    /// Authenticates the caller: the browser session cookie (when `[browser]` is configured and no bearer token is
+    /// sent; a state change must then pass the CSRF rule), else a bearer token or a client certificate. A browser's
+    /// page navigation without credentials is sent to sign in instead of 401.
+    async fn caller<B>(
+        &self,
+        req: &Request<B>,
+        head: &classify::Head,
+        conn: &ClientConn,
+        trail: &mut Trail,
+    ) -> Result<Caller, GateError> {
+        let Some(b) = &self.browser else {
+            return Ok(Caller::Known(self.authenticate(req.headers(), conn.client_cert.as_deref()).await?));
+        };
+        let navigation = browser::is_html_navigation(req.method(), &head.target.path, req.headers());
+        let unauthenticated = match b.session(req.headers(), browser::now_secs()) {
+            Session::Valid(principal, refresh) => {
+                b.csrf(req.method(), req.headers())?;
+                trail.set_cookie = refresh;
+                return Ok(Caller::Known(principal));
+            }
+            Session::Refused(e) => GateError::Unauthenticated(e.to_string()),
+            Session::Absent => match self.authenticate(req.headers(), conn.client_cert.as_deref()).await {
+                Ok(principal) => return Ok(Caller::Known(principal)),
+                Err(e) => e,
+            },
+        };
+        if navigation && !req.headers().contains_key(header::AUTHORIZATION) {
+            let return_to = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            return Ok(Caller::SignIn(b.sign_in(return_to, browser::now_secs()).await?));
+        }
+        Err(unauthenticated)
+    }
+
+    /// A browser's navigation to the UI's page without a valid session is sent to sign in first (the page itself is
+    /// public, but every panel of it would fail).
+    async fn sign_in_first<B>(
+        &self,
+        req: &Request<B>,
+        head: &classify::Head,
+    ) -> Result<Option<Response<GateBody>>, GateError> {
+        let Some(b) = &self.browser else { return Ok(None) };
+        let ui = head.public().is_some_and(|op| op.resource == crate::mlflow::routes::Resource::Ui);
+        if !ui || !browser::is_html_navigation(req.method(), &head.target.path, req.headers()) {
+            return Ok(None);
+        }
+        if req.headers().contains_key(header::AUTHORIZATION) {
+            return Ok(None);
+        }
+        match b.session(req.headers(), browser::now_secs()) {
+            Session::Valid(..) => Ok(None),
+            Session::Absent | Session::Refused(_) => {
+                let return_to = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                Ok(Some(b.sign_in(return_to, browser::now_secs()).await?))
+            }
+        }
     }
 
     /// Authenticates the caller (a bearer token, or a verified client certificate).

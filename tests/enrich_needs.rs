@@ -56,7 +56,13 @@ fn narrowed(full: &Value, needs: Needs) -> Value {
 
 fn principal(sub: &str, groups: &[&str]) -> Principal {
     let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
-    Principal { sub: sub.into(), issuer: common::ISSUER.into(), claims: json!({"sub": sub, "groups": groups}), groups }
+    Principal {
+        sub: sub.into(),
+        issuer: common::ISSUER.into(),
+        claims: json!({"sub": sub, "groups": groups}),
+        groups,
+        via: mlflow_gate::auth::Via::Bearer,
+    }
 }
 
 #[test]

@@ -17,12 +17,16 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     // Services the request path uses: identity, forwarding and the gate's own MLflow calls, webhooks, capacity.
     &["auth", "proxy", "webhooks", "limits"],
+    // Browser sign-in: the session cookie becomes a principal; the gate's sign-in pages.
+    &["browser"],
     // The policy and its input document.
     &["policy"],
     // The request's phases: classify, enrich, after-effects.
     &["pipeline"],
     // The approval workflow (served by the gate after the policy allowed it).
     &["approvals"],
+    // The review page (the serving phases on the approve request a reviewer could send).
+    &["reviews"],
     // The order of the phases for serving.
     &["stack"],
     // Entry points: listeners, and the tools that run the phases without serving.

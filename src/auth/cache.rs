@@ -103,6 +103,7 @@ mod tests {
             issuer: "https://idp".into(),
             groups: vec![],
             claims: serde_json::json!({"exp": exp}),
+            via: crate::auth::Via::Bearer,
         })
     }
 

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use http::HeaderMap;
 use serde::Serialize;
 
-use crate::config::AuthConfig;
-use jwks::{Fetcher, IssuerKeys};
+use crate::config::{AuthConfig, IssuerConfig};
+use jwks::{Fetcher, IssuerKeys, KeySet};
 
 pub use token::{header_segment_checks, TokenError};
 
@@ -28,6 +28,37 @@ pub struct Principal {
     pub groups: Vec<String>,
     /// Every verified claim.
     pub claims: serde_json::Value,
+    /// How the caller authenticated (`input.principal.via`).
+    pub via: Via,
+}
+
+/// How a caller authenticated: the same person is the same principal either way, and a policy can tell them apart.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// An `Authorization: Bearer` token.
+    #[default]
+    Bearer,
+    /// The browser session cookie (signed in with the `[browser]` issuer).
+    Session,
+    /// A verified client certificate mapped in `[[auth.client_certs]]`.
+    Certificate,
+}
+
+impl Via {
+    /// The variant of a name the policy sees.
+    pub fn parse(name: &str) -> Option<Via> {
+        [Via::Bearer, Via::Session, Via::Certificate].into_iter().find(|v| v.as_str() == name)
+    }
+
+    /// The name the policy sees.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Bearer => "bearer",
+            Via::Session => "session",
+            Via::Certificate => "certificate",
+        }
+    }
 }
 
 /// Why a request is not authenticated.
@@ -113,6 +144,32 @@ impl Authenticator {
                 }
             }
         }
+        let (principal, index, keys) = self.verify(token, None).await?;
+        self.tokens.remember(key, Arc::new(principal.clone()), index, keys);
+        Ok(principal)
+    }
+
+    /// Verifies an OpenID Connect ID token from the sign-in issuer with the same rules as bearer tokens (the issuer's
+    /// keys and algorithms, `exp`, `nbf`, `iss`, subject rule, groups), except that `aud` must be the client id.
+    /// The caller checks `nonce`. ID tokens are never cached (each is used once, at the callback).
+    pub async fn verify_id_token(&self, token: &str, issuer: &str, client_id: &str) -> Result<Principal, AuthError> {
+        if token.len() > self.max_token_bytes {
+            return Err(invalid(TokenError::TooLong(self.max_token_bytes)));
+        }
+        let parts = token::parse(token).map_err(invalid)?;
+        if parts.issuer != issuer {
+            return Err(AuthError::Invalid(format!(
+                "the ID token's issuer {:?} is not the sign-in issuer",
+                parts.issuer
+            )));
+        }
+        let (principal, _, _) = self.verify(token, Some(client_id)).await?;
+        Ok(Principal { via: Via::Session, ..principal })
+    }
+
+    /// Verifies a token against its issuer; `audience` replaces the issuer's audiences (ID tokens: the client id).
+    /// Returns the principal with the index of its issuer and the key set that verified it (for the token cache).
+    async fn verify(&self, token: &str, audience: Option<&str>) -> Result<(Principal, usize, Arc<KeySet>), AuthError> {
         let parts = token::parse(token).map_err(invalid)?;
         let (index, issuer) =
             self.issuers.iter().enumerate().find(|(_, i)| i.issuer().issuer == parts.issuer).ok_or_else(|| {
@@ -146,11 +203,18 @@ impl Authenticator {
                 parts.alg
             )));
         }
+        let id_token_config;
+        let config = match audience {
+            Some(aud) => {
+                id_token_config = IssuerConfig { audiences: vec![aud.to_string()], ..config.clone() };
+                &id_token_config
+            }
+            None => config,
+        };
         let claims = token::verify(token, &candidates, parts.alg, config, self.leeway_secs).map_err(invalid)?;
         let principal = token::principal(claims, config).map_err(invalid)?;
         self.own_identity(&principal)?;
-        self.tokens.remember(key, Arc::new(principal.clone()), index, keys);
-        Ok(principal)
+        Ok((principal, index, keys))
     }
 
     /// Refuses an identity that another issuer, or a client certificate, could also produce: a subject of an
@@ -180,7 +244,8 @@ impl Authenticator {
     fn certificate_principal(&self, identity: &str) -> Option<Principal> {
         let mapped = self.client_certs.iter().find(|c| c.identity == identity)?;
         let claims = serde_json::json!({"sub": identity, "mtls": true, "groups": mapped.groups});
-        Some(Principal { sub: identity.to_string(), issuer: "mtls".into(), groups: mapped.groups.clone(), claims })
+        let groups = mapped.groups.clone();
+        Some(Principal { sub: identity.to_string(), issuer: "mtls".into(), groups, claims, via: Via::Certificate })
     }
 }
 

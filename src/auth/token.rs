@@ -209,5 +209,5 @@ pub fn principal(claims: serde_json::Value, issuer: &IssuerConfig) -> Result<Pri
         Some(serde_json::Value::String(g)) => vec![g.clone()],
         _ => Vec::new(),
     };
-    Ok(Principal { sub, issuer: issuer.issuer.clone(), groups, claims })
+    Ok(Principal { sub, issuer: issuer.issuer.clone(), groups, claims, via: super::Via::Bearer })
 }

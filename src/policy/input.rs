@@ -36,6 +36,7 @@ pub fn build(principal: &Principal, operation: &Operation, request: &RequestFact
             "issuer": principal.issuer,
             "groups": principal.groups,
             "claims": principal.claims,
+            "via": principal.via.as_str(),
         },
         "operation": {
             "rpc": operation.rpc,
@@ -102,6 +103,7 @@ pub fn build_rego(
                 ("issuer", V::from(principal.issuer.as_str())),
                 ("groups", strings(&principal.groups)),
                 ("claims", to_rego(&principal.claims)),
+                ("via", V::from(principal.via.as_str())),
             ]),
         ),
         (
@@ -159,6 +161,7 @@ pub fn sample() -> regorus::Value {
         issuer: "https://self-test.invalid".into(),
         groups: vec![],
         claims: json!({"sub": "self-test"}),
+        via: crate::auth::Via::Bearer,
     };
     let op = Operation::plain("GetRegisteredModel", true, crate::mlflow::routes::Resource::RegisteredModel);
     let query = crate::mlflow::params::query_map(&[("name".into(), "self-test".into())]);
@@ -196,6 +199,7 @@ mod tests {
             issuer: "https://idp.example".into(),
             groups: vec!["a".into(), "b".into()],
             claims: json!({"sub": "alice", "exp": 1795703600u64, "nested": {"x": [1, 2.5, null]}}),
+            via: crate::auth::Via::Session,
         };
         let mut op = Operation::plain("SetModelVersionTag", false, Resource::ModelVersion);
         op.path_params = vec![("model_id", "m-1".into())];

@@ -129,6 +129,7 @@ fn principal(sub: &str, groups: &[&str]) -> Principal {
             "iss": "https://idp.example", "sub": sub, "aud": "mlflow", "groups": groups,
             "iat": 1_795_700_000u64, "exp": 1_795_703_600u64, "email": format!("{sub}@example.com"),
         }),
+        via: crate::auth::Via::Bearer,
     }
 }
 

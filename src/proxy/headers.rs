@@ -39,6 +39,9 @@ const CLIENT_ONLY: [&str; 11] = [
 /// Cookies the MLflow UI turns into request headers (`mlflow-request-header-Authorization=Bearer ...`): they carry
 /// the token, so they are not passed on.
 const UI_HEADER_COOKIE_PREFIX: &str = "mlflow-request-header-";
+/// The gate's own cookies (browser session and login, with or without the `__Host-` prefix): identity the gate
+/// evaluated, never MLflow's to see.
+const GATE_COOKIE_PREFIXES: [&str; 2] = ["mlflow-gate-", "__host-mlflow-gate-"];
 
 /// The client connection, as the server accepted it: the forwarding headers, and the identity of a verified
 /// client certificate for authentication.
@@ -100,7 +103,12 @@ fn strip_ui_header_cookies(h: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|c| !c.is_empty() && !c.to_ascii_lowercase().starts_with(UI_HEADER_COOKIE_PREFIX))
+        .filter(|c| {
+            let lower = c.to_ascii_lowercase();
+            !c.is_empty()
+                && !lower.starts_with(UI_HEADER_COOKIE_PREFIX)
+                && !GATE_COOKIE_PREFIXES.iter().any(|p| lower.starts_with(p))
+        })
         .map(str::to_owned)
         .collect();
     h.remove(header::COOKIE);
@@ -138,7 +146,7 @@ mod tests {
             ("x-custom-hop", "1"),
             ("te", "trailers"),
             ("transfer-encoding", "chunked"),
-            ("cookie", "a=1; mlflow-request-header-Authorization=Bearer%20secret; b=2"),
+            ("cookie", "a=1; mlflow-request-header-Authorization=Bearer%20secret; __Host-mlflow-gate-session=s; b=2"),
             ("content-type", "application/json"),
         ] {
             c.append(k, HeaderValue::from_static(v));
