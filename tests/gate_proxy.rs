@@ -234,7 +234,9 @@ async fn failed_registry_lookup_denies_with_503_and_mutates_nothing() {
 }
 
 /// What MLflow answers when a request names an object that does not exist, the gate answers too: 404
-/// `RESOURCE_DOES_NOT_EXIST` with MLflow's message, not a policy denial, and nothing is forwarded.
+/// `RESOURCE_DOES_NOT_EXIST` with MLflow's message, not a policy denial, and nothing is forwarded. (A write whose
+/// rules read no registry fact, such as a version tag under the default bundle, is not looked up: MLflow itself
+/// answers its 404.)
 #[tokio::test]
 async fn a_missing_version_model_or_run_is_404_as_mlflow_answers_and_nothing_is_forwarded() {
     let versions = Behaviour { missing: vec!["/api/2.0/mlflow/model-versions/get"], ..Behaviour::default() };
@@ -252,8 +254,8 @@ async fn a_missing_version_model_or_run_is_404_as_mlflow_answers_and_nothing_is_
         (
             versions.clone(),
             "POST",
-            "/api/2.0/mlflow/model-versions/set-tag",
-            r#"{"name":"fraud","version":"9","key":"k","value":"v"}"#,
+            "/api/2.0/mlflow/registered-models/alias",
+            r#"{"name":"fraud","alias":"champion","version":"9"}"#,
             "Model Version (name=fraud, version=9) not found",
         ),
         (
