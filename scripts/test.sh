@@ -34,6 +34,15 @@ step "TLS scanner for the end-to-end TLS test (sslscan, from Debian)"
 command -v sslscan || (apt-get update -qq && apt-get install -y -qq sslscan)
 
 step "end-to-end: the real MLflow client through the gate in front of a real MLflow server"
-"$venv/bin/python" -m pytest tests/e2e -v -p no:cacheprovider
+"$venv/bin/python" -m pytest tests/e2e -v -p no:cacheprovider --ignore-glob='tests/e2e/test_fleet_*'
+
+step "PostgreSQL server for the fleet suite (postgresql, from Debian) and the unprivileged user it runs as"
+ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null || (apt-get update -qq && apt-get install -y -qq postgresql)
+if [ "$(id -u)" = 0 ] && ! id -u mlflow-gate-pg >/dev/null 2>&1; then
+  useradd --system --no-create-home --shell /usr/sbin/nologin mlflow-gate-pg  # initdb refuses to run as root
+fi
+
+step "end-to-end on a fleet: two gates, two MLflow servers on one PostgreSQL (one process, servers shared)"
+"$venv/bin/python" -m pytest tests/e2e/test_fleet_*.py -v -p no:cacheprovider
 
 step "all tests passed"

@@ -176,16 +176,19 @@ def read_addr(path: Path) -> str | None:
 
 
 @contextmanager
-def mlflow_process(tmp: Path, *options: str) -> Iterator[Server]:
+def mlflow_process(tmp: Path, *options: str, backend_store_uri: str | None = None,
+                   artifacts: Path | None = None) -> Iterator[Server]:
     """A real `mlflow server` (sqlite, served artifacts, one worker, no job runner) on a free port, with further
     server `options` (e.g. `--enable-workspaces`); stopped on exit. MLflow cannot report a port of its own choosing:
-    if the port picked is taken before MLflow binds it, MLflow is started again on another."""
+    if the port picked is taken before MLflow binds it, MLflow is started again on another. `backend_store_uri`
+    (e.g. PostgreSQL) and `artifacts` (a directory several servers share) replace the sqlite file and the
+    server's own artifact directory."""
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     for attempt in range(1, 4):
         port = free_port()
         cmd = [str(MLFLOW_BIN), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-        cmd += ["--backend-store-uri", f"sqlite:///{tmp}/mlflow.db"]
-        cmd += ["--serve-artifacts", "--artifacts-destination", str(tmp / "artifacts"), *options]
+        cmd += ["--backend-store-uri", backend_store_uri or f"sqlite:///{tmp}/mlflow.db"]
+        cmd += ["--serve-artifacts", "--artifacts-destination", str(artifacts or tmp / "artifacts"), *options]
         server = Server(f"http://127.0.0.1:{port}", tmp / "mlflow.log")
         proc = start(cmd, server.log, env=env, cwd=tmp)
         try:

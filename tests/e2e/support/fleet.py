@@ -1,0 +1,159 @@
+"""A fleet on real parts for the PostgreSQL suites: one PostgreSQL cluster, two `mlflow server` processes on the same
+database with one shared artifact root (the several stateless MLflow instances of the design), and a gate in front
+of each (the sidecar topology), each gate with its own webhook spool and audit file; plus a webhook receiver that
+records which replica sent what. Tests spread their requests over the gates by index."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+from conftest import Gate, GateKeys, Server, gate_process, gate_settings, http_server_on, mlflow_process, poll
+from support.audit import AUDIT_KEY, AUDIT_KEY_ENV
+from support.postgres import Postgres, postgres_cluster
+
+HOOK_SECRET = "whsec-fleet-0123456789"
+HOOK_SECRET_ENV = "MLFLOW_GATE_E2E_FLEET_HOOK_SECRET"
+FLEET_EVENTS = ["REGISTERED_MODEL_CREATED", "MODEL_VERSION_CREATED", "MODEL_VERSION_TRANSITIONED_STAGE",
+                "MODEL_VERSION_TRANSITIONED_TO_STAGING", "MODEL_VERSION_TRANSITIONED_TO_PRODUCTION",
+                "TRANSITION_REQUEST_CREATED", "COMMENT_CREATED", "MODEL_VERSION_ALIAS_SET", "POLICY_DENIED"]
+
+
+@dataclass
+class Delivery:
+    path: str  # which gate's hook entry it came through (/hook/<gate name>)
+    delivery_id: str
+    event: dict
+
+
+class Recorder:
+    """A webhook receiver on loopback: verifies X-Databricks-Signature, records every delivery with the path it was
+    posted to. Listens on `sock` (from `reserve_port`) if given: until then deliveries to it are refused."""
+
+    def __init__(self, sock: socket.socket):
+        self.deliveries: list[Delivery] = []
+        self.bad_signatures = 0
+        self.lock = threading.Lock()
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's naming)
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                expected = hmac.new(HOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+                with recorder.lock:
+                    if not hmac.compare_digest(expected, self.headers.get("X-Databricks-Signature", "")):
+                        recorder.bad_signatures += 1
+                    recorder.deliveries.append(Delivery(self.path, self.headers.get("X-MLflow-Gate-Delivery-Id", ""),
+                                                        json.loads(body)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http_server_on(sock, Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def about(self, model: str) -> list[Delivery]:
+        with self.lock:
+            return [d for d in self.deliveries if d.event.get("model_name") == model]
+
+    def wait_for(self, model: str, events: set[tuple[str, str]], timeout: float = 30) -> list[Delivery]:
+        """Waits until every (event, hook path) pair has arrived for `model`; returns the model's deliveries."""
+        poll(lambda: events <= {(d.event["event"], d.path) for d in self.about(model)},
+             f"webhook events {sorted(events)} for {model}", timeout)
+        return self.about(model)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def hook_url(base: str, gate_name: str) -> str:
+    return f"{base}/hook/{gate_name}"
+
+
+def fleet_gate_settings(mlflow_url: str, jwks: Path, directory: Path, name: str, hook_base: str,
+                        extra: dict | None = None) -> dict:
+    """A fleet gate's config: admin listener, audit file, a webhook spool of its own, every fleet event to
+    `hook_base`/hook/<name>; `extra` sections are merged in (see `gate_settings`)."""
+    sections = {
+        "admin": {"listen": "127.0.0.1:0"},
+        "audit": {"sink": "file", "file": str(directory / "audit.log"), "key_env": AUDIT_KEY_ENV},
+        "webhook_delivery": {"spool_dir": str(directory / "spool"), "initial_backoff_ms": 50,
+                             "max_backoff_ms": 400, "timeout_secs": 5},
+        "webhooks": [{"url": hook_url(hook_base, name), "secret_env": HOOK_SECRET_ENV, "events": FLEET_EVENTS}],
+    }
+    for header, body in (extra or {}).items():
+        if isinstance(body, dict):
+            sections.setdefault(header, {}).update(body)
+        else:
+            sections[header] = body
+    return gate_settings(mlflow_url, jwks, sections)
+
+
+GATE_ENV = {"MLFLOW_GATE_LOG": "info", AUDIT_KEY_ENV: AUDIT_KEY, HOOK_SECRET_ENV: HOOK_SECRET}
+
+
+@dataclass
+class Fleet:
+    """The running fleet. `gate(i)` and `mlflow(i)` wrap around, so a test can spread over them by counting."""
+
+    pg: Postgres
+    database: str
+    mlflows: list[Server]
+    gates: list[Gate]
+    recorder: Recorder
+    keys: GateKeys
+    logs: list[tuple[str, Path]] = field(default_factory=list)
+
+    def gate(self, i: int) -> Gate:
+        return self.gates[i % len(self.gates)]
+
+    def mlflow(self, i: int) -> Server:
+        return self.mlflows[i % len(self.mlflows)]
+
+
+@contextmanager
+def running_fleet(tmp: Path, keys: GateKeys, replicas: int = 2) -> Iterator[Fleet]:
+    """PostgreSQL, `replicas` MLflow servers on one database and one artifact root, a gate in front of each."""
+    with ExitStack() as stack:
+        pg = stack.enter_context(postgres_cluster())
+        database = "mlflow"
+        store = pg.create_database(database).replace("postgresql://", "postgresql+psycopg2://", 1)
+        artifacts = tmp / "artifacts"
+        recorder = stack.enter_context(closing_recorder())
+        mlflows, gates, logs = [], [], []
+        # One at a time: the first server creates MLflow's tables (alembic), the others find them.
+        for i in range(replicas):
+            directory = tmp / f"mlflow-{i}"
+            directory.mkdir()
+            mlflows.append(stack.enter_context(mlflow_process(directory, backend_store_uri=store, artifacts=artifacts)))
+            logs.append((f"mlflow-{i}", directory / "mlflow.log"))
+        for i, server in enumerate(mlflows):
+            name = f"gate-{'ab'[i] if i < 2 else i}"
+            directory = tmp / name
+            directory.mkdir()
+            config = fleet_gate_settings(server.url, keys.jwks, directory, name, recorder.base)
+            gates.append(stack.enter_context(gate_process(directory, config, GATE_ENV, name=name)))
+            logs.append((name, directory / "gate.log"))
+        yield Fleet(pg, database, mlflows, gates, recorder, keys, logs)
+
+
+@contextmanager
+def closing_recorder() -> Iterator[Recorder]:
+    from conftest import reserve_port
+
+    recorder = Recorder(reserve_port())
+    try:
+        yield recorder
+    finally:
+        recorder.close()

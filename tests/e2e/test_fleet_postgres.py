@@ -1,0 +1,145 @@
+"""The governance story on a fleet, on real parts: MLflow on PostgreSQL (two `mlflow server` processes on one
+database, one artifact root), a gate in front of each, and every step of the story sent through a different gate
+than the step before. Stamps, approvals, stage history, voided approvals and webhooks must come out as with one
+gate: every fact the gates act on lives in MLflow's database, none in a replica.
+
+Slow (PostgreSQL and two MLflow servers start once for the module, ~30 s); run in one process:
+`MLFLOW_GATE_BIN=... python -m pytest tests/e2e/test_fleet_postgres.py`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from helpers import http, new_model_version, tags_of, upstream, upstream_stage, workflow
+from support.audit import audit_records, audit_verify
+from support.fleet import Fleet, hook_url, running_fleet
+from support.ops import mlflow_env  # noqa: F401 (a fixture)
+from support.postgres import PASSWORD
+
+HISTORY = "mlflow_gate.stage_history"
+
+
+@pytest.fixture(scope="module")
+def fleet(gate_keys, tmp_path_factory) -> Iterator[Fleet]:
+    with running_fleet(tmp_path_factory.mktemp("fleet"), gate_keys) as started:
+        yield started
+
+
+@pytest.fixture
+def people(gate_keys) -> dict[str, str]:
+    return {
+        "alice": gate_keys.token("alice"),
+        "bob": gate_keys.token("bob", groups=["ml-senior"]),
+        "ci": gate_keys.token("ci-bot", groups=["mlflow-ci"]),
+    }
+
+
+@pytest.fixture
+def via(fleet, mlflow_env):
+    """`via(i, token)`: an MlflowClient that talks to gate i as the token's holder."""
+    return lambda i, token: mlflow_env(fleet.gate(i).url, token)
+
+
+def version_of(fleet: Fleet, i: int, name: str, version: str) -> dict:
+    return upstream(fleet.mlflow(i), "/api/2.0/mlflow/model-versions/get", name=name, version=version)["model_version"]
+
+
+def promote(fleet: Fleet, i: int, token: str, name: str, version: str, stage: str):
+    return http(fleet.gate(i).url, "POST", "/api/2.0/mlflow/model-versions/transition-stage", token,
+                json={"name": name, "version": version, "stage": stage, "archive_existing_versions": True})
+
+
+def test_both_mlflow_servers_share_one_postgresql_database(fleet, via, people):
+    name, version = new_model_version(via(0, people["alice"]))
+    # Written through gate A and MLflow A, read straight from MLflow B and from the database itself.
+    assert version_of(fleet, 1, name, version)["version"] == version
+    rows = fleet.pg.query(fleet.database, "SELECT version FROM model_versions WHERE name = %s", name)
+    assert rows == [(int(version),)]
+
+
+def test_governance_story_across_replicas(fleet, via, people):
+    # alice registers through gate A; MLflow B sees gate A's stamps.
+    name, version = new_model_version(via(0, people["alice"]))
+    assert tags_of(version_of(fleet, 1, name, version))["mlflow_gate.created_by"] == "alice"
+
+    # CI moves it to Staging through gate B; alice asks for Production through gate A.
+    assert promote(fleet, 1, people["ci"], name, version, "Staging").status_code == 200
+    asked = workflow(fleet.gate(0).url, people["alice"], "create", name=name, version=version, stage="Production")
+    assert asked.status_code == 200, asked.text
+
+    # Without an approval CI is refused, on either gate.
+    for i in (0, 1):
+        refused = promote(fleet, i, people["ci"], name, version, "Production")
+        assert refused.status_code == 403 and "approval" in refused.text, refused.text
+    # alice's own approval is refused through gate B (gate A stamped her as the creator); bob's is recorded.
+    own = workflow(fleet.gate(1).url, people["alice"], "approve", name=name, version=version, stage="Production",
+                   archive_existing_versions=True)
+    assert own.status_code == 403, own.text
+    approved = workflow(fleet.gate(1).url, people["bob"], "approve", name=name, version=version, stage="Production",
+                        archive_existing_versions=True)
+    assert approved.status_code == 200, approved.text
+    assert upstream_stage(fleet.mlflow(0), name, version) == "Staging"
+
+    # Gate A sees the approval gate B recorded: CI promotes through gate A.
+    assert promote(fleet, 0, people["ci"], name, version, "Production").status_code == 200
+    assert upstream_stage(fleet.mlflow(1), name, version) == "Production"
+    history = json.loads(tags_of(version_of(fleet, 1, name, version))[HISTORY])
+    assert [(h["stage"], h["by"]) for h in history] == [("Staging", "ci-bot"), ("Production", "ci-bot")]
+
+    # The review history is the same through either gate.
+    listed = [http(g.url, "GET", "/api/2.0/mlflow/transition-requests/list", people["alice"],
+                   params={"name": name, "version": version, "include_history": "true"}).json()["requests"]
+              for g in fleet.gates]
+    assert listed[0] == listed[1]
+    assert [(a["activity_type"], a["user_id"]) for a in listed[0]] == [("REQUESTED_TRANSITION", "alice"),
+                                                                        ("APPROVED_REQUEST", "bob")]
+
+    # Each gate told the receiver what it did, and only that; a denial is an event of the gate that denied it.
+    a, b = (hook_url("", g) for g in ("gate-a", "gate-b"))
+    got = fleet.recorder.wait_for(name, {("MODEL_VERSION_CREATED", a), ("MODEL_VERSION_TRANSITIONED_TO_STAGING", b),
+                                         ("TRANSITION_REQUEST_CREATED", a), ("POLICY_DENIED", a), ("POLICY_DENIED", b),
+                                         ("MODEL_VERSION_TRANSITIONED_TO_PRODUCTION", a)})
+    assert ("MODEL_VERSION_TRANSITIONED_TO_PRODUCTION", b) not in {(d.event["event"], d.path) for d in got}
+    assert fleet.recorder.bad_signatures == 0
+
+
+def test_approval_voided_on_one_replica_is_void_on_the_other(fleet, via, people):
+    name, version = new_model_version(via(1, people["alice"]))
+    assert promote(fleet, 0, people["ci"], name, version, "Staging").status_code == 200
+    assert workflow(fleet.gate(1).url, people["alice"], "create", name=name, version=version,
+                    stage="Production").status_code == 200
+    assert workflow(fleet.gate(0).url, people["bob"], "approve", name=name, version=version, stage="Production",
+                    archive_existing_versions=True).status_code == 200
+    # The evidence changes through gate B after the review; CI is refused on gate A.
+    run_id = version_of(fleet, 0, name, version)["run_id"]
+    via(1, people["alice"]).log_metric(run_id, "val_auc", 0.99)
+    refused = promote(fleet, 0, people["ci"], name, version, "Production")
+    assert refused.status_code == 403 and "approval" in refused.text, refused.text
+    assert upstream_stage(fleet.mlflow(1), name, version) == "Staging"
+
+
+def test_one_production_version_after_promotions_through_both_gates(fleet, via, people):
+    alice = via(0, people["alice"])
+    name, first = new_model_version(alice)
+    _, second = new_model_version(alice, name)
+    for i, version in enumerate((first, second)):
+        assert promote(fleet, i, people["ci"], name, version, "Staging").status_code == 200
+        assert workflow(fleet.gate(i).url, people["alice"], "create", name=name, version=version,
+                        stage="Production").status_code == 200
+        assert workflow(fleet.gate(i + 1).url, people["bob"], "approve", name=name, version=version,
+                        stage="Production", archive_existing_versions=True).status_code == 200
+        assert promote(fleet, i, people["ci"], name, version, "Production").status_code == 200
+    assert upstream_stage(fleet.mlflow(0), name, first) == "Archived"
+    assert upstream_stage(fleet.mlflow(0), name, second) == "Production"
+
+
+def test_each_replica_keeps_its_own_intact_audit_chain_and_never_logs_the_database_password(fleet):
+    for gate in fleet.gates:
+        records = audit_records(gate.audit)
+        assert records, f"{gate.audit} holds no decision"
+        verified = audit_verify(gate.audit)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert PASSWORD not in gate.log.read_text()
