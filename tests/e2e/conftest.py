@@ -350,6 +350,16 @@ def gate(mlflow_server: Server, gate_keys: GateKeys, tmp_path_factory) -> Iterat
         yield server
 
 
+@pytest.fixture(scope="session")
+def fleet(gate_keys, tmp_path_factory):
+    """PostgreSQL, two MLflow servers on one database and a gate in front of each (see support/fleet.py), shared by
+    the test_fleet_* modules, which run in a process of their own."""
+    from support.fleet import running_fleet  # support.fleet imports this module
+
+    with running_fleet(tmp_path_factory.mktemp("fleet"), gate_keys) as started:
+        yield started
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """On a failed test, attach the tails of the gate's and MLflow's logs to the report."""

@@ -3,53 +3,20 @@ database, one artifact root), a gate in front of each, and every step of the sto
 than the step before. Stamps, approvals, stage history, voided approvals and webhooks must come out as with one
 gate: every fact the gates act on lives in MLflow's database, none in a replica.
 
-Slow (PostgreSQL and two MLflow servers start once for the module, ~30 s); run in one process:
+Slow (PostgreSQL and two MLflow servers start once for the test_fleet_* modules, ~25 s); run in one process:
 `MLFLOW_GATE_BIN=... python -m pytest tests/e2e/test_fleet_postgres.py`."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
-import pytest
-
-from helpers import http, new_model_version, tags_of, upstream, upstream_stage, workflow
+from helpers import http, new_model_version, tags_of, upstream_stage, workflow
 from support.audit import audit_records, audit_verify
-from support.fleet import Fleet, hook_url, running_fleet
+from support.fleet import hook_url, people, promote, version_of, via  # noqa: F401 (fixtures)
 from support.ops import mlflow_env  # noqa: F401 (a fixture)
 from support.postgres import PASSWORD
 
 HISTORY = "mlflow_gate.stage_history"
-
-
-@pytest.fixture(scope="module")
-def fleet(gate_keys, tmp_path_factory) -> Iterator[Fleet]:
-    with running_fleet(tmp_path_factory.mktemp("fleet"), gate_keys) as started:
-        yield started
-
-
-@pytest.fixture
-def people(gate_keys) -> dict[str, str]:
-    return {
-        "alice": gate_keys.token("alice"),
-        "bob": gate_keys.token("bob", groups=["ml-senior"]),
-        "ci": gate_keys.token("ci-bot", groups=["mlflow-ci"]),
-    }
-
-
-@pytest.fixture
-def via(fleet, mlflow_env):
-    """`via(i, token)`: an MlflowClient that talks to gate i as the token's holder."""
-    return lambda i, token: mlflow_env(fleet.gate(i).url, token)
-
-
-def version_of(fleet: Fleet, i: int, name: str, version: str) -> dict:
-    return upstream(fleet.mlflow(i), "/api/2.0/mlflow/model-versions/get", name=name, version=version)["model_version"]
-
-
-def promote(fleet: Fleet, i: int, token: str, name: str, version: str, stage: str):
-    return http(fleet.gate(i).url, "POST", "/api/2.0/mlflow/model-versions/transition-stage", token,
-                json={"name": name, "version": version, "stage": stage, "archive_existing_versions": True})
 
 
 def test_both_mlflow_servers_share_one_postgresql_database(fleet, via, people):

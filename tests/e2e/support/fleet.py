@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
+import pytest
+
 from conftest import Gate, GateKeys, Server, gate_process, gate_settings, http_server_on, mlflow_process, poll
+from helpers import http, upstream
 from support.audit import AUDIT_KEY, AUDIT_KEY_ENV
 from support.postgres import Postgres, postgres_cluster
 
@@ -157,3 +160,35 @@ def closing_recorder() -> Iterator[Recorder]:
         yield recorder
     finally:
         recorder.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What the fleet tests share
+
+
+@pytest.fixture
+def people(gate_keys) -> dict[str, str]:
+    return {
+        "alice": gate_keys.token("alice"),
+        "bob": gate_keys.token("bob", groups=["ml-senior"]),
+        "dave": gate_keys.token("dave", groups=["ml-senior"]),
+        "ci": gate_keys.token("ci-bot", groups=["mlflow-ci"]),
+    }
+
+
+@pytest.fixture
+def via(fleet, mlflow_env):
+    """`via(i, token)`: an MlflowClient that talks to gate i as the token's holder."""
+    return lambda i, token: mlflow_env(fleet.gate(i).url, token)
+
+
+def version_of(fleet: Fleet, i: int, name: str, version: str) -> dict:
+    """The model version as MLflow server i has it (straight, not through a gate)."""
+    return upstream(fleet.mlflow(i), "/api/2.0/mlflow/model-versions/get", name=name, version=version)["model_version"]
+
+
+def promote(fleet: Fleet, i: int, token: str, name: str, version: str, stage: str):
+    """A transition through gate i; to Production it archives the other Production versions (as the policy asks)."""
+    return http(fleet.gate(i).url, "POST", "/api/2.0/mlflow/model-versions/transition-stage", token,
+                json={"name": name, "version": version, "stage": stage,
+                      "archive_existing_versions": stage == "Production"})
