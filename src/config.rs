@@ -1,6 +1,9 @@
 //! Start-up, before any request: the TOML config file is parsed into raw serde structs (unknown keys refused) and
 //! validated into a [`Config`]. Every error names the file and the key at fault.
 
+mod fleet;
+pub use fleet::FleetConfig;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -51,6 +54,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// `[audit]`: where decision records go, the chain's key and the checkpoints (none when absent).
     pub audit: Option<crate::audit::Settings>,
+    /// `[fleet]`: this replica's id and the fleet's shared database (see `config/fleet.rs`).
+    pub fleet: FleetConfig,
 }
 
 /// `[admin]`: a separate listener for `/metrics`, `/healthz` and `/readyz`.
@@ -270,6 +275,8 @@ struct RawConfig {
     webhooks: Vec<RawWebhook>,
     admin: Option<RawAdmin>,
     audit: Option<RawAudit>,
+    #[serde(default)]
+    fleet: fleet::RawFleet,
 }
 
 #[derive(Deserialize)]
@@ -425,16 +432,23 @@ impl Config {
             let at = e.span().map(|s| line_col(text, s.start)).unwrap_or_default();
             v.err("(syntax)", format!("{message}{at}"))
         })?;
+        let fleet = v.fleet(raw.fleet, raw.webhook_delivery.timeout_secs.unwrap_or(10))?;
+        let spool_needed = !raw.webhooks.is_empty() && fleet.database_url_env.is_none();
+        if fleet.database_url_env.is_some() && raw.webhook_delivery.spool_dir.is_some() {
+            let why = "pending deliveries go to the fleet database (fleet.database_url_env): remove spool_dir";
+            return Err(v.err("webhook_delivery.spool_dir", why));
+        }
         Ok(Config {
             source: path.to_path_buf(),
             server: v.server(raw.server)?,
             upstream: v.upstream(raw.upstream)?,
             auth: v.auth(raw.auth)?,
             policy: v.policy(raw.policy)?,
-            webhook_delivery: v.webhook_delivery(raw.webhook_delivery, !raw.webhooks.is_empty())?,
+            webhook_delivery: v.webhook_delivery(raw.webhook_delivery, spool_needed)?,
             webhooks: raw.webhooks.into_iter().enumerate().map(|(i, r)| v.webhook(i, r)).collect::<Result<_, _>>()?,
             admin: raw.admin.map(|a| v.admin(a)).transpose()?,
             audit: raw.audit.map(|a| v.audit(a)).transpose()?,
+            fleet,
         })
     }
 }

@@ -99,7 +99,7 @@ impl Workflow<'_> {
         }
         let a = ctx.new_activity(kind::REQUESTED, Some(stage), None);
         self.save(ctx, &a).await?;
-        self.emit(ctx, events::request_events(ctx.name, ctx.version, stage, a.comment.as_deref()));
+        self.emit(ctx, events::request_events(ctx.name, ctx.version, stage, a.comment.as_deref())).await;
         let actions = ["APPROVE_TRANSITION_REQUEST", "REJECT_TRANSITION_REQUEST", "CANCEL_TRANSITION_REQUEST"];
         Ok(json!({"request": {"to_stage": stage, "comment": a.comment, "user_id": a.user_id,
             "creation_timestamp": a.creation_timestamp, "available_actions": actions}}))
@@ -171,7 +171,7 @@ impl Workflow<'_> {
         let applied = ctx.new_activity(kind::APPLIED, Some(stage), None);
         self.save(ctx, &applied).await?;
         let from = ctx.mv.get("current_stage").cloned().unwrap_or(Value::Null);
-        self.emit(ctx, events::transition_events(Some(ctx.name), Some(ctx.version), &from, &Value::from(stage)));
+        self.emit(ctx, events::transition_events(Some(ctx.name), Some(ctx.version), &from, &Value::from(stage))).await;
         Ok(Some(format!("approved and transitioned to {stage}")))
     }
 
@@ -204,7 +204,7 @@ impl Workflow<'_> {
                 model_name: Some(ctx.name.to_string()),
                 fields: fields.as_object().cloned().unwrap_or_default(),
             };
-            self.emit(ctx, vec![event]);
+            self.emit(ctx, vec![event]).await;
         }
         let mine = a.user_id == ctx.call.principal.sub;
         let actions: Vec<&str> = if mine { vec!["EDIT_COMMENT", "DELETE_COMMENT"] } else { vec![] };
@@ -220,8 +220,8 @@ impl Workflow<'_> {
         Ok(json!({}))
     }
 
-    fn emit(&self, ctx: &Ctx<'_>, list: Vec<events::RegistryEvent>) {
-        effects::emit(self.webhooks, list, &ctx.call.principal.sub, ctx.call.context);
+    async fn emit(&self, ctx: &Ctx<'_>, list: Vec<events::RegistryEvent>) {
+        effects::emit(self.webhooks, list, &ctx.call.principal.sub, ctx.call.context).await;
     }
 
     async fn save(&self, ctx: &Ctx<'_>, a: &Activity) -> Result<(), GateError> {

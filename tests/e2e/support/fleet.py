@@ -10,7 +10,7 @@ import hmac
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -20,7 +20,7 @@ import pytest
 
 from conftest import Gate, GateKeys, Server, gate_process, gate_settings, http_server_on, mlflow_process, poll
 from helpers import http, upstream
-from support.audit import AUDIT_KEY, AUDIT_KEY_ENV
+from support.audit import AUDIT_KEY, AUDIT_KEY_ENV, audit_records
 from support.postgres import Postgres, postgres_cluster
 
 HOOK_SECRET = "whsec-fleet-0123456789"
@@ -32,7 +32,7 @@ FLEET_EVENTS = ["REGISTERED_MODEL_CREATED", "MODEL_VERSION_CREATED", "MODEL_VERS
 
 @dataclass
 class Delivery:
-    path: str  # which gate's hook entry it came through (/hook/<gate name>)
+    path: str
     delivery_id: str
     event: dict
 
@@ -69,31 +69,37 @@ class Recorder:
         with self.lock:
             return [d for d in self.deliveries if d.event.get("model_name") == model]
 
-    def wait_for(self, model: str, events: set[tuple[str, str]], timeout: float = 30) -> list[Delivery]:
-        """Waits until every (event, hook path) pair has arrived for `model`; returns the model's deliveries."""
-        poll(lambda: events <= {(d.event["event"], d.path) for d in self.about(model)},
-             f"webhook events {sorted(events)} for {model}", timeout)
-        return self.about(model)
+    def wait_for(self, model: str, events: set[tuple[str, str]], label: Callable[[Delivery], str | None],
+                 timeout: float = 30) -> set[tuple[str, str | None]]:
+        """Waits until every (event, label) pair has arrived for `model`; returns the pairs that arrived."""
+
+        def arrived():
+            seen = {(d.event["event"], label(d)) for d in self.about(model)}
+            return seen if events <= seen else None
+
+        return poll(arrived, f"webhook events {sorted(events)} for {model}", timeout)
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
 
 
-def hook_url(base: str, gate_name: str) -> str:
-    return f"{base}/hook/{gate_name}"
+DATABASE_URL_ENV = "MLFLOW_GATE_E2E_DATABASE_URL"
 
 
-def fleet_gate_settings(mlflow_url: str, jwks: Path, directory: Path, name: str, hook_base: str,
+def fleet_gate_settings(mlflow_url: str, jwks: Path, directory: Path, name: str, hook: str,
                         extra: dict | None = None) -> dict:
-    """A fleet gate's config: admin listener, audit file, a webhook spool of its own, every fleet event to
-    `hook_base`/hook/<name>; `extra` sections are merged in (see `gate_settings`)."""
+    """A fleet gate's config: replica id `name`, admin listener, audit file, the fleet's PostgreSQL (URL in
+    DATABASE_URL_ENV) for the webhook outbox and the promotion locks, every fleet event to `hook` (the same
+    [[webhooks]] on every replica: a delivery is claimed by replicas that know its webhook id); `extra` sections
+    are merged in (see `gate_settings`)."""
     sections = {
         "admin": {"listen": "127.0.0.1:0"},
         "audit": {"sink": "file", "file": str(directory / "audit.log"), "key_env": AUDIT_KEY_ENV},
-        "webhook_delivery": {"spool_dir": str(directory / "spool"), "initial_backoff_ms": 50,
-                             "max_backoff_ms": 400, "timeout_secs": 5},
-        "webhooks": [{"url": hook_url(hook_base, name), "secret_env": HOOK_SECRET_ENV, "events": FLEET_EVENTS}],
+        "fleet": {"replica_id": name, "database_url_env": DATABASE_URL_ENV, "poll_interval_ms": 200,
+                  "lease_secs": 6},
+        "webhook_delivery": {"initial_backoff_ms": 50, "max_backoff_ms": 400, "timeout_secs": 5},
+        "webhooks": [{"url": hook, "secret_env": HOOK_SECRET_ENV, "events": FLEET_EVENTS}],
     }
     for header, body in (extra or {}).items():
         if isinstance(body, dict):
@@ -104,6 +110,10 @@ def fleet_gate_settings(mlflow_url: str, jwks: Path, directory: Path, name: str,
 
 
 GATE_ENV = {"MLFLOW_GATE_LOG": "info", AUDIT_KEY_ENV: AUDIT_KEY, HOOK_SECRET_ENV: HOOK_SECRET}
+
+
+def gate_env(pg: Postgres, database: str) -> dict[str, str]:
+    return {**GATE_ENV, DATABASE_URL_ENV: pg.url(database)}
 
 
 @dataclass
@@ -120,6 +130,14 @@ class Fleet:
 
     def gate(self, i: int) -> Gate:
         return self.gates[i % len(self.gates)]
+
+    def replica_of(self, delivery: Delivery) -> str | None:
+        """The gate (`gate-a`, ...) whose audit log holds the decision a delivery's event came from."""
+        decision = delivery.event.get("decision_id")
+        for gate in self.gates:
+            if any(r.get("decision_id") == decision for r in audit_records(gate.audit)):
+                return gate.dir.name
+        return None
 
     def mlflow(self, i: int) -> Server:
         return self.mlflows[i % len(self.mlflows)]
@@ -145,8 +163,8 @@ def running_fleet(tmp: Path, keys: GateKeys, replicas: int = 2) -> Iterator[Flee
             name = f"gate-{'ab'[i] if i < 2 else i}"
             directory = tmp / name
             directory.mkdir()
-            config = fleet_gate_settings(server.url, keys.jwks, directory, name, recorder.base)
-            gates.append(stack.enter_context(gate_process(directory, config, GATE_ENV, name=name)))
+            config = fleet_gate_settings(server.url, keys.jwks, directory, name, f"{recorder.base}/hook")
+            gates.append(stack.enter_context(gate_process(directory, config, gate_env(pg, database), name=name)))
             logs.append((name, directory / "gate.log"))
         yield Fleet(pg, database, mlflows, gates, recorder, keys, logs)
 

@@ -55,7 +55,7 @@ class Postgres:
         conn = self.connect(database)
         try:
             with conn.cursor() as cur:
-                cur.execute(sql, args)
+                cur.execute(sql, args or None)  # no args: a literal % stays a %
                 return cur.fetchall() if cur.description else []
         finally:
             conn.close()
