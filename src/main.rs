@@ -368,6 +368,24 @@ fn check(config_path: &Path) -> Result<()> {
     if let Some(reason) = bundle.interpreter_reason() {
         println!("policy engine: interpreter because {reason}");
     }
+    check_fleet(&config.fleet)
+}
+
+/// The fleet's database URL is checked when its variable is set here (never printed); otherwise at start.
+fn check_fleet(fleet: &mlflow_gate::config::FleetConfig) -> Result<()> {
+    use mlflow_gate::fleetdb::{url_from_env, DbError};
+    let replica = &fleet.replica_id;
+    let Some(var) = &fleet.database_url_env else {
+        println!("fleet: replica {replica}; no fleet database (webhook deliveries in the spool)");
+        return Ok(());
+    };
+    match url_from_env(var) {
+        Ok(_) => println!("fleet: replica {replica}; database from ${var}: a PostgreSQL URL"),
+        Err(DbError::MissingEnv(_)) => {
+            println!("fleet: replica {replica}; database from ${var}: not set here (checked when the gate starts)")
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(())
 }
 
