@@ -447,7 +447,11 @@ impl Config {
             webhook_delivery: v.webhook_delivery(raw.webhook_delivery, spool_needed)?,
             webhooks: raw.webhooks.into_iter().enumerate().map(|(i, r)| v.webhook(i, r)).collect::<Result<_, _>>()?,
             admin: raw.admin.map(|a| v.admin(a)).transpose()?,
-            audit: raw.audit.map(|a| v.audit(a)).transpose()?,
+            audit: raw
+                .audit
+                .map(|a| v.audit(a))
+                .transpose()?
+                .map(|a| crate::audit::Settings { replica: Some(fleet.replica_id.clone()), ..a }),
             fleet,
         })
     }
@@ -613,6 +617,7 @@ impl Validator {
             key,
             checkpoint_every_records: every,
             checkpoint_interval: Duration::from_secs(interval),
+            replica: None, // set from [fleet] once that is read
         })
     }
 

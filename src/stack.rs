@@ -143,6 +143,11 @@ impl Gate {
         self.webhooks.as_ref()
     }
 
+    /// This replica's id in a fleet (`[fleet] replica_id`).
+    pub fn replica_id(&self) -> &str {
+        &self.config.fleet.replica_id
+    }
+
     /// The audit log, if any (flushed at shutdown).
     pub fn audit(&self) -> Option<&AuditLog> {
         self.audit.as_ref()

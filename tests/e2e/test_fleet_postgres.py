@@ -106,8 +106,38 @@ def test_one_production_version_after_promotions_through_both_gates(fleet, via, 
 
 def test_each_replica_keeps_its_own_intact_audit_chain_and_never_logs_the_database_password(fleet):
     for gate in fleet.gates:
-        records = audit_records(gate.audit)
-        assert records, f"{gate.audit} holds no decision"
-        verified = audit_verify(gate.audit)
-        assert verified.returncode == 0, verified.stdout + verified.stderr
+        records = audit_records(gate.audit, everything=True)
+        assert records and {r["replica"] for r in records} == {gate.dir.name}, f"{gate.audit}: replica ids"
         assert PASSWORD not in gate.log.read_text()
+    # Both replicas' files at once: one chain each, each against its own latest published checkpoint.
+    for gate in fleet.gates:
+        flushed_metrics = http(gate.admin_url, "GET", "/metrics").text
+        assert f'mlflow_gate_replica_info{{replica="{gate.dir.name}"}} 1' in flushed_metrics
+        assert "mlflow_gate_policy_bundle_info{revision=" in flushed_metrics
+    checkpoints = [http(g.admin_url, "GET", "/audit/checkpoint").json() for g in fleet.gates]
+    assert [c["replica"] for c in checkpoints] == ["gate-a", "gate-b"]
+    args = tuple(a for c in checkpoints for a in ("--checkpoint", json.dumps(c)))
+    verified = audit_verify(*(g.audit for g in fleet.gates), args=args)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "audit chain of replica gate-a intact" in verified.stdout
+    assert "audit chain of replica gate-b intact" in verified.stdout
+    assert "all 2 replicas' audit chains intact" in verified.stdout
+
+
+def test_verify_names_the_replica_whose_chain_was_tampered_with(fleet, tmp_path):
+    a, b = fleet.gates
+    lines = a.audit.read_text().splitlines()
+    record = json.loads(lines[1])
+    record["decision"] = "allow" if record["decision"] != "allow" else "denied"
+    lines[1] = json.dumps(record, separators=(",", ":"))
+    forged = tmp_path / "gate-a-audit.log"
+    forged.write_text("\n".join(lines) + "\n")
+    verified = audit_verify(forged, b.audit)
+    assert verified.returncode != 0
+    assert "audit chain of replica gate-a broken" in verified.stderr and "record 1 was altered" in verified.stderr
+    assert "audit chain of replica gate-b intact" in verified.stdout
+    # A replica's checkpoint cannot stand in for another's: it names its replica, and is signed with it.
+    checkpoint = http(b.admin_url, "GET", "/audit/checkpoint").json()
+    checkpoint["replica"] = "gate-a"
+    moved = audit_verify(a.audit, b.audit, args=("--checkpoint", json.dumps(checkpoint)))
+    assert moved.returncode != 0 and "does not verify" in moved.stdout + moved.stderr
