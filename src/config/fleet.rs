@@ -68,7 +68,7 @@ impl Validator {
             return Err(self.err(&key("database_ca_file"), "only with database_url_env"));
         }
         let lease_secs = raw.lease_secs.unwrap_or(60);
-        if lease_secs <= webhook_timeout_secs {
+        if lease_secs <= webhook_timeout_secs && raw.database_url_env.is_some() {
             return Err(self.err(
                 &key("lease_secs"),
                 format!("must be longer than webhook_delivery.timeout_secs ({webhook_timeout_secs}): a claim must outlive an attempt"),
@@ -133,7 +133,7 @@ dir = "policies"
             ("[fleet]\nreplica_id = \"gate 0\"\n", "fleet.replica_id"),
             ("[fleet]\ndatabase_url_env = \"postgres://u:p@h/db\"\n", "fleet.database_url_env"),
             ("[fleet]\ndatabase_ca_file = \"ca.pem\"\n", "fleet.database_ca_file"),
-            ("[fleet]\nlease_secs = 10\n", "fleet.lease_secs"),
+            ("[fleet]\ndatabase_url_env = \"DB\"\nlease_secs = 10\n", "fleet.lease_secs"),
             ("[fleet]\npoll_interval_ms = 0\n", "fleet.poll_interval_ms"),
             ("[fleet]\ndatabase_url = \"x\"\n", "database_url"),
         ];
