@@ -76,7 +76,7 @@ command -v chromium && command -v chromedriver || (apt-get update -qq && apt-get
 
 step "end-to-end: the real MLflow client through the gate in front of a real MLflow server"
 MLFLOW_MATRIX_CELL="client 3.17.2, server 3.17.2" "$venv/bin/python" -m pytest tests/e2e -v -p no:cacheprovider \
-  --ignore=tests/e2e/test_browser_ui.py
+  --ignore=tests/e2e/test_browser_ui.py --ignore-glob='tests/e2e/test_fleet_*'
 
 # The compatibility suite once per other cell of the README's matrix (3.17.2 with 3.17.2 ran in the step above).
 for v in "${compat_versions[@]}"; do
@@ -92,5 +92,14 @@ MLFLOW_MATRIX_CELL="client 2.22.5, server 3.17.2" MLFLOW_SERVER_BIN="$venv/bin/m
 
 step "browser: the MLflow UI in chromium through the gate with sign-in (screenshots in test-artifacts/browser/)"
 "$venv/bin/python" -m pytest tests/e2e/test_browser_ui.py -v -p no:cacheprovider
+
+step "PostgreSQL server for the fleet suite (postgresql, from Debian) and the unprivileged user it runs as"
+ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null || (apt-get update -qq && apt-get install -y -qq postgresql)
+if [ "$(id -u)" = 0 ] && ! id -u mlflow-gate-pg >/dev/null 2>&1; then
+  useradd --system --no-create-home --shell /usr/sbin/nologin mlflow-gate-pg  # initdb refuses to run as root
+fi
+
+step "end-to-end on a fleet: two gates, two MLflow servers on one PostgreSQL (one process, servers shared)"
+"$venv/bin/python" -m pytest tests/e2e/test_fleet_*.py -v -p no:cacheprovider
 
 step "all tests passed"

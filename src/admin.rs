@@ -76,6 +76,12 @@ async fn answer<B>(req: &Request<B>, gate: &Gate, extra: &ExtraCounters) -> Resp
                 "revision",
                 policy.revision,
             ));
+            ext.info.push((
+                "mlflow_gate_replica_info",
+                "This replica of a fleet ([fleet] replica_id): its audit chain, outbox claims and these metrics.",
+                "replica",
+                gate.replica_id().to_string(),
+            ));
             let mut body = gate.metrics().render(&ext);
             if let Some(c) = gate.audit().and_then(crate::audit::AuditLog::latest_checkpoint) {
                 let seq = c.seq.to_string();

@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use writer::Writer;
 
 pub use chain::{AuditKey, Checkpoint, KeyError, KeySource, GENESIS_PREV, KEY_HINT, MIN_KEY_BYTES};
-pub use verify::{verify, Problem, Summary, Verifier};
+pub use verify::{replica_of_file, verify, Problem, Summary, Verifier};
 
 /// `[audit]`: where records go, the chain's key, and how often checkpoints are published.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +34,9 @@ pub struct Settings {
     pub checkpoint_every_records: u64,
     /// A checkpoint at least this often while records are written.
     pub checkpoint_interval: Duration,
+    /// The replica whose chain this is (`[fleet] replica_id`): in every record and checkpoint, so the chains of a
+    /// fleet's replicas can be told apart and verified together.
+    pub replica: Option<String>,
 }
 
 /// Called with every checkpoint, on the writer's thread (e.g. to emit an `AUDIT_CHECKPOINT` webhook event).

@@ -41,6 +41,7 @@ fn run_gate(dir: &Path, n: u32, max_bytes: u64, with: &AuditKey) -> (PathBuf, Ve
         key: KeySource::Env("UNUSED".into()),
         checkpoint_every_records: 3,
         checkpoint_interval: Duration::from_secs(3600),
+        replica: None,
     };
     let published: Published = Arc::default();
     let sink = published.clone();
@@ -293,11 +294,14 @@ async fn a_started_log_publishes_at_start_on_its_timer_and_at_close() {
         key: KeySource::File(key_file),
         checkpoint_every_records: 1000,
         checkpoint_interval: Duration::from_millis(50),
+        replica: Some("gate-7".into()),
     };
     let (tx, rx) = std::sync::mpsc::channel::<Checkpoint>();
     let tx = Mutex::new(tx);
     let publish: Publish = Box::new(move |c| {
-        let _ = tx.lock().map(|t| t.send(c.clone()));
+        if let Ok(t) = tx.lock() {
+            let _ = t.send(c.clone());
+        }
     });
     let log = AuditLog::start(settings, publish).unwrap_or_else(|e| panic!("{e}"));
     let next = || rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|e| panic!("no checkpoint: {e}"));
@@ -307,6 +311,12 @@ async fn a_started_log_publishes_at_start_on_its_timer_and_at_close() {
     log.close(Duration::from_secs(10)).await;
     let last = next();
     assert_eq!((last.seq, log.latest_checkpoint()), (1, Some(last.clone())));
+    assert_eq!(last.replica.as_deref(), Some("gate-7"), "a fleet replica's checkpoints name it");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(text.lines().all(|l| l.contains(r#""replica":"gate-7""#)), "and so do its records: {text}");
+    let mut moved = last.clone();
+    moved.replica = Some("gate-8".into());
+    assert!(!key().verify_checkpoint(&moved), "the replica is signed: a checkpoint cannot change chains");
     let v = Verifier { checkpoints: vec![last], ..with_key() };
     assert_eq!(verify(std::slice::from_ref(&path), &v).map(|s| s.matched), Ok(vec![1]));
     let missing = Settings {
@@ -314,6 +324,7 @@ async fn a_started_log_publishes_at_start_on_its_timer_and_at_close() {
         key: KeySource::Env("MLFLOW_GATE_TEST_UNSET_AUDIT_KEY".into()),
         checkpoint_every_records: 1,
         checkpoint_interval: Duration::from_secs(1),
+        replica: None,
     };
     let err = AuditLog::start(missing, Box::new(|_| {})).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err.contains("$MLFLOW_GATE_TEST_UNSET_AUDIT_KEY") && err.contains(KEY_HINT), "{err}");

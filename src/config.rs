@@ -1,6 +1,9 @@
 //! Start-up, before any request: the TOML config file is parsed into raw serde structs (unknown keys refused) and
 //! validated into a [`Config`]. Every error names the file and the key at fault.
 
+mod fleet;
+pub use fleet::FleetConfig;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -56,6 +59,8 @@ pub struct Config {
     pub audit: Option<crate::audit::Settings>,
     /// `[browser]`: sign-in for browsers and the session cookie (none when absent: bearer tokens only).
     pub browser: Option<BrowserConfig>,
+    /// `[fleet]`: this replica's id and the fleet's shared database (see `config/fleet.rs`).
+    pub fleet: FleetConfig,
 }
 
 /// `[admin]`: a separate listener for `/metrics`, `/healthz` and `/readyz`.
@@ -276,6 +281,8 @@ struct RawConfig {
     admin: Option<RawAdmin>,
     audit: Option<RawAudit>,
     browser: Option<browser::RawBrowser>,
+    #[serde(default)]
+    fleet: fleet::RawFleet,
 }
 
 #[derive(Deserialize)]
@@ -434,17 +441,28 @@ impl Config {
         let (server, upstream) = (v.server(raw.server)?, v.upstream(raw.upstream)?);
         let auth = v.auth(raw.auth)?;
         let browser = raw.browser.map(|b| v.browser(b, &auth.issuers)).transpose()?;
+        let fleet = v.fleet(raw.fleet, raw.webhook_delivery.timeout_secs.unwrap_or(10))?;
+        let spool_needed = !raw.webhooks.is_empty() && fleet.database_url_env.is_none();
+        if fleet.database_url_env.is_some() && raw.webhook_delivery.spool_dir.is_some() {
+            let why = "pending deliveries go to the fleet database (fleet.database_url_env): remove spool_dir";
+            return Err(v.err("webhook_delivery.spool_dir", why));
+        }
         Ok(Config {
             source: path.to_path_buf(),
             server,
             upstream,
             auth,
             policy: v.policy(raw.policy)?,
-            webhook_delivery: v.webhook_delivery(raw.webhook_delivery, !raw.webhooks.is_empty())?,
+            webhook_delivery: v.webhook_delivery(raw.webhook_delivery, spool_needed)?,
             webhooks: raw.webhooks.into_iter().enumerate().map(|(i, r)| v.webhook(i, r)).collect::<Result<_, _>>()?,
             admin: raw.admin.map(|a| v.admin(a)).transpose()?,
-            audit: raw.audit.map(|a| v.audit(a)).transpose()?,
+            audit: raw
+                .audit
+                .map(|a| v.audit(a))
+                .transpose()?
+                .map(|a| crate::audit::Settings { replica: Some(fleet.replica_id.clone()), ..a }),
             browser,
+            fleet,
         })
     }
 }
@@ -609,6 +627,7 @@ impl Validator {
             key,
             checkpoint_every_records: every,
             checkpoint_interval: Duration::from_secs(interval),
+            replica: None, // set from [fleet] once that is read
         })
     }
 

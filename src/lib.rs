@@ -15,6 +15,7 @@ pub mod config;
 pub mod devkeys;
 pub mod error;
 pub mod explain;
+pub mod fleetdb;
 pub mod fold;
 pub mod limits;
 pub mod metrics;
@@ -63,6 +64,9 @@ pub enum StartError {
     /// Browser sign-in cannot start (a secret is missing or unusable).
     #[error("{0}")]
     Browser(#[from] browser::BrowserError),
+    /// The fleet's database (`[fleet] database_url_env`) is unusable.
+    #[error("{0}")]
+    Fleet(#[from] fleetdb::DbError),
 }
 
 /// Loads the policy, builds the authenticator and the upstream client, and warms the issuers' keys.
@@ -86,19 +90,42 @@ pub async fn build_gate(config: Config) -> Result<Arc<Gate>, StartError> {
     let (webhook_delivery, webhook_hooks) = (config.webhook_delivery.clone(), config.webhooks.clone());
     let mut policy = policy::Policy::new(bundle);
     policy.start_reloader(config.policy.reload_interval);
+    let fleet_db = start_fleet_db(&config.fleet).await?;
+    let fleet = config.fleet.clone();
     let mut gate = Gate::new(Arc::new(config), auth, policy, upstream);
     if let Some(browser) = browser {
         gate = gate.with_browser(browser);
     }
-    if !webhook_hooks.is_empty() {
-        let hooks = webhooks::Webhooks::start(&webhook_delivery, &webhook_hooks).await?;
-        gate = gate.with_webhooks(hooks);
+    if let Some(db) = &fleet_db {
+        gate = gate.with_fleet_db(db.clone());
+    }
+    match (&fleet_db, webhook_hooks.is_empty()) {
+        (_, true) => {}
+        (Some(db), false) => {
+            let hooks =
+                webhooks::Webhooks::start_with_outbox(&webhook_delivery, &webhook_hooks, db.clone(), &fleet).await?;
+            gate = gate.with_webhooks(hooks);
+        }
+        (None, false) => {
+            let hooks = webhooks::Webhooks::start(&webhook_delivery, &webhook_hooks).await?;
+            gate = gate.with_webhooks(hooks);
+        }
     }
     if let Some(settings) = audit_sink {
         let publish = checkpoint_publisher(gate.webhooks().cloned());
         gate = gate.with_audit(audit::AuditLog::start(settings, publish).map_err(StartError::Audit)?);
     }
     Ok(Arc::new(gate))
+}
+
+/// Connects to the fleet's database, if configured, and creates the gate's schema there. The gate does not start
+/// without it: a replica that could not reach the outbox would keep deliveries only in memory.
+async fn start_fleet_db(fleet: &config::FleetConfig) -> Result<Option<Arc<fleetdb::FleetDb>>, StartError> {
+    let Some(var) = &fleet.database_url_env else { return Ok(None) };
+    let db = fleetdb::FleetDb::from_env(var, fleet.database_ca_file.as_deref(), &fleet.replica_id)?;
+    db.migrate().await?;
+    tracing::info!(replica_id = %fleet.replica_id, schema = fleetdb::SCHEMA, "fleet database ready");
+    Ok(Some(Arc::new(db)))
 }
 
 /// Where a started gate listens: handed to `run`'s `on_ready` once it can serve (both may be port 0 in the

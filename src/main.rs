@@ -442,6 +442,24 @@ fn check(config_path: &Path) -> Result<()> {
             b.previous_cookie_keys.len()
         );
     }
+    check_fleet(&config.fleet)
+}
+
+/// The fleet's database URL is checked when its variable is set here (never printed); otherwise at start.
+fn check_fleet(fleet: &mlflow_gate::config::FleetConfig) -> Result<()> {
+    use mlflow_gate::fleetdb::{url_from_env, DbError};
+    let replica = &fleet.replica_id;
+    let Some(var) = &fleet.database_url_env else {
+        println!("fleet: replica {replica}; no fleet database (webhook deliveries in the spool)");
+        return Ok(());
+    };
+    match url_from_env(var) {
+        Ok(_) => println!("fleet: replica {replica}; database from ${var}: a PostgreSQL URL"),
+        Err(DbError::MissingEnv(_)) => {
+            println!("fleet: replica {replica}; database from ${var}: not set here (checked when the gate starts)")
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(())
 }
 
@@ -630,13 +648,85 @@ fn audit_verify(
         from: from.map(read_checkpoint).transpose()?,
         checkpoints: checkpoints.iter().map(|c| read_checkpoint(c)).collect::<Result<_>>()?,
     };
-    let s = mlflow_gate::audit::verify(files, &verifier).map_err(|p| anyhow::anyhow!("audit chain broken: {p}"))?;
+    let chains = chains_by_replica(files)?;
+    if chains.len() == 1 {
+        return verify_chain(None, files, &verifier);
+    }
+    // Several replicas' files: one chain each; every checkpoint belongs to the replica it names.
+    for c in verifier.checkpoints.iter().chain(&verifier.from) {
+        let named = c.replica.as_ref().is_some_and(|r| chains.iter().any(|(k, _)| k.as_ref() == Some(r)));
+        if !named {
+            anyhow::bail!(
+                "the checkpoint of record {} ({}) names no replica among the files' ({}): with several replicas' \
+                 files, give each replica's own checkpoints",
+                c.seq,
+                c.time,
+                chains.iter().map(|(r, _)| r.as_deref().unwrap_or("(none)")).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    let mut broken = 0;
+    for (replica, chain_files) in &chains {
+        let mine = |c: &&mlflow_gate::audit::Checkpoint| c.replica == *replica;
+        let v = Verifier {
+            keys: verifier.keys.clone(),
+            from: verifier.from.iter().find(mine).cloned(),
+            checkpoints: verifier.checkpoints.iter().filter(mine).cloned().collect(),
+        };
+        if let Err(e) = verify_chain(replica.as_deref(), chain_files, &v) {
+            eprintln!("{e}");
+            broken += 1;
+        }
+    }
+    if broken > 0 {
+        anyhow::bail!("{broken} of {} replicas' audit chains are broken", chains.len());
+    }
+    println!("all {} replicas' audit chains intact", chains.len());
+    Ok(())
+}
+
+/// The files grouped by the replica whose chain they hold, in the order given (oldest first within a replica). A
+/// file without a readable first record goes with the file before it (or, first of all, with the next one).
+fn chains_by_replica(files: &[PathBuf]) -> Result<Vec<(Option<String>, Vec<PathBuf>)>> {
+    let mut chains: Vec<(Option<String>, Vec<PathBuf>)> = Vec::new();
+    let (mut leading, mut last) = (Vec::new(), None);
+    for file in files {
+        let found = mlflow_gate::audit::replica_of_file(file).map_err(|p| anyhow::anyhow!("{p}"))?;
+        let Some(replica) = found else {
+            match last.and_then(|i: usize| chains.get_mut(i)) {
+                Some((_, list)) => list.push(file.clone()),
+                None => leading.push(file.clone()),
+            }
+            continue;
+        };
+        let i = match chains.iter().position(|(r, _)| *r == replica) {
+            Some(i) => i,
+            None => {
+                chains.push((replica, std::mem::take(&mut leading)));
+                chains.len() - 1
+            }
+        };
+        if let Some((_, list)) = chains.get_mut(i) {
+            list.push(file.clone());
+        }
+        last = Some(i);
+    }
+    if chains.is_empty() {
+        chains.push((None, leading));
+    }
+    Ok(chains)
+}
+
+/// Verifies one chain and prints what was proven.
+fn verify_chain(replica: Option<&str>, files: &[PathBuf], verifier: &mlflow_gate::audit::Verifier) -> Result<()> {
+    let of = replica.map(|r| format!(" of replica {r}")).unwrap_or_default();
+    let s = mlflow_gate::audit::verify(files, verifier).map_err(|p| anyhow::anyhow!("audit chain{of} broken: {p}"))?;
     let start = match &verifier.from {
         Some(c) => format!("anchored at the checkpoint of record {}", c.seq),
         None => "from the genesis record".into(),
     };
     println!(
-        "audit chain intact: {} records in {} file(s), records {}..{} {start}, key id {}",
+        "audit chain{of} intact: {} records in {} file(s), records {}..{} {start}, key id {}",
         s.records,
         files.len(),
         s.first_seq,
@@ -644,10 +734,10 @@ fn audit_verify(
         s.key_ids.join(", ")
     );
     for seq in &s.matched {
-        println!("checkpoint of record {seq}: matches");
+        println!("checkpoint{of} of record {seq}: matches");
     }
     for seq in &s.older {
-        println!("checkpoint of record {seq}: the files begin after it (it anchors them; nothing to compare)");
+        println!("checkpoint{of} of record {seq}: the files begin after it (it anchors them; nothing to compare)");
     }
     if verifier.checkpoints.is_empty() {
         println!("note: records cut from the end are found only against a published checkpoint (--checkpoint)");

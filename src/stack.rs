@@ -27,7 +27,7 @@ use crate::limits::{Capacity, HEAVY_BODY_BYTES};
 use crate::metrics::Metrics;
 use crate::mlflow::canon::Target;
 use crate::mlflow::events;
-use crate::mlflow::routes::{BodyClass, Operation};
+use crate::mlflow::routes::{rpc, BodyClass, Operation};
 use crate::mlflow::stamps;
 use crate::pipeline::classify;
 use crate::pipeline::effects::{self, now_ms, WORKSPACE_FIELD};
@@ -53,6 +53,8 @@ pub struct Gate {
     capacity: Capacity,
     /// Browser sign-in (`[browser]`), if configured.
     browser: Option<Browser>,
+    /// The fleet's shared database (`[fleet] database_url_env`): promotion locks.
+    fleet_db: Option<Arc<crate::fleetdb::FleetDb>>,
 }
 
 /// How a request ended, as the log line, the metrics (`decision` label) and the audit log name it.
@@ -127,12 +129,19 @@ impl Gate {
             audit: None,
             webhooks: None,
             browser: None,
+            fleet_db: None,
         }
     }
 
     /// Signs browsers in (`[browser]`) and accepts their session cookie.
     pub fn with_browser(mut self, browser: Browser) -> Gate {
         self.browser = Some(browser);
+        self
+    }
+
+    /// Serialises promotions of a model across the fleet with this database's advisory locks.
+    pub fn with_fleet_db(mut self, db: Arc<crate::fleetdb::FleetDb>) -> Gate {
+        self.fleet_db = Some(db);
         self
     }
 
@@ -151,6 +160,11 @@ impl Gate {
     /// The webhooks, if any (drained at shutdown).
     pub fn webhooks(&self) -> Option<&Arc<Webhooks>> {
         self.webhooks.as_ref()
+    }
+
+    /// This replica's id in a fleet (`[fleet] replica_id`).
+    pub fn replica_id(&self) -> &str {
+        &self.config.fleet.replica_id
     }
 
     /// The audit log, if any (flushed at shutdown).
@@ -456,11 +470,36 @@ impl Gate {
             }
             None => read.out,
         };
+        let _promotion = self.promotion_lock(p).await?;
         let upstream_started = Instant::now();
         let resp = self.forward(parts, &p.head.context, &p.head.target, out, conn).await?;
         self.metrics.upstream_seconds.observe(upstream_started.elapsed());
         trail.upstream_status = Some(resp.status().as_u16());
         Ok(resp)
+    }
+
+    /// A transition that archives the stage's other versions holds the model's fleet-wide lock until MLflow has
+    /// answered: MLflow reads those versions without a lock, so on PostgreSQL two concurrent promotions of two
+    /// versions would both commit and both hold Production. Fails closed (503) if the lock cannot be had.
+    async fn promotion_lock(&self, p: &Permitted<'_>) -> Result<Option<crate::fleetdb::PromotionLock>, GateError> {
+        let Some(db) = &self.fleet_db else { return Ok(None) };
+        let target = p.resource.get("target");
+        let archives = target.and_then(|t| t.get("archive_existing_versions")).and_then(|v| v.as_bool());
+        let name = target.and_then(|t| t.get("name")).and_then(|n| n.as_str());
+        let (rpc::TRANSITION_MODEL_VERSION_STAGE, Some(true), Some(name)) = (p.op.rpc, archives, name) else {
+            return Ok(None);
+        };
+        match db.promotion_lock(p.head.context.workspace_name(), name).await {
+            Ok(lock) => Ok(Some(lock)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot take the fleet's promotion lock; refusing the transition");
+                Err(GateError::Overloaded(
+                    "the transition waits for the fleet's promotion lock of this model (another replica is promoting \
+                     it, or the fleet database is unreachable); try again shortly"
+                        .into(),
+                ))
+            }
+        }
     }
 
     /// After MLflow confirmed a permitted mutation: the stage history, then the registry's webhook events.
@@ -475,7 +514,7 @@ impl Gate {
             Some(hooks) => {
                 let (resp, answer) = read_small_json(resp).await?;
                 let events = events::for_mutation(p.op, p.resource, &answer);
-                effects::emit(Some(hooks), events, &p.principal.sub, ctx);
+                effects::emit(Some(hooks), events, &p.principal.sub, ctx).await;
                 Ok(resp)
             }
             None => Ok(resp),

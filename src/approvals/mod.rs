@@ -105,7 +105,7 @@ impl Workflow<'_> {
         }
         let a = ctx.new_activity(kind::REQUESTED, wanted, None);
         self.save(ctx, &a).await?;
-        self.emit(ctx, events::request_events(ctx.name, ctx.version, wanted, a.comment.as_deref()));
+        self.emit(ctx, events::request_events(ctx.name, ctx.version, wanted, a.comment.as_deref())).await;
         let actions = ["APPROVE_TRANSITION_REQUEST", "REJECT_TRANSITION_REQUEST", "CANCEL_TRANSITION_REQUEST"];
         let mut request = json!({"to_stage": a.to_stage, "comment": a.comment, "user_id": a.user_id,
             "creation_timestamp": a.creation_timestamp, "available_actions": actions});
@@ -199,11 +199,11 @@ impl Workflow<'_> {
             Requested::Stage(stage) => {
                 let from = ctx.mv.get("current_stage").cloned().unwrap_or(Value::Null);
                 let to = Value::from(stage);
-                self.emit(ctx, events::transition_events(Some(ctx.name), Some(ctx.version), &from, &to));
+                self.emit(ctx, events::transition_events(Some(ctx.name), Some(ctx.version), &from, &to)).await;
                 Ok(Some(format!("approved and transitioned to {stage}")))
             }
             Requested::Alias(alias) => {
-                self.emit(ctx, events::alias_set_events(ctx.name, ctx.version, alias));
+                self.emit(ctx, events::alias_set_events(ctx.name, ctx.version, alias)).await;
                 Ok(Some(format!("approved and moved the alias {alias} to version {}", ctx.version)))
             }
         }
@@ -244,7 +244,7 @@ impl Workflow<'_> {
                 model_name: Some(ctx.name.to_string()),
                 fields: fields.as_object().cloned().unwrap_or_default(),
             };
-            self.emit(ctx, vec![event]);
+            self.emit(ctx, vec![event]).await;
         }
         let mine = a.user_id == ctx.call.principal.sub;
         let actions: Vec<&str> = if mine { vec!["EDIT_COMMENT", "DELETE_COMMENT"] } else { vec![] };
@@ -260,8 +260,8 @@ impl Workflow<'_> {
         Ok(json!({}))
     }
 
-    fn emit(&self, ctx: &Ctx<'_>, list: Vec<events::RegistryEvent>) {
-        effects::emit(self.webhooks, list, &ctx.call.principal.sub, ctx.call.context);
+    async fn emit(&self, ctx: &Ctx<'_>, list: Vec<events::RegistryEvent>) {
+        effects::emit(self.webhooks, list, &ctx.call.principal.sub, ctx.call.context).await;
     }
 
     async fn save(&self, ctx: &Ctx<'_>, a: &Activity) -> Result<(), GateError> {

@@ -136,7 +136,20 @@ impl AuditKey {
 
     /// A signed checkpoint of the record `seq` whose MAC is `mac`.
     pub fn checkpoint(&self, seq: u64, mac: &str, time: String) -> Checkpoint {
-        let mut c = Checkpoint { seq, mac: mac.into(), time, key_id: self.id.clone(), checkpoint_mac: String::new() };
+        self.checkpoint_of(seq, mac, time, None)
+    }
+
+    /// A signed checkpoint of the chain of `replica` (a fleet's gate; signed too, so it cannot be moved to another
+    /// replica's chain).
+    pub fn checkpoint_of(&self, seq: u64, mac: &str, time: String, replica: Option<&str>) -> Checkpoint {
+        let mut c = Checkpoint {
+            seq,
+            mac: mac.into(),
+            time,
+            key_id: self.id.clone(),
+            replica: replica.map(str::to_owned),
+            checkpoint_mac: String::new(),
+        };
         c.checkpoint_mac = self.sign(CHECKPOINT_DOMAIN, &c.signed_bytes());
         c
     }
@@ -159,15 +172,21 @@ pub struct Checkpoint {
     pub time: String,
     /// The id of the key that signed it.
     pub key_id: String,
-    /// HMAC-SHA256 over the four fields above.
+    /// The replica whose chain it is (`[fleet] replica_id`); absent in checkpoints of gates before fleets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    /// HMAC-SHA256 over the fields above (`replica` only when present).
     pub checkpoint_mac: String,
 }
 
 impl Checkpoint {
     fn signed_bytes(&self) -> Vec<u8> {
-        serde_json::json!({"seq": self.seq, "mac": self.mac, "time": self.time, "key_id": self.key_id})
-            .to_string()
-            .into_bytes()
+        let mut signed =
+            serde_json::json!({"seq": self.seq, "mac": self.mac, "time": self.time, "key_id": self.key_id});
+        if let (Some(replica), Some(m)) = (&self.replica, signed.as_object_mut()) {
+            m.insert("replica".into(), Value::from(replica.as_str()));
+        }
+        signed.to_string().into_bytes()
     }
 
     /// The checkpoint as one JSON object (what the process log, the webhook and `GET /audit/checkpoint` carry).

@@ -183,6 +183,16 @@ pub fn verify(files: &[PathBuf], v: &Verifier) -> Result<Summary, Problem> {
     walk.finish()
 }
 
+/// The replica whose chain a file holds: `Some(replica)` from its first record (`Some(None)` for a gate's records
+/// before fleets, which name none), or `None` when the file's first line is no record (an active file emptied by a
+/// rotation, a damaged line): such a file belongs with the file given before it. `mlflow-gate audit verify`
+/// groups the files it is given this way, one chain each.
+pub fn replica_of_file(file: &std::path::Path) -> Result<Option<Option<String>>, Problem> {
+    let text = std::fs::read_to_string(file).map_err(|e| Problem::Unreadable(format!("{}: {e}", file.display())))?;
+    let first = text.lines().find(|l| !l.trim().is_empty()).and_then(|l| serde_json::from_str::<Value>(l).ok());
+    Ok(first.map(|r| r.get("replica").and_then(Value::as_str).map(str::to_owned)))
+}
+
 struct Walk<'a> {
     keys: BTreeMap<&'a str, &'a AuditKey>,
     v: &'a Verifier,

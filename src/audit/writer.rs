@@ -58,6 +58,7 @@ pub(super) struct Writer {
     due: Instant,
     publish: Publish,
     latest: Arc<Mutex<Option<Checkpoint>>>,
+    replica: Option<String>,
 }
 
 impl Writer {
@@ -95,6 +96,7 @@ impl Writer {
             due: Instant::now() + settings.checkpoint_interval,
             publish,
             latest,
+            replica: settings.replica.clone(),
         };
         match last {
             Some((mac, seq, key_id)) => {
@@ -164,8 +166,11 @@ impl Writer {
     }
 
     /// Seals and writes one record; the chain advances only when the line was written.
-    fn append(&mut self, body: Map<String, Value>) -> bool {
+    fn append(&mut self, mut body: Map<String, Value>) -> bool {
         let seq = body.get("seq").and_then(Value::as_u64).unwrap_or(self.seq + 1);
+        if let Some(replica) = &self.replica {
+            body.insert("replica".into(), Value::from(replica.as_str()));
+        }
         let record = self.key.seal(body, &self.prev);
         let line = Value::Object(record.clone()).to_string();
         if let Err(e) = writeln!(self.out.writer(), "{line}") {
@@ -190,7 +195,7 @@ impl Writer {
             tracing::error!(error = %e, "syncing the audit log failed; no checkpoint published");
             return;
         }
-        let c = self.key.checkpoint(self.seq, &self.prev, rfc3339(SystemTime::now()));
+        let c = self.key.checkpoint_of(self.seq, &self.prev, rfc3339(SystemTime::now()), self.replica.as_deref());
         tracing::info!(seq = c.seq, checkpoint = %c.to_json(), "audit checkpoint");
         (self.publish)(&c);
         if let Ok(mut latest) = self.latest.lock() {

@@ -62,11 +62,18 @@ pub async fn record_history(
     }
 }
 
-/// Sends registry events to the webhooks, if any, on behalf of `sub` in the request's workspace.
-pub fn emit(webhooks: Option<&Webhooks>, events: Vec<RegistryEvent>, sub: &str, ctx: &RequestContext) {
-    if let Some(hooks) = webhooks {
-        for e in events {
-            hooks.emit(webhook_event(e, sub, ctx));
+/// How long a request waits for its events to be stored in the fleet's outbox before it is answered anyway (they
+/// stay in memory and are stored when the database answers).
+const STORE_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Sends registry events to the webhooks, if any, on behalf of `sub` in the request's workspace; returns once
+/// their deliveries are stored (the spool: at once; the fleet's outbox: after the insert, at most `STORE_BOUND`).
+pub async fn emit(webhooks: Option<&Webhooks>, events: Vec<RegistryEvent>, sub: &str, ctx: &RequestContext) {
+    let Some(hooks) = webhooks else { return };
+    let pending: Vec<_> = events.into_iter().map(|e| hooks.emit(webhook_event(e, sub, ctx))).collect();
+    for p in pending {
+        if !p.stored_within(STORE_BOUND).await {
+            tracing::error!("webhook deliveries not yet stored in the fleet database; answering anyway");
         }
     }
 }

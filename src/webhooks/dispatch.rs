@@ -165,7 +165,7 @@ async fn attempt(shared: Arc<Shared>, mut job: Job) -> Option<(Job, Instant)> {
 
 /// Full jitter: uniform in `[0, min(max, initial * 2^(attempt-1))]`, but not below the receiver's `Retry-After`
 /// (itself capped at `max`).
-fn backoff(settings: &WebhookDeliveryConfig, attempt: u32, retry_after: Option<Duration>) -> Duration {
+pub(crate) fn backoff(settings: &WebhookDeliveryConfig, attempt: u32, retry_after: Option<Duration>) -> Duration {
     let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
     let ceiling = settings.initial_backoff.saturating_mul(factor).min(settings.max_backoff);
     let jittered = Duration::from_millis(rand::rng().random_range(0..=ceiling.as_millis() as u64));

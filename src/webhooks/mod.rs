@@ -5,6 +5,7 @@
 mod dispatch;
 mod events;
 mod hook;
+mod outbox;
 mod sign;
 mod spool;
 mod tls;
@@ -13,10 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{WebhookConfig, WebhookDeliveryConfig};
+use crate::config::{FleetConfig, WebhookConfig, WebhookDeliveryConfig};
+use crate::fleetdb::{FleetDb, NewDelivery};
 use dispatch::{Job, Shared};
 use hook::Hook;
 use spool::{Record, Spool};
@@ -92,14 +94,32 @@ pub enum WebhookError {
     },
 }
 
-/// The webhook subsystem: configured hooks, the spool, and the delivery task.
+/// The webhook subsystem: configured hooks, where pending deliveries are kept (a spool directory, or the fleet's
+/// PostgreSQL outbox), and the delivery task(s).
 pub struct Webhooks {
     shared: Arc<Shared>,
     spool: Option<Spool>,
+    outbox: Option<mpsc::UnboundedSender<outbox::Write>>,
     queue: mpsc::UnboundedSender<Job>,
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
+    outbox_tasks: Mutex<Vec<JoinHandle<()>>>,
     next_key: AtomicU64,
+}
+
+/// Returned by [`Webhooks::emit`]: resolves once the event's deliveries are stored where every replica can find
+/// them (at once with a spool, which writes before `emit` returns; after the insert with the fleet's outbox).
+pub struct Persisted(Option<oneshot::Receiver<()>>);
+
+impl Persisted {
+    /// Waits at most `bound` for the deliveries to be stored; false if they were not stored by then (they are
+    /// still kept in memory and stored later, unless the process stops first).
+    pub async fn stored_within(self, bound: std::time::Duration) -> bool {
+        match self.0 {
+            None => true,
+            Some(rx) => matches!(tokio::time::timeout(bound, rx).await, Ok(Ok(()))),
+        }
+    }
 }
 
 impl Webhooks {
@@ -129,10 +149,67 @@ impl Webhooks {
         let (queue, rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(false);
         let task = (!shared.hooks.is_empty()).then(|| tokio::spawn(dispatch::run(shared.clone(), rx, stop_rx)));
-        let webhooks = Webhooks { shared, spool, queue, stop, task: Mutex::new(task), next_key: AtomicU64::new(0) };
+        let webhooks = Webhooks {
+            shared,
+            spool,
+            outbox: None,
+            queue,
+            stop,
+            task: Mutex::new(task),
+            outbox_tasks: Mutex::new(Vec::new()),
+            next_key: AtomicU64::new(0),
+        };
         webhooks.requeue(old);
         for hook in webhooks.shared.hooks.iter() {
             tracing::info!(webhook_id = %hook.id, host = %hook.host, signed = hook.signed(), "webhook configured");
+        }
+        Ok(Arc::new(webhooks))
+    }
+
+    /// Starts delivery from the fleet's PostgreSQL outbox (`[fleet] database_url_env`): pending deliveries are
+    /// stored there, claimed by any replica under a lease, and survive the loss of the replica that made them.
+    pub async fn start_with_outbox(
+        config: &WebhookDeliveryConfig,
+        hooks: &[WebhookConfig],
+        db: Arc<FleetDb>,
+        fleet: &FleetConfig,
+    ) -> Result<Arc<Webhooks>, WebhookError> {
+        let roots =
+            tokio::task::spawn_blocking(tls::native_roots).await.unwrap_or_else(|_| rustls::RootCertStore::empty());
+        let hooks = hooks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Hook::new(i, c, &roots, config.timeout))
+            .collect::<Result<Vec<_>, _>>()?;
+        let shared = Arc::new(Shared { hooks, settings: config.clone(), counters: Default::default() });
+        let outbox = Arc::new(outbox::Outbox {
+            db,
+            replica: fleet.replica_id.clone(),
+            claimer: format!("{}/{}", fleet.replica_id, sign::delivery_id()),
+            settings: fleet.clone(),
+            wake: tokio::sync::Notify::new(),
+        });
+        let (writes, batches) = mpsc::unbounded_channel();
+        let (stop, stop_rx) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(outbox::write(outbox.clone(), batches, stop_rx.clone())),
+            tokio::spawn(outbox::deliver(shared.clone(), outbox, stop_rx)),
+        ];
+        // The spool's queue is not used with the outbox (nothing is enqueued in memory).
+        let (queue, _) = mpsc::unbounded_channel();
+        let webhooks = Webhooks {
+            shared,
+            spool: None,
+            outbox: Some(writes),
+            queue,
+            stop,
+            task: Mutex::new(None),
+            outbox_tasks: Mutex::new(tasks),
+            next_key: AtomicU64::new(0),
+        };
+        for hook in webhooks.shared.hooks.iter() {
+            tracing::info!(webhook_id = %hook.id, host = %hook.host, signed = hook.signed(), store = "fleet outbox",
+                "webhook configured");
         }
         Ok(Arc::new(webhooks))
     }
@@ -154,16 +231,20 @@ impl Webhooks {
     }
 
     /// Never blocks the caller on the network: persists one delivery per matching webhook to the spool (written
-    /// and fsync'd before this returns, so a short synchronous disk write) and queues it.
-    pub fn emit(&self, event: Event) {
+    /// and fsync'd before this returns, so a short synchronous disk write) and queues it; or, with the fleet's
+    /// outbox, hands them to the outbox's writer: await the result to know they are stored.
+    pub fn emit(&self, event: Event) -> Persisted {
         if !is_known_event(&event.event) {
             tracing::warn!(event = %event.event, "emitted an event no webhook can subscribe to");
         }
-        let Some(spool) = &self.spool else { return };
+        if let Some(writes) = &self.outbox {
+            return self.emit_to_outbox(writes, &event);
+        }
+        let Some(spool) = &self.spool else { return Persisted(None) };
         let matching: Vec<(usize, &Hook)> =
             self.shared.hooks.iter().enumerate().filter(|(_, h)| h.matches(&event)).collect();
         if matching.is_empty() {
-            return;
+            return Persisted(None);
         }
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let records: Vec<Record> = matching
@@ -180,6 +261,27 @@ impl Webhooks {
         for (((hook, _), record), file) in matching.into_iter().zip(records).zip(files) {
             self.enqueue(hook, record.delivery_id, record.event, record.body.into(), file);
         }
+        Persisted(None)
+    }
+
+    fn emit_to_outbox(&self, writes: &mpsc::UnboundedSender<outbox::Write>, event: &Event) -> Persisted {
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let rows: Vec<NewDelivery> = (self.shared.hooks.iter().filter(|h| h.matches(event)))
+            .map(|h| NewDelivery {
+                delivery_id: sign::delivery_id(),
+                webhook_id: h.id.clone(),
+                event: event.event.clone(),
+                body: events::payload(event, &h.id, now_ms),
+            })
+            .collect();
+        if rows.is_empty() {
+            return Persisted(None);
+        }
+        let (stored, rx) = oneshot::channel();
+        if writes.send((rows, stored)).is_err() {
+            tracing::error!(event = %event.event, "webhook delivery lost: the outbox writer has stopped");
+        }
+        Persisted(Some(rx))
     }
 
     fn enqueue(
@@ -210,7 +312,8 @@ impl Webhooks {
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
         let task = self.task.lock().ok().and_then(|mut t| t.take());
-        if let Some(task) = task {
+        let outbox_tasks = self.outbox_tasks.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        for task in task.into_iter().chain(outbox_tasks) {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, "the webhook delivery task failed");
             }

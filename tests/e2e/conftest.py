@@ -177,16 +177,19 @@ def read_addr(path: Path) -> str | None:
 
 
 @contextmanager
-def mlflow_process(tmp: Path, *options: str) -> Iterator[Server]:
+def mlflow_process(tmp: Path, *options: str, backend_store_uri: str | None = None,
+                   artifacts: Path | None = None) -> Iterator[Server]:
     """A real `mlflow server` (sqlite, served artifacts, one worker, no job runner) on a free port, with further
     server `options` (e.g. `--enable-workspaces`); stopped on exit. MLflow cannot report a port of its own choosing:
-    if the port picked is taken before MLflow binds it, MLflow is started again on another."""
+    if the port picked is taken before MLflow binds it, MLflow is started again on another. `backend_store_uri`
+    (e.g. PostgreSQL) and `artifacts` (a directory several servers share) replace the sqlite file and the
+    server's own artifact directory."""
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     for attempt in range(1, 4):
         port = free_port()
         cmd = [str(MLFLOW_BIN), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-        cmd += ["--backend-store-uri", f"sqlite:///{tmp}/mlflow.db"]
-        cmd += ["--serve-artifacts", "--artifacts-destination", str(tmp / "artifacts"), *options]
+        cmd += ["--backend-store-uri", backend_store_uri or f"sqlite:///{tmp}/mlflow.db"]
+        cmd += ["--serve-artifacts", "--artifacts-destination", str(artifacts or tmp / "artifacts"), *options]
         server = Server(f"http://127.0.0.1:{port}", tmp / "mlflow.log")
         proc = start(cmd, server.log, env=env, cwd=tmp)
         try:
@@ -346,6 +349,16 @@ def gate(mlflow_server: Server, gate_keys: GateKeys, tmp_path_factory) -> Iterat
     """The gate on port 0 in front of `mlflow_server`, with the repository's policies."""
     with gate_process(tmp_path_factory.mktemp("gate"), gate_config(mlflow_server.url, gate_keys.jwks)) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def fleet(gate_keys, tmp_path_factory):
+    """PostgreSQL, two MLflow servers on one database and a gate in front of each (see support/fleet.py), shared by
+    the test_fleet_* modules, which run in a process of their own."""
+    from support.fleet import running_fleet  # support.fleet imports this module
+
+    with running_fleet(tmp_path_factory.mktemp("fleet"), gate_keys) as started:
+        yield started
 
 
 @pytest.hookimpl(hookwrapper=True)
