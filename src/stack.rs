@@ -26,14 +26,19 @@ use crate::limits::{Capacity, HEAVY_BODY_BYTES};
 use crate::metrics::Metrics;
 use crate::mlflow::canon::Target;
 use crate::mlflow::events;
+use crate::mlflow::permission::{self, Need};
 use crate::mlflow::routes::{BodyClass, Operation};
 use crate::mlflow::stamps;
 use crate::pipeline::classify;
 use crate::pipeline::effects::{self, now_ms, WORKSPACE_FIELD};
 use crate::pipeline::enrich::Enricher;
+use crate::pipeline::results;
 use crate::policy::{input, Policy};
 use crate::proxy::{ClientConn, OutBody, Outgoing, RequestContext, Upstream};
 use crate::webhooks::{Event, Webhooks};
+
+/// The largest page of search results the gate reads to filter (MLflow pages are capped by `max_results`).
+const MAX_FILTERED_PAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Response header carrying the request id (also quoted in every error message).
 pub const REQUEST_ID_HEADER: &str = crate::proxy::context::REQUEST_ID_HEADER;
@@ -248,6 +253,8 @@ impl Gate {
             .run_heavy(read.heavy, || self.decide(&principal, &op, &head, read.json.as_ref(), &resource, trail))
             .await??;
         let permitted = Permitted { head: &head, op: &op, principal: &principal, resource: &resource };
+        // A search's body, for the second decision on its results (searches are small reads).
+        let body_for_filter = read.json.clone().filter(|_| permission::need(&op) == Need::Filter);
         if op.workflow {
             return self.serve_workflow(&permitted).await;
         }
@@ -255,6 +262,7 @@ impl Gate {
         if !resp.status().is_success() {
             return Ok(resp);
         }
+        let resp = self.filter_results(&permitted, body_for_filter.as_ref(), resp).await?;
         self.after_effects(&permitted, resp).await
     }
 
@@ -351,6 +359,49 @@ impl Gate {
         self.metrics.upstream_seconds.observe(upstream_started.elapsed());
         trail.upstream_status = Some(resp.status().as_u16());
         Ok(resp)
+    }
+
+    /// Response phase of a search or list: MLflow's page cut to the results the caller may read
+    /// (`pipeline::results`). A page that cannot be read or decided fails the request; it is never passed unfiltered.
+    async fn filter_results(
+        &self,
+        p: &Permitted<'_>,
+        body: Option<&serde_json::Map<String, serde_json::Value>>,
+        resp: Response<GateBody>,
+    ) -> Result<Response<GateBody>, GateError> {
+        if permission::need(p.op) != Need::Filter {
+            return Ok(resp);
+        }
+        let (mut parts, answer) = resp.into_parts();
+        let bytes = body::collect_limited(answer, MAX_FILTERED_PAGE_BYTES).await.map_err(|e| {
+            tracing::error!(error = %e, "reading MLflow's page of results failed");
+            GateError::UpstreamUnavailable
+        })?;
+        let query = p.head.query();
+        let request = input::RequestFacts {
+            method: p.head.method.as_str(),
+            path: &p.head.target.path,
+            query: &query,
+            body,
+            workspace: p.head.context.workspace_name(),
+        };
+        let filter = results::Filter {
+            enricher: &self.enricher,
+            upstream: &self.upstream,
+            ctx: &p.head.context,
+            policy: &self.policy,
+            principal: p.principal,
+            op: p.op,
+            request: &request,
+        };
+        let page = filter.page(&bytes).await.map_err(|e| {
+            tracing::error!(error = %e, "filtering the results failed; denying");
+            GateError::LookupFailed
+        })?;
+        let Some(page) = page else { return Ok(Response::from_parts(parts, body::full(bytes))) };
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(page.len()));
+        Ok(Response::from_parts(parts, body::full(page)))
     }
 
     /// After MLflow confirmed a permitted mutation: the stage history, then the registry's webhook events.

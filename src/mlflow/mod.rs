@@ -8,6 +8,7 @@ pub mod events;
 pub mod graphql;
 pub mod names;
 pub mod params;
+pub mod permission;
 pub mod routes;
 pub mod stamps;
 pub mod target;

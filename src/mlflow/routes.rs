@@ -201,6 +201,8 @@ pub mod rpc {
     pub const UNKNOWN: &str = "Unknown";
     /// The UI's upload-artifact: its parameters are in the query string, its body is the file.
     pub const UPLOAD_RUN_ARTIFACT: &str = "UploadRunArtifact";
+    /// Creates an experiment (stamped with its creator).
+    pub const CREATE_EXPERIMENT: &str = "CreateExperiment";
     /// Creates a run (the gate stamps `mlflow.user`).
     pub const CREATE_RUN: &str = "CreateRun";
     /// Logs metrics, params and tags of a run at once.

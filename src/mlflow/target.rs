@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::params::BodyError;
 
 /// Scalar fields a policy may need as the target of an operation.
-const TARGET_FIELDS: [&str; 21] = [
+const TARGET_FIELDS: [&str; 23] = [
     "name",
     "version",
     "stage",
@@ -29,6 +29,9 @@ const TARGET_FIELDS: [&str; 21] = [
     "description",
     "url",
     "trace_id",
+    // Resource permissions: `experiments/get-by-name` and the v2 `get-trace-artifact?request_id=`.
+    "experiment_name",
+    "request_id",
     // Artifact routes: the file path (presigned upload, multipart upload, upload-artifact) and upload-artifact's
     // run, which MLflow reads from the query as `run_uuid` only.
     "path",

@@ -8,6 +8,7 @@
 //! - `enrich`: the registry, run, artifact and file facts the policy needs (`input.resource`);
 //! - decide (`policy`, input document in `policy::input`);
 //! - dispatch: forward (`proxy`) or serve the workflow (`approvals`);
+//! - `results`: a search's page cut to what the caller may read (resource permissions);
 //! - `effects`: stage history and webhook events of a permitted mutation (the audit record is `stack`'s).
 //!
 //! Layers (lowest first; `tests/layers.rs` enforces them): fold, body, tls, audit, metrics -> error -> mlflow
@@ -17,3 +18,4 @@
 pub mod classify;
 pub mod effects;
 pub mod enrich;
+pub mod results;

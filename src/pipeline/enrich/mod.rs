@@ -16,6 +16,7 @@ use serde_json::{json, Map, Value};
 
 pub mod artifacts;
 pub mod files;
+pub mod permissions;
 
 use crate::mlflow::routes::{Operation, Resource};
 use crate::mlflow::stamps::{CREATED_BY, RUN_USER_TAG, STAGE_HISTORY};
@@ -119,8 +120,25 @@ impl Enricher {
         (registry && !op.read_only) || op.workflow
     }
 
-    /// Builds `input.resource` for an operation and its target.
+    /// Builds `input.resource` for an operation and its target: the registry and artifact facts, and the
+    /// permission facts (`permissions`, see [`permissions`]) of routes that need a level on an object.
     pub async fn resource(
+        &self,
+        up: &Upstream,
+        ctx: &RequestContext,
+        op: &Operation,
+        target: Map<String, Value>,
+    ) -> Result<Value, EnrichError> {
+        let permission_facts = permissions::facts(self, up, ctx, op, &target).await?;
+        let mut resource = self.registry_resource(up, ctx, op, target).await?;
+        if let (Some(facts), Some(map)) = (permission_facts, resource.as_object_mut()) {
+            map.insert("permissions".into(), facts);
+        }
+        Ok(resource)
+    }
+
+    /// The registry and artifact part of `input.resource`.
+    async fn registry_resource(
         &self,
         up: &Upstream,
         ctx: &RequestContext,
