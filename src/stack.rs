@@ -32,6 +32,7 @@ use crate::mlflow::stamps;
 use crate::pipeline::classify;
 use crate::pipeline::effects::{self, now_ms, WORKSPACE_FIELD};
 use crate::pipeline::enrich::Enricher;
+use crate::pipeline::grants::GrantsApi;
 use crate::pipeline::results;
 use crate::policy::{input, Policy};
 use crate::proxy::{ClientConn, OutBody, Outgoing, RequestContext, Upstream};
@@ -50,6 +51,7 @@ pub struct Gate {
     policy: Policy,
     upstream: Upstream,
     enricher: Enricher,
+    grants: GrantsApi,
     metrics: Metrics,
     audit: Option<AuditLog>,
     webhooks: Option<Arc<Webhooks>>,
@@ -116,6 +118,7 @@ impl Gate {
             policy,
             upstream,
             enricher: Enricher::new(),
+            grants: GrantsApi::default(),
             metrics: Metrics::default(),
             audit: None,
             webhooks: None,
@@ -255,6 +258,9 @@ impl Gate {
         let permitted = Permitted { head: &head, op: &op, principal: &principal, resource: &resource };
         // A search's body, for the second decision on its results (searches are small reads).
         let body_for_filter = read.json.clone().filter(|_| permission::need(&op) == Need::Filter);
+        if permission::grant_route(op.rpc).is_some() {
+            return self.serve_grants(&permitted).await;
+        }
         if op.workflow {
             return self.serve_workflow(&permitted).await;
         }
@@ -307,6 +313,16 @@ impl Gate {
             tracing::error!(error = %e, "enrichment failed; denying");
             GateError::LookupFailed
         })
+    }
+
+    /// Serves a permitted grants-API request (`pipeline::grants`; the gate is its server, nothing is forwarded).
+    async fn serve_grants(&self, p: &Permitted<'_>) -> Result<Response<GateBody>, GateError> {
+        let fields = p.resource.get("target").and_then(|t| t.as_object()).cloned().unwrap_or_default();
+        let answer =
+            self.grants.serve(&self.enricher, &self.upstream, &p.head.context, p.op.rpc, &fields).await?.to_string();
+        let mut resp = Response::new(body::full(Bytes::from(answer)));
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Ok(resp)
     }
 
     /// Serves a permitted workflow request (the gate is its server; nothing is forwarded as such).

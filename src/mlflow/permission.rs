@@ -9,7 +9,7 @@
 
 use serde_json::{Map, Value};
 
-use super::routes::{rpc, Operation};
+use super::routes::{rpc, Operation, Resource};
 
 /// The reserved tag holding a resource's grants: `{"users": {sub: LEVEL}, "groups": {group: LEVEL}}`. One JSON
 /// value per resource (tag keys cannot hold e-mail addresses: MLflow accepts only `[/\w.\- :]` in keys).
@@ -188,6 +188,47 @@ const READS: [(Anchor, &[&str]); 7] = [
     (Anchor::ArtifactPath, &["ListArtifacts", "DownloadArtifact", "GetPresignedDownloadUrl"]),
 ];
 
+/// The gate's grants API, in the request shapes of MLflow's basic-auth app (`experiments/permissions/...` and
+/// `registered-models/permissions/...` under `/api/2.0/mlflow/` and `/ajax-api/2.0/mlflow/`), served by the gate
+/// itself (`pipeline::grants`), never forwarded: (method, path, RPC, read-only, object). Every one needs MANAGE.
+pub const GRANT_ROUTES: [(&str, &str, &str, bool, Anchor); 8] = [
+    ("POST", "experiments/permissions/create", "CreateExperimentPermission", false, Anchor::Experiment),
+    ("GET", "experiments/permissions/get", "GetExperimentPermission", true, Anchor::Experiment),
+    ("PATCH", "experiments/permissions/update", "UpdateExperimentPermission", false, Anchor::Experiment),
+    ("DELETE", "experiments/permissions/delete", "DeleteExperimentPermission", false, Anchor::Experiment),
+    ("POST", "registered-models/permissions/create", "CreateRegisteredModelPermission", false, Anchor::RegisteredModel),
+    ("GET", "registered-models/permissions/get", "GetRegisteredModelPermission", true, Anchor::RegisteredModel),
+    (
+        "PATCH",
+        "registered-models/permissions/update",
+        "UpdateRegisteredModelPermission",
+        false,
+        Anchor::RegisteredModel,
+    ),
+    (
+        "DELETE",
+        "registered-models/permissions/delete",
+        "DeleteRegisteredModelPermission",
+        false,
+        Anchor::RegisteredModel,
+    ),
+];
+
+/// Classifies a grants-API route (HEAD reads like GET).
+pub fn classify_grants(method: &str, path: &str) -> Option<Operation> {
+    let rest = path.strip_prefix("/api/2.0/mlflow/").or_else(|| path.strip_prefix("/ajax-api/2.0/mlflow/"))?;
+    let method = if method == "HEAD" { "GET" } else { method };
+    GRANT_ROUTES.iter().find(|(m, p, ..)| *m == method && *p == rest).map(|(_, _, rpc, read_only, anchor)| {
+        let resource = if *anchor == Anchor::Experiment { Resource::Experiment } else { Resource::RegisteredModel };
+        Operation::plain(rpc, *read_only, resource)
+    })
+}
+
+/// The grants-API route of an RPC, if it is one: its object.
+pub fn grant_route(rpc: &str) -> Option<Anchor> {
+    GRANT_ROUTES.iter().find(|(_, _, r, ..)| *r == rpc).map(|(.., anchor)| *anchor)
+}
+
 /// Creations (per-group rule).
 const CREATIONS: [&str; 2] = [rpc::CREATE_EXPERIMENT, rpc::CREATE_REGISTERED_MODEL];
 
@@ -200,6 +241,9 @@ const FILTERED: [&str; 5] =
 pub fn need(op: &Operation) -> Need {
     if op.workflow {
         return Need::On(Level::Read, Anchor::RegisteredModel);
+    }
+    if let Some(anchor) = grant_route(op.rpc) {
+        return Need::On(Level::Manage, anchor);
     }
     if let Some((level, anchor, _)) = TABLE.iter().find(|(_, _, rpcs)| rpcs.contains(&op.rpc)) {
         return Need::On(*level, *anchor);

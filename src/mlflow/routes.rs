@@ -273,6 +273,9 @@ pub fn classify(method: &str, path: &str) -> Option<Operation> {
     if let Some(op) = classify_workflow(method, path) {
         return Some(op);
     }
+    if let Some(op) = super::permission::classify_grants(method, path) {
+        return Some(op);
+    }
     match method {
         "HEAD" => classify_method("GET", path),
         "OPTIONS" => {

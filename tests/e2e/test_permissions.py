@@ -375,3 +375,68 @@ def test_searches_walk_every_page_and_see_exactly_the_visible_results(gate, mixe
             assert not any(t.experiment_name in text or f'"{t.run_id}"' in text for t in hidden), path
         seen_a, _ = walk(gate, people["ana"], method, path, field, request)
         assert {key(r) for r in seen_a} == want | set().union(*(of(t) for t in hidden)), path
+
+
+def grant(gate, token: str, method: str, action: str, payload: dict, family: str = "experiments"):
+    return http(gate.url, method, f"/api/2.0/mlflow/{family}/permissions/{action}", token, json=payload)
+
+
+def test_the_grants_api_grants_revokes_at_once_and_needs_manage(gate, mlflow_server, people):
+    team = Team(gate, people["ana"])
+    exp = {"experiment_id": team.experiment_id}
+    log = {"run_id": team.run_id, "key": "m", "value": 1.0, "timestamp": 3}
+
+    def tags():
+        return tags_of(upstream(mlflow_server, "/api/2.0/mlflow/experiments/get",
+                                experiment_id=team.experiment_id)["experiment"])
+
+    refused = grant(gate, people["ben"], "POST", "create", {**exp, "username": "ben", "permission": "MANAGE"})
+    assert refused.status_code == 403, refused.text
+    assert "that needs MANAGE, and ben has READ" in refused.json()["message"]
+    assert GRANTS not in tags()
+
+    created = grant(gate, people["ana"], "POST", "create", {**exp, "username": "ben", "permission": "EDIT"})
+    assert created.status_code == 200, created.text
+    assert created.json() == {"experiment_permission": {"experiment_id": team.experiment_id, "username": "ben",
+                                                        "user_id": "ben", "permission": "EDIT"}}
+    assert json.loads(tags()[GRANTS]) == {"users": {"ben": "EDIT"}, "groups": {}}
+    assert http(gate.url, "POST", "/api/2.0/mlflow/runs/log-metric", people["ben"], json=log).status_code == 200
+    got = http(gate.url, "GET", "/api/2.0/mlflow/experiments/permissions/get", people["ana"],
+               params={**exp, "username": "ben"})
+    assert got.json()["experiment_permission"]["permission"] == "EDIT", got.text
+    again = grant(gate, people["ana"], "POST", "create", {**exp, "username": "ben", "permission": "EDIT"})
+    assert again.status_code == 400 and again.json()["error_code"] == "INVALID_STATE", again.text
+
+    # Revoking takes effect on the very next request.
+    updated = grant(gate, people["ana"], "PATCH", "update", {**exp, "username": "ben", "permission": "READ"})
+    assert updated.status_code == 200, updated.text
+    assert http(gate.url, "POST", "/api/2.0/mlflow/runs/log-metric", people["ben"], json=log).status_code == 403
+    group = grant(gate, people["ana"], "POST", "create", {**exp, "group_name": "team-b",
+                                                         "permission": "NO_PERMISSIONS"})
+    assert group.status_code == 200, group.text
+    response = http(gate.url, "GET", "/api/2.0/mlflow/runs/get", people["ben"], params={"run_id": team.run_id})
+    assert response.status_code == 403, response.text
+    for payload in ({**exp, "username": "ben"}, {**exp, "group_name": "team-b"}):
+        assert grant(gate, people["ana"], "DELETE", "delete", payload).status_code == 200
+    assert json.loads(tags()[GRANTS]) == {"users": {}, "groups": {}}
+    response = http(gate.url, "GET", "/api/2.0/mlflow/runs/get", people["ben"], params={"run_id": team.run_id})
+    assert response.status_code == 200, response.text
+    missing = grant(gate, people["ana"], "DELETE", "delete", {**exp, "username": "ben"})
+    assert missing.status_code == 404, missing.text
+    # The grants tag itself stays out of reach of clients.
+    forged = http(gate.url, "POST", "/api/2.0/mlflow/experiments/set-experiment-tag", people["ana"],
+                  json={**exp, "key": GRANTS, "value": '{"users": {"ben": "MANAGE"}, "groups": {}}'})
+    assert forged.status_code == 403, forged.text
+
+
+def test_the_grants_api_covers_registered_models(gate, mlflow_server, people):
+    team = Team(gate, people["ana"])
+    tag = {"name": team.model, "key": "reviewed", "value": "yes"}
+    assert http(gate.url, "POST", "/api/2.0/mlflow/registered-models/set-tag", people["ben"], json=tag).status_code == 403
+    created = grant(gate, people["ana"], "POST", "create",
+                    {"name": team.model, "group_name": "team-b", "permission": "EDIT"}, "registered-models")
+    assert created.status_code == 200, created.text
+    assert created.json()["registered_model_permission"] == {"name": team.model, "group_name": "team-b",
+                                                             "user_id": "team-b", "permission": "EDIT"}
+    response = http(gate.url, "POST", "/api/2.0/mlflow/registered-models/set-tag", people["ben"], json=tag)
+    assert response.status_code == 200, response.text
