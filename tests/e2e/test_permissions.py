@@ -440,3 +440,23 @@ def test_the_grants_api_covers_registered_models(gate, mlflow_server, people):
                                                              "user_id": "team-b", "permission": "EDIT"}
     response = http(gate.url, "POST", "/api/2.0/mlflow/registered-models/set-tag", people["ben"], json=tag)
     assert response.status_code == 200, response.text
+
+
+def test_the_grants_cli_sets_shows_and_revokes(gate, people):
+    from conftest import run_gate
+
+    team = Team(gate, people["ana"])
+    who = ["--gate-url", gate.url, "--token", people["ana"], "--experiment-id", team.experiment_id, "--user", "ben"]
+    log = {"run_id": team.run_id, "key": "m", "value": 1.0, "timestamp": 3}
+    assert json.loads(run_gate("grants", "set", *who, "--level", "EDIT"))["experiment_permission"]["permission"] == "EDIT"
+    assert http(gate.url, "POST", "/api/2.0/mlflow/runs/log-metric", people["ben"], json=log).status_code == 200
+    run_gate("grants", "set", *who, "--level", "READ")  # the grant exists: it is updated
+    assert json.loads(run_gate("grants", "get", *who))["experiment_permission"]["permission"] == "READ"
+    assert http(gate.url, "POST", "/api/2.0/mlflow/runs/log-metric", people["ben"], json=log).status_code == 403
+    run_gate("grants", "revoke", *who)
+    with pytest.raises(RuntimeError, match="404"):
+        run_gate("grants", "get", *who)
+    not_manager = ["--gate-url", gate.url, "--token", people["ben"], "--experiment-id", team.experiment_id,
+                   "--group", "team-b"]
+    with pytest.raises(RuntimeError, match="PERMISSION_DENIED"):
+        run_gate("grants", "set", *not_manager, "--level", "MANAGE")
