@@ -427,6 +427,11 @@ impl Gate {
         resp: Response<GateBody>,
     ) -> Result<Response<GateBody>, GateError> {
         let ctx = &p.head.context;
+        if !p.op.read_only {
+            if let Some(target) = p.resource.get("target").and_then(|t| t.as_object()) {
+                self.enricher.permission_links.invalidate(ctx, target).await;
+            }
+        }
         self.record_history(ctx, p.op, p.resource, &p.principal.sub).await;
         match self.webhooks.as_ref().filter(|_| events::produces_events(p.op)) {
             Some(hooks) => {

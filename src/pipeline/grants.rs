@@ -56,7 +56,7 @@ impl GrantsApi {
             Action::Get | Action::Delete => None,
         };
         let _writing = if action == Action::Get { None } else { Some(self.writing.lock().await) };
-        let resolved = permissions::resolve(enricher, up, ctx, anchor, target).await.map_err(|e| {
+        let resolved = permissions::resolve(enricher, up, ctx, anchor, target, true).await.map_err(|e| {
             tracing::error!(error = %e, "reading the grants failed");
             GateError::LookupFailed
         })?;
@@ -79,12 +79,12 @@ impl GrantsApi {
             }
             (Action::Create, None, Some(l)) | (Action::Update, Some(_), Some(l)) => {
                 map.insert(who.clone(), Value::String(l.clone()));
-                write(up, ctx, anchor, &node.id, &grants).await?;
+                write(enricher, up, ctx, anchor, &node.id, &grants).await?;
                 l
             }
             (Action::Delete, Some(c), _) => {
                 map.remove(&who);
-                write(up, ctx, anchor, &node.id, &grants).await?;
+                write(enricher, up, ctx, anchor, &node.id, &grants).await?;
                 c
             }
             _ => return Err(missing()),
@@ -120,6 +120,7 @@ fn level(target: &Map<String, Value>) -> Result<String, GateError> {
 
 /// Writes the whole grants tag of the object, with the gate's credentials.
 async fn write(
+    enricher: &Enricher,
     up: &Upstream,
     ctx: &RequestContext,
     anchor: Anchor,
@@ -136,7 +137,10 @@ async fn write(
             json!({"experiment_id": id, "key": GRANTS_TAG, "value": grants.to_tag()}),
         ),
     };
-    let (status, reply) = up.call_json(ctx, Method::POST, path, Some(&body)).await.map_err(|e| {
+    let sent = up.call_json(ctx, Method::POST, path, Some(&body)).await;
+    let target = body.as_object().cloned().unwrap_or_default();
+    enricher.permission_links.invalidate(ctx, &target).await;
+    let (status, reply) = sent.map_err(|e| {
         tracing::error!(error = %e, "writing the grants failed");
         GateError::UpstreamUnavailable
     })?;

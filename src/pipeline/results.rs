@@ -148,7 +148,7 @@ impl Filter<'_> {
                     let mut target = Map::new();
                     target.insert(field.to_string(), Value::String(id.to_string()));
                     let resolved =
-                        permissions::resolve(self.enricher, self.upstream, self.ctx, anchor, &target).await?;
+                        permissions::resolve(self.enricher, self.upstream, self.ctx, anchor, &target, false).await?;
                     parents.insert(key.clone(), usable(resolved));
                 }
                 match parents.get(&key) {

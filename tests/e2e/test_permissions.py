@@ -163,23 +163,27 @@ def test_an_admin_writes_anywhere(gate, mlflow_server, people):
     assert response.status_code == 200, response.text
 
 
-def set_grants(mlflow_server, team: Team, grants: dict) -> None:
-    """Writes the grants tag straight into MLflow, as the gate's grants API does (a client cannot: the tag is
-    reserved at the gate)."""
-    value = json.dumps(grants)
-    response = http(mlflow_server.url, "POST", "/api/2.0/mlflow/experiments/set-experiment-tag",
-                    json={"experiment_id": team.experiment_id, "key": GRANTS, "value": value})
-    assert response.status_code == 200, response.text
+def set_grants(gate, people, team: Team, grants: dict) -> None:
+    """Replaces the experiment's grants through the gate's grants API, as its creator ana."""
+    exp = {"experiment_id": team.experiment_id}
+    for kind, field in (("users", "username"), ("groups", "group_name")):
+        for who in ("ben", "alex", "team-a", "team-b"):
+            http(gate.url, "DELETE", "/api/2.0/mlflow/experiments/permissions/delete", people["ana"],
+                 json={**exp, field: who})
+        for who, level in grants[kind].items():
+            response = http(gate.url, "POST", "/api/2.0/mlflow/experiments/permissions/create", people["ana"],
+                            json={**exp, field: who, "permission": level})
+            assert response.status_code == 200, response.text
 
 
 def test_a_grant_of_read_lets_read_but_not_write_and_edit_lets_log(gate, mlflow_server, people):
     team = Team(gate, people["ana"])
-    set_grants(mlflow_server, team, {"users": {}, "groups": {"team-b": "READ"}})
+    set_grants(gate, people, team, {"users": {}, "groups": {"team-b": "READ"}})
     log = {"run_id": team.run_id, "key": "m", "value": 1.0, "timestamp": 3}
     response = http(gate.url, "POST", "/api/2.0/mlflow/runs/log-metric", people["ben"], json=log)
     assert response.status_code == 403, response.text
     assert "ben has READ (a grant to the group team-b on the experiment" in response.json()["message"]
-    set_grants(mlflow_server, team, {"users": {"ben": "EDIT"}, "groups": {}})
+    set_grants(gate, people, team, {"users": {"ben": "EDIT"}, "groups": {}})
     response = http(gate.url, "POST", "/api/2.0/mlflow/runs/log-metric", people["ben"], json=log)
     assert response.status_code == 200, response.text
     response = http(gate.url, "POST", "/api/2.0/mlflow/experiments/delete", people["ben"],
@@ -189,7 +193,7 @@ def test_a_grant_of_read_lets_read_but_not_write_and_edit_lets_log(gate, mlflow_
 
 def test_no_permissions_beats_a_groups_edit_and_hides_the_experiment(gate, mlflow_server, people):
     team = Team(gate, people["ana"])
-    set_grants(mlflow_server, team, {"users": {"alex": "NO_PERMISSIONS"}, "groups": {"team-a": "EDIT"}})
+    set_grants(gate, people, team, {"users": {"alex": "NO_PERMISSIONS"}, "groups": {"team-a": "EDIT"}})
     response = http(gate.url, "GET", "/api/2.0/mlflow/runs/get", people["alex"], params={"run_id": team.run_id})
     assert response.status_code == 403, response.text
     assert "alex has NO_PERMISSIONS (a grant to alex on the experiment" in response.json()["message"]
@@ -229,14 +233,14 @@ def test_a_write_naming_an_unknown_run_is_left_to_mlflow_and_one_naming_none_is_
     assert "names no run_id" in response.json()["message"]
 
 
-def hide_from(mlflow_server, team: Team, group: str) -> None:
-    """NO_PERMISSIONS for `group` on team A's experiment and registered model (straight in MLflow)."""
-    value = json.dumps({"users": {}, "groups": {group: "NO_PERMISSIONS"}})
-    for path, payload in [
-        ("/api/2.0/mlflow/experiments/set-experiment-tag", {"experiment_id": team.experiment_id}),
-        ("/api/2.0/mlflow/registered-models/set-tag", {"name": team.model}),
+def hide_from(gate, people, team: Team, group: str) -> None:
+    """NO_PERMISSIONS for `group` on team A's experiment and registered model, through the grants API."""
+    for family, payload in [
+        ("experiments", {"experiment_id": team.experiment_id}),
+        ("registered-models", {"name": team.model}),
     ]:
-        response = http(mlflow_server.url, "POST", path, json={**payload, "key": GRANTS, "value": value})
+        response = http(gate.url, "POST", f"/api/2.0/mlflow/{family}/permissions/create", people["ana"],
+                        json={**payload, "group_name": group, "permission": "NO_PERMISSIONS"})
         assert response.status_code == 200, response.text
 
 
@@ -282,7 +286,7 @@ def hidden_team(gate, mlflow_server, people) -> Team:
                                               "mlflow_experiment": {"experiment_id": team.experiment_id}}}
     started = http(gate.url, "POST", "/api/3.0/mlflow/traces", people["ana"], json={"trace": {"trace_info": info}})
     assert started.status_code == 200, started.text
-    hide_from(mlflow_server, team, "team-b")
+    hide_from(gate, people, team, "team-b")
     return team
 
 
@@ -344,7 +348,7 @@ def mixed(gate, mlflow_server, people) -> dict:
                       json={"experiment_id": team.experiment_id, "name": "m"})
         assert logged.status_code == 200, logged.text
         if i % 2:
-            hide_from(mlflow_server, team, "team-b")
+            hide_from(gate, people, team, "team-b")
         made["hidden" if i % 2 else "visible"].append(team)
     made["prefix"] = prefix
     return made

@@ -98,6 +98,8 @@ impl Lineage {
 pub struct Enricher {
     /// Keyed by (workspace, logged model id): a look-up in another workspace must not be answered from this one.
     logged_models: Cache<(Option<String>, String), Arc<Value>>,
+    /// The links of permission chains (`permissions`), for reads.
+    pub permission_links: permissions::Links,
 }
 
 impl Default for Enricher {
@@ -111,6 +113,7 @@ impl Enricher {
     pub fn new() -> Enricher {
         Enricher {
             logged_models: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(3600)).build(),
+            permission_links: permissions::Links::default(),
         }
     }
 

@@ -5,7 +5,15 @@
 //! to the policy as `input.resource.permissions`. The policy decides (`policies/permissions.rego`). A look-up that
 //! fails is an error, which denies; an object that does not exist is reported as such (MLflow answers 404 to the
 //! request itself).
+//!
+//! Reads (and the filtering of search results) take the links from a cache ([`Links`], moka, keyed by workspace and
+//! id, [`LINK_TTL`]); mutations always look up afresh and refresh it, and every permitted mutation through the gate
+//! drops the links it may have changed ([`Links::invalidate`]), so a change made through this gate applies to the
+//! next request, and one made elsewhere (another replica, MLflow directly) within the TTL.
 
+use std::time::Duration;
+
+use moka::future::Cache;
 use serde_json::{json, Map, Value};
 
 use super::{artifacts, get, kv_map, EnrichError, Enricher};
@@ -13,6 +21,41 @@ use crate::mlflow::permission::{self, Anchor, Grants, Need, GRANTS_TAG};
 use crate::mlflow::routes::Operation;
 use crate::mlflow::stamps::{CREATED_BY, RUN_USER_TAG};
 use crate::proxy::{RequestContext, Upstream};
+
+/// How long a cached link (an experiment's or registered model's stamp and grants, a run's experiment) is used.
+pub const LINK_TTL: Duration = Duration::from_secs(5);
+
+/// (workspace, kind, id).
+type LinkKey = (Option<String>, &'static str, String);
+
+/// Cached links: a missing object is cached too (`None`).
+pub struct Links {
+    nodes: Cache<LinkKey, Option<(Node, Option<String>)>>,
+}
+
+impl Default for Links {
+    fn default() -> Self {
+        Links { nodes: Cache::builder().max_capacity(100_000).time_to_live(LINK_TTL).build() }
+    }
+}
+
+impl Links {
+    /// Drops the links a permitted mutation may have changed: the experiment, run and registered model its target
+    /// names (a rename's new name too).
+    pub async fn invalidate(&self, ctx: &RequestContext, target: &Map<String, Value>) {
+        let ws = ctx.workspace_name().map(str::to_owned);
+        for (kind, field) in [
+            ("experiment", "experiment_id"),
+            ("run", "run_id"),
+            ("registered_model", "name"),
+            ("registered_model", "new_name"),
+        ] {
+            if let Some(id) = target.get(field).and_then(Value::as_str) {
+                self.nodes.invalidate(&(ws.clone(), kind, id.to_string())).await;
+            }
+        }
+    }
+}
 
 /// One link of an object's permission chain.
 #[derive(Debug, Clone)]
@@ -57,7 +100,7 @@ pub async fn facts(
     target: &Map<String, Value>,
 ) -> Result<Option<Value>, EnrichError> {
     let Need::On(_, anchor) = permission::need(op) else { return Ok(None) };
-    let resolved = resolve(enricher, up, ctx, anchor, target).await?;
+    let resolved = resolve(enricher, up, ctx, anchor, target, !op.read_only).await?;
     Ok(Some(to_facts(ctx, anchor, &resolved)))
 }
 
@@ -103,6 +146,7 @@ pub async fn resolve(
     ctx: &RequestContext,
     anchor: Anchor,
     target: &Map<String, Value>,
+    fresh: bool,
 ) -> Result<Resolved, EnrichError> {
     let (anchor, id) = match named(target, anchor) {
         Ok(named) => named,
@@ -126,22 +170,17 @@ pub async fn resolve(
             return Ok(Resolved::Chain(chain));
         }
         Anchor::RegisteredModel => {
-            let query = [("name", id.as_str())];
-            let found = get(up, ctx, "registered model", "/api/2.0/mlflow/registered-models/get", &query).await?;
-            let Some(rm) = found.as_ref().and_then(|v| v.get("registered_model")) else {
+            let Some((model, _)) = link(enricher, up, ctx, "registered_model", &id, fresh).await? else {
                 return Ok(Resolved::Missing);
             };
-            let name = rm.get("name").and_then(Value::as_str).unwrap_or(&id).to_string();
-            chain.push(node("registered_model", name.clone(), Some(name), rm.get("tags"), CREATED_BY));
+            chain.push(model);
             return Ok(Resolved::Chain(chain));
         }
         Anchor::Run => {
-            let found = get(up, ctx, "run", "/api/2.0/mlflow/runs/get", &[("run_id", id.as_str())]).await?;
-            let Some(run) = found.as_ref().and_then(|v| v.get("run")) else { return Ok(Resolved::Missing) };
-            let info = run.get("info").unwrap_or(&Value::Null);
-            let name = info.get("run_name").and_then(Value::as_str).map(str::to_owned);
-            let experiment = info.get("experiment_id").and_then(Value::as_str).map(str::to_owned);
-            chain.push(node("run", id, name, run.pointer("/data/tags"), RUN_USER_TAG));
+            let Some((run, experiment)) = link(enricher, up, ctx, "run", &id, fresh).await? else {
+                return Ok(Resolved::Missing);
+            };
+            chain.push(run);
             match experiment {
                 Some(e) => e,
                 None => return Ok(Resolved::Missing),
@@ -172,12 +211,59 @@ pub async fn resolve(
             }
         }
     };
-    let query = [("experiment_id", experiment_id.as_str())];
-    let found = get(up, ctx, "experiment", "/api/2.0/mlflow/experiments/get", &query).await?;
-    let Some(exp) = found.as_ref().and_then(|v| v.get("experiment")) else { return Ok(Resolved::Missing) };
-    let name = exp.get("name").and_then(Value::as_str).map(str::to_owned);
-    chain.push(node("experiment", experiment_id, name, exp.get("tags"), CREATED_BY));
+    let Some((experiment, _)) = link(enricher, up, ctx, "experiment", &experiment_id, fresh).await? else {
+        return Ok(Resolved::Missing);
+    };
+    chain.push(experiment);
     Ok(Resolved::Chain(chain))
+}
+
+/// One link (`experiment`, `run` with its experiment id, or `registered_model`), from the cache unless `fresh`; a
+/// fresh look-up refreshes the cache.
+async fn link(
+    enricher: &Enricher,
+    up: &Upstream,
+    ctx: &RequestContext,
+    kind: &'static str,
+    id: &str,
+    fresh: bool,
+) -> Result<Option<(Node, Option<String>)>, EnrichError> {
+    let key = (ctx.workspace_name().map(str::to_owned), kind, id.to_string());
+    let links = &enricher.permission_links;
+    if !fresh {
+        if let Some(hit) = links.nodes.get(&key).await {
+            return Ok(hit);
+        }
+    }
+    let found = match kind {
+        "experiment" => {
+            let query = [("experiment_id", id)];
+            let found = get(up, ctx, "experiment", "/api/2.0/mlflow/experiments/get", &query).await?;
+            found.as_ref().and_then(|v| v.get("experiment")).map(|exp| {
+                let name = exp.get("name").and_then(Value::as_str).map(str::to_owned);
+                (node("experiment", id.to_string(), name, exp.get("tags"), CREATED_BY), None)
+            })
+        }
+        "run" => {
+            let found = get(up, ctx, "run", "/api/2.0/mlflow/runs/get", &[("run_id", id)]).await?;
+            found.as_ref().and_then(|v| v.get("run")).map(|run| {
+                let info = run.get("info").unwrap_or(&Value::Null);
+                let name = info.get("run_name").and_then(Value::as_str).map(str::to_owned);
+                let experiment = info.get("experiment_id").and_then(Value::as_str).map(str::to_owned);
+                (node("run", id.to_string(), name, run.pointer("/data/tags"), RUN_USER_TAG), experiment)
+            })
+        }
+        _ => {
+            let query = [("name", id)];
+            let found = get(up, ctx, "registered model", "/api/2.0/mlflow/registered-models/get", &query).await?;
+            found.as_ref().and_then(|v| v.get("registered_model")).map(|rm| {
+                let name = rm.get("name").and_then(Value::as_str).unwrap_or(id).to_string();
+                (node("registered_model", name.clone(), Some(name), rm.get("tags"), CREATED_BY), None)
+            })
+        }
+    };
+    links.nodes.insert(key, found.clone()).await;
+    Ok(found)
 }
 
 /// A link from an object's `[{key, value}]` tags: its owner stamp and its grants.
