@@ -9,3 +9,7 @@ trap 'rm -f "$log"' EXIT
 cargo bench --bench policy_eval -- "$@" 2>&1 | tee "$log" >/dev/null || { cat "$log"; exit 1; }
 grep -E "^default bundle, " "$log" || true
 sed -n '/^policy_eval summary/,$p' "$log"
+# Resource permissions: what a cached read check adds, and filtering a page of 1,000 search results (medians).
+echo
+echo "permissions:"
+cargo bench --bench permissions 2>/dev/null
