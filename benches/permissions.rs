@@ -52,7 +52,7 @@ fn measure(n: usize, mut f: impl FnMut()) -> Duration {
 }
 
 fn chain(i: usize) -> Value {
-    let groups = if i % 3 == 0 { json!({"team-b": "NO_PERMISSIONS"}) } else { json!({"team-c": "EDIT"}) };
+    let groups = if i.is_multiple_of(3) { json!({"team-b": "NO_PERMISSIONS"}) } else { json!({"team-c": "EDIT"}) };
     json!([{"type": "run", "id": format!("r{i}"), "name": "train", "owner": "ana", "grants": {"users": {}, "groups": {}}},
         {"type": "experiment", "id": i.to_string(), "name": format!("exp-{i}"), "owner": "ana",
             "grants": {"users": {}, "groups": groups}}])
