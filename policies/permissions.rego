@@ -184,17 +184,36 @@ perm_owner_hint := sprintf("; ask its owner %s or an admin for a grant", [o]) if
 } else := "; ask an admin for a grant"
 
 # Reads are the hot path: main.rego's fast read checks this one fact before skipping the rules.
-read_permitted if not needed_ranks[permission_need]
-
 read_permitted if {
+	not graphql_closed
+	object_read_permitted
+}
+
+object_read_permitted if not needed_ranks[permission_need]
+
+object_read_permitted if {
 	perm_problem == ""
 	not perm_exists
 }
 
-read_permitted if {
+object_read_permitted if {
 	perm_problem == ""
 	permission_rank >= needed_ranks[permission_need]
 }
+
+# GraphQL reads (/graphql: mlflowGetRun, mlflowSearchRuns, model versions) are neither resolved nor filtered by the
+# gate. data.permissions.graphql "admins" closes that path to everyone else; the shipped "open" keeps the web UI's
+# GraphQL calls working where every engineer may read everything (permissions.default READ, no NO_PERMISSIONS).
+graphql_closed if {
+	resource_type == "graphql"
+	permissions_config.graphql == "admins"
+	not is_admin
+}
+
+violations contains violation(
+	"permissions.graphql",
+	"GraphQL reads are not checked against resource permissions, so only admins may use /graphql (data.permissions.graphql)",
+) if graphql_closed
 
 # ---------------------------------------------------------------------------------------------------------------
 # Rules

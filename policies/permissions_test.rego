@@ -298,3 +298,16 @@ test_user_grants_and_denying_patterns_filter_too if {
 	open := decision with input as fxp_filter(fxp_ben, chains) with data.permissions.patterns as patterns
 	open.readable == [0]
 }
+
+# --- GraphQL ------------------------------------------------------------------------------------------------------
+
+test_graphql_is_open_by_default_and_admin_only_when_closed if {
+	inp := fx_request(fxp_ben, "GraphQL", "graphql", true, {"target": {}})
+	decision == fx_allowed with input as inp
+	reasons := fxp_reasons(inp) with data.permissions.graphql as "admins"
+	reasons == ["GraphQL reads are not checked against resource permissions, so only admins may use /graphql (data.permissions.graphql)"]
+	root := object.union(inp, {"principal": fx_root})
+	decision == fx_allowed with input as root with data.permissions.graphql as "admins"
+	d := decision with input as inp with data.permissions.graphql as "admins"
+	d == full_decision with input as inp with data.permissions.graphql as "admins"
+}
