@@ -13,6 +13,7 @@
 #   registry.rego   admin-only registry operations, moving out of Production, the transition-request workflow
 #   promotion.rego  Staging and Production promotion: evaluation gate, approvals, CI-only, break-glass
 #   artifacts.rego  artifact writes: owner only, registered files frozen (admins only, flagged)
+#   permissions.rego  resource permissions: the level each route needs on its experiment, run or model
 #
 # Output (README.md, "Decision document"): {"allow", "reasons", "break_glass", "would_deny"}, always defined, plus
 # "frozen_override": true when an admin changes the files of a registered version.
@@ -20,10 +21,14 @@ package mlflow_gate
 
 import rego.v1
 
+# Search results are filtered in a second evaluation after MLflow answered (`filtering`, permissions.rego).
 # Reads are most of the traffic and no rule denies an authenticated, ordinary read, so they skip evaluating every
 # rule (about 6x cheaper). `fast_read` lists exactly the exceptions the rules make for reads (webhooks and
-# server-side jobs are admin-only even to read); main_test.rego checks that the fast path agrees with the full one.
-decision := {"allow": true, "reasons": [], "break_glass": false, "would_deny": []} if {
+# server-side jobs are admin-only even to read, and a read the caller's resource permissions do not cover,
+# permissions.rego); main_test.rego checks that the fast path agrees with the full one.
+decision := filter_decision if {
+	filtering
+} else := {"allow": true, "reasons": [], "break_glass": false, "would_deny": []} if {
 	fast_read
 } else := {
 	"allow": allow,
@@ -40,6 +45,7 @@ fast_read if {
 	authenticated
 	not server_side_job
 	resource_type != "webhook"
+	read_permitted
 }
 
 # Most writes break no rule: their decision skips the bookkeeping below.

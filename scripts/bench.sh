@@ -15,3 +15,7 @@ if [ $# -eq 0 ]; then
   cargo bench --bench request_path 2>&1 | tee "$log" >/dev/null || { cat "$log"; exit 1; }
   sed -n '/^request_path summary/,$p' "$log"
 fi
+# Resource permissions: what a cached read check adds, and filtering a page of 1,000 search results (medians).
+echo
+echo "permissions:"
+cargo bench --bench permissions 2>/dev/null

@@ -141,6 +141,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Resource permissions: grant, show and revoke a user's or group's level on an experiment or registered model
+    /// (through the gate's grants API; you need MANAGE on the object).
+    #[command(subcommand)]
+    Grants(GrantsCmd),
     /// Policy tools for the security team: run the bundle's tests, evaluate an input.
     #[command(subcommand)]
     Policy(PolicyCmd),
@@ -226,6 +230,102 @@ struct VersionArgs {
     /// Version number.
     #[arg(long)]
     version: String,
+}
+
+#[derive(Subcommand)]
+enum GrantsCmd {
+    /// Give the grantee a level on the object (creates the grant, or changes the one it has).
+    Set {
+        #[command(flatten)]
+        gate: GateArgs,
+        #[command(flatten)]
+        grant: GrantArgs,
+        /// READ, USE, EDIT, MANAGE or NO_PERMISSIONS.
+        #[arg(long)]
+        level: String,
+    },
+    /// Show the grantee's grant on the object.
+    Get {
+        #[command(flatten)]
+        gate: GateArgs,
+        #[command(flatten)]
+        grant: GrantArgs,
+    },
+    /// Remove the grantee's grant on the object (it falls back to the defaults and to inherited grants).
+    Revoke {
+        #[command(flatten)]
+        gate: GateArgs,
+        #[command(flatten)]
+        grant: GrantArgs,
+    },
+}
+
+/// The object and the grantee of a grant.
+#[derive(clap::Args)]
+struct GrantArgs {
+    /// The experiment (by id).
+    #[arg(long, conflicts_with = "model", required_unless_present = "model")]
+    experiment_id: Option<String>,
+    /// The registered model (by name).
+    #[arg(long)]
+    model: Option<String>,
+    /// A user (the token subject).
+    #[arg(long, conflicts_with = "group", required_unless_present = "group")]
+    user: Option<String>,
+    /// A group (from the token's groups claim).
+    #[arg(long)]
+    group: Option<String>,
+}
+
+impl GrantArgs {
+    /// The API family and the request fields naming the object and the grantee.
+    fn fields(&self) -> (&'static str, serde_json::Map<String, serde_json::Value>) {
+        let mut m = serde_json::Map::new();
+        let family = match (&self.experiment_id, &self.model) {
+            (Some(id), _) => {
+                m.insert("experiment_id".into(), id.as_str().into());
+                "experiments"
+            }
+            (None, name) => {
+                m.insert("name".into(), name.clone().unwrap_or_default().into());
+                "registered-models"
+            }
+        };
+        match (&self.user, &self.group) {
+            (Some(u), _) => m.insert("username".into(), u.as_str().into()),
+            (None, g) => m.insert("group_name".into(), g.clone().unwrap_or_default().into()),
+        };
+        (family, m)
+    }
+}
+
+fn run_grants(cmd: GrantsCmd) -> Result<()> {
+    match cmd {
+        GrantsCmd::Set { gate, grant, level } => {
+            let (family, mut fields) = grant.fields();
+            fields.insert("permission".into(), level.into());
+            let body = Some(serde_json::Value::Object(fields));
+            let created = workflow(&gate, http::Method::POST, format!("{family}/permissions/create"), body.clone());
+            match created {
+                Err(e) if e.to_string().contains("INVALID_STATE") => {
+                    workflow(&gate, http::Method::PATCH, format!("{family}/permissions/update"), body)
+                }
+                other => other,
+            }
+        }
+        GrantsCmd::Get { gate, grant } => {
+            let (family, fields) = grant.fields();
+            let pairs: Vec<(&str, &str)> =
+                fields.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v))).collect();
+            let query = mlflow_gate::client::query(&pairs);
+            workflow(&gate, http::Method::GET, format!("{family}/permissions/get?{query}"), None)
+        }
+        GrantsCmd::Revoke { gate, grant } => {
+            let (family, fields) = grant.fields();
+            let body = Some(serde_json::Value::Object(fields));
+            workflow(&gate, http::Method::DELETE, format!("{family}/permissions/delete"), body)
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -339,6 +439,7 @@ fn main() -> ExitCode {
         Command::History { gate, name, alias, stage, since, at, audit, json } => {
             history(&gate, &name, HistoryFilter { alias, stage, since, at }, &audit, json)
         }
+        Command::Grants(cmd) => run_grants(cmd),
         Command::Policy(cmd) => run_policy(cmd),
         Command::Audit(AuditCmd::Verify { files, key_files, key_envs, checkpoints, from_checkpoint }) => {
             audit_verify(&files, &key_files, &key_envs, &checkpoints, from_checkpoint.as_deref())

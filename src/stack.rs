@@ -27,15 +27,21 @@ use crate::limits::{Capacity, HEAVY_BODY_BYTES};
 use crate::metrics::Metrics;
 use crate::mlflow::canon::Target;
 use crate::mlflow::events;
+use crate::mlflow::permission::{self, Need};
 use crate::mlflow::routes::{rpc, BodyClass, Operation};
 use crate::mlflow::stamps;
 use crate::pipeline::classify;
 use crate::pipeline::effects::{self, now_ms, WORKSPACE_FIELD};
 use crate::pipeline::enrich::Enricher;
+use crate::pipeline::grants::GrantsApi;
+use crate::pipeline::results;
 use crate::policy::{input, Policy};
 use crate::proxy::{ClientConn, OutBody, Outgoing, RequestContext, Upstream};
 use crate::reviews;
 use crate::webhooks::{Event, Webhooks};
+
+/// The largest page of search results the gate reads to filter (MLflow pages are capped by `max_results`).
+const MAX_FILTERED_PAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Response header carrying the request id (also quoted in every error message).
 pub const REQUEST_ID_HEADER: &str = crate::proxy::context::REQUEST_ID_HEADER;
@@ -47,6 +53,7 @@ pub struct Gate {
     policy: Policy,
     upstream: Upstream,
     enricher: Enricher,
+    grants: GrantsApi,
     metrics: Metrics,
     audit: Option<AuditLog>,
     webhooks: Option<Arc<Webhooks>>,
@@ -125,6 +132,7 @@ impl Gate {
             policy,
             upstream,
             enricher: Enricher::new(),
+            grants: GrantsApi::default(),
             metrics: Metrics::default(),
             audit: None,
             webhooks: None,
@@ -310,6 +318,11 @@ impl Gate {
             resource: &resource,
             break_glass: trail.break_glass,
         };
+        // A search's body, for the second decision on its results (searches are small reads).
+        let body_for_filter = read.json.clone().filter(|_| permission::need(&op) == Need::Filter);
+        if permission::grant_route(op.rpc).is_some() {
+            return self.serve_grants(&permitted).await;
+        }
         if op.workflow {
             return self.serve_workflow(&permitted).await;
         }
@@ -317,6 +330,7 @@ impl Gate {
         if !resp.status().is_success() {
             return Ok(resp);
         }
+        let resp = self.filter_results(&permitted, body_for_filter.as_ref(), resp).await?;
         self.after_effects(&permitted, resp).await
     }
 
@@ -424,6 +438,16 @@ impl Gate {
         })
     }
 
+    /// Serves a permitted grants-API request (`pipeline::grants`; the gate is its server, nothing is forwarded).
+    async fn serve_grants(&self, p: &Permitted<'_>) -> Result<Response<GateBody>, GateError> {
+        let fields = p.resource.get("target").and_then(|t| t.as_object()).cloned().unwrap_or_default();
+        let answer =
+            self.grants.serve(&self.enricher, &self.upstream, &p.head.context, p.op.rpc, &fields).await?.to_string();
+        let mut resp = Response::new(body::full(Bytes::from(answer)));
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Ok(resp)
+    }
+
     /// Serves a permitted workflow request (the gate is its server; nothing is forwarded as such).
     async fn serve_workflow(&self, p: &Permitted<'_>) -> Result<Response<GateBody>, GateError> {
         let query = p.head.target.query_pairs();
@@ -502,6 +526,49 @@ impl Gate {
         }
     }
 
+    /// Response phase of a search or list: MLflow's page cut to the results the caller may read
+    /// (`pipeline::results`). A page that cannot be read or decided fails the request; it is never passed unfiltered.
+    async fn filter_results(
+        &self,
+        p: &Permitted<'_>,
+        body: Option<&serde_json::Map<String, serde_json::Value>>,
+        resp: Response<GateBody>,
+    ) -> Result<Response<GateBody>, GateError> {
+        if permission::need(p.op) != Need::Filter {
+            return Ok(resp);
+        }
+        let (mut parts, answer) = resp.into_parts();
+        let bytes = body::collect_limited(answer, MAX_FILTERED_PAGE_BYTES).await.map_err(|e| {
+            tracing::error!(error = %e, "reading MLflow's page of results failed");
+            GateError::UpstreamUnavailable
+        })?;
+        let query = p.head.query();
+        let request = input::RequestFacts {
+            method: p.head.method.as_str(),
+            path: &p.head.target.path,
+            query: &query,
+            body,
+            workspace: p.head.context.workspace_name(),
+        };
+        let filter = results::Filter {
+            enricher: &self.enricher,
+            upstream: &self.upstream,
+            ctx: &p.head.context,
+            policy: &self.policy,
+            principal: p.principal,
+            op: p.op,
+            request: &request,
+        };
+        let page = filter.page(&bytes).await.map_err(|e| {
+            tracing::error!(error = %e, "filtering the results failed; denying");
+            GateError::LookupFailed
+        })?;
+        let Some(page) = page else { return Ok(Response::from_parts(parts, body::full(bytes))) };
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(page.len()));
+        Ok(Response::from_parts(parts, body::full(page)))
+    }
+
     /// After MLflow confirmed a permitted mutation: the stage history, then the registry's webhook events.
     async fn after_effects(
         &self,
@@ -509,6 +576,11 @@ impl Gate {
         resp: Response<GateBody>,
     ) -> Result<Response<GateBody>, GateError> {
         let ctx = &p.head.context;
+        if !p.op.read_only {
+            if let Some(target) = p.resource.get("target").and_then(|t| t.as_object()) {
+                self.enricher.permission_links.invalidate(ctx, target).await;
+            }
+        }
         self.record_history(ctx, p).await;
         match self.webhooks.as_ref().filter(|_| events::produces_events(p.op)) {
             Some(hooks) => {

@@ -9,6 +9,7 @@ pub mod graphql;
 pub mod history;
 pub mod names;
 pub mod params;
+pub mod permission;
 pub mod routes;
 pub mod stamps;
 pub mod target;

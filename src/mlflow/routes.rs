@@ -204,6 +204,8 @@ pub mod rpc {
     pub const UNKNOWN: &str = "Unknown";
     /// The UI's upload-artifact: its parameters are in the query string, its body is the file.
     pub const UPLOAD_RUN_ARTIFACT: &str = "UploadRunArtifact";
+    /// Creates an experiment (stamped with its creator).
+    pub const CREATE_EXPERIMENT: &str = "CreateExperiment";
     /// Creates a run (the gate stamps `mlflow.user`).
     pub const CREATE_RUN: &str = "CreateRun";
     /// Logs metrics, params and tags of a run at once.
@@ -275,6 +277,9 @@ fn classify_workflow(method: &str, path: &str) -> Option<Operation> {
 /// serves no route for this method and path.
 pub fn classify(method: &str, path: &str) -> Option<Operation> {
     if let Some(op) = classify_workflow(method, path) {
+        return Some(op);
+    }
+    if let Some(op) = super::permission::classify_grants(method, path) {
         return Some(op);
     }
     match method {

@@ -10,7 +10,7 @@ use crate::fold::fold;
 
 /// Prefix of the tags only the gate writes.
 pub const RESERVED_PREFIX: &str = "mlflow_gate.";
-/// Who created a registered model, a model version, a logged model or a trace (the token's `sub`).
+/// Who created an experiment, a registered model, a model version, a logged model or a trace (the token's `sub`).
 pub const CREATED_BY: &str = "mlflow_gate.created_by";
 /// When the gate forwarded the creation (ms since the epoch).
 pub const CREATED_AT: &str = "mlflow_gate.created_at";
@@ -143,7 +143,7 @@ pub fn drop_copied_stamps(body: &mut Map<String, Value>) -> usize {
 /// versions; the run's `user_id` and `mlflow.user` tag on new runs (replacing whatever the client claimed).
 pub fn stamp_request(op: &Operation, body: &mut Map<String, Value>, sub: &str, now_ms: u64) {
     match op.rpc {
-        rpc::CREATE_REGISTERED_MODEL | rpc::CREATE_LOGGED_MODEL => {
+        rpc::CREATE_REGISTERED_MODEL | rpc::CREATE_LOGGED_MODEL | rpc::CREATE_EXPERIMENT => {
             push_tags(body, &[(CREATED_BY, sub.to_string())], &[])
         }
         rpc::CREATE_MODEL_VERSION => {
@@ -279,6 +279,9 @@ mod tests {
         stamp_request(&op("CreateRun"), &mut run, "alice", 5);
         assert_eq!(run["user_id"], "alice");
         assert_eq!(run["tags"], json!([{"key": "x", "value": "y"}, {"key": "mlflow.user", "value": "alice"}]));
+        let mut experiment = obj(json!({"name": "e"}));
+        stamp_request(&op("CreateExperiment"), &mut experiment, "alice", 5);
+        assert_eq!(experiment["tags"], json!([{"key": CREATED_BY, "value": "alice"}]));
         let mut logged = obj(json!({"experiment_id": "1", "source_run_id": "r1"}));
         stamp_request(&op("CreateLoggedModel"), &mut logged, "alice", 5);
         assert_eq!(logged["tags"], json!([{"key": CREATED_BY, "value": "alice"}]));

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::params::BodyError;
 
 /// Scalar fields a policy may need as the target of an operation.
-const TARGET_FIELDS: [&str; 22] = [
+const TARGET_FIELDS: [&str; 27] = [
     "name",
     "version",
     "stage",
@@ -31,6 +31,13 @@ const TARGET_FIELDS: [&str; 22] = [
     "description",
     "url",
     "trace_id",
+    // Resource permissions: `experiments/get-by-name` and the v2 `get-trace-artifact?request_id=`.
+    "experiment_name",
+    "request_id",
+    // The grants API (MLflow basic-auth's request shapes, and the gate's group grants).
+    "username",
+    "group_name",
+    "permission",
     // Artifact routes: the file path (presigned upload, multipart upload, upload-artifact) and upload-artifact's
     // run, which MLflow reads from the query as `run_uuid` only.
     "path",

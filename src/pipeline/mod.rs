@@ -7,7 +7,8 @@
 //! - authenticate (`auth`), read the body (`stack`, by the route's body class);
 //! - `enrich`: the registry, run, artifact and file facts the policy needs (`input.resource`);
 //! - decide (`policy`, input document in `policy::input`);
-//! - dispatch: forward (`proxy`) or serve the workflow (`approvals`);
+//! - dispatch: forward (`proxy`), serve the workflow (`approvals`) or the grants API (`grants`);
+//! - `results`: a search's page cut to what the caller may read (resource permissions);
 //! - `effects`: stage history and webhook events of a permitted mutation (the audit record is `stack`'s).
 //!
 //! Layers (lowest first; `tests/layers.rs` enforces them): fold, body, tls, audit, metrics -> error -> mlflow
@@ -17,3 +18,5 @@
 pub mod classify;
 pub mod effects;
 pub mod enrich;
+pub mod grants;
+pub mod results;

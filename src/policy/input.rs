@@ -5,6 +5,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::auth::Principal;
+use crate::mlflow::permission;
 use crate::mlflow::routes::Operation;
 
 /// Version of the input document's shape; policies may check it.
@@ -43,6 +44,7 @@ pub fn build(principal: &Principal, operation: &Operation, request: &RequestFact
             "read_only": operation.read_only,
             "resource_type": operation.resource.as_str(),
             "server_side_job": operation.server_side_job,
+            "permission": permission::need(operation).as_str(),
             "path_params": operation.path_params.iter().map(|(k, v)| (k.to_string(), Value::String(v.clone()))).collect::<Map<_, _>>(),
         },
         "request": request,
@@ -113,6 +115,7 @@ pub fn build_rego(
                 ("read_only", V::from(operation.read_only)),
                 ("resource_type", V::from(operation.resource.as_str())),
                 ("server_side_job", V::from(operation.server_side_job)),
+                ("permission", V::from(permission::need(operation).as_str())),
                 ("path_params", object(path_params)),
             ]),
         ),

@@ -51,7 +51,7 @@ impl Sample {
 
 /// The realistic samples: a read, a CreateModelVersion, a Production TransitionModelVersionStage by CI.
 pub fn all() -> Vec<Sample> {
-    vec![read(), create_model_version(), production_transition(), artifact_upload()]
+    vec![read(), create_model_version(), production_transition(), artifact_upload(), search_results()]
 }
 
 /// One input a bundle is self-tested on.
@@ -88,7 +88,7 @@ pub fn differential_inputs() -> Vec<SelfTest> {
         ("", &[]),
     ];
     type Change = fn(&mut Value);
-    let degrade: [(&str, Change); 10] = [
+    let degrade: [(&str, Change); 12] = [
         ("as is", |_| {}),
         ("no source run", |r| r["source_run"] = Value::Null),
         // Missing keys: where regorus' VM and interpreter have been seen to differ.
@@ -104,6 +104,18 @@ pub fn differential_inputs() -> Vec<SelfTest> {
         }),
         ("foreign owner", |r| r["artifact"]["owner"] = json!("mallory")),
         ("unowned location", |r| r["artifact"] = json!({"kind": "unknown", "owned": false, "registered_versions": []})),
+        // Resource permissions: someone else's model, and an explicit deny of every sample principal's group.
+        ("foreign model", |r| {
+            if let Some(owner) = r.pointer_mut("/permissions/chain/0/owner") {
+                *owner = json!("mallory");
+            }
+        }),
+        ("no permissions", |r| {
+            if let Some(groups) = r.pointer_mut("/permissions/chain/0/grants/groups") {
+                *groups = json!({"ml-engineers": "NO_PERMISSIONS", "mlflow-ci": "NO_PERMISSIONS",
+                    "ml-senior": "NO_PERMISSIONS"});
+            }
+        }),
     ];
     for sample in all() {
         for (sub, groups) in who {
@@ -162,6 +174,37 @@ fn source_run() -> Value {
     })
 }
 
+/// The permission facts of the registered model (`input.resource.permissions`): alice created it; a reviewer group
+/// was granted READ.
+fn model_permissions() -> Value {
+    json!({"workspace": null, "anchor": "registered_model", "exists": true, "problem": null, "chain": [
+        {"type": "registered_model", "id": "fraud-detector", "name": "fraud-detector", "owner": "alice",
+            "grants": {"users": {}, "groups": {"ml-senior": "READ"}}}]})
+}
+
+/// The second decision of a runs search: which results of the page the caller may read (two of alice's runs, one
+/// of an experiment that denies her group, one of a model whose creator she is).
+fn search_results() -> Sample {
+    let chain = |owner: &str, groups: Value| {
+        json!([{"type": "run", "id": RUN, "name": "train", "owner": owner, "grants": {"users": {}, "groups": {}}},
+            {"type": "experiment", "id": "1", "name": "fraud", "owner": owner,
+                "grants": {"users": {}, "groups": groups}}])
+    };
+    let body = json!({"experiment_ids": ["1"], "max_results": 4});
+    Sample {
+        name: "search results",
+        principal: principal("alice", &["ml-engineers"]),
+        operation: Operation::plain("SearchRuns", true, Resource::Run),
+        method: "POST",
+        path: "/api/2.0/mlflow/runs/search",
+        query: Map::new(),
+        body: Some(object(body)),
+        resource: json!({"permissions": {"workspace": null, "candidates": [
+            chain("alice", json!({})), chain("bob", json!({})),
+            chain("bob", json!({"ml-engineers": "NO_PERMISSIONS"})), model_permissions()["chain"].clone()]}}),
+    }
+}
+
 /// GetRegisteredModel by an engineer.
 fn read() -> Sample {
     let query = crate::mlflow::params::query_map(&[("name".into(), "fraud-detector".into())]);
@@ -173,7 +216,8 @@ fn read() -> Sample {
         path: "/api/2.0/mlflow/registered-models/get",
         query,
         body: None,
-        resource: json!({"target": {"name": "fraud-detector"}, "registered_model": registered_model()}),
+        resource: json!({"target": {"name": "fraud-detector"}, "registered_model": registered_model(),
+            "permissions": model_permissions()}),
     }
 }
 
@@ -192,6 +236,7 @@ fn create_model_version() -> Sample {
         resource: json!({
             "target": body,
             "registered_model": registered_model(),
+            "permissions": model_permissions(),
             "source_run": source_run(),
             "source_matches_run": true,
             "lineage": {"verified": true, "kind": "run", "run_owner": "alice", "logged_model_creator": null,
@@ -215,6 +260,7 @@ fn production_transition() -> Sample {
         resource: json!({
             "target": body,
             "registered_model": registered_model(),
+            "permissions": model_permissions(),
             "model_version": {
                 "name": "fraud-detector", "version": "7", "current_stage": "Staging",
                 "source": format!("runs:/{RUN}/model"), "run_id": RUN, "model_id": "m-0a1b2c3d",

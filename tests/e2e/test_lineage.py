@@ -67,9 +67,15 @@ def test_a_logged_model_borrowing_another_engineers_run_fails_the_gate(gate, mlf
     run = gated_run(client_as(people["alice"]))
     run_id, experiment_id = run.info.run_id, run.info.experiment_id
 
-    # mallory logs a model of her own, naming alice's run as its source run, and uploads her files into it.
-    created = http(gate.url, "POST", "/api/2.0/mlflow/logged-models", people["mallory"],
+    # mallory may not log a model into alice's experiment (resource permissions), so she logs one into her own,
+    # naming alice's run as its source run, and uploads her files into it.
+    refused = http(gate.url, "POST", "/api/2.0/mlflow/logged-models", people["mallory"],
                    json={"experiment_id": experiment_id, "name": "model", "source_run_id": run_id})
+    assert refused.status_code == 403, refused.text
+    own_experiment = http(gate.url, "POST", "/api/2.0/mlflow/experiments/create", people["mallory"],
+                          json={"name": unique("mallory-exp")}).json()["experiment_id"]
+    created = http(gate.url, "POST", "/api/2.0/mlflow/logged-models", people["mallory"],
+                   json={"experiment_id": own_experiment, "name": "model", "source_run_id": run_id})
     assert created.status_code == 200, created.text
     info = created.json()["model"]["info"]
     model_id = info["model_id"]

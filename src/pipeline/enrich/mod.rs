@@ -21,6 +21,7 @@ pub mod files;
 pub mod needs;
 
 pub use needs::{Fact, Needs};
+pub mod permissions;
 
 use crate::mlflow::routes::{Operation, Resource};
 use crate::mlflow::stamps::{CREATED_BY, RUN_USER_TAG};
@@ -127,6 +128,8 @@ pub struct Enricher {
     logged_models: Cache<(Option<String>, String), Arc<Value>>,
     /// What the bundle in force declares it reads (`needs.rs`).
     declared: needs::PerBundle,
+    /// The links of permission chains (`permissions`), for reads.
+    pub permission_links: permissions::Links,
 }
 
 impl Default for Enricher {
@@ -141,6 +144,7 @@ impl Enricher {
         Enricher {
             logged_models: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(3600)).build(),
             declared: needs::PerBundle::default(),
+            permission_links: permissions::Links::default(),
         }
     }
 
@@ -155,7 +159,7 @@ impl Enricher {
         (registry && !op.read_only) || op.workflow
     }
 
-    /// Builds `input.resource` for an operation and its target, with every registry fact.
+    /// Builds `input.resource` for an operation and its target, with every registry fact (see [`Self::resource_with`]).
     pub async fn resource(
         &self,
         up: &Upstream,
@@ -166,9 +170,27 @@ impl Enricher {
         self.resource_with(up, ctx, op, target, Needs::ALL).await
     }
 
-    /// Builds `input.resource` with the registry facts in `needs` only (see `needs.rs`: what the policy in force
-    /// reads for the operation). Facts left out are absent, never empty stand-ins.
+    /// Builds `input.resource`: the registry facts in `needs` only (see `needs.rs`: what the policy in force reads
+    /// for the operation; facts left out are absent, never empty stand-ins), the artifact facts, and the permission
+    /// facts (`permissions`, see [`permissions`]) of routes that need a level on an object.
     pub async fn resource_with(
+        &self,
+        up: &Upstream,
+        ctx: &RequestContext,
+        op: &Operation,
+        target: Map<String, Value>,
+        needs: Needs,
+    ) -> Result<Value, EnrichError> {
+        let permission_facts = permissions::facts(self, up, ctx, op, &target).await?;
+        let mut resource = self.registry_resource(up, ctx, op, target, needs).await?;
+        if let (Some(facts), Some(map)) = (permission_facts, resource.as_object_mut()) {
+            map.insert("permissions".into(), facts);
+        }
+        Ok(resource)
+    }
+
+    /// The registry and artifact part of `input.resource`.
+    async fn registry_resource(
         &self,
         up: &Upstream,
         ctx: &RequestContext,

@@ -1,0 +1,350 @@
+# Resource permissions: who may read, change and manage which experiment, run, registered model (with its versions
+# and aliases) and logged model.
+#
+# The gate hands the facts (input.operation.permission: the level the route needs, from the route table;
+# input.resource.permissions: the object's chain, the object first and its parents after it, each with its stamped
+# creator and its grants tag, in the request's workspace). This file decides, with everything adjustable in
+# data.permissions (README.md, "Resource permissions"):
+#   default   the level of an authenticated caller without a grant          (default: READ)
+#   creator   the level of an object's creator, on it and on its children    (default: MANAGE; EDIT is one edit away)
+#   create    per object kind, the groups that may create one ("*": anyone) (default: everyone)
+#   patterns  grants by name pattern: {"user"|"group", "type", "name" (glob), "level", "workspace"?}
+# Levels, weakest first: NO_PERMISSIONS < READ < USE < EDIT < MANAGE. An applicable NO_PERMISSIONS grant (on the
+# object, a parent, or by pattern) beats every other grant, inherited or not, and the creator's level; admins have
+# MANAGE everywhere.
+package mlflow_gate
+
+import rego.v1
+
+permission_ranks := {"NO_PERMISSIONS": 0, "READ": 1, "USE": 2, "EDIT": 3, "MANAGE": 4}
+
+permission_names := ["NO_PERMISSIONS", "READ", "USE", "EDIT", "MANAGE"]
+
+# The level a route needs, as a rank; undefined for routes without one ("none", "create", "filter").
+needed_ranks := {"read": 1, "edit": 3, "manage": 4}
+
+permission_need := p if {
+	p := input.operation.permission
+	is_string(p)
+} else := "none"
+
+permissions_config := c if {
+	c := data.permissions
+	is_object(c)
+} else := {}
+
+perm_facts := f if {
+	f := input.resource.permissions
+	is_object(f)
+} else := {}
+
+perm_chain := c if {
+	c := perm_facts.chain
+	is_array(c)
+} else := []
+
+perm_problem := p if {
+	p := perm_facts.problem
+	is_string(p)
+} else := ""
+
+perm_exists if perm_facts.exists == true
+
+principal_groups := g if {
+	g := input.principal.groups
+	is_array(g)
+} else := []
+
+# A configured level as a rank; a missing or misspelt one counts as NO_PERMISSIONS (fail closed).
+config_rank(key) := r if {
+	r := permission_ranks[permissions_config[key]]
+} else := 0
+
+# ---------------------------------------------------------------------------------------------------------------
+# The grants that apply to the caller
+# ---------------------------------------------------------------------------------------------------------------
+
+applicable_grants contains {"level": level, "source": sprintf("a grant to %s on the %s %s", [principal_sub, node.type, node_label(node)])} if {
+	some node in perm_chain
+	level := node.grants.users[principal_sub]
+	is_string(level)
+}
+
+applicable_grants contains {"level": level, "source": sprintf("a grant to the group %s on the %s %s", [group, node.type, node_label(node)])} if {
+	some node in perm_chain
+	some group in principal_groups
+	is_string(group)
+	level := node.grants.groups[group]
+	is_string(level)
+}
+
+applicable_grants contains {"level": p.level, "source": sprintf("the pattern grant %s on %s %s", [pattern_who(p), p.type, p.name])} if {
+	some p in permission_patterns
+	pattern_for_caller(p)
+	some node in perm_chain
+	node.type == p.type
+	is_string(node.name)
+	glob.match(p.name, null, node.name)
+	pattern_in_workspace(p)
+}
+
+permission_patterns := [p |
+	some p in as_list(at(permissions_config, "patterns"))
+	is_string(p.type)
+	is_string(p.name)
+	is_string(p.level)
+]
+
+pattern_for_caller(p) if p.user == principal_sub
+
+pattern_for_caller(p) if {
+	some group in principal_groups
+	p.group == group
+}
+
+pattern_who(p) := sprintf("to %s", [p.user]) if is_string(p.user)
+
+else := sprintf("to the group %s", [p.group])
+
+# A pattern with a workspace applies only there; one without applies everywhere.
+pattern_in_workspace(p) if not "workspace" in object.keys(p)
+
+pattern_in_workspace(p) if p.workspace == perm_facts.workspace
+
+node_label(node) := sprintf("\"%s\"", [node.name]) if {
+	node.type == "registered_model"
+	is_string(node.name)
+} else := sprintf("\"%s\" (%v)", [node.name, node.id]) if {
+	is_string(node.name)
+} else := sprintf("%v", [node.id])
+
+# ---------------------------------------------------------------------------------------------------------------
+# The caller's level on the object, and why
+# ---------------------------------------------------------------------------------------------------------------
+
+caller_owns if {
+	principal_sub != ""
+	some node in perm_chain
+	node.owner == principal_sub
+}
+
+explicitly_denied if {
+	some g in applicable_grants
+	g.level == "NO_PERMISSIONS"
+}
+
+granted_ranks contains config_rank("default")
+
+granted_ranks contains config_rank("creator") if caller_owns
+
+granted_ranks contains r if {
+	some g in applicable_grants
+	r := permission_ranks[g.level]
+}
+
+permission_rank := 4 if is_admin
+
+else := 0 if explicitly_denied
+
+else := max(granted_ranks)
+
+permission_level := permission_names[permission_rank]
+
+# The source of the caller's level, for the reason. (The grant sources are collected first: regorus' bytecode VM
+# mis-evaluates an `else` branch that iterates with `some`.)
+denying_sources := sort([g.source | some g in applicable_grants; g.level == "NO_PERMISSIONS"])
+
+ranking_sources := sort([g.source | some g in applicable_grants; permission_ranks[g.level] == permission_rank])
+
+permission_source := "as an admin" if is_admin
+
+else := denying_sources[0] if count(denying_sources) > 0
+
+else := "as its creator" if {
+	caller_owns
+	config_rank("creator") == permission_rank
+}
+
+else := ranking_sources[0] if count(ranking_sources) > 0
+
+else := "the default for authenticated users without a grant"
+
+# The object as the reason names it: the object itself, and its parent when it inherits.
+perm_object_label := sprintf("the %s %s in the %s %s", [first.type, node_label(first), last.type, node_label(last)]) if {
+	count(perm_chain) > 1
+	first := perm_chain[0]
+	last := perm_chain[count(perm_chain) - 1]
+} else := sprintf("the %s %s", [perm_chain[0].type, node_label(perm_chain[0])]) if {
+	count(perm_chain) > 0
+} else := "the object"
+
+perm_owner_hint := sprintf("; ask its owner %s or an admin for a grant", [o]) if {
+	o := perm_chain[count(perm_chain) - 1].owner
+	is_string(o)
+} else := "; ask an admin for a grant"
+
+# Reads are the hot path: main.rego's fast read checks this one fact before skipping the rules.
+read_permitted if {
+	not graphql_closed
+	object_read_permitted
+}
+
+object_read_permitted if not needed_ranks[permission_need]
+
+object_read_permitted if {
+	perm_problem == ""
+	not perm_exists
+}
+
+object_read_permitted if {
+	perm_problem == ""
+	permission_rank >= needed_ranks[permission_need]
+}
+
+# GraphQL reads (/graphql: mlflowGetRun, mlflowSearchRuns, model versions) are neither resolved nor filtered by the
+# gate. data.permissions.graphql "admins" closes that path to everyone else; the shipped "open" keeps the web UI's
+# GraphQL calls working where every engineer may read everything (permissions.default READ, no NO_PERMISSIONS).
+graphql_closed if {
+	resource_type == "graphql"
+	permissions_config.graphql == "admins"
+	not is_admin
+}
+
+violations contains violation(
+	"permissions.graphql",
+	"GraphQL reads are not checked against resource permissions, so only admins may use /graphql (data.permissions.graphql)",
+) if graphql_closed
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rules
+# ---------------------------------------------------------------------------------------------------------------
+
+violations contains violation(
+	"permissions.insufficient",
+	sprintf("%s may not %s %s: that needs %s, and %s has %s (%s)%s", [principal_sub, rpc, perm_object_label, upper(permission_need), principal_sub, permission_level, permission_source, perm_owner_hint]),
+) if {
+	needed := needed_ranks[permission_need]
+	perm_exists
+	perm_problem == ""
+	permission_rank < needed
+}
+
+violations contains violation("permissions.unresolved", perm_problem) if {
+	needed_ranks[permission_need]
+	perm_problem != ""
+}
+
+# The gate always sends the facts of a route that needs a level; without them nothing can be checked.
+violations contains violation(
+	"permissions.unresolved",
+	sprintf("%s needs %s on an object the gate did not resolve", [rpc_label, upper(permission_need)]),
+) if {
+	needed_ranks[permission_need]
+	not is_object(input.resource.permissions)
+}
+
+# Creating experiments and registered models: per group (data.permissions.create.<kind>; "*" is everyone).
+violations contains violation(
+	"permissions.create",
+	sprintf("%s may not create %ss: only members of %v may (data.permissions.create.%s)", [principal_sub, replace(kind, "_", " "), creators, kind]),
+) if {
+	permission_need == "create"
+	not is_admin
+	kind := creation_kind
+	creators := as_list(at(at(permissions_config, "create"), kind))
+	not "*" in creators
+	not caller_in(creators)
+}
+
+creation_kind := "experiment" if resource_type == "experiment"
+
+else := "registered_model"
+
+caller_in(groups) if {
+	some group in principal_groups
+	group in groups
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Search results (the gate's response phase): which of a page's objects the caller may read
+# ---------------------------------------------------------------------------------------------------------------
+
+# After MLflow answered a search or list (input.operation.permission "filter"), the gate asks again with every
+# result's chain in input.resource.permissions.candidates (in page order) and keeps the results whose index is in
+# the decision's "readable". Same model as one object (a test checks that both agree), written without a function
+# call per result: pages hold up to thousands of results.
+filtering if {
+	permission_need == "filter"
+	is_array(input.resource.permissions.candidates)
+}
+
+filter_candidates := c if {
+	c := input.resource.permissions.candidates
+	is_array(c)
+} else := []
+
+filter_decision := {"allow": true, "reasons": [], "break_glass": false, "would_deny": [], "readable": sort([i | some i in readable_candidates])}
+
+readable_candidates := {i | some i, _ in filter_candidates} if is_admin
+
+else := {i | some i, _ in filter_candidates; not i in denied_candidates} if config_rank("default") >= 1
+
+else := {i | some i in granted_candidates; not i in denied_candidates}
+
+denied_candidates contains i if {
+	some i, chain in filter_candidates
+	some node in chain
+	node.grants.users[principal_sub] == "NO_PERMISSIONS"
+}
+
+denied_candidates contains i if {
+	some i, chain in filter_candidates
+	some node in chain
+	some group in principal_groups
+	node.grants.groups[group] == "NO_PERMISSIONS"
+}
+
+denied_candidates contains i if {
+	some p in permission_patterns
+	p.level == "NO_PERMISSIONS"
+	pattern_for_caller(p)
+	pattern_in_workspace(p)
+	some i, chain in filter_candidates
+	some node in chain
+	node.type == p.type
+	is_string(node.name)
+	glob.match(p.name, null, node.name)
+}
+
+granted_candidates contains i if {
+	config_rank("creator") >= 1
+	principal_sub != ""
+	some i, chain in filter_candidates
+	some node in chain
+	node.owner == principal_sub
+}
+
+granted_candidates contains i if {
+	some i, chain in filter_candidates
+	some node in chain
+	permission_ranks[node.grants.users[principal_sub]] >= 1
+}
+
+granted_candidates contains i if {
+	some i, chain in filter_candidates
+	some node in chain
+	some group in principal_groups
+	permission_ranks[node.grants.groups[group]] >= 1
+}
+
+granted_candidates contains i if {
+	some p in permission_patterns
+	permission_ranks[p.level] >= 1
+	pattern_for_caller(p)
+	pattern_in_workspace(p)
+	some i, chain in filter_candidates
+	some node in chain
+	node.type == p.type
+	is_string(node.name)
+	glob.match(p.name, null, node.name)
+}

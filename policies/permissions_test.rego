@@ -1,0 +1,313 @@
+# Tests of permissions.rego: every rule and default, with the exact reasons. Team A (ana, alex) owns the
+# experiment "exp-a" with the run "train", and the registered model "churn"; team B (ben) is a colleague.
+package mlflow_gate
+
+import rego.v1
+
+fxp_ana := fx_principal("ana", ["team-a"])
+
+fxp_ben := fx_principal("ben", ["team-b"])
+
+fxp_grants(users, groups) := {"users": users, "groups": groups}
+
+fxp_experiment(grants) := {"type": "experiment", "id": "1", "name": "exp-a", "owner": "ana", "grants": grants}
+
+fxp_run(grants) := {"type": "run", "id": "r1", "name": "train", "owner": "ana", "grants": grants}
+
+fxp_model(grants) := {"type": "registered_model", "id": "churn", "name": "churn", "owner": "ana", "grants": grants}
+
+fxp_none := fxp_grants({}, {})
+
+# A request needing `need` ("read", "edit", "manage", "create") on the objects of `chain`, the object first.
+fxp_input(who, rpc, type, need, chain) := {
+	"version": 1,
+	"principal": who,
+	"operation": {
+		"rpc": rpc, "read_only": need == "read", "resource_type": type, "server_side_job": false,
+		"path_params": {}, "permission": need,
+	},
+	"request": {"method": "POST", "path": "/api/2.0/mlflow/test", "query": {}, "body": {}, "workspace": null},
+	"resource": {"target": {}, "permissions": {
+		"workspace": null, "anchor": type, "exists": count(chain) > 0, "problem": null,
+		"chain": chain,
+	}},
+}
+
+fxp_log_metric(who, exp_grants) := fxp_input(who, "LogMetric", "run", "edit", [fxp_run(fxp_none), fxp_experiment(exp_grants)])
+
+fxp_get_run(who, exp_grants) := fxp_input(who, "GetRun", "run", "read", [fxp_run(fxp_none), fxp_experiment(exp_grants)])
+
+fxp_delete_experiment(who) := fxp_input(who, "DeleteExperiment", "experiment", "manage", [fxp_experiment(fxp_none)])
+
+fxp_reasons(inp) := r if {
+	r := decision.reasons with input as inp
+}
+
+# --- defaults -------------------------------------------------------------------------------------------------
+
+test_a_colleague_reads_an_experiment_without_a_grant if {
+	decision == fx_allowed with input as fxp_get_run(fxp_ben, fxp_none)
+}
+
+test_a_colleague_cannot_log_to_a_run_of_someone_elses_experiment if {
+	fxp_reasons(fxp_log_metric(fxp_ben, fxp_none)) == [concat("", [
+		"ben may not LogMetric the run \"train\" (r1) in the experiment \"exp-a\" (1): that needs EDIT, and ben has ",
+		"READ (the default for authenticated users without a grant); ask its owner ana or an admin for a grant",
+	])]
+}
+
+test_a_colleague_cannot_delete_or_rename_an_experiment if {
+	fxp_reasons(fxp_delete_experiment(fxp_ben)) == [concat("", [
+		"ben may not DeleteExperiment the experiment \"exp-a\" (1): that needs MANAGE, and ben has READ ",
+		"(the default for authenticated users without a grant); ask its owner ana or an admin for a grant",
+	])]
+	inp := fxp_input(fxp_ben, "UpdateExperiment", "experiment", "manage", [fxp_experiment(fxp_none)])
+	not decision.allow with input as inp
+}
+
+test_the_creator_manages_what_they_created if {
+	decision == fx_allowed with input as fxp_delete_experiment(fxp_ana)
+	decision == fx_allowed with input as fxp_log_metric(fxp_ana, fxp_none)
+}
+
+test_the_creator_level_can_be_lowered_to_edit if {
+	decision == fx_allowed with input as fxp_log_metric(fxp_ana, fxp_none) with data.permissions.creator as "EDIT"
+	reasons := fxp_reasons(fxp_delete_experiment(fxp_ana)) with data.permissions.creator as "EDIT"
+	reasons == ["ana may not DeleteExperiment the experiment \"exp-a\" (1): that needs MANAGE, and ana has EDIT (as its creator); ask its owner ana or an admin for a grant"]
+}
+
+test_the_creator_of_a_run_manages_it_in_a_colleagues_experiment if {
+	run := object.union(fxp_run(fxp_none), {"owner": "ben"})
+	inp := fxp_input(fxp_ben, "DeleteRun", "run", "manage", [run, fxp_experiment(fxp_none)])
+	decision == fx_allowed with input as inp
+}
+
+test_admins_have_every_level_even_against_no_permissions if {
+	denied := fxp_grants({"root": "NO_PERMISSIONS"}, {})
+	decision == fx_allowed with input as fxp_log_metric(fx_root, denied)
+	decision == fx_allowed with input as fxp_delete_experiment(fx_root)
+}
+
+test_deny_by_default_is_one_data_edit_away if {
+	reasons := fxp_reasons(fxp_get_run(fxp_ben, fxp_none)) with data.permissions.default as "NO_PERMISSIONS"
+	reasons == ["ben may not GetRun the run \"train\" (r1) in the experiment \"exp-a\" (1): that needs READ, and ben has NO_PERMISSIONS (the default for authenticated users without a grant); ask its owner ana or an admin for a grant"]
+	decision == fx_allowed with input as fxp_get_run(fxp_ana, fxp_none) with data.permissions.default as "NO_PERMISSIONS"
+}
+
+test_without_permission_data_nobody_but_admins_passes if {
+	not decision.allow with input as fxp_log_metric(fxp_ana, fxp_none) with data.permissions as "broken"
+	not decision.allow with input as fxp_get_run(fxp_ana, fxp_none) with data.permissions as {}
+	decision.allow with input as fxp_log_metric(fx_root, fxp_none) with data.permissions as {}
+}
+
+# --- grants ---------------------------------------------------------------------------------------------------
+
+test_a_user_grant_of_edit_lets_a_colleague_log if {
+	decision == fx_allowed with input as fxp_log_metric(fxp_ben, fxp_grants({"ben": "EDIT"}, {}))
+	fxp_reasons(fxp_delete_experiment(fxp_ben)) != []
+}
+
+test_a_group_grant_of_read_lets_read_but_not_write if {
+	grants := fxp_grants({}, {"team-b": "READ"})
+	decision == fx_allowed with input as fxp_get_run(fxp_ben, grants)
+	fxp_reasons(fxp_log_metric(fxp_ben, grants)) == ["ben may not LogMetric the run \"train\" (r1) in the experiment \"exp-a\" (1): that needs EDIT, and ben has READ (a grant to the group team-b on the experiment \"exp-a\" (1)); ask its owner ana or an admin for a grant"]
+}
+
+test_no_permissions_beats_a_groups_edit if {
+	grants := fxp_grants({"ben": "NO_PERMISSIONS"}, {"team-b": "EDIT"})
+	fxp_reasons(fxp_log_metric(fxp_ben, grants)) == ["ben may not LogMetric the run \"train\" (r1) in the experiment \"exp-a\" (1): that needs EDIT, and ben has NO_PERMISSIONS (a grant to ben on the experiment \"exp-a\" (1)); ask its owner ana or an admin for a grant"]
+	not decision.allow with input as fxp_get_run(fxp_ben, grants)
+}
+
+test_no_permissions_on_the_parent_beats_an_edit_on_the_child if {
+	run := fxp_run(fxp_grants({"ben": "EDIT"}, {}))
+	inp := fxp_input(fxp_ben, "LogMetric", "run", "edit", [run, fxp_experiment(fxp_grants({}, {"team-b": "NO_PERMISSIONS"}))])
+	not decision.allow with input as inp
+}
+
+test_no_permissions_beats_the_creator if {
+	inp := fxp_log_metric(fxp_ana, fxp_grants({}, {"team-a": "NO_PERMISSIONS"}))
+	not decision.allow with input as inp
+}
+
+test_a_grant_on_the_run_is_inherited_by_nothing_above_it if {
+	run := fxp_run(fxp_grants({"ben": "EDIT"}, {}))
+	decision == fx_allowed with input as fxp_input(fxp_ben, "LogMetric", "run", "edit", [run, fxp_experiment(fxp_none)])
+	not decision.allow with input as fxp_input(fxp_ben, "SetExperimentTag", "experiment", "edit", [fxp_experiment(fxp_none)])
+}
+
+# --- pattern grants (data.permissions.patterns) ------------------------------------------------------------------
+
+fxp_fraud_patterns := [
+	{"group": "team-fraud", "type": "registered_model", "name": "fraud-*", "level": "EDIT"},
+	{"group": "team-fraud", "type": "experiment", "name": "/Shared/fraud/*", "level": "EDIT"},
+	{"user": "ben", "type": "registered_model", "name": "*", "level": "MANAGE", "workspace": "team-b"},
+]
+
+fxp_fraud := fx_principal("fiona", ["team-fraud"])
+
+test_pattern_grants_apply_by_name if {
+	fraud := object.union(fxp_model(fxp_none), {"id": "fraud-x", "name": "fraud-x"})
+	inp := fxp_input(fxp_fraud, "SetRegisteredModelAlias", "model_version", "edit", [fraud])
+	decision == fx_allowed with input as inp with data.permissions.patterns as fxp_fraud_patterns
+	other := fxp_input(fxp_fraud, "SetRegisteredModelAlias", "model_version", "edit", [fxp_model(fxp_none)])
+	reasons := fxp_reasons(other) with data.permissions.patterns as fxp_fraud_patterns
+	reasons == ["fiona may not SetRegisteredModelAlias the registered_model \"churn\": that needs EDIT, and fiona has READ (the default for authenticated users without a grant); ask its owner ana or an admin for a grant"]
+	shared := object.union(fxp_experiment(fxp_none), {"name": "/Shared/fraud/scoring"})
+	log := fxp_input(fxp_fraud, "LogMetric", "run", "edit", [fxp_run(fxp_none), shared])
+	decision == fx_allowed with input as log with data.permissions.patterns as fxp_fraud_patterns
+}
+
+test_a_pattern_grant_with_a_workspace_applies_only_there if {
+	inp := fxp_input(fxp_ben, "DeleteRegisteredModel", "registered_model", "manage", [fxp_model(fxp_none)])
+	elsewhere := {v.id | some v in violations} with input as inp with data.permissions.patterns as fxp_fraud_patterns
+	"permissions.insufficient" in elsewhere
+	there := object.union(inp, {"resource": {"permissions": {"workspace": "team-b"}}})
+	here := {v.id | some v in violations} with input as there with data.permissions.patterns as fxp_fraud_patterns
+	not "permissions.insufficient" in here
+}
+
+test_the_default_bundle_lets_ci_and_oncall_edit_every_registered_model if {
+	inp := fxp_input(fx_ci, "TransitionModelVersionStage", "model_version", "edit", [fxp_model(fxp_none)])
+	ids := {v.id | some v in violations} with input as inp
+	not "permissions.insufficient" in ids
+	oncall := {v.id | some v in violations} with input as object.union(inp, {"principal": fx_carol})
+	not "permissions.insufficient" in oncall
+	engineer := {v.id | some v in violations} with input as object.union(inp, {"principal": fxp_ben})
+	"permissions.insufficient" in engineer
+}
+
+# --- facts the gate could not complete -------------------------------------------------------------------------
+
+test_an_object_that_does_not_exist_is_left_to_mlflow if {
+	decision == fx_allowed with input as fxp_input(fxp_ben, "LogMetric", "run", "edit", [])
+}
+
+test_a_problem_resolving_the_object_denies_with_its_reason if {
+	inp := object.union(fxp_log_metric(fxp_ben, fxp_none), {"resource": {"permissions": {"problem": "the request names no run_id, so the gate cannot check the permission it needs"}}})
+	fxp_reasons(inp) == ["the request names no run_id, so the gate cannot check the permission it needs"]
+	not decision.allow with input as object.union(inp, {"principal": fxp_ana})
+}
+
+test_a_route_needing_a_level_without_facts_is_denied if {
+	inp := json.patch(fxp_log_metric(fxp_ana, fxp_none), [{"op": "remove", "path": "/resource/permissions"}])
+	fxp_reasons(inp) == ["LogMetric needs EDIT on an object the gate did not resolve"]
+}
+
+# --- creation ----------------------------------------------------------------------------------------------------
+
+test_creation_is_open_to_everyone_by_default if {
+	decision == fx_allowed with input as fxp_input(fxp_ben, "CreateExperiment", "experiment", "create", [])
+	decision == fx_allowed with input as fxp_input(fxp_ben, "CreateRegisteredModel", "registered_model", "create", [])
+}
+
+test_creation_can_be_restricted_per_group if {
+	inp := fxp_input(fxp_ben, "CreateRegisteredModel", "registered_model", "create", [])
+	reasons := fxp_reasons(inp) with data.permissions.create.registered_model as ["team-a"]
+	reasons == ["ben may not create registered models: only members of [\"team-a\"] may (data.permissions.create.registered_model)"]
+	ana := object.union(inp, {"principal": fxp_ana})
+	decision == fx_allowed with input as ana with data.permissions.create.registered_model as ["team-a"]
+	root := object.union(inp, {"principal": fx_root})
+	decision == fx_allowed with input as root with data.permissions.create.registered_model as []
+	decision == fx_allowed with input as fxp_input(fxp_ben, "CreateExperiment", "experiment", "create", []) with data.permissions.create.registered_model as ["team-a"]
+}
+
+# --- the read fast path ----------------------------------------------------------------------------------------
+
+test_the_read_fast_path_agrees_with_the_full_evaluation_on_permissions if {
+	every who in [fxp_ana, fxp_ben, fx_root] {
+		every grants in [fxp_none, fxp_grants({"ben": "NO_PERMISSIONS"}, {}), fxp_grants({}, {"team-a": "NO_PERMISSIONS"})] {
+			inp := fxp_get_run(who, grants)
+			d := decision with input as inp
+			d == full_decision with input as inp
+		}
+	}
+}
+
+# --- search results (response phase) ---------------------------------------------------------------------------
+
+fxp_filter(who, candidates) := {
+	"version": 1,
+	"principal": who,
+	"operation": {"rpc": "SearchRuns", "read_only": true, "resource_type": "run", "server_side_job": false, "path_params": {}, "permission": "filter"},
+	"request": {"method": "POST", "path": "/api/2.0/mlflow/runs/search", "query": {}, "body": {}, "workspace": null},
+	"resource": {"target": {}, "permissions": {"workspace": null, "candidates": candidates}},
+}
+
+fxp_chains := [
+	[fxp_run(fxp_none), fxp_experiment(fxp_none)],
+	[fxp_run(fxp_none), fxp_experiment(fxp_grants({}, {"team-b": "NO_PERMISSIONS"}))],
+	[fxp_run(fxp_grants({"ben": "NO_PERMISSIONS"}, {})), fxp_experiment(fxp_none)],
+	[object.union(fxp_run(fxp_none), {"owner": "ben"}), object.union(fxp_experiment(fxp_none), {"owner": "zoe"})],
+	[fxp_run(fxp_none), object.union(fxp_experiment(fxp_grants({}, {"team-b": "READ"})), {"owner": "zoe"})],
+	[fxp_model(fxp_none)],
+	[object.union(fxp_model(fxp_none), {"name": "fraud-x", "owner": "zoe"})],
+]
+
+test_search_results_keep_what_the_caller_may_read if {
+	d := decision with input as fxp_filter(fxp_ben, fxp_chains)
+	d.allow
+	d.readable == [0, 3, 4, 5, 6]
+	ana := decision with input as fxp_filter(fxp_ana, fxp_chains)
+	ana.readable == [0, 1, 2, 3, 4, 5, 6]
+}
+
+test_with_deny_by_default_search_results_keep_only_owned_and_granted_objects if {
+	d := decision with input as fxp_filter(fxp_ben, fxp_chains) with data.permissions.default as "NO_PERMISSIONS"
+	d.readable == [3, 4]
+	fraud := decision with input as fxp_filter(fxp_fraud, fxp_chains) with data.permissions.default as "NO_PERMISSIONS" with data.permissions.patterns as fxp_fraud_patterns
+	fraud.readable == [6]
+	root := decision with input as fxp_filter(fx_root, fxp_chains) with data.permissions.default as "NO_PERMISSIONS"
+	root.readable == [0, 1, 2, 3, 4, 5, 6]
+}
+
+# The filter and the single-object read decide alike, for every chain, caller and default.
+fxp_readable(who, dflt) := r if {
+	d := decision with input as fxp_filter(who, fxp_chains) with data.permissions.default as dflt with data.permissions.patterns as fxp_fraud_patterns
+	r := {i | some i in d.readable}
+}
+
+fxp_reads(who, chain, dflt) := a if {
+	a := decision.allow with input as fxp_input(who, "GetRun", "run", "read", chain) with data.permissions.default as dflt with data.permissions.patterns as fxp_fraud_patterns
+}
+
+test_filtering_agrees_with_the_read_decision if {
+	every who in [fxp_ana, fxp_ben, fxp_fraud, fx_root] {
+		every dflt in ["READ", "NO_PERMISSIONS"] {
+			readable := fxp_readable(who, dflt)
+			every i, chain in fxp_chains {
+				fxp_reads(who, chain, dflt) == (i in readable)
+			}
+		}
+	}
+}
+
+test_a_search_request_itself_is_not_filtered if {
+	inp := object.union(fxp_input(fxp_ben, "SearchRuns", "run", "filter", []), {"operation": {"read_only": true}})
+	decision == fx_allowed with input as json.patch(inp, [{"op": "remove", "path": "/resource/permissions"}])
+}
+
+test_user_grants_and_denying_patterns_filter_too if {
+	chains := [
+		[object.union(fxp_experiment(fxp_grants({"ben": "READ"}, {})), {"owner": "zoe"})],
+		[object.union(fxp_model(fxp_none), {"name": "fraud-y", "owner": "zoe"})],
+	]
+	patterns := [{"user": "ben", "type": "registered_model", "name": "fraud-*", "level": "NO_PERMISSIONS"}]
+	d := decision with input as fxp_filter(fxp_ben, chains) with data.permissions.default as "NO_PERMISSIONS"
+	d.readable == [0]
+	open := decision with input as fxp_filter(fxp_ben, chains) with data.permissions.patterns as patterns
+	open.readable == [0]
+}
+
+# --- GraphQL ------------------------------------------------------------------------------------------------------
+
+test_graphql_is_open_by_default_and_admin_only_when_closed if {
+	inp := fx_request(fxp_ben, "GraphQL", "graphql", true, {"target": {}})
+	decision == fx_allowed with input as inp
+	reasons := fxp_reasons(inp) with data.permissions.graphql as "admins"
+	reasons == ["GraphQL reads are not checked against resource permissions, so only admins may use /graphql (data.permissions.graphql)"]
+	root := object.union(inp, {"principal": fx_root})
+	decision == fx_allowed with input as root with data.permissions.graphql as "admins"
+	d := decision with input as inp with data.permissions.graphql as "admins"
+	d == full_decision with input as inp with data.permissions.graphql as "admins"
+}

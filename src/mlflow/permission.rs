@@ -1,0 +1,319 @@
+//! Resource permissions as route facts (no I/O), used by classification and enrichment: the permission level each
+//! route needs on the MLflow object it touches (read, edit, manage; creating and searching are their own kinds), how
+//! the gate reaches the object that holds the grants from the request's target (an experiment id, a run id, a model
+//! name, a logged model id), and the grants tag, the one reserved tag (`mlflow_gate.grants`) that stores who was
+//! granted what on an experiment, a run or a registered model.
+//!
+//! The levels are MLflow's (`READ`, `USE`, `EDIT`, `MANAGE`, `NO_PERMISSIONS`); which level a principal holds is
+//! decided by the policy (`policies/permissions.rego`), never here.
+
+use serde_json::{Map, Value};
+
+use super::routes::{rpc, Operation, Resource};
+
+/// The reserved tag holding a resource's grants: `{"users": {sub: LEVEL}, "groups": {group: LEVEL}}`. One JSON
+/// value per resource (tag keys cannot hold e-mail addresses: MLflow accepts only `[/\w.\- :]` in keys).
+pub const GRANTS_TAG: &str = "mlflow_gate.grants";
+
+/// The permission levels a grant may carry, weakest first (`NO_PERMISSIONS` is an explicit deny).
+pub const LEVELS: [&str; 5] = ["NO_PERMISSIONS", "READ", "USE", "EDIT", "MANAGE"];
+
+/// What a route needs on the object it touches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Not governed by resource permissions (other rules apply: admin-only surfaces, server routes, or a family the
+    /// gate does not resolve yet).
+    Unchecked,
+    /// Creates an experiment or a registered model: allowed per group (`data.permissions.create`).
+    Create,
+    /// Needs at least this level on the resource reached through the anchor.
+    On(Level, Anchor),
+    /// A search or list: its results are filtered to what the caller may read.
+    Filter,
+}
+
+impl Need {
+    /// The name the policy sees as `input.operation.permission`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Need::Unchecked => "none",
+            Need::Create => "create",
+            Need::On(Level::Read, _) => "read",
+            Need::On(Level::Edit, _) => "edit",
+            Need::On(Level::Manage, _) => "manage",
+            Need::Filter => "filter",
+        }
+    }
+}
+
+/// A level a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// See the object.
+    Read,
+    /// Change it (log to a run, set tags, register versions, move aliases).
+    Edit,
+    /// Delete, restore, rename it, and change its grants.
+    Manage,
+}
+
+/// Where a route's object takes its permissions from, and the target fields naming it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Anchor {
+    /// An experiment, by `experiment_id`.
+    Experiment,
+    /// An experiment, by `experiment_name` (`experiments/get-by-name`).
+    ExperimentName,
+    /// A run (and, above it, its experiment), by `run_id` (or, in a query, MLflow's legacy `run_uuid`).
+    Run,
+    /// A registered model (versions, aliases and prompts inherit from it), by `name`.
+    RegisteredModel,
+    /// A logged model (and its experiment), by `model_id`.
+    LoggedModel,
+    /// A trace (and its experiment), by `trace_id` (v3) or `request_id` (v2).
+    Trace,
+    /// A file of the proxied artifact store, by its path (`artifact_path` in the route, or the `path` query of a
+    /// listing): `<experiment_id>/...`, under `workspaces/<ws>/` or not. The experiment holds the permissions.
+    ArtifactPath,
+}
+
+impl Anchor {
+    /// The target fields that name the object, the one MLflow reads first first.
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            Anchor::Experiment => &["experiment_id"],
+            Anchor::ExperimentName => &["experiment_name"],
+            Anchor::Run => &["run_id", "run_uuid"],
+            Anchor::RegisteredModel => &["name"],
+            Anchor::LoggedModel => &["model_id"],
+            Anchor::Trace => &["trace_id", "request_id"],
+            Anchor::ArtifactPath => &["artifact_path", "path"],
+        }
+    }
+
+    /// The name the policy sees as `resource.permissions.anchor`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Anchor::Experiment | Anchor::ExperimentName => "experiment",
+            Anchor::Run => "run",
+            Anchor::RegisteredModel => "registered_model",
+            Anchor::LoggedModel => "logged_model",
+            Anchor::Trace => "trace",
+            Anchor::ArtifactPath => "artifact",
+        }
+    }
+}
+
+/// The experiment id of a proxied-store path (`<exp>/...` or `workspaces/<ws>/<exp>/...`), if it has one.
+pub fn artifact_experiment(path: &str) -> Option<&str> {
+    let mut segments = path.split('/');
+    let first = segments.next().filter(|s| !s.is_empty())?;
+    if first == "workspaces" {
+        return segments.nth(1).filter(|s| !s.is_empty());
+    }
+    Some(first)
+}
+
+/// Routes by the level they need and the object they reach (MLflow's own auth app agrees, except that renames need
+/// MANAGE here as deletes do: see `mlflow-auth-app-route-map.txt`).
+const TABLE: [(Level, Anchor, &[&str]); 9] = [
+    (Level::Manage, Anchor::Experiment, &["DeleteExperiment", "RestoreExperiment", "UpdateExperiment"]),
+    (Level::Manage, Anchor::Run, &["DeleteRun", "RestoreRun"]),
+    (Level::Manage, Anchor::RegisteredModel, &["DeleteRegisteredModel", "RenameRegisteredModel", "DeleteModelVersion"]),
+    (Level::Manage, Anchor::LoggedModel, &["DeleteLoggedModel"]),
+    (
+        Level::Edit,
+        Anchor::Experiment,
+        &["SetExperimentTag", "DeleteExperimentTag", rpc::CREATE_RUN, "CreatePromptlabRun", rpc::CREATE_LOGGED_MODEL],
+    ),
+    (
+        Level::Edit,
+        Anchor::Run,
+        &[
+            "UpdateRun",
+            "LogMetric",
+            "LogParam",
+            rpc::LOG_BATCH,
+            "LogModel",
+            "LogInputs",
+            "LogOutputs",
+            "SetTag",
+            "DeleteTag",
+        ],
+    ),
+    (
+        Level::Edit,
+        Anchor::RegisteredModel,
+        &[
+            "UpdateRegisteredModel",
+            "SetRegisteredModelTag",
+            "DeleteRegisteredModelTag",
+            rpc::CREATE_MODEL_VERSION,
+            "UpdateModelVersion",
+            rpc::SET_MODEL_VERSION_TAG,
+            "DeleteModelVersionTag",
+            rpc::TRANSITION_MODEL_VERSION_STAGE,
+            rpc::SET_REGISTERED_MODEL_ALIAS,
+            rpc::DELETE_REGISTERED_MODEL_ALIAS,
+        ],
+    ),
+    (
+        Level::Edit,
+        Anchor::LoggedModel,
+        &["FinalizeLoggedModel", "SetLoggedModelTags", "DeleteLoggedModelTag", "LogLoggedModelParams"],
+    ),
+    (Level::Read, Anchor::Run, &["GetRun", "GetMetricHistory"]),
+];
+
+/// Reads by the object they reach (kept apart from `TABLE` for the reads' own review). `ListArtifacts` is two
+/// routes: `artifacts/list?run_id=` (a run) and the proxied store's `artifacts?path=` (a path); a run named in the
+/// target is used first (`pipeline::enrich::permissions`).
+const READS: [(Anchor, &[&str]); 7] = [
+    (Anchor::Experiment, &["GetExperiment"]),
+    (Anchor::ExperimentName, &["GetExperimentByName"]),
+    (Anchor::Run, &["GetRunArtifact", "GetMetricHistoryBulk"]),
+    (
+        Anchor::RegisteredModel,
+        &[
+            "GetRegisteredModel",
+            "GetModelVersion",
+            "GetModelVersionDownloadUri",
+            "GetLatestVersions",
+            "GetModelVersionByAlias",
+            "GetModelVersionArtifact",
+        ],
+    ),
+    (Anchor::LoggedModel, &["GetLoggedModel", "GetLoggedModelArtifact", "ListLoggedModelArtifacts"]),
+    (Anchor::Trace, &["GetTraceInfo", "GetTraceInfoV3", "GetTrace", "GetTraceArtifact"]),
+    (Anchor::ArtifactPath, &["ListArtifacts", "DownloadArtifact", "GetPresignedDownloadUrl"]),
+];
+
+/// The gate's grants API, in the request shapes of MLflow's basic-auth app (`experiments/permissions/...` and
+/// `registered-models/permissions/...` under `/api/2.0/mlflow/` and `/ajax-api/2.0/mlflow/`), served by the gate
+/// itself (`pipeline::grants`), never forwarded: (method, path, RPC, read-only, object). Every one needs MANAGE.
+pub const GRANT_ROUTES: [(&str, &str, &str, bool, Anchor); 8] = [
+    ("POST", "experiments/permissions/create", "CreateExperimentPermission", false, Anchor::Experiment),
+    ("GET", "experiments/permissions/get", "GetExperimentPermission", true, Anchor::Experiment),
+    ("PATCH", "experiments/permissions/update", "UpdateExperimentPermission", false, Anchor::Experiment),
+    ("DELETE", "experiments/permissions/delete", "DeleteExperimentPermission", false, Anchor::Experiment),
+    ("POST", "registered-models/permissions/create", "CreateRegisteredModelPermission", false, Anchor::RegisteredModel),
+    ("GET", "registered-models/permissions/get", "GetRegisteredModelPermission", true, Anchor::RegisteredModel),
+    (
+        "PATCH",
+        "registered-models/permissions/update",
+        "UpdateRegisteredModelPermission",
+        false,
+        Anchor::RegisteredModel,
+    ),
+    (
+        "DELETE",
+        "registered-models/permissions/delete",
+        "DeleteRegisteredModelPermission",
+        false,
+        Anchor::RegisteredModel,
+    ),
+];
+
+/// Classifies a grants-API route (HEAD reads like GET).
+pub fn classify_grants(method: &str, path: &str) -> Option<Operation> {
+    let rest = path.strip_prefix("/api/2.0/mlflow/").or_else(|| path.strip_prefix("/ajax-api/2.0/mlflow/"))?;
+    let method = if method == "HEAD" { "GET" } else { method };
+    GRANT_ROUTES.iter().find(|(m, p, ..)| *m == method && *p == rest).map(|(_, _, rpc, read_only, anchor)| {
+        let resource = if *anchor == Anchor::Experiment { Resource::Experiment } else { Resource::RegisteredModel };
+        Operation::plain(rpc, *read_only, resource)
+    })
+}
+
+/// The grants-API route of an RPC, if it is one: its object.
+pub fn grant_route(rpc: &str) -> Option<Anchor> {
+    GRANT_ROUTES.iter().find(|(_, _, r, ..)| *r == rpc).map(|(.., anchor)| *anchor)
+}
+
+/// Creations (per-group rule).
+const CREATIONS: [&str; 2] = [rpc::CREATE_EXPERIMENT, rpc::CREATE_REGISTERED_MODEL];
+
+/// Searches and lists whose results are filtered (response phase).
+const FILTERED: [&str; 5] =
+    ["SearchExperiments", "SearchRuns", "SearchRegisteredModels", "SearchModelVersions", "SearchLoggedModels"];
+
+/// What a route needs. The approval workflow's routes need READ on the model (their own rules say who may
+/// approve; the transition an approval performs is checked as a transition).
+pub fn need(op: &Operation) -> Need {
+    if op.workflow {
+        return Need::On(Level::Read, Anchor::RegisteredModel);
+    }
+    if let Some(anchor) = grant_route(op.rpc) {
+        return Need::On(Level::Manage, anchor);
+    }
+    if let Some((level, anchor, _)) = TABLE.iter().find(|(_, _, rpcs)| rpcs.contains(&op.rpc)) {
+        return Need::On(*level, *anchor);
+    }
+    if let Some((anchor, _)) = READS.iter().find(|(_, rpcs)| rpcs.contains(&op.rpc)) {
+        return Need::On(Level::Read, *anchor);
+    }
+    if CREATIONS.contains(&op.rpc) {
+        return Need::Create;
+    }
+    if FILTERED.contains(&op.rpc) {
+        return Need::Filter;
+    }
+    Need::Unchecked
+}
+
+/// A resource's grants, as stored in [`GRANTS_TAG`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Subject -> level.
+    pub users: Map<String, Value>,
+    /// Group -> level.
+    pub groups: Map<String, Value>,
+}
+
+/// Why a grants tag cannot be read (the policy denies: a grant the gate cannot read might be a `NO_PERMISSIONS`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the grants tag {GRANTS_TAG} holds {0}")]
+pub struct BadGrants(String);
+
+impl Grants {
+    /// Parses a grants tag value; `None` (no tag) is no grants.
+    pub fn parse(value: Option<&str>) -> Result<Grants, BadGrants> {
+        let Some(text) = value else { return Ok(Grants::default()) };
+        let Ok(Value::Object(mut doc)) = serde_json::from_str::<Value>(text) else {
+            return Err(BadGrants("no JSON object".into()));
+        };
+        let mut take = |kind: &str| -> Result<Map<String, Value>, BadGrants> {
+            match doc.remove(kind) {
+                None => Ok(Map::new()),
+                Some(Value::Object(m)) => match m.iter().find(|(_, v)| !v.as_str().is_some_and(is_level)) {
+                    Some((who, v)) => Err(BadGrants(format!("{v} for {kind} {who:?}, which is not a level"))),
+                    None => Ok(m),
+                },
+                Some(_) => Err(BadGrants(format!("{kind:?} that is not an object"))),
+            }
+        };
+        let grants = Grants { users: take("users")?, groups: take("groups")? };
+        match doc.keys().next() {
+            Some(extra) => Err(BadGrants(format!("an unknown field {extra:?}"))),
+            None => Ok(grants),
+        }
+    }
+
+    /// The tag value (stable key order, so an unchanged grant set writes the same bytes).
+    pub fn to_tag(&self) -> String {
+        serde_json::json!({"users": self.users, "groups": self.groups}).to_string()
+    }
+
+    /// The policy's view: `{"users": {...}, "groups": {...}}`.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({"users": self.users, "groups": self.groups})
+    }
+}
+
+/// Whether `s` is one of [`LEVELS`].
+pub fn is_level(s: &str) -> bool {
+    LEVELS.contains(&s)
+}
+
+#[cfg(test)]
+#[path = "permission_tests.rs"]
+mod tests;

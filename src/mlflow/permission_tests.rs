@@ -1,0 +1,83 @@
+use super::*;
+use crate::mlflow::routes::{all_routes, classify, Resource};
+
+fn op(method: &str, path: &str) -> Operation {
+    classify(method, path).unwrap_or_else(|| Operation::plain("Unknown", true, Resource::Unknown))
+}
+
+#[test]
+fn every_rpc_in_the_tables_is_a_route_of_the_table() {
+    let known: std::collections::HashSet<&str> = all_routes().map(|(_, _, rpc, _)| rpc).collect();
+    let named = TABLE
+        .iter()
+        .flat_map(|(_, _, rpcs)| rpcs.iter())
+        .chain(READS.iter().flat_map(|(_, rpcs)| rpcs.iter()))
+        .chain(CREATIONS.iter())
+        .chain(FILTERED.iter());
+    for rpc in named {
+        assert!(known.contains(rpc), "{rpc} is not an RPC of the route table");
+    }
+}
+
+/// A write to an experiment, a run, a registered model, a version or a logged model that is not checked would be a
+/// hole: every one of them needs a level (or is a creation).
+#[test]
+fn every_write_to_a_governed_object_needs_a_level() {
+    let governed =
+        [Resource::Experiment, Resource::Run, Resource::RegisteredModel, Resource::ModelVersion, Resource::LoggedModel];
+    for (method, path, rpc, read_only) in all_routes() {
+        let o = op(method, &path.replace('<', "x").replace('>', ""));
+        if read_only || !governed.contains(&o.resource) || o.rpc != rpc {
+            continue;
+        }
+        let need = need(&o);
+        assert!(matches!(need, Need::On(Level::Edit | Level::Manage, _) | Need::Create), "{method} {path}: {need:?}");
+    }
+}
+
+#[test]
+fn deletes_renames_and_restores_need_manage_and_logging_needs_edit() {
+    let cases = [
+        ("POST", "/api/2.0/mlflow/experiments/delete", "manage"),
+        ("POST", "/api/2.0/mlflow/experiments/update", "manage"),
+        ("POST", "/ajax-api/2.0/mlflow/runs/restore", "manage"),
+        ("POST", "/api/2.0/mlflow/registered-models/rename", "manage"),
+        ("DELETE", "/api/2.0/mlflow/model-versions/delete", "manage"),
+        ("POST", "/api/2.0/mlflow/runs/log-metric", "edit"),
+        ("POST", "/api/2.0/mlflow/runs/create", "edit"),
+        ("POST", "/api/2.0/mlflow/model-versions/transition-stage", "edit"),
+        ("GET", "/api/2.0/mlflow/runs/get", "read"),
+        ("GET", "/api/2.0/mlflow/registered-models/get", "read"),
+        ("POST", "/api/2.0/mlflow/experiments/create", "create"),
+        ("POST", "/api/2.0/mlflow/runs/search", "filter"),
+        ("GET", "/health", "none"),
+    ];
+    for (method, path, want) in cases {
+        assert_eq!(need(&op(method, path)).as_str(), want, "{method} {path}");
+    }
+    assert_eq!(need(&op("POST", "/api/2.0/mlflow/runs/log-batch")), Need::On(Level::Edit, Anchor::Run));
+    assert_eq!(Anchor::Run.fields(), ["run_id", "run_uuid"]);
+    assert_eq!(need(&op("GET", "/get-artifact")), Need::On(Level::Read, Anchor::Run));
+    assert_eq!(need(&op("GET", "/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/x")).as_str(), "read");
+    assert_eq!(need(&op("GET", "/api/3.0/mlflow/traces/tr-1")), Need::On(Level::Read, Anchor::Trace));
+}
+
+#[test]
+fn grants_round_trip_and_unreadable_grants_are_refused() {
+    let g = Grants::parse(Some(r#"{"users": {"alice@x.org": "EDIT"}, "groups": {"team-b": "NO_PERMISSIONS"}}"#));
+    let g = g.unwrap_or_default();
+    assert_eq!(g.users.get("alice@x.org"), Some(&Value::from("EDIT")));
+    assert_eq!(Grants::parse(Some(&g.to_tag())), Ok(g));
+    assert_eq!(Grants::parse(None), Ok(Grants::default()));
+    for bad in ["[]", "{\"users\": {\"a\": \"WRITE\"}}", "{\"users\": []}", "{\"roles\": {}}", "not json"] {
+        assert!(Grants::parse(Some(bad)).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn artifact_paths_name_their_experiment_with_or_without_a_workspace() {
+    assert_eq!(artifact_experiment("1/abc/artifacts/model.pkl"), Some("1"));
+    assert_eq!(artifact_experiment("workspaces/team/7/abc/artifacts"), Some("7"));
+    assert_eq!(artifact_experiment(""), None);
+    assert_eq!(artifact_experiment("workspaces/team"), None);
+}

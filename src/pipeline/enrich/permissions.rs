@@ -1,0 +1,313 @@
+//! Enrichment, permission facts, between classification and policy: for every route the table gives a level
+//! (`mlflow::permission`), the gate resolves the object the request touches to the chain that holds its
+//! permissions (a run, then its experiment; a logged model, then its experiment; a registered model for its versions
+//! and aliases), reads each link's creator stamp and grants tag in MLflow, in the request's workspace, and hands them
+//! to the policy as `input.resource.permissions`. The policy decides (`policies/permissions.rego`). A look-up that
+//! fails is an error, which denies; an object that does not exist is reported as such (MLflow answers 404 to the
+//! request itself).
+//!
+//! Reads (and the filtering of search results) take the links from a cache ([`Links`], moka, keyed by workspace and
+//! id, [`LINK_TTL`]); mutations always look up afresh and refresh it, and every permitted mutation through the gate
+//! drops the links it may have changed ([`Links::invalidate`]), so a change made through this gate applies to the
+//! next request, and one made elsewhere (another replica, MLflow directly) within the TTL.
+
+use std::time::Duration;
+
+use moka::future::Cache;
+use serde_json::{json, Map, Value};
+
+use super::{artifacts, get, kv_map, EnrichError, Enricher};
+use crate::mlflow::permission::{self, Anchor, Grants, Need, GRANTS_TAG};
+use crate::mlflow::routes::Operation;
+use crate::mlflow::stamps::{CREATED_BY, RUN_USER_TAG};
+use crate::proxy::{RequestContext, Upstream};
+
+/// How long a cached link (an experiment's or registered model's stamp and grants, a run's experiment) is used.
+pub const LINK_TTL: Duration = Duration::from_secs(5);
+
+/// (workspace, kind, id).
+type LinkKey = (Option<String>, &'static str, String);
+
+/// Cached links: a missing object is cached too (`None`).
+pub struct Links {
+    nodes: Cache<LinkKey, Option<(Node, Option<String>)>>,
+}
+
+impl Default for Links {
+    fn default() -> Self {
+        Links { nodes: Cache::builder().max_capacity(100_000).time_to_live(LINK_TTL).build() }
+    }
+}
+
+impl Links {
+    /// Drops the links a permitted mutation may have changed: the experiment, run and registered model its target
+    /// names (a rename's new name too).
+    pub async fn invalidate(&self, ctx: &RequestContext, target: &Map<String, Value>) {
+        let ws = ctx.workspace_name().map(str::to_owned);
+        for (kind, field) in [
+            ("experiment", "experiment_id"),
+            ("run", "run_id"),
+            ("registered_model", "name"),
+            ("registered_model", "new_name"),
+        ] {
+            if let Some(id) = target.get(field).and_then(Value::as_str) {
+                self.nodes.invalidate(&(ws.clone(), kind, id.to_string())).await;
+            }
+        }
+    }
+}
+
+/// One link of an object's permission chain.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// `experiment`, `run`, `registered_model` or `logged_model`.
+    pub kind: &'static str,
+    /// Its id (a registered model's is its name).
+    pub id: String,
+    /// Its name, when it has one.
+    pub name: Option<String>,
+    /// Its creator as the gate stamped it (a run's `mlflow.user`); `None` for objects made before the gate.
+    pub owner: Option<String>,
+    /// Its grants, or why they cannot be read.
+    pub grants: Result<Grants, permission::BadGrants>,
+}
+
+impl Node {
+    /// The policy's view of the link.
+    pub fn to_json(&self) -> Value {
+        let grants = self.grants.as_ref().map(Grants::to_json).unwrap_or_else(|_| json!({"users": {}, "groups": {}}));
+        json!({"type": self.kind, "id": self.id, "name": self.name, "owner": self.owner, "grants": grants})
+    }
+}
+
+/// What resolving a target gave.
+#[derive(Debug)]
+pub enum Resolved {
+    /// The object and its parents, the object first.
+    Chain(Vec<Node>),
+    /// MLflow says the object does not exist.
+    Missing,
+    /// The request does not name the object in a way the gate can read.
+    Unnamed(String),
+}
+
+/// `input.resource.permissions` for an operation, or `None` when the route needs no level on an object.
+pub async fn facts(
+    enricher: &Enricher,
+    up: &Upstream,
+    ctx: &RequestContext,
+    op: &Operation,
+    target: &Map<String, Value>,
+) -> Result<Option<Value>, EnrichError> {
+    let Need::On(_, anchor) = permission::need(op) else { return Ok(None) };
+    let resolved = resolve(enricher, up, ctx, anchor, target, !op.read_only).await?;
+    Ok(Some(to_facts(ctx, anchor, &resolved)))
+}
+
+/// The policy's view of a resolved chain.
+pub fn to_facts(ctx: &RequestContext, anchor: Anchor, resolved: &Resolved) -> Value {
+    let (exists, problem, chain) = match resolved {
+        Resolved::Chain(nodes) => {
+            let bad = nodes.iter().find_map(|n| {
+                n.grants.as_ref().err().map(|e| format!("the {} {:?} cannot be checked: {e}", n.kind, n.id))
+            });
+            (true, bad, nodes.iter().map(Node::to_json).collect())
+        }
+        Resolved::Missing => (false, None, Vec::new()),
+        Resolved::Unnamed(why) => (false, Some(why.clone()), Vec::new()),
+    };
+    json!({"workspace": ctx.workspace_name(), "anchor": anchor.as_str(), "exists": exists, "problem": problem,
+        "chain": chain})
+}
+
+/// The value naming the object: the first of the anchor's fields the target has, as a non-empty string (a number
+/// is rendered, as MLflow reads ids as strings). A `ListArtifacts` naming a run is about the run, whatever its
+/// `path`.
+fn named(target: &Map<String, Value>, anchor: Anchor) -> Result<(Anchor, String), String> {
+    if anchor == Anchor::ArtifactPath && target.get("run_id").or_else(|| target.get("run_uuid")).is_some() {
+        return named(target, Anchor::Run);
+    }
+    let fields = anchor.fields();
+    for field in fields {
+        match target.get(*field) {
+            Some(Value::String(s)) if !s.is_empty() => return Ok((anchor, s.clone())),
+            Some(Value::Number(n)) => return Ok((anchor, n.to_string())),
+            Some(Value::String(_)) | None => continue,
+            Some(_) => return Err(format!("the request's {field} is not a string")),
+        }
+    }
+    Err(format!("the request names no {}, so the gate cannot check the permission it needs", fields.join(" or ")))
+}
+
+/// Resolves the object a target names to its permission chain.
+pub async fn resolve(
+    enricher: &Enricher,
+    up: &Upstream,
+    ctx: &RequestContext,
+    anchor: Anchor,
+    target: &Map<String, Value>,
+    fresh: bool,
+) -> Result<Resolved, EnrichError> {
+    let (anchor, id) = match named(target, anchor) {
+        Ok(named) => named,
+        Err(why) => return Ok(Resolved::Unnamed(why)),
+    };
+    let mut chain = Vec::with_capacity(2);
+    let experiment_id = match anchor {
+        Anchor::Experiment => id,
+        Anchor::ArtifactPath => match permission::artifact_experiment(&id) {
+            Some(e) => e.to_string(),
+            None => return Ok(Resolved::Unnamed(format!("the artifact path {id:?} names no experiment"))),
+        },
+        Anchor::ExperimentName => {
+            let query = [("experiment_name", id.as_str())];
+            let found = get(up, ctx, "experiment", "/api/2.0/mlflow/experiments/get-by-name", &query).await?;
+            let Some(exp) = found.as_ref().and_then(|v| v.get("experiment")) else { return Ok(Resolved::Missing) };
+            let Some(exp_id) = exp.get("experiment_id").and_then(Value::as_str) else {
+                return Ok(Resolved::Missing);
+            };
+            chain.push(node("experiment", exp_id.to_string(), Some(id), exp.get("tags"), CREATED_BY));
+            return Ok(Resolved::Chain(chain));
+        }
+        Anchor::RegisteredModel => {
+            let Some((model, _)) = link(enricher, up, ctx, "registered_model", &id, fresh).await? else {
+                return Ok(Resolved::Missing);
+            };
+            chain.push(model);
+            return Ok(Resolved::Chain(chain));
+        }
+        Anchor::Run => {
+            let Some((run, experiment)) = link(enricher, up, ctx, "run", &id, fresh).await? else {
+                return Ok(Resolved::Missing);
+            };
+            chain.push(run);
+            match experiment {
+                Some(e) => e,
+                None => return Ok(Resolved::Missing),
+            }
+        }
+        Anchor::LoggedModel => {
+            let Some(info) = enricher.logged_model(up, ctx, &id).await? else { return Ok(Resolved::Missing) };
+            let name = info.get("name").and_then(Value::as_str).map(str::to_owned);
+            let owner = artifacts::logged_model_creator(&info);
+            chain.push(Node { kind: "logged_model", id, name, owner, grants: Ok(Grants::default()) });
+            match info.get("experiment_id").and_then(Value::as_str) {
+                Some(e) => e.to_string(),
+                None => return Ok(Resolved::Missing),
+            }
+        }
+        Anchor::Trace => {
+            let path = format!("/api/3.0/mlflow/traces/{}", super::encode_segment(&id));
+            let found = get(up, ctx, "trace", &path, &[]).await?;
+            let Some(info) = found.as_ref().and_then(|v| v.pointer("/trace/trace_info")) else {
+                return Ok(Resolved::Missing);
+            };
+            let tags = info.get("tags").and_then(Value::as_object);
+            let owner = tags.and_then(|t| t.get(CREATED_BY)).and_then(Value::as_str).map(str::to_owned);
+            chain.push(Node { kind: "trace", id, name: None, owner, grants: Ok(Grants::default()) });
+            match info.pointer("/trace_location/mlflow_experiment/experiment_id").and_then(Value::as_str) {
+                Some(e) => e.to_string(),
+                None => return Ok(Resolved::Missing),
+            }
+        }
+    };
+    let Some((experiment, _)) = link(enricher, up, ctx, "experiment", &experiment_id, fresh).await? else {
+        return Ok(Resolved::Missing);
+    };
+    chain.push(experiment);
+    Ok(Resolved::Chain(chain))
+}
+
+/// One link (`experiment`, `run` with its experiment id, or `registered_model`), from the cache unless `fresh`; a
+/// fresh look-up refreshes the cache.
+async fn link(
+    enricher: &Enricher,
+    up: &Upstream,
+    ctx: &RequestContext,
+    kind: &'static str,
+    id: &str,
+    fresh: bool,
+) -> Result<Option<(Node, Option<String>)>, EnrichError> {
+    let key = (ctx.workspace_name().map(str::to_owned), kind, id.to_string());
+    let links = &enricher.permission_links;
+    if !fresh {
+        if let Some(hit) = links.nodes.get(&key).await {
+            return Ok(hit);
+        }
+    }
+    let found = match kind {
+        "experiment" => {
+            let query = [("experiment_id", id)];
+            let found = get(up, ctx, "experiment", "/api/2.0/mlflow/experiments/get", &query).await?;
+            found.as_ref().and_then(|v| v.get("experiment")).map(|exp| {
+                let name = exp.get("name").and_then(Value::as_str).map(str::to_owned);
+                (node("experiment", id.to_string(), name, exp.get("tags"), CREATED_BY), None)
+            })
+        }
+        "run" => {
+            let found = get(up, ctx, "run", "/api/2.0/mlflow/runs/get", &[("run_id", id)]).await?;
+            found.as_ref().and_then(|v| v.get("run")).map(|run| {
+                let info = run.get("info").unwrap_or(&Value::Null);
+                let name = info.get("run_name").and_then(Value::as_str).map(str::to_owned);
+                let experiment = info.get("experiment_id").and_then(Value::as_str).map(str::to_owned);
+                (node("run", id.to_string(), name, run.pointer("/data/tags"), RUN_USER_TAG), experiment)
+            })
+        }
+        _ => {
+            let query = [("name", id)];
+            let found = get(up, ctx, "registered model", "/api/2.0/mlflow/registered-models/get", &query).await?;
+            found.as_ref().and_then(|v| v.get("registered_model")).map(|rm| {
+                let name = rm.get("name").and_then(Value::as_str).unwrap_or(id).to_string();
+                (node("registered_model", name.clone(), Some(name), rm.get("tags"), CREATED_BY), None)
+            })
+        }
+    };
+    links.nodes.insert(key, found.clone()).await;
+    Ok(found)
+}
+
+/// A link from an object's `[{key, value}]` tags: its owner stamp and its grants.
+fn node(kind: &'static str, id: String, name: Option<String>, tags: Option<&Value>, owner_tag: &str) -> Node {
+    let tags = kv_map(tags, "key", "value");
+    let owner = tags.get(owner_tag).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
+    let grants = Grants::parse(tags.get(GRANTS_TAG).and_then(Value::as_str));
+    Node { kind, id, name, owner, grants }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_read_the_owner_stamp_and_the_grants() {
+        let tags = json!([{"key": "mlflow_gate.created_by", "value": "ana"},
+            {"key": "mlflow_gate.grants", "value": "{\"users\": {\"ben\": \"READ\"}, \"groups\": {}}"}]);
+        let n = node("experiment", "1".into(), Some("e".into()), Some(&tags), CREATED_BY);
+        assert_eq!(n.owner.as_deref(), Some("ana"));
+        assert_eq!(n.to_json()["grants"]["users"]["ben"], "READ");
+        let broken = json!([{"key": "mlflow_gate.grants", "value": "{\"users\": {\"ben\": \"ALL\"}}"}]);
+        let n = node("experiment", "1".into(), None, Some(&broken), CREATED_BY);
+        assert!(n.grants.is_err() && n.owner.is_none());
+    }
+
+    #[test]
+    fn an_unreadable_grants_tag_is_a_problem_the_policy_sees() {
+        let ctx = RequestContext::new("t", None);
+        let bad =
+            Node { kind: "experiment", id: "1".into(), name: None, owner: None, grants: Grants::parse(Some("x")) };
+        let f = to_facts(&ctx, Anchor::Run, &Resolved::Chain(vec![bad]));
+        assert!(f["problem"].as_str().is_some_and(|p| p.contains("cannot be checked")), "{f}");
+        let f = to_facts(&ctx, Anchor::Run, &Resolved::Unnamed("no run_id".into()));
+        assert_eq!((f["exists"].clone(), f["problem"].clone()), (json!(false), json!("no run_id")));
+    }
+
+    #[test]
+    fn ids_are_read_as_strings_and_anything_else_is_unnamed() {
+        let t = json!({"experiment_id": 7, "run_id": "", "run_uuid": "r2", "name": ["x"]});
+        let t = t.as_object().cloned().unwrap_or_default();
+        assert_eq!(named(&t, Anchor::Experiment), Ok((Anchor::Experiment, "7".to_string())));
+        assert_eq!(named(&t, Anchor::Run), Ok((Anchor::Run, "r2".to_string())));
+        assert_eq!(named(&t, Anchor::ArtifactPath), Ok((Anchor::Run, "r2".to_string())));
+        assert!(named(&t, Anchor::RegisteredModel).is_err() && named(&t, Anchor::LoggedModel).is_err());
+    }
+}

@@ -1,0 +1,218 @@
+//! Response phase, after MLflow answered a permitted search or list (`Need::Filter` in the route table): the page is
+//! cut to the results the caller may read. Each result's permission chain (experiment; run then experiment; logged
+//! model then experiment; registered model, for models, prompts and versions) is built from the result itself and
+//! from look-ups of its parents (one per distinct parent on the page), and the policy decides them all in one
+//! evaluation (`input.resource.permissions.candidates`, answered with `readable`, see `policies/permissions.rego`).
+//! The page keeps MLflow's order and `next_page_token`; it may come back shorter than `max_results`. Anything the gate
+//! cannot build or decide fails the request (never an unfiltered page).
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::{json, Map, Value};
+
+use super::enrich::permissions::{self, Node, Resolved};
+use super::enrich::{EnrichError, Enricher};
+use crate::auth::Principal;
+use crate::mlflow::permission::{Anchor, Grants, GRANTS_TAG};
+use crate::mlflow::routes::Operation;
+use crate::mlflow::stamps::{CREATED_BY, RUN_USER_TAG};
+use crate::policy::{input, Policy};
+use crate::proxy::{RequestContext, Upstream};
+
+/// Why a page could not be filtered.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    /// MLflow's answer is not the JSON the gate expects.
+    #[error("MLflow's answer to {0} is not a JSON object with a list of results")]
+    Unreadable(&'static str),
+    /// A parent could not be looked up.
+    #[error(transparent)]
+    Lookup(#[from] EnrichError),
+    /// The policy failed or gave no `readable` list.
+    #[error("the policy did not decide which results are readable: {0}")]
+    Policy(String),
+}
+
+/// What a filtered RPC's page holds: the list field and the kind of its results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Experiment,
+    Run,
+    RegisteredModel,
+    ModelVersion,
+    LoggedModel,
+}
+
+fn page_of(rpc: &str) -> Option<(&'static str, Kind)> {
+    match rpc {
+        "SearchExperiments" => Some(("experiments", Kind::Experiment)),
+        "SearchRuns" => Some(("runs", Kind::Run)),
+        "SearchRegisteredModels" => Some(("registered_models", Kind::RegisteredModel)),
+        "SearchModelVersions" => Some(("model_versions", Kind::ModelVersion)),
+        "SearchLoggedModels" => Some(("models", Kind::LoggedModel)),
+        _ => None,
+    }
+}
+
+/// Everything the filter needs from the request.
+pub struct Filter<'a> {
+    /// Look-ups of parents.
+    pub enricher: &'a Enricher,
+    /// MLflow.
+    pub upstream: &'a Upstream,
+    /// The request's context (workspace).
+    pub ctx: &'a RequestContext,
+    /// The policy in force.
+    pub policy: &'a Policy,
+    /// Who asked.
+    pub principal: &'a Principal,
+    /// The search.
+    pub op: &'a Operation,
+    /// The request as the policy saw it.
+    pub request: &'a input::RequestFacts<'a>,
+}
+
+impl Filter<'_> {
+    /// The page cut to what the caller may read, serialised; `None` when the route is not a filtered page.
+    pub async fn page(&self, answer: &[u8]) -> Result<Option<Vec<u8>>, FilterError> {
+        let Some((field, kind)) = page_of(self.op.rpc) else { return Ok(None) };
+        let Ok(Value::Object(mut doc)) = serde_json::from_slice::<Value>(answer) else {
+            return Err(FilterError::Unreadable(self.op.rpc));
+        };
+        let items = match doc.remove(field) {
+            None => return Ok(Some(answer.to_vec())),
+            Some(Value::Array(items)) => items,
+            Some(_) => return Err(FilterError::Unreadable(self.op.rpc)),
+        };
+        let chains = self.chains(kind, &items).await?;
+        let readable = self.readable(&chains)?;
+        let kept: Vec<Value> = items
+            .into_iter()
+            .zip(chains)
+            .enumerate()
+            .filter(|(i, (_, chain))| chain.is_some() && readable.contains(i))
+            .map(|(_, (item, _))| item)
+            .collect();
+        doc.insert(field.to_string(), Value::Array(kept));
+        serde_json::to_vec(&Value::Object(doc)).map(Some).map_err(|_| FilterError::Unreadable(self.op.rpc))
+    }
+
+    /// One evaluation for the whole page: the indexes of the readable candidates.
+    fn readable(&self, chains: &[Option<Value>]) -> Result<HashSet<usize>, FilterError> {
+        let candidates: Vec<Value> = chains.iter().map(|c| c.clone().unwrap_or_else(|| json!([]))).collect();
+        let resource = json!({"permissions": {"workspace": self.ctx.workspace_name(), "candidates": candidates}});
+        let decision = self
+            .policy
+            .evaluate(input::build_rego(self.principal, self.op, self.request, &resource))
+            .map_err(|e| FilterError::Policy(e.to_string()))?;
+        let Some(Value::Array(indexes)) = decision.flags.get("readable") else {
+            return Err(FilterError::Policy("the decision has no \"readable\" list".into()));
+        };
+        Ok(indexes.iter().filter_map(Value::as_u64).filter_map(|i| usize::try_from(i).ok()).collect())
+    }
+
+    /// Each result's chain (`None`: its parent is gone, the result is dropped).
+    async fn chains(&self, kind: Kind, items: &[Value]) -> Result<Vec<Option<Value>>, FilterError> {
+        let mut parents: HashMap<(Anchor, String), Option<Vec<Value>>> = HashMap::new();
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let (own, parent) = match kind {
+                Kind::Experiment => (Some(node_of(item, "experiment", "experiment_id", "name", CREATED_BY)), None),
+                Kind::RegisteredModel => (Some(node_of(item, "registered_model", "name", "name", CREATED_BY)), None),
+                Kind::ModelVersion => (None, text(item, "name").map(|n| (Anchor::RegisteredModel, "name", n))),
+                Kind::Run => {
+                    let info = item.get("info").unwrap_or(&Value::Null);
+                    let mut run = node_of(info, "run", "run_id", "run_name", RUN_USER_TAG);
+                    let tags = kv(item.pointer("/data/tags"));
+                    run.owner = tags.get(RUN_USER_TAG).and_then(Value::as_str).map(str::to_owned);
+                    run.grants = Grants::parse(tags.get(GRANTS_TAG).and_then(Value::as_str));
+                    (Some(run), text(info, "experiment_id").map(|e| (Anchor::Experiment, "experiment_id", e)))
+                }
+                Kind::LoggedModel => {
+                    let info = item.get("info").unwrap_or(&Value::Null);
+                    let model = node_of(info, "logged_model", "model_id", "name", CREATED_BY);
+                    (Some(model), text(info, "experiment_id").map(|e| (Anchor::Experiment, "experiment_id", e)))
+                }
+            };
+            let mut chain: Vec<Value> = Vec::with_capacity(2);
+            if let Some(node) = &own {
+                if node.grants.is_err() {
+                    out.push(None);
+                    continue;
+                }
+                chain.push(node.to_json());
+            }
+            if let Some((anchor, field, id)) = parent {
+                let key = (anchor, id.to_string());
+                if !parents.contains_key(&key) {
+                    let mut target = Map::new();
+                    target.insert(field.to_string(), Value::String(id.to_string()));
+                    let resolved =
+                        permissions::resolve(self.enricher, self.upstream, self.ctx, anchor, &target, false).await?;
+                    parents.insert(key.clone(), usable(resolved));
+                }
+                match parents.get(&key) {
+                    Some(Some(nodes)) => chain.extend(nodes.iter().cloned()),
+                    _ => {
+                        out.push(None);
+                        continue;
+                    }
+                }
+            } else if own.is_none() {
+                out.push(None);
+                continue;
+            }
+            out.push(Some(Value::Array(chain)));
+        }
+        Ok(out)
+    }
+}
+
+/// A parent's nodes, or `None` when it is gone or its grants cannot be read (its results are dropped).
+fn usable(resolved: Resolved) -> Option<Vec<Value>> {
+    match resolved {
+        Resolved::Chain(nodes) if nodes.iter().all(|n| n.grants.is_ok()) => {
+            Some(nodes.iter().map(Node::to_json).collect())
+        }
+        _ => None,
+    }
+}
+
+fn text<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+fn kv(tags: Option<&Value>) -> Map<String, Value> {
+    super::enrich::kv_map(tags, "key", "value")
+}
+
+/// A node from a result that carries its own `[{key, value}]` tags.
+fn node_of(v: &Value, kind: &'static str, id: &str, name: &str, owner_tag: &str) -> Node {
+    let tags = kv(v.get("tags"));
+    Node {
+        kind,
+        id: text(v, id).unwrap_or_default().to_string(),
+        name: text(v, name).map(str::to_owned),
+        owner: tags.get(owner_tag).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned),
+        grants: Grants::parse(tags.get(GRANTS_TAG).and_then(Value::as_str)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_carry_their_own_stamps_and_grants() {
+        let exp = json!({"experiment_id": "3", "name": "e", "tags": [{"key": "mlflow_gate.created_by", "value": "ana"},
+            {"key": "mlflow_gate.grants", "value": "{\"users\": {}, \"groups\": {\"team-b\": \"NO_PERMISSIONS\"}}"}]});
+        let n = node_of(&exp, "experiment", "experiment_id", "name", CREATED_BY);
+        assert_eq!(
+            n.to_json(),
+            json!({"type": "experiment", "id": "3", "name": "e", "owner": "ana",
+            "grants": {"users": {}, "groups": {"team-b": "NO_PERMISSIONS"}}})
+        );
+        assert_eq!(page_of("SearchRuns"), Some(("runs", Kind::Run)));
+        assert_eq!(page_of("GetRun"), None);
+    }
+}
