@@ -8,11 +8,6 @@ use clap::{Parser, Subcommand};
 use mlflow_gate::config::Config;
 use mlflow_gate::devkeys;
 
-/// mimalloc rather than the system allocator: a request makes many small short-lived allocations, and glibc's
-/// malloc/free showed as ~12% of the gate's CPU under load (README, Performance).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "mlflow-gate", version, about = "A policy-enforcing reverse proxy in front of MLflow")]
 struct Cli {

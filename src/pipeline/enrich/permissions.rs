@@ -218,8 +218,8 @@ pub async fn resolve(
     Ok(Resolved::Chain(chain))
 }
 
-/// One link (`experiment`, `run` with its experiment id, or `registered_model`), from the cache unless `fresh`; a
-/// fresh look-up refreshes the cache.
+/// One link (`experiment`, `run` with its experiment id, or `registered_model`), from the cache unless `fresh` (a run's
+/// link always may come from the cache: nothing in it can change); a fresh look-up refreshes the cache.
 async fn link(
     enricher: &Enricher,
     up: &Upstream,
@@ -230,7 +230,9 @@ async fn link(
 ) -> Result<Option<(Node, Option<String>)>, EnrichError> {
     let key = (ctx.workspace_name().map(str::to_owned), kind, id.to_string());
     let links = &enricher.permission_links;
-    if !fresh {
+    // A run's link (its experiment and its gate-stamped owner) never changes, so even a write may take it from the
+    // cache: logging to a run then costs one look-up (its experiment's grants, fresh), not two.
+    if !fresh || kind == "run" {
         if let Some(hit) = links.nodes.get(&key).await {
             return Ok(hit);
         }
