@@ -17,6 +17,7 @@ pub mod error;
 pub mod explain;
 pub mod fold;
 pub mod limits;
+pub mod logline;
 pub mod metrics;
 pub mod mlflow;
 pub mod pipeline;
