@@ -438,6 +438,9 @@ def static_scenarios(args, procs: Procs, bins: dict, tmp: Path, keys: Path, poli
     ngx_h2 = f"http://127.0.0.1:{ngx_port + 1 if ngx_port < 65000 else ngx_port - 1}"
     wait_http(ngx_url + "/health", ngx, "nginx")
     gate = Gate(procs, bins["gate"], tmp, "gate-static", upstream, keys / "jwks.json", policies)
+    other = None
+    if args.compare_gate:
+        other = Gate(procs, Path(args.compare_gate), tmp, "gate-other", upstream, keys / "jwks.json", policies)
     token = subprocess.run([str(bins["gate"]), "dev", "token", "--key-dir", str(keys), "--issuer", ISSUER,
                             "--audience", AUDIENCE, "--sub", SUB, "--ttl", "86400"],
                            capture_output=True, text=True, check=True).stdout.strip()
@@ -465,6 +468,11 @@ def static_scenarios(args, procs: Procs, bins: dict, tmp: Path, keys: Path, poli
         add("gate RS256: read, same token", "h1", c, lambda c=c: L.wrk(gate.url, READ, c, "same"), gate, base)
         if c == 32:
             add("gate RS256: read, fresh token", "h1", c, lambda c=c: L.wrk(gate.url, READ, c, "fresh"), gate, base)
+        if other:
+            # Before/after in the same run: the other build's rows, interleaved with this build's.
+            add("OTHER gate, public route", "h1", c, lambda c=c: L.wrk(other.url, PUBLIC, c, "none"), other, base)
+            add("OTHER gate RS256: read, same token", "h1", c, lambda c=c: L.wrk(other.url, READ, c, "same"),
+                other, base)
     c = 32
     for rname, route in (("search", SEARCH), ("set-tag", SETTAG)):
         base = {"direct": f"direct: {rname}|h1|{c}", "nginx": f"nginx proxy: {rname}|h1|{c}"}
@@ -686,6 +694,8 @@ def main() -> int:
     ap.add_argument("--policies", default=str(Path(__file__).resolve().parent.parent / "policies"))
     ap.add_argument("--venv", help="a venv with mlflow (the real-MLflow scenarios are skipped without it)")
     ap.add_argument("--basic-auth-pythonpath", help="where Flask-WTF is, for MLflow's basic-auth app")
+    ap.add_argument("--compare-gate", help="another gate binary (e.g. a build before a change): its public-route "
+                    "and same-token read rows run interleaved with this build's, labelled OTHER")
     ap.add_argument("--quick", action="store_true", help="one round of 1 s, 32 connections, no MLflow, 64 MiB")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--duration", type=float)
