@@ -177,8 +177,9 @@ class Procs:
     def __init__(self, tmp: Path):
         self.tmp, self.procs = tmp, []
 
-    def start(self, name: str, cmd: list[str], env: dict | None = None, cpus: str | None = None) -> subprocess.Popen:
-        logf = open(self.tmp / f"{name}.log", "wb")
+    def start(self, name: str, cmd: list[str], env: dict | None = None, cpus: str | None = None,
+              discard: bool = False) -> subprocess.Popen:
+        logf = open(os.devnull if discard else self.tmp / f"{name}.log", "wb")
         if cpus and shutil.which("taskset"):
             cmd = ["taskset", "-c", cpus, *cmd]
         p = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
@@ -229,6 +230,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# --discard-gate-logs: the gates' log lines (one per request, about 400 bytes: gigabytes over a full run) go to
+# /dev/null instead of a file in the run's directory. They are still formatted and written.
+DISCARD_GATE_LOGS = False
+
+
 class Gate:
     def __init__(self, procs: Procs, binary: Path, tmp: Path, name: str, upstream: str, jwks: Path, policies: Path):
         d = tmp / name
@@ -250,7 +256,8 @@ dir = "{policies}"
 """)
         addr = d / "addr"
         self.proc = procs.start(name, [str(binary), "serve", "--config", str(cfg), "--addr-file", str(addr)],
-                                env={"MLFLOW_GATE_LOG": os.environ.get("MLFLOW_GATE_LOG", "info")})
+                                env={"MLFLOW_GATE_LOG": os.environ.get("MLFLOW_GATE_LOG", "info")},
+                                discard=DISCARD_GATE_LOGS)
         self.url = "http://" + wait_file(addr, self.proc, name)
         wait_http(self.url + "/health", self.proc, name)
 
@@ -438,6 +445,9 @@ def static_scenarios(args, procs: Procs, bins: dict, tmp: Path, keys: Path, poli
     ngx_h2 = f"http://127.0.0.1:{ngx_port + 1 if ngx_port < 65000 else ngx_port - 1}"
     wait_http(ngx_url + "/health", ngx, "nginx")
     gate = Gate(procs, bins["gate"], tmp, "gate-static", upstream, keys / "jwks.json", policies)
+    other = None
+    if args.compare_gate:
+        other = Gate(procs, Path(args.compare_gate), tmp, "gate-other", upstream, keys / "jwks.json", policies)
     token = subprocess.run([str(bins["gate"]), "dev", "token", "--key-dir", str(keys), "--issuer", ISSUER,
                             "--audience", AUDIENCE, "--sub", SUB, "--ttl", "86400"],
                            capture_output=True, text=True, check=True).stdout.strip()
@@ -465,6 +475,11 @@ def static_scenarios(args, procs: Procs, bins: dict, tmp: Path, keys: Path, poli
         add("gate RS256: read, same token", "h1", c, lambda c=c: L.wrk(gate.url, READ, c, "same"), gate, base)
         if c == 32:
             add("gate RS256: read, fresh token", "h1", c, lambda c=c: L.wrk(gate.url, READ, c, "fresh"), gate, base)
+        if other:
+            # Before/after in the same run: the other build's rows, interleaved with this build's.
+            add("OTHER gate, public route", "h1", c, lambda c=c: L.wrk(other.url, PUBLIC, c, "none"), other, base)
+            add("OTHER gate RS256: read, same token", "h1", c, lambda c=c: L.wrk(other.url, READ, c, "same"),
+                other, base)
     c = 32
     for rname, route in (("search", SEARCH), ("set-tag", SETTAG)):
         base = {"direct": f"direct: {rname}|h1|{c}", "nginx": f"nginx proxy: {rname}|h1|{c}"}
@@ -686,6 +701,10 @@ def main() -> int:
     ap.add_argument("--policies", default=str(Path(__file__).resolve().parent.parent / "policies"))
     ap.add_argument("--venv", help="a venv with mlflow (the real-MLflow scenarios are skipped without it)")
     ap.add_argument("--basic-auth-pythonpath", help="where Flask-WTF is, for MLflow's basic-auth app")
+    ap.add_argument("--discard-gate-logs", action="store_true", help="the gates' stderr (one JSON line per "
+                    "request) to /dev/null instead of a file: a full run writes gigabytes")
+    ap.add_argument("--compare-gate", help="another gate binary (e.g. a build before a change): its public-route "
+                    "and same-token read rows run interleaved with this build's, labelled OTHER")
     ap.add_argument("--quick", action="store_true", help="one round of 1 s, 32 connections, no MLflow, 64 MiB")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--duration", type=float)
@@ -696,6 +715,8 @@ def main() -> int:
     ap.add_argument("--skip-artifacts", action="store_true")
     ap.add_argument("--json", help="also write the rows as JSON here")
     args = ap.parse_args()
+    global DISCARD_GATE_LOGS
+    DISCARD_GATE_LOGS = args.discard_gate_logs
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.duration = args.duration or (1.0 if args.quick else 4.0)
     args.fresh_tokens = args.fresh_tokens or int(15000 * args.duration * args.rounds)

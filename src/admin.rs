@@ -82,6 +82,11 @@ async fn answer<B>(req: &Request<B>, gate: &Gate, extra: &ExtraCounters) -> Resp
                 "replica",
                 gate.replica_id().to_string(),
             ));
+            ext.counters.push((
+                "mlflow_gate_log_lines_dropped_total",
+                "Log lines dropped because the log buffer was full (stderr slower than the gate).",
+                crate::logline::dropped(),
+            ));
             let mut body = gate.metrics().render(&ext);
             if let Some(c) = gate.audit().and_then(crate::audit::AuditLog::latest_checkpoint) {
                 let seq = c.seq.to_string();

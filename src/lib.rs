@@ -18,6 +18,7 @@ pub mod explain;
 pub mod fleetdb;
 pub mod fold;
 pub mod limits;
+pub mod logline;
 pub mod metrics;
 pub mod mlflow;
 pub mod pipeline;
@@ -83,7 +84,8 @@ pub async fn build_gate(config: Config) -> Result<Arc<Gate>, StartError> {
     for issuer in auth.warm().await {
         tracing::warn!(%issuer, "no signing keys yet for this issuer; its tokens are refused until they load");
     }
-    let upstream = proxy::Upstream::new(&config.upstream).map_err(StartError::Upstream)?;
+    let upstream = proxy::Upstream::with_idle_pool(&config.upstream, config.server.load.max_concurrent_requests)
+        .map_err(StartError::Upstream)?;
     let browser =
         config.browser.as_ref().map(|b| browser::Browser::start(b, config.server.tls.is_some())).transpose()?;
     let audit_sink = config.audit.clone();

@@ -450,19 +450,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs JSON lines to stderr through the non-blocking writer (`mlflow_gate::logline`); the guard writes what is
+/// buffered when dropped. Without a thread for the writer, logs go straight to stderr.
+fn init_logging() -> Option<mlflow_gate::logline::Guard> {
+    let (writer, guard) = match mlflow_gate::logline::spawn(std::io::stderr(), mlflow_gate::logline::CAPACITY) {
+        Ok((writer, guard)) => (tracing_subscriber::fmt::writer::BoxMakeWriter::new(writer), Some(guard)),
+        Err(e) => {
+            eprintln!("mlflow-gate: cannot start the log writer thread ({e}); logging to stderr directly");
+            (tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr), None)
+        }
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MLFLOW_GATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_current_span(true)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(true).with_writer(writer).init();
+    guard
 }
 
 fn serve(config_path: &Path, addr_file: Option<&Path>, admin_addr_file: Option<&Path>) -> Result<()> {
-    init_logging();
+    let _log = init_logging();
     let config = Config::load(config_path)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {

@@ -121,9 +121,20 @@ pub enum CallError {
     },
 }
 
+/// Idle connections kept to MLflow by `Upstream::new` (the gate itself sizes its pool to its request limit).
+pub const DEFAULT_IDLE_CONNECTIONS: usize = 64;
+
 impl Upstream {
-    /// A pooled client for the configured upstream.
+    /// A pooled client for the configured upstream, keeping up to `DEFAULT_IDLE_CONNECTIONS` idle connections.
     pub fn new(config: &UpstreamConfig) -> Result<Upstream, String> {
+        Upstream::with_idle_pool(config, DEFAULT_IDLE_CONNECTIONS)
+    }
+
+    /// A pooled client keeping up to `max_idle` idle keep-alive connections to MLflow. The gate passes
+    /// `server.max_concurrent_requests`: fewer than the requests it lets run at once would close connections as
+    /// they come back to the pool and open new ones on the next burst (a `connect` for one request in ten at 256
+    /// client connections with a bound of 64).
+    pub fn with_idle_pool(config: &UpstreamConfig, max_idle: usize) -> Result<Upstream, String> {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(config.connect_timeout));
         http.set_nodelay(true);
@@ -135,7 +146,7 @@ impl Upstream {
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(max_idle)
             .build(https);
         let host = HeaderValue::from_str(&config.host_header).map_err(|e| format!("upstream.host_header: {e}"))?;
         let service_authorization = match &config.service_authorization_env {
