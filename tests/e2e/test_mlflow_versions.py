@@ -160,12 +160,15 @@ def test_lineage_with_run_directory_sources(gate, mlflow_server, client_as, peop
     staged = client_as(people["ci"]).transition_model_version_stage(name, own.version, "Staging")
     assert staged.current_stage == "Staging"
 
-    # mallory registers files of her own run under alice's run id, to borrow its metrics. MLflow 2 accepts such a
-    # version and only the gate refuses to promote it; MLflow 3 refuses to create it.
+    # mallory registers files of her own run under alice's run id, to borrow its metrics, in a model of her own
+    # (alice's model is hers to write: mallory only reads it). MLflow 2 accepts such a version and only the gate
+    # refuses to promote it; MLflow 3 refuses to create it.
     mallory = client_as(people["mallory"])
     hers = mallory.create_run(mallory.create_experiment(unique("exp")))
     mallory.log_text(hers.info.run_id, "not alice's model", "model/MLmodel")
     source = f"{hers.info.artifact_uri}/model"
+    name = unique("borrowed")
+    mallory.create_registered_model(name)
     if server_major(mlflow_server) >= 3:
         with pytest.raises(MlflowException) as raised:
             mallory.create_model_version(name, source, run_id=run_id)
