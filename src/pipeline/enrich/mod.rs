@@ -235,10 +235,11 @@ impl Enricher {
             (str_of(lineage, "run_id"), str_of(lineage, "source"), str_of(lineage, "model_id"));
         // A copy of another registered version is judged on the run its chain of copies leads to.
         let own = mv.as_ref().and_then(|m| Some((str_of(m, "name")?.to_owned(), str_of(m, "version")?.to_owned())));
-        let chain = match source.filter(|s| needs.has(Fact::SourceRun) && chain::is_registry_reference(s)) {
+        let mut chain = match source.filter(|s| needs.has(Fact::SourceRun) && chain::is_registry_reference(s)) {
             Some(s) => chain::resolve(up, ctx, s, own.as_ref().map(|(n, v)| (n.as_str(), v.as_str()))).await?,
             None => chain::Chain::default(),
         };
+        chain.add_permissions(self, up, ctx).await?;
         let (source, model_id) = match chain.origin.as_ref() {
             Some(o) => (str_of(o, "source"), str_of(o, "model_id")),
             None => (source, model_id),
