@@ -120,7 +120,10 @@ approval_for_serving(a) if {
 	lower(a.stage) == "production"
 }
 
-approval_for_serving(a) if is_protected_alias(a.alias)
+approval_for_serving(a) if {
+	is_protected_alias(a.alias)
+	not alias_removal_approval(a)
+}
 
 violations contains violation(
 	"environment.copied_only",

@@ -213,6 +213,14 @@ impl Enricher {
             }
             None => None,
         };
+        // Deleting an alias is judged on the version holding it (its approvals for the alias's removal).
+        let holder = match (op.rpc, field(&target, "alias"), rm.as_ref()) {
+            (crate::mlflow::routes::rpc::DELETE_REGISTERED_MODEL_ALIAS, Some(alias), Some(rm)) if version.is_none() => {
+                alias_version(rm, alias)
+            }
+            _ => None,
+        };
+        let version = version.or(holder.as_deref());
         let mv = match (name, version) {
             (Some(n), Some(v)) if needs.has(Fact::ModelVersion) => {
                 let query = [("name", n), ("version", v)];
@@ -511,6 +519,16 @@ fn run_facts(v: &Value) -> Map<String, Value> {
     m.insert("params".into(), Value::Object(kv_map(data.get("params"), "key", "value")));
     m.insert("tags".into(), Value::Object(kv_map(data.get("tags"), "key", "value")));
     m
+}
+
+/// The version an alias of a `registered-models/get` answer points to (aliases compared folded).
+fn alias_version(rm: &Value, alias: &str) -> Option<String> {
+    let wanted = crate::fold::fold(alias);
+    rm.pointer("/registered_model/aliases")?.as_array()?.iter().find_map(|a| {
+        let name = a.get("alias").and_then(Value::as_str)?;
+        let version = a.get("version")?;
+        (crate::fold::fold(name) == wanted).then(|| version.as_str().map_or_else(|| version.to_string(), str::to_owned))
+    })
 }
 
 #[cfg(test)]
