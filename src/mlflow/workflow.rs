@@ -333,6 +333,22 @@ mod tests {
     }
 
     #[test]
+    fn an_alias_removal_is_its_own_target_and_an_unknown_action_is_none() {
+        let mut a = act("r1", kind::REQUESTED, None, 1);
+        a.to_stage = None;
+        a.to_alias = Some("champion".into());
+        a.alias_action = Some(ALIAS_DELETE.into());
+        let back: Activity = serde_json::from_str(&serde_json::to_string(&a).unwrap_or_default())
+            .unwrap_or_else(|_| act("x", "x", None, 0));
+        assert_eq!(back.requested(), Some(Requested::AliasRemoval("champion")));
+        assert!(!Requested::AliasRemoval("champion").same(&Requested::Alias("champion")));
+        assert!(Requested::AliasRemoval("CHAMPION").same(&Requested::AliasRemoval("champion")));
+        assert_eq!(a.to_api("m", "1")["alias_action"], "delete");
+        a.alias_action = Some("rename".into());
+        assert_eq!(a.requested(), None);
+    }
+
+    #[test]
     fn alias_approvals_name_their_alias_for_the_policy() {
         let mut a = act("a1", kind::APPROVED, Some("r1"), 3);
         a.to_stage = None;
