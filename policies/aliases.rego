@@ -123,7 +123,11 @@ alias_approvers contains a.approver if {
 approval_targets_alias(a, alias) if {
 	is_string(a.alias)
 	folded(a.alias) == folded(alias)
+	not alias_removal_approval(a)
 }
+
+# An approval of an alias's removal (a request with to_alias and alias_action "delete") never counts for a move.
+alias_removal_approval(a) if a.alias_action == "delete"
 
 approval_targets_alias(a, _) if {
 	is_string(a.stage)

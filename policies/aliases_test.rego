@@ -177,12 +177,53 @@ test_the_gate_may_be_turned_off_only_explicitly if {
 
 fx_delete_alias(who, alias) := fx_write(who, "DeleteRegisteredModelAlias", fx_target({"name": "fraud-detector", "alias": alias}))
 
-test_only_admins_may_delete_champion if {
-	every who in [fx_alice, fx_ci, fx_bob, fx_carol] {
-		d := decision with input as fx_delete_alias(who, "champion")
-		d.reasons == ["only admins may delete the protected alias champion of fraud-detector"]
+fx_engineers_may_not_delete_champion := "only the CI service account, with 1 approval(s) of its removal, or admins may delete the protected alias champion of fraud-detector"
+
+# An approval of champion's removal: a transition request with to_alias champion and alias_action "delete".
+fx_removal_approval(who) := {"approver": who, "stage": null, "alias": "champion", "alias_action": "delete", "at": 1795700000000, "valid": true}
+
+# Deleting champion, held by version 1 (alice's): the gate judges the deletion on the version holding the alias.
+fx_champion_deletion(who, approvals) := fx_write(who, "DeleteRegisteredModelAlias", object.union(
+	fx_facts("1", "None", "alice", fx_run("r1", 0.91), approvals, {"alias": "champion"}),
+	{"registered_model": {"aliases": {"champion": "1"}}},
+))
+
+fx_no_removal_approval := "version 1 of fraud-detector, which holds the alias champion, has 0 of the 1 approvals of the alias's removal required from reviewers other than its creator (request it with to_alias champion and alias_action \"delete\")"
+
+test_engineers_may_not_delete_champion_even_approved if {
+	every who in [fx_alice, fx_bob, fx_carol] {
+		d := decision with input as fx_champion_deletion(who, [fx_removal_approval("bob")])
+		d.reasons == [fx_engineers_may_not_delete_champion]
 	}
-	decision == fx_allowed with input as fx_delete_alias(fx_root, "champion")
+	decision == fx_allowed with input as fx_champion_deletion(fx_root, [])
+}
+
+test_ci_deletes_champion_with_an_approval_of_its_removal if {
+	decision == fx_allowed with input as fx_champion_deletion(fx_ci, [fx_removal_approval("bob")])
+	every approvals in [
+		[],
+		[fx_removal_approval("alice")],
+		[object.union(fx_removal_approval("bob"), {"valid": false})],
+		[fx_alias_approval("bob", "champion")],
+		[fx_approval("bob")],
+		[object.union(fx_removal_approval("bob"), {"alias": "challenger"})],
+	] {
+		d := decision with input as fx_champion_deletion(fx_ci, approvals)
+		d.reasons == [fx_no_removal_approval]
+	}
+}
+
+test_an_approval_of_a_removal_never_counts_for_a_move if {
+	facts := fx_facts("1", "None", "alice", fx_run("r1", 0.91), [fx_removal_approval("bob")], {})
+	d := decision with input as fx_set_alias(fx_ci, facts, "champion")
+	d.reasons == ["version 1 of fraud-detector has no approval from a reviewer other than its creator for the alias champion"]
+}
+
+test_a_removal_of_champion_from_an_unstamped_version_is_for_admins if {
+	inp := fx_champion_deletion(fx_ci, [fx_removal_approval("bob")])
+	unstamped := object.union(inp, {"resource": {"model_version": {"created_by": null}}})
+	d := decision with input as unstamped
+	d.reasons == ["version 1 of fraud-detector, which holds the alias champion, has no recorded creator (registered before the gate?), so approvals of the alias's removal cannot be checked; an admin may delete it"]
 }
 
 test_whoever_may_set_an_alias_without_approvals_may_delete_it if {

@@ -120,7 +120,10 @@ approval_for_serving(a) if {
 	lower(a.stage) == "production"
 }
 
-approval_for_serving(a) if is_protected_alias(a.alias)
+approval_for_serving(a) if {
+	is_protected_alias(a.alias)
+	not alias_removal_approval(a)
+}
 
 violations contains violation(
 	"environment.copied_only",
@@ -170,3 +173,63 @@ environment_rules_well_formed if {
 	is_array(rules)
 	count([e | some e in rules; is_object(e); is_string(e.models)]) == count(rules)
 }
+
+# ---------------------------------------------------------------------------------------------------------------
+# A copy comes only from registered models the caller may read.
+# ---------------------------------------------------------------------------------------------------------------
+
+# The gate follows a copy's source chain with its own credentials; each hop carries its registered model's
+# permission facts (input.resource.lineage.hops[i].permissions, shaped as input.resource.permissions), and the
+# caller's level on it is decided by permissions.rego's own functions, as for the request's object. A write whose
+# lineage passes through a model the caller may not READ (a NO_PERMISSIONS grant, or a default of NO_PERMISSIONS
+# without a grant) is refused, naming the hop; admins read everything.
+lineage_hops := h if {
+	h := input.resource.lineage.hops
+	is_array(h)
+} else := []
+
+lineage_hop_grants(facts) := chain_grants(facts.chain, object.get(facts, "workspace", null))
+
+lineage_hop_source(grants) := s if {
+	sources := denying_grant_sources(grants)
+	count(sources) > 0
+	s := sources[0]
+} else := "no grant lets them read it"
+
+violations contains violation(
+	"lineage.unreadable",
+	sprintf("%s may not %s from version %v of the registered model \"%v\" (hop %d of its source chain %s): %s may not read that model (%s has %s there: %s); ask its owner or an admin for READ", [principal_sub, rpc_label, hop.version, hop.name, i + 1, lineage_source_label, principal_sub, principal_sub, permission_names[rank], lineage_hop_source(grants)]),
+) if {
+	not read_only
+	some i, hop in lineage_hops
+	facts := hop.permissions
+	is_object(facts)
+	facts.exists == true
+	not is_string(facts.problem)
+	is_array(facts.chain)
+	grants := lineage_hop_grants(facts)
+	rank := chain_rank(facts.chain, grants)
+	rank < 1
+}
+
+violations contains violation(
+	"lineage.unresolved",
+	sprintf("the permissions on version %v of the registered model \"%v\" (hop %d of the source chain %s) cannot be checked: %s", [hop.version, hop.name, i + 1, lineage_source_label, lineage_hop_problem(hop)]),
+) if {
+	not read_only
+	some i, hop in lineage_hops
+	lineage_hop_problem(hop)
+}
+
+lineage_hop_problem(hop) := "the gate sent no permission facts for it" if {
+	not is_object(hop.permissions)
+} else := hop.permissions.problem if {
+	is_string(hop.permissions.problem)
+} else := "its registered model does not exist" if {
+	not hop.permissions.exists == true
+}
+
+lineage_source_label := sprintf("from %v", [s]) if {
+	s := input.resource.lineage.hops[0].source
+	is_string(s)
+} else := "of the version"

@@ -12,7 +12,7 @@ fx_copied_from(approvals) := {"name": "fraud-detector", "version": "1", "created
 
 fx_copy_lineage(approvals) := {
 	"verified": true, "kind": "run", "run_owner": "alice", "logged_model_creator": null, "reason": null,
-	"hops": [{"source": "models:/fraud-detector/1", "name": "fraud-detector", "version": "1", "run_id": "r1"}],
+	"hops": [{"source": "models:/fraud-detector/1", "name": "fraud-detector", "version": "1", "run_id": "r1", "permissions": fx_hop_permissions("fraud-detector", "alice", {})}],
 	"copied_from": fx_copied_from(approvals),
 	"origin": {"name": "fraud-detector", "version": "1"},
 }
@@ -129,4 +129,93 @@ test_a_malformed_environment_list_fails_closed if {
 		d := decision with input as fx_copy(fx_ci, fx_good_copy) with data.environments.governed as governed
 		"environments.governed in data.json must be a list of objects with a string `models`" in d.reasons
 	}
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# A copy comes only from registered models the caller may read
+# ---------------------------------------------------------------------------------------------------------------
+
+# A hop's permission facts, as the gate's chain enricher adds them (the permissions enricher's shape).
+fx_hop_permissions(model, owner, grants) := {
+	"workspace": null, "anchor": "registered_model", "exists": true, "problem": null,
+	"chain": [{"type": "registered_model", "id": model, "name": model, "owner": owner, "grants": object.union({"users": {}, "groups": {}}, grants)}],
+}
+
+fx_team_b := fx_principal("bea", ["team-b"])
+
+fx_hop(model, version, owner, grants) := {
+	"source": sprintf("models:/%s/%s", [model, version]), "name": model, "version": version, "run_id": "r1",
+	"permissions": fx_hop_permissions(model, owner, grants),
+}
+
+# bea (team B) copies version 1 of team A's team-a.fraud (ann's) into team B's own team-b.fraud.
+fx_cross_team_copy(who, hops) := fx_write(who, "CreateModelVersion", {
+	"target": {"name": "team-b.fraud", "source": hops[0].source, "run_id": "r1"},
+	"registered_model": {"name": "team-b.fraud", "tags": {}, "aliases": {}, "latest_versions": {}, "created_by": "bea"},
+	"source_run": fx_run("r1", 0.91),
+	"source_matches_run": true,
+	"lineage": {
+		"verified": true, "kind": "run", "run_owner": "ann", "logged_model_creator": null, "reason": null, "hops": hops,
+		"copied_from": {"name": hops[0].name, "version": hops[0].version, "created_by": "ann", "current_stage": "None", "approvals": []},
+		"origin": {"name": "team-a.fraud", "version": "1"}, "chain_error": null,
+	},
+	"approvals": [],
+	"open_requests": [],
+})
+
+fx_closed_to_team_b := {"groups": {"team-b": "NO_PERMISSIONS"}}
+
+fx_team_b_refused := "bea may not CreateModelVersion from version 1 of the registered model \"team-a.fraud\" (hop 1 of its source chain from models:/team-a.fraud/1): bea may not read that model (bea has NO_PERMISSIONS there: a grant to the group team-b on the registered_model \"team-a.fraud\"); ask its owner or an admin for READ"
+
+test_a_copy_from_a_model_the_caller_may_read_is_allowed if {
+	decision == fx_allowed with input as fx_cross_team_copy(fx_team_b, [fx_hop("team-a.fraud", "1", "ann", {})])
+}
+
+test_a_copy_from_a_model_closed_to_the_caller_is_refused_naming_the_hop if {
+	inp := fx_cross_team_copy(fx_team_b, [fx_hop("team-a.fraud", "1", "ann", fx_closed_to_team_b)])
+	d := decision with input as inp
+	d.reasons == [fx_team_b_refused]
+
+	# Admins read everything; the grant closes the model to team B only.
+	fx_allowed_for(fx_root, inp)
+	fx_allowed_for(fx_alice, inp)
+}
+
+test_a_copy_is_judged_with_the_permission_levels_of_permissions_rego if {
+	# Without a default level, a READ grant, the creator's level or a pattern grant opens the model; nothing else does.
+	closed := {"default": "NO_PERMISSIONS", "creator": "MANAGE"}
+	d := decision with input as fx_cross_team_copy(fx_team_b, [fx_hop("team-a.fraud", "1", "ann", {})]) with data.permissions as closed
+	d.reasons == ["bea may not CreateModelVersion from version 1 of the registered model \"team-a.fraud\" (hop 1 of its source chain from models:/team-a.fraud/1): bea may not read that model (bea has NO_PERMISSIONS there: no grant lets them read it); ask its owner or an admin for READ"]
+	decision == fx_allowed with input as fx_cross_team_copy(fx_team_b, [fx_hop("team-a.fraud", "1", "ann", {"users": {"bea": "READ"}})]) with data.permissions as closed
+	decision == fx_allowed with input as fx_cross_team_copy(fx_team_b, [fx_hop("team-a.fraud", "1", "bea", {})]) with data.permissions as closed
+	pattern := object.union(closed, {"patterns": [{"group": "team-b", "type": "registered_model", "name": "team-a.*", "level": "READ"}]})
+	decision == fx_allowed with input as fx_cross_team_copy(fx_team_b, [fx_hop("team-a.fraud", "1", "ann", {})]) with data.permissions as pattern
+
+	# A NO_PERMISSIONS pattern beats the READ default.
+	deny := {"default": "READ", "patterns": [{"group": "team-b", "type": "registered_model", "name": "team-a.*", "level": "NO_PERMISSIONS"}]}
+	d2 := decision with input as fx_cross_team_copy(fx_team_b, [fx_hop("team-a.fraud", "1", "ann", {})]) with data.permissions as deny
+	d2.reasons == ["bea may not CreateModelVersion from version 1 of the registered model \"team-a.fraud\" (hop 1 of its source chain from models:/team-a.fraud/1): bea may not read that model (bea has NO_PERMISSIONS there: the pattern grant to the group team-b on registered_model team-a.*); ask its owner or an admin for READ"]
+}
+
+test_every_hop_of_the_chain_must_be_readable if {
+	hops := [fx_hop("team-b.staging", "3", "bea", {}), fx_hop("team-a.fraud", "1", "ann", fx_closed_to_team_b)]
+	d := decision with input as fx_cross_team_copy(fx_team_b, hops)
+	d.reasons == ["bea may not CreateModelVersion from version 1 of the registered model \"team-a.fraud\" (hop 2 of its source chain from models:/team-b.staging/3): bea may not read that model (bea has NO_PERMISSIONS there: a grant to the group team-b on the registered_model \"team-a.fraud\"); ask its owner or an admin for READ"]
+}
+
+test_a_hop_whose_permissions_cannot_be_checked_denies if {
+	no_facts := object.remove(fx_hop("team-a.fraud", "1", "ann", {}), ["permissions"])
+	d := decision with input as fx_cross_team_copy(fx_team_b, [no_facts])
+	d.reasons == ["the permissions on version 1 of the registered model \"team-a.fraud\" (hop 1 of the source chain from models:/team-a.fraud/1) cannot be checked: the gate sent no permission facts for it"]
+
+	bad := object.union(fx_hop("team-a.fraud", "1", "ann", {}), {"permissions": {"problem": "the registered_model \"team-a.fraud\" cannot be checked: bad grants"}})
+	d2 := decision with input as fx_cross_team_copy(fx_team_b, [bad])
+	d2.reasons == ["the permissions on version 1 of the registered model \"team-a.fraud\" (hop 1 of the source chain from models:/team-a.fraud/1) cannot be checked: the registered_model \"team-a.fraud\" cannot be checked: bad grants"]
+}
+
+test_reads_of_a_copy_are_not_judged_on_its_lineage if {
+	inp := fx_cross_team_copy(fx_team_b, [fx_hop("team-a.fraud", "1", "ann", fx_closed_to_team_b)])
+	read := object.union(inp, {"operation": {"rpc": "GetModelVersion", "read_only": true}})
+	ids := {v.id | some v in violations} with input as read
+	not "lineage.unreadable" in ids
 }

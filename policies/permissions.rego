@@ -64,29 +64,34 @@ config_rank(key) := r if {
 # The grants that apply to the caller
 # ---------------------------------------------------------------------------------------------------------------
 
-applicable_grants contains {"level": level, "source": sprintf("a grant to %s on the %s %s", [principal_sub, node.type, node_label(node)])} if {
-	some node in perm_chain
-	level := node.grants.users[principal_sub]
-	is_string(level)
+# The caller's grants on a chain of links (the object first, its parents after it) in a workspace: one computation
+# for the request's own object (input.resource.permissions) and for any other chain the policy judges (the
+# registered models of a copy's lineage, input.resource.lineage.hops[i].permissions).
+chain_grants(chain, workspace) := (user_grants | group_grants) | pattern_grants if {
+	user_grants := {{"level": level, "source": sprintf("a grant to %s on the %s %s", [principal_sub, node.type, node_label(node)])} |
+		some node in chain
+		level := node.grants.users[principal_sub]
+		is_string(level)
+	}
+	group_grants := {{"level": level, "source": sprintf("a grant to the group %s on the %s %s", [group, node.type, node_label(node)])} |
+		some node in chain
+		some group in principal_groups
+		is_string(group)
+		level := node.grants.groups[group]
+		is_string(level)
+	}
+	pattern_grants := {{"level": p.level, "source": sprintf("the pattern grant %s on %s %s", [pattern_who(p), p.type, p.name])} |
+		some p in permission_patterns
+		pattern_for_caller(p)
+		some node in chain
+		node.type == p.type
+		is_string(node.name)
+		glob.match(p.name, null, node.name)
+		pattern_applies_in(p, workspace)
+	}
 }
 
-applicable_grants contains {"level": level, "source": sprintf("a grant to the group %s on the %s %s", [group, node.type, node_label(node)])} if {
-	some node in perm_chain
-	some group in principal_groups
-	is_string(group)
-	level := node.grants.groups[group]
-	is_string(level)
-}
-
-applicable_grants contains {"level": p.level, "source": sprintf("the pattern grant %s on %s %s", [pattern_who(p), p.type, p.name])} if {
-	some p in permission_patterns
-	pattern_for_caller(p)
-	some node in perm_chain
-	node.type == p.type
-	is_string(node.name)
-	glob.match(p.name, null, node.name)
-	pattern_in_workspace(p)
-}
+applicable_grants := chain_grants(perm_chain, object.get(perm_facts, "workspace", null))
 
 permission_patterns := [p |
 	some p in as_list(at(permissions_config, "patterns"))
@@ -107,9 +112,11 @@ pattern_who(p) := sprintf("to %s", [p.user]) if is_string(p.user)
 else := sprintf("to the group %s", [p.group])
 
 # A pattern with a workspace applies only there; one without applies everywhere.
-pattern_in_workspace(p) if not "workspace" in object.keys(p)
+pattern_in_workspace(p) if pattern_applies_in(p, object.get(perm_facts, "workspace", null))
 
-pattern_in_workspace(p) if p.workspace == perm_facts.workspace
+pattern_applies_in(p, _) if not "workspace" in object.keys(p)
+
+pattern_applies_in(p, workspace) if p.workspace == workspace
 
 node_label(node) := sprintf("\"%s\"", [node.name]) if {
 	node.type == "registered_model"
@@ -122,37 +129,41 @@ node_label(node) := sprintf("\"%s\"", [node.name]) if {
 # The caller's level on the object, and why
 # ---------------------------------------------------------------------------------------------------------------
 
-caller_owns if {
+# Whether the caller created a link of the chain (the creator's level applies to it and its children).
+chain_owned(chain) if {
 	principal_sub != ""
-	some node in perm_chain
+	some node in chain
 	node.owner == principal_sub
 }
 
-explicitly_denied if {
-	some g in applicable_grants
+grants_deny(grants) if {
+	some g in grants
 	g.level == "NO_PERMISSIONS"
 }
 
-granted_ranks contains config_rank("default")
-
-granted_ranks contains config_rank("creator") if caller_owns
-
-granted_ranks contains r if {
-	some g in applicable_grants
+chain_granted_ranks(chain, grants) := ({config_rank("default")} | {config_rank("creator") | chain_owned(chain)}) | {r |
+	some g in grants
 	r := permission_ranks[g.level]
 }
 
-permission_rank := 4 if is_admin
+# The caller's level on a chain, as a rank, given chain_grants(chain, its workspace).
+chain_rank(chain, grants) := 4 if is_admin
 
-else := 0 if explicitly_denied
+else := 0 if grants_deny(grants)
 
-else := max(granted_ranks)
+else := max(chain_granted_ranks(chain, grants))
+
+caller_owns if chain_owned(perm_chain)
+
+permission_rank := chain_rank(perm_chain, applicable_grants)
 
 permission_level := permission_names[permission_rank]
 
 # The source of the caller's level, for the reason. (The grant sources are collected first: regorus' bytecode VM
 # mis-evaluates an `else` branch that iterates with `some`.)
-denying_sources := sort([g.source | some g in applicable_grants; g.level == "NO_PERMISSIONS"])
+denying_grant_sources(grants) := sort([g.source | some g in grants; g.level == "NO_PERMISSIONS"])
+
+denying_sources := denying_grant_sources(applicable_grants)
 
 ranking_sources := sort([g.source | some g in applicable_grants; permission_ranks[g.level] == permission_rank])
 

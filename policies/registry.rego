@@ -56,13 +56,52 @@ registry_violations contains violation(
 	some why in version_protection
 }
 
-registry_violations contains violation(
-	"registry.delete_protected_alias",
-	sprintf("only admins may delete the protected alias %s of %s", [target_alias, model_name]),
-) if {
+# Deleting a protected alias (champion) is governed like moving it: the identities that may move it (its set_by),
+# with as many approvals of its removal as a move needs (a transition request with to_alias and alias_action
+# "delete" on the version holding it, approved by reviewers other than that version's creator); admins always may.
+protected_alias_deletion if {
 	rpc == "DeleteRegisteredModelAlias"
 	is_protected_alias(target_alias)
 	not is_admin
+}
+
+alias_removal_approvers contains a.approver if {
+	some a in approvals
+	a.valid == true
+	alias_removal_approval(a)
+	is_string(a.alias)
+	folded(a.alias) == folded(target_alias)
+	is_string(a.approver)
+	a.approver != ""
+	a.approver != version_creator
+}
+
+alias_removal_needed := alias_approvals_needed(alias_rule(target_alias))
+
+registry_violations contains violation(
+	"registry.delete_protected_alias",
+	sprintf("only %s, with %v approval(s) of its removal, or admins may delete the protected alias %s of %s", [concat(" or ", [role_label(r) | some r in alias_set_by(alias_rule(target_alias))]), alias_removal_needed, target_alias, model_name]),
+) if {
+	protected_alias_deletion
+	not may_set_alias(alias_rule(target_alias))
+}
+
+registry_violations contains violation(
+	"approvals.required",
+	sprintf("version %s of %s, which holds the alias %s, has %v of the %v approvals of the alias's removal required from reviewers other than its creator (request it with to_alias %s and alias_action \"delete\")", [version_label, model_name, target_alias, count(alias_removal_approvers), alias_removal_needed, target_alias]),
+) if {
+	protected_alias_deletion
+	may_set_alias(alias_rule(target_alias))
+	count(alias_removal_approvers) < alias_removal_needed
+}
+
+registry_violations contains violation(
+	"approvals.unknown_creator",
+	sprintf("version %s of %s, which holds the alias %s, has no recorded creator (registered before the gate?), so approvals of the alias's removal cannot be checked; an admin may delete it", [version_label, model_name, target_alias]),
+) if {
+	protected_alias_deletion
+	may_set_alias(alias_rule(target_alias))
+	version_creator == null
 }
 
 # A governed alias that needs no approvals (challenger): whoever may move it may delete it.

@@ -55,10 +55,12 @@ test_only_admins_may_delete_a_version_holding_a_protected_alias if {
 	fx_allowed_for(fx_alice, fx_write(fx_alice, "DeleteModelVersion", other))
 }
 
-test_only_admins_may_delete_a_protected_alias if {
+test_a_protected_alias_is_deleted_by_ci_with_approvals_or_by_admins if {
 	inp := fx_write(fx_ci, "DeleteRegisteredModelAlias", fx_target({"name": "fraud-detector", "alias": "champion"}))
 	d := decision with input as inp
-	d.reasons == ["only admins may delete the protected alias champion of fraud-detector"]
+	"version ? of fraud-detector, which holds the alias champion, has 0 of the 1 approvals of the alias's removal required from reviewers other than its creator (request it with to_alias champion and alias_action \"delete\")" in d.reasons
+	d2 := decision with input as object.union(inp, {"principal": fx_alice})
+	d2.reasons == ["only the CI service account, with 1 approval(s) of its removal, or admins may delete the protected alias champion of fraud-detector"]
 	fx_allowed_for(fx_root, inp)
 	fx_allowed_for(fx_alice, fx_write(fx_alice, "DeleteRegisteredModelAlias", fx_target({"name": "fraud-detector", "alias": "challenger"})))
 }
@@ -190,5 +192,5 @@ test_folded_names_fall_back_to_lower_case if {
 test_a_look_alike_of_a_protected_alias_cannot_be_deleted_by_engineers if {
 	inp := fx_write(fx_alice, "DeleteRegisteredModelAlias", fx_target({"name": "fraud-detector", "alias": "ｃｈａｍｐｉｏｎ"}))
 	d := decision with input as object.union(inp, {"folded": {"ｃｈａｍｐｉｏｎ": "champion"}})
-	d.reasons == ["only admins may delete the protected alias ｃｈａｍｐｉｏｎ of fraud-detector"]
+	d.reasons == ["only the CI service account, with 1 approval(s) of its removal, or admins may delete the protected alias ｃｈａｍｐｉｏｎ of fraud-detector"]
 }

@@ -111,6 +111,9 @@ impl Workflow<'_> {
             "creation_timestamp": a.creation_timestamp, "available_actions": actions});
         if let (Some(alias), Value::Object(m)) = (&a.to_alias, &mut request) {
             m.insert("to_alias".into(), Value::String(alias.clone()));
+            if let Some(action) = &a.alias_action {
+                m.insert("alias_action".into(), Value::String(action.clone()));
+            }
         }
         Ok(json!({ "request": request }))
     }
@@ -151,6 +154,13 @@ impl Workflow<'_> {
                     "archive_existing_versions": archive});
                 let op = Operation::plain(rpc::TRANSITION_MODEL_VERSION_STAGE, false, Resource::ModelVersion);
                 (op, "/api/2.0/mlflow/model-versions/transition-stage", body)
+            }
+            // The removal is performed by a separate DeleteRegisteredModelAlias, which the approval lets through.
+            Requested::AliasRemoval(alias) => {
+                return Ok(Some(format!(
+                    "approval recorded; delete the alias {alias} of {} (DeleteRegisteredModelAlias) to apply it",
+                    ctx.name
+                )))
             }
             Requested::Alias(alias) => {
                 let body = json!({"name": ctx.name, "version": ctx.version, "alias": alias});
@@ -202,6 +212,7 @@ impl Workflow<'_> {
                 self.emit(ctx, events::transition_events(Some(ctx.name), Some(ctx.version), &from, &to)).await;
                 Ok(Some(format!("approved and transitioned to {stage}")))
             }
+            Requested::AliasRemoval(_) => Ok(None),
             Requested::Alias(alias) => {
                 self.emit(ctx, events::alias_set_events(ctx.name, ctx.version, alias)).await;
                 Ok(Some(format!("approved and moved the alias {alias} to version {}", ctx.version)))
@@ -306,11 +317,18 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// The request's target: `stage` (Databricks) or `to_alias` (the gate's extension), exactly one of them.
+    /// The request's target: `stage` (Databricks) or `to_alias` (the gate's extension), exactly one of them; with
+    /// `to_alias`, `alias_action: "delete"` asks for the alias's removal from the version holding it.
     fn requested(&self) -> Result<Requested<'_>, GateError> {
+        let action = field(self.call.target, "alias_action");
         match (field(self.call.target, "stage"), field(self.call.target, "to_alias")) {
             (Some(_), Some(_)) => Err(bad("give either stage or to_alias, not both")),
-            (None, Some(alias)) => Ok(Requested::Alias(alias)),
+            (None, Some(alias)) => match action {
+                None => Ok(Requested::Alias(alias)),
+                Some(state::ALIAS_DELETE) => Ok(Requested::AliasRemoval(alias)),
+                Some(other) => Err(bad(&format!("alias_action {other:?} is not \"delete\""))),
+            },
+            (_, None) if action.is_some() => Err(bad("alias_action needs to_alias")),
             (Some(s @ ("Staging" | "Production" | "Archived")), None) => Ok(Requested::Stage(s)),
             (Some(other), None) => Err(bad(&format!("stage {other:?} is not one of Staging, Production, Archived"))),
             (None, None) => Err(bad("stage (or to_alias, for an alias) is required")),
@@ -324,6 +342,10 @@ impl Ctx<'_> {
         match wanted {
             Requested::Stage(s) => a.to_stage = Some(s.to_string()),
             Requested::Alias(alias) => a.to_alias = Some(alias.to_string()),
+            Requested::AliasRemoval(alias) => {
+                a.to_alias = Some(alias.to_string());
+                a.alias_action = Some(state::ALIAS_DELETE.to_string());
+            }
         }
         a
     }
@@ -337,6 +359,7 @@ impl Ctx<'_> {
             from_stage: self.mv.get("current_stage").and_then(Value::as_str).map(str::to_owned),
             to_stage: None,
             to_alias: None,
+            alias_action: None,
             comment,
             system_comment: None,
             user_id: self.call.principal.sub.clone(),

@@ -133,11 +133,14 @@ pub fn request_events(
     use super::workflow::Requested;
     let (stage, alias) = match wanted {
         Requested::Stage(s) => (Some(s), None),
-        Requested::Alias(a) => (None, Some(a)),
+        Requested::Alias(a) | Requested::AliasRemoval(a) => (None, Some(a)),
     };
     let mut fields = json!({"version": version, "to_stage": stage, "comment": comment});
     if let (Some(a), Value::Object(m)) = (alias, &mut fields) {
         m.insert("to_alias".into(), Value::String(a.to_string()));
+        if matches!(wanted, Requested::AliasRemoval(_)) {
+            m.insert("alias_action".into(), Value::String(super::workflow::ALIAS_DELETE.into()));
+        }
     }
     let fields = fields.as_object().cloned().unwrap_or_default();
     let mut events = vec![RegistryEvent {

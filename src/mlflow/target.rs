@@ -9,12 +9,14 @@ use serde_json::{Map, Value};
 use super::params::BodyError;
 
 /// Scalar fields a policy may need as the target of an operation.
-const TARGET_FIELDS: [&str; 27] = [
+const TARGET_FIELDS: [&str; 28] = [
     "name",
     "version",
     "stage",
     // The requested alias of a transition request (the gate's extension of Databricks' shapes).
     "to_alias",
+    // With to_alias, "delete" asks for the alias's removal (the gate's extension).
+    "alias_action",
     "archive_existing_versions",
     "alias",
     "key",

@@ -52,6 +52,10 @@ pub struct Activity {
     /// (`to_alias` in requests and answers; Databricks clients ignore the unknown field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_alias: Option<String>,
+    /// With `to_alias`: `delete` asks for the alias's removal instead of its move onto the version (the version is
+    /// the one holding it); the gate's extension too (`alias_action` in requests and answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias_action: Option<String>,
     /// The person's comment.
     #[serde(default)]
     pub comment: Option<String>,
@@ -93,6 +97,9 @@ impl Activity {
         });
         if let (Some(alias), Value::Object(m)) = (&self.to_alias, &mut v) {
             m.insert("to_alias".into(), Value::String(alias.clone()));
+            if let Some(action) = &self.alias_action {
+                m.insert("alias_action".into(), Value::String(action.clone()));
+            }
         }
         v
     }
@@ -100,6 +107,8 @@ impl Activity {
     /// What the activity asks for or resolves: a stage or an alias.
     pub fn requested(&self) -> Option<Requested<'_>> {
         match (&self.to_alias, &self.to_stage) {
+            (Some(a), _) if self.alias_action.as_deref() == Some(ALIAS_DELETE) => Some(Requested::AliasRemoval(a)),
+            (Some(_), _) if self.alias_action.is_some() => None,
             (Some(a), _) => Some(Requested::Alias(a)),
             (None, Some(s)) => Some(Requested::Stage(s)),
             (None, None) => None,
@@ -114,14 +123,21 @@ pub enum Requested<'a> {
     Stage(&'a str),
     /// `to_alias`: a registered model alias.
     Alias(&'a str),
+    /// `to_alias` with `alias_action: "delete"`: the removal of the alias from the version holding it.
+    AliasRemoval(&'a str),
 }
+
+/// The `alias_action` that asks for an alias's removal.
+pub const ALIAS_DELETE: &str = "delete";
 
 impl Requested<'_> {
     /// Whether two targets are the same (aliases compared folded, as MLflow's database may compare them).
     pub fn same(&self, other: &Requested<'_>) -> bool {
         match (self, other) {
             (Requested::Stage(a), Requested::Stage(b)) => a == b,
-            (Requested::Alias(a), Requested::Alias(b)) => crate::fold::fold(a) == crate::fold::fold(b),
+            (Requested::Alias(a), Requested::Alias(b)) | (Requested::AliasRemoval(a), Requested::AliasRemoval(b)) => {
+                crate::fold::fold(a) == crate::fold::fold(b)
+            }
             _ => false,
         }
     }
@@ -131,6 +147,7 @@ impl Requested<'_> {
         match self {
             Requested::Stage(s) => (*s).to_string(),
             Requested::Alias(a) => format!("the alias {a}"),
+            Requested::AliasRemoval(a) => format!("the removal of the alias {a}"),
         }
     }
 }
@@ -220,7 +237,8 @@ pub fn approvals_for_policy(
         .filter(|a| a.activity_type == kind::APPROVED)
         .map(|a| {
             let valid = a.fingerprint.as_deref() == Some(now.as_str()) && a.from_stage.as_deref() == stage;
-            json!({"approver": a.user_id, "stage": a.to_stage, "alias": a.to_alias, "at": a.creation_timestamp,
+            json!({"approver": a.user_id, "stage": a.to_stage, "alias": a.to_alias,
+                "alias_action": a.alias_action, "at": a.creation_timestamp,
                 "comment": a.comment, "valid": valid})
         })
         .collect()
@@ -259,7 +277,8 @@ pub fn policy_facts(
     let open = open_requests(&list)
         .into_iter()
         .map(|r| {
-            json!({"id": r.id, "to_stage": r.to_stage, "to_alias": r.to_alias, "user_id": r.user_id,
+            json!({"id": r.id, "to_stage": r.to_stage, "to_alias": r.to_alias, "alias_action": r.alias_action,
+                "user_id": r.user_id,
             "creation_timestamp": r.creation_timestamp})
         })
         .collect();
@@ -282,6 +301,7 @@ mod tests {
             from_stage: Some("Staging".into()),
             to_stage: Some("Production".into()),
             to_alias: None,
+            alias_action: None,
             comment: None,
             system_comment: None,
             user_id: "u".into(),
@@ -310,6 +330,22 @@ mod tests {
         assert!(!serde_json::to_string(&parsed).unwrap_or_default().contains("to_alias"));
         assert!(a.to_api("m", "1").get("to_alias").is_some());
         assert!(parsed.to_api("m", "1").get("to_alias").is_none());
+    }
+
+    #[test]
+    fn an_alias_removal_is_its_own_target_and_an_unknown_action_is_none() {
+        let mut a = act("r1", kind::REQUESTED, None, 1);
+        a.to_stage = None;
+        a.to_alias = Some("champion".into());
+        a.alias_action = Some(ALIAS_DELETE.into());
+        let back: Activity = serde_json::from_str(&serde_json::to_string(&a).unwrap_or_default())
+            .unwrap_or_else(|_| act("x", "x", None, 0));
+        assert_eq!(back.requested(), Some(Requested::AliasRemoval("champion")));
+        assert!(!Requested::AliasRemoval("champion").same(&Requested::Alias("champion")));
+        assert!(Requested::AliasRemoval("CHAMPION").same(&Requested::AliasRemoval("champion")));
+        assert_eq!(a.to_api("m", "1")["alias_action"], "delete");
+        a.alias_action = Some("rename".into());
+        assert_eq!(a.requested(), None);
     }
 
     #[test]

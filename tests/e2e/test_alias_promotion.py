@@ -183,9 +183,10 @@ def test_the_alias_promotion_story(stack, people, act, story):
     assert "models:/staging.fraud-detector/99 does not exist" in response.json()["message"], response.text
     assert len(versions_of(server, PROD)) == 1
 
-    # Nobody but an admin deletes the champion.
+    # An engineer does not delete the champion (CI does, with an approved removal: see the last test).
     message = denied(lambda: act(people["alice"]).delete_registered_model_alias(MODEL, "champion"))
-    assert "only admins may delete the protected alias champion of fraud-detector" in message, message
+    assert ("only the CI service account, with 1 approval(s) of its removal, or admins may delete the protected "
+            "alias champion of fraud-detector") in message, message
     assert champion_of(server) == v1
 
     # A new champion, v3 ... then an incident: on-call puts the champion back on v1, flagged break-glass.
@@ -318,3 +319,37 @@ def test_two_gates_moving_aliases_and_stages_of_one_version_at_once_keep_every_e
     assert response.status_code == 200, response.text
     assert sorted(json.dumps(e, sort_keys=True) for e in response.json()["versions"][0]["entries"]) == sorted(
         json.dumps(e, sort_keys=True) for e in entries)
+
+
+def test_ci_deletes_a_champion_once_its_removal_is_approved(stack, people, act):
+    """Deleting champion is governed like moving it: an engineer is refused; CI needs an approval of the removal (a
+    transition request with to_alias champion and alias_action "delete" on the version holding it), which the
+    approval of the move onto that version is not; then CI deletes it."""
+    server, gate, _ = stack
+    name = unique("fraud-retired")
+    act(people["alice"])
+    version = train_and_register(name, val_auc=0.93)
+    for who, action in (("alice", "create"), ("bob", "approve")):
+        response = workflow(gate.url, people[who], action, name=name, version=version, to_alias="champion")
+        assert response.status_code == 200, response.text
+    act(people["ci"]).set_registered_model_alias(name, "champion", version)
+
+    message = denied(lambda: act(people["alice"]).delete_registered_model_alias(name, "champion"))
+    assert ("only the CI service account, with 1 approval(s) of its removal, or admins may delete the protected "
+            f"alias champion of {name}") in message, message
+    message = denied(lambda: act(people["ci"]).delete_registered_model_alias(name, "champion"))
+    assert (f"version {version} of {name}, which holds the alias champion, has 0 of the 1 approvals of the alias's "
+            "removal required") in message, message
+    assert champion_of(server, name) == version
+
+    removal = {"name": name, "version": version, "to_alias": "champion", "alias_action": "delete"}
+    created = workflow(gate.url, people["alice"], "create", **removal)
+    assert created.status_code == 200, created.text
+    assert created.json()["request"]["alias_action"] == "delete", created.text
+    approved = workflow(gate.url, people["bob"], "approve", **removal)
+    assert approved.status_code == 200, approved.text
+    activity = approved.json()["activity"]
+    assert (activity["to_alias"], activity["alias_action"]) == ("champion", "delete"), activity
+    assert champion_of(server, name) == version, "an approval of the removal only records"
+    act(people["ci"]).delete_registered_model_alias(name, "champion")
+    assert champion_of(server, name) is None

@@ -464,3 +464,34 @@ def test_the_grants_cli_sets_shows_and_revokes(gate, people):
                    "--group", "team-b"]
     with pytest.raises(RuntimeError, match="PERMISSION_DENIED"):
         run_gate("grants", "set", *not_manager, "--level", "MANAGE")
+
+
+def test_a_copy_from_a_model_closed_to_the_caller_is_refused_and_never_created(gate, mlflow_server, people):
+    """Team B copies team A's version into its own registered model (copy_model_version's wire call: a
+    model-versions/create whose source is models:/<name>/<version>). While team B may read team A's model the copy
+    is made; once team A's model is NO_PERMISSIONS for team B, the gate refuses it naming the hop, although the gate
+    itself could read every hop, and MLflow never sees the creation."""
+    team = Team(gate, people["ana"])
+    own = unique("team-b-model")
+    created = http(gate.url, "POST", "/api/2.0/mlflow/registered-models/create", people["ben"], json={"name": own})
+    assert created.status_code == 200, created.text
+    source = f"models:/{team.model}/{team.version}"
+    copy = {"name": own, "source": source, "run_id": team.run_id}
+    copied = http(gate.url, "POST", "/api/2.0/mlflow/model-versions/create", people["ben"], json=copy)
+    assert copied.status_code == 200, copied.text
+
+    closed = grant(gate, people["ana"], "POST", "create",
+                   {"name": team.model, "group_name": "team-b", "permission": "NO_PERMISSIONS"}, "registered-models")
+    assert closed.status_code == 200, closed.text
+    refused = http(gate.url, "POST", "/api/2.0/mlflow/model-versions/create", people["ben"], json=copy)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error_code"] == "PERMISSION_DENIED"
+    assert (f'ben may not CreateModelVersion from version {team.version} of the registered model "{team.model}" '
+            f"(hop 1 of its source chain from {source}): ben may not read that model (ben has NO_PERMISSIONS there: "
+            f'a grant to the group team-b on the registered_model "{team.model}"); ask its owner or an admin for READ'
+            ) in refused.json()["message"]
+    versions = upstream(mlflow_server, "/api/2.0/mlflow/model-versions/search", filter=f"name='{own}'")
+    assert [v["version"] for v in versions["model_versions"]] == ["1"]
+
+    # An admin reads every model: the same copy is hers to make.
+    assert http(gate.url, "POST", "/api/2.0/mlflow/model-versions/create", people["root"], json=copy).status_code == 200

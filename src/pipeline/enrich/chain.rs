@@ -3,13 +3,16 @@
 //! hop by hop, in the request's workspace, to the registered version whose source names a run or a logged model.
 //! The evaluation gate then judges that run, and approvals are looked up on the version it was copied from. A chain
 //! that cannot be followed (a missing version, a loop, too many hops, a stage or `latest` URI, a hop MLflow would
-//! not let the gate read) is reported in `chain_error`, which denies every promotion of the version.
+//! not let the gate read) is reported in `chain_error`, which denies every promotion of the version. Each hop
+//! carries its registered model's permission facts, so the policy can refuse a copy from a model the caller may not
+//! read (the gate itself reads every hop with its own credentials).
 
 use std::collections::HashSet;
 
 use serde_json::{json, Map, Value};
 
-use super::{files, get, model_version_facts, str_of, EnrichError, LookupFailure};
+use super::{files, get, model_version_facts, permissions, str_of, EnrichError, Enricher, LookupFailure};
+use crate::mlflow::permission::Anchor;
 use crate::mlflow::workflow;
 use crate::proxy::{RequestContext, Upstream};
 
@@ -20,7 +23,8 @@ pub const MAX_HOPS: usize = 8;
 /// whose source is a run or a logged model), or why the chain could not be followed.
 #[derive(Debug, Default)]
 pub struct Chain {
-    /// `{source, name, version, run_id, model_id, created_by}` per registered version followed, in order.
+    /// `{source, name, version, run_id, model_id, created_by}` per registered version followed, in order (and
+    /// `permissions` after [`Chain::add_permissions`]).
     pub hops: Vec<Value>,
     /// The facts of the version copied from.
     pub first: Option<Map<String, Value>>,
@@ -137,6 +141,27 @@ pub async fn resolve(
 }
 
 impl Chain {
+    /// Adds to each hop the permission facts of its registered model (`permissions`, shaped as
+    /// `input.resource.permissions`: the model's creator stamp and grants, in the request's workspace), looked up
+    /// afresh. The gate follows the chain with its own credentials; the policy decides whether the caller may read
+    /// every model the copy comes from (`policies/environments.rego`, `lineage.unreadable`).
+    pub async fn add_permissions(
+        &mut self,
+        enricher: &Enricher,
+        up: &Upstream,
+        ctx: &RequestContext,
+    ) -> Result<(), EnrichError> {
+        for hop in &mut self.hops {
+            let name = hop.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+            let target: Map<String, Value> = [("name".to_string(), Value::String(name))].into_iter().collect();
+            let resolved = permissions::resolve(enricher, up, ctx, Anchor::RegisteredModel, &target, true).await?;
+            if let Value::Object(h) = hop {
+                h.insert("permissions".into(), permissions::to_facts(ctx, Anchor::RegisteredModel, &resolved));
+            }
+        }
+        Ok(())
+    }
+
     /// The policy's view (merged into `input.resource.lineage`): `hops`, `copied_from` (with its approvals),
     /// `origin` and `chain_error`. `copied_from` is `{name, version, created_by, current_stage, approvals}`.
     pub fn facts(&self, copied_from: Option<Value>) -> Map<String, Value> {

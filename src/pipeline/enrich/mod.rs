@@ -213,6 +213,14 @@ impl Enricher {
             }
             None => None,
         };
+        // Deleting an alias is judged on the version holding it (its approvals for the alias's removal).
+        let holder = match (op.rpc, field(&target, "alias"), rm.as_ref()) {
+            (crate::mlflow::routes::rpc::DELETE_REGISTERED_MODEL_ALIAS, Some(alias), Some(rm)) if version.is_none() => {
+                alias_version(rm, alias)
+            }
+            _ => None,
+        };
+        let version = version.or(holder.as_deref());
         let mv = match (name, version) {
             (Some(n), Some(v)) if needs.has(Fact::ModelVersion) => {
                 let query = [("name", n), ("version", v)];
@@ -235,10 +243,11 @@ impl Enricher {
             (str_of(lineage, "run_id"), str_of(lineage, "source"), str_of(lineage, "model_id"));
         // A copy of another registered version is judged on the run its chain of copies leads to.
         let own = mv.as_ref().and_then(|m| Some((str_of(m, "name")?.to_owned(), str_of(m, "version")?.to_owned())));
-        let chain = match source.filter(|s| needs.has(Fact::SourceRun) && chain::is_registry_reference(s)) {
+        let mut chain = match source.filter(|s| needs.has(Fact::SourceRun) && chain::is_registry_reference(s)) {
             Some(s) => chain::resolve(up, ctx, s, own.as_ref().map(|(n, v)| (n.as_str(), v.as_str()))).await?,
             None => chain::Chain::default(),
         };
+        chain.add_permissions(self, up, ctx).await?;
         let (source, model_id) = match chain.origin.as_ref() {
             Some(o) => (str_of(o, "source"), str_of(o, "model_id")),
             None => (source, model_id),
@@ -510,6 +519,16 @@ fn run_facts(v: &Value) -> Map<String, Value> {
     m.insert("params".into(), Value::Object(kv_map(data.get("params"), "key", "value")));
     m.insert("tags".into(), Value::Object(kv_map(data.get("tags"), "key", "value")));
     m
+}
+
+/// The version an alias of a `registered-models/get` answer points to (aliases compared folded).
+fn alias_version(rm: &Value, alias: &str) -> Option<String> {
+    let wanted = crate::fold::fold(alias);
+    rm.pointer("/registered_model/aliases")?.as_array()?.iter().find_map(|a| {
+        let name = a.get("alias").and_then(Value::as_str)?;
+        let version = a.get("version")?;
+        (crate::fold::fold(name) == wanted).then(|| version.as_str().map_or_else(|| version.to_string(), str::to_owned))
+    })
 }
 
 #[cfg(test)]
