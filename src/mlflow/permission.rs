@@ -233,8 +233,16 @@ pub fn grant_route(rpc: &str) -> Option<Anchor> {
 const CREATIONS: [&str; 2] = [rpc::CREATE_EXPERIMENT, rpc::CREATE_REGISTERED_MODEL];
 
 /// Searches and lists whose results are filtered (response phase).
-const FILTERED: [&str; 5] =
-    ["SearchExperiments", "SearchRuns", "SearchRegisteredModels", "SearchModelVersions", "SearchLoggedModels"];
+const FILTERED: [&str; 8] = [
+    "SearchExperiments",
+    "SearchRuns",
+    "SearchRegisteredModels",
+    "SearchModelVersions",
+    "SearchLoggedModels",
+    "SearchTraces",
+    "SearchTracesV3",
+    "SearchDatasets",
+];
 
 /// What a route needs. The approval workflow's routes need READ on the model (their own rules say who may
 /// approve; the transition an approval performs is checked as a transition).
