@@ -171,7 +171,7 @@ const TABLE: [(Level, Anchor, &[&str]); 9] = [
 const READS: [(Anchor, &[&str]); 7] = [
     (Anchor::Experiment, &["GetExperiment"]),
     (Anchor::ExperimentName, &["GetExperimentByName"]),
-    (Anchor::Run, &["GetRunArtifact", "GetMetricHistoryBulk"]),
+    (Anchor::Run, &["GetRunArtifact", "GetMetricHistoryBulk", "CreatePresignedDownloadUrl"]),
     (
         Anchor::RegisteredModel,
         &[

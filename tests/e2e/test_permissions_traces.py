@@ -1,4 +1,4 @@
-"""Trace searches are filtered like every other search, against the real MLflow: team A's experiment denies team B
+"""Trace searches are filtered like every other search (and a presigned download URL is a read of its run), against the real MLflow: team A's experiment denies team B
 (a `NO_PERMISSIONS` group grant), and team B's searches of traces, v2 (`GET /api/2.0/mlflow/traces`) and v3
 (`POST /api/3.0/mlflow/traces/search`), naming both teams' experiments, return only team B's traces (no id of team
 A's appears in the answer), while team A still sees its own. The traces are logged straight to MLflow (as a client
@@ -67,3 +67,16 @@ def test_another_team_finds_none_of_a_teams_traces(gate, teams, people, search):
     assert not any(t in text for t in traces_a)
     assert search(gate, people["ben"], [exp_a])[0] == set()
     assert search(gate, people["ana"], [exp_a, exp_b])[0] == traces_a | traces_b
+
+
+def test_a_presigned_download_url_needs_read_on_the_run(gate, teams, people):
+    """`artifacts/presigned-download-url` is a read of the run it names (MLflow's local store then refuses the
+    presigning itself, but only after the gate let the request through)."""
+    response = http(gate.url, "POST", "/api/2.0/mlflow/runs/create", people["ana"],
+                    json={"experiment_id": teams["ana"][0]})
+    assert response.status_code == 200, response.text
+    payload = {"run_id": response.json()["run"]["info"]["run_id"], "path": "model/MLmodel"}
+    denied = http(gate.url, "POST", "/api/2.0/mlflow/artifacts/presigned-download-url", people["ben"], json=payload)
+    assert denied.status_code == 403, denied.text
+    allowed = http(gate.url, "POST", "/api/2.0/mlflow/artifacts/presigned-download-url", people["ana"], json=payload)
+    assert allowed.status_code != 403, allowed.text
