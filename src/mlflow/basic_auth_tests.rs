@@ -25,7 +25,8 @@ fn user_permissions_of_synthetic_roles_become_user_grants_with_the_prefix() {
         INSERT INTO users VALUES (1, 'admin', '', 1), (2, 'alice', '', 0);
         INSERT INTO roles VALUES (10, '__user_2__', 'default', NULL);
         INSERT INTO user_role_assignments VALUES (1, 2, 10);
-        INSERT INTO role_permissions VALUES (1, 10, 'experiment', '7', 'EDIT'), (2, 10, 'registered_model', 'fraud', 'READ'),
+        INSERT INTO role_permissions VALUES (1, 10, 'experiment', '7', 'EDIT'),
+          (2, 10, 'registered_model', 'fraud', 'READ'),
           (3, 10, 'prompt', 'qa-prompt', 'MANAGE');"
     ));
     let p = plan(&conn, "corp|").unwrap();
@@ -68,7 +69,8 @@ fn named_roles_fan_out_to_their_users_and_what_cannot_map_is_listed() {
 fn legacy_per_resource_tables_are_read_when_there_are_no_role_tables() {
     let conn = db("
         CREATE TABLE users (id INTEGER PRIMARY KEY, username TEXT UNIQUE, password_hash TEXT, is_admin BOOLEAN);
-        CREATE TABLE experiment_permissions (id INTEGER PRIMARY KEY, experiment_id TEXT, user_id INTEGER, permission TEXT);
+        CREATE TABLE experiment_permissions (id INTEGER PRIMARY KEY, experiment_id TEXT, user_id INTEGER,
+          permission TEXT);
         CREATE TABLE registered_model_permissions (id INTEGER PRIMARY KEY, name TEXT, user_id INTEGER, permission TEXT);
         CREATE TABLE scorer_permissions (id INTEGER PRIMARY KEY, experiment_id TEXT, scorer_name TEXT, user_id INTEGER,
           permission TEXT);

@@ -1,8 +1,8 @@
-"""Trace searches are filtered like every other search (and a presigned download URL is a read of its run), against the real MLflow: team A's experiment denies team B
-(a `NO_PERMISSIONS` group grant), and team B's searches of traces, v2 (`GET /api/2.0/mlflow/traces`) and v3
-(`POST /api/3.0/mlflow/traces/search`), naming both teams' experiments, return only team B's traces (no id of team
-A's appears in the answer), while team A still sees its own. The traces are logged straight to MLflow (as a client
-that predates the gate would have)."""
+"""Trace searches are filtered like every other search, and a presigned download URL is a read of its run, against
+the real MLflow: team A's experiment denies team B (a `NO_PERMISSIONS` group grant), and team B's searches of traces,
+v2 (`GET /api/2.0/mlflow/traces`) and v3 (`POST /api/3.0/mlflow/traces/search`), naming both teams' experiments,
+return only team B's traces (no id of team A's appears in the answer), while team A still sees its own. The traces
+are logged straight to MLflow (as a client that predates the gate would have)."""
 
 from __future__ import annotations
 
