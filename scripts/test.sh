@@ -35,6 +35,9 @@ compat_venv_of() {
 step "Python environment (mlflow==3.17.2; cached under ~/.cache/mlflow-gate)"
 venv=$(scripts/venv.sh | tail -n1)
 
+step "Flask-WTF for MLflow's basic-auth app (the grants migration test; cached beside the venv)"
+scripts/basic-auth-deps.sh "$venv"
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

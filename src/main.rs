@@ -253,6 +253,21 @@ enum GrantsCmd {
         #[command(flatten)]
         grant: GrantArgs,
     },
+    /// Write the grants of an MLflow basic-auth permissions database (its sqlite file) through the grants API;
+    /// prints one line per grant, what cannot be migrated, and a summary.
+    Migrate {
+        #[command(flatten)]
+        gate: GateArgs,
+        /// The basic-auth database (e.g. basic_auth.db), opened read-only.
+        #[arg(long)]
+        from: PathBuf,
+        /// Print what would be written; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Prepended to each basic-auth username to make the gate's subject (the token `sub`), e.g. `corp|`.
+        #[arg(long, default_value = "")]
+        subject_prefix: String,
+    },
 }
 
 /// The object and the grantee of a grant.
@@ -320,7 +335,58 @@ fn run_grants(cmd: GrantsCmd) -> Result<()> {
             let body = Some(serde_json::Value::Object(fields));
             workflow(&gate, http::Method::DELETE, format!("{family}/permissions/delete"), body)
         }
+        GrantsCmd::Migrate { gate, from, dry_run, subject_prefix } => migrate(&gate, &from, dry_run, &subject_prefix),
     }
+}
+
+/// `grants migrate`: the plan read from the basic-auth database, written grant by grant (create, or update when
+/// the grantee already has one), so every write is policy-checked and audited by the gate.
+fn migrate(gate: &GateArgs, from: &Path, dry_run: bool, prefix: &str) -> Result<()> {
+    use mlflow_gate::mlflow::basic_auth::{self, Object};
+    let plan = basic_auth::read(from, prefix)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut failed = 0usize;
+    for g in &plan.grants {
+        let line =
+            format!("{} on {} to user {} (basic-auth user {}, {})", g.level, g.object, g.subject, g.username, g.source);
+        if dry_run {
+            println!("would grant {line}");
+            continue;
+        }
+        let (family, key, value) = match &g.object {
+            Object::Experiment(id) => ("experiments", "experiment_id", id),
+            Object::Model(name) => ("registered-models", "name", name),
+        };
+        let body = serde_json::json!({ key: value, "username": g.subject, "permission": g.level });
+        let call = |method: http::Method, action: &str| {
+            let path = format!("/api/2.0/mlflow/{family}/permissions/{action}");
+            runtime.block_on(mlflow_gate::client::call(&gate.gate_url, &gate.token, method, &path, Some(&body)))
+        };
+        let written = match call(http::Method::POST, "create") {
+            Err(e) if e.to_string().contains("INVALID_STATE") => call(http::Method::PATCH, "update"),
+            other => other,
+        };
+        match written {
+            Ok(_) => println!("granted {line}"),
+            Err(e) => {
+                failed += 1;
+                println!("FAILED {line}: {e}");
+            }
+        }
+    }
+    for s in &plan.skipped {
+        println!("not migrated: {}: {}", s.what, s.why);
+    }
+    let verb = if dry_run { "to write" } else { "written" };
+    println!(
+        "summary: {} grant(s) {verb}, {failed} failed, {} item(s) not migrated",
+        plan.grants.len() - failed,
+        plan.skipped.len()
+    );
+    if failed > 0 {
+        anyhow::bail!("{failed} grant(s) could not be written (see the FAILED lines)");
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]

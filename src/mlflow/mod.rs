@@ -3,6 +3,7 @@
 //! own workflow routes), names, reserved tags and stamps, registry events, GraphQL limits, and the workflow's state
 //! in model-version tags (`workflow`), and the registry's history (`history`). The phases that use them are in `pipeline`.
 
+pub mod basic_auth;
 pub mod canon;
 pub mod events;
 pub mod graphql;

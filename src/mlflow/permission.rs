@@ -171,7 +171,7 @@ const TABLE: [(Level, Anchor, &[&str]); 9] = [
 const READS: [(Anchor, &[&str]); 7] = [
     (Anchor::Experiment, &["GetExperiment"]),
     (Anchor::ExperimentName, &["GetExperimentByName"]),
-    (Anchor::Run, &["GetRunArtifact", "GetMetricHistoryBulk"]),
+    (Anchor::Run, &["GetRunArtifact", "GetMetricHistoryBulk", "CreatePresignedDownloadUrl"]),
     (
         Anchor::RegisteredModel,
         &[
@@ -233,8 +233,16 @@ pub fn grant_route(rpc: &str) -> Option<Anchor> {
 const CREATIONS: [&str; 2] = [rpc::CREATE_EXPERIMENT, rpc::CREATE_REGISTERED_MODEL];
 
 /// Searches and lists whose results are filtered (response phase).
-const FILTERED: [&str; 5] =
-    ["SearchExperiments", "SearchRuns", "SearchRegisteredModels", "SearchModelVersions", "SearchLoggedModels"];
+const FILTERED: [&str; 8] = [
+    "SearchExperiments",
+    "SearchRuns",
+    "SearchRegisteredModels",
+    "SearchModelVersions",
+    "SearchLoggedModels",
+    "SearchTraces",
+    "SearchTracesV3",
+    "SearchDatasets",
+];
 
 /// What a route needs. The approval workflow's routes need READ on the model (their own rules say who may
 /// approve; the transition an approval performs is checked as a transition).

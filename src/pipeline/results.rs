@@ -1,7 +1,8 @@
 //! Response phase, after MLflow answered a permitted search or list (`Need::Filter` in the route table): the page is
 //! cut to the results the caller may read. Each result's permission chain (experiment; run then experiment; logged
 //! model then experiment; registered model, for models, prompts and versions) is built from the result itself and
-//! from look-ups of its parents (one per distinct parent on the page), and the policy decides them all in one
+//! from look-ups of its parents (one per distinct parent on the page; a trace's and a dataset summary's parent is
+//! its experiment, and one without an MLflow experiment is dropped), and the policy decides them all in one
 //! evaluation (`input.resource.permissions.candidates`, answered with `readable`, see `policies/permissions.rego`).
 //! The page keeps MLflow's order and `next_page_token`; it may come back shorter than `max_results`. Anything the gate
 //! cannot build or decide fails the request (never an unfiltered page).
@@ -41,6 +42,10 @@ enum Kind {
     RegisteredModel,
     ModelVersion,
     LoggedModel,
+    /// A trace (v2 `experiment_id`, v3 `trace_location.mlflow_experiment.experiment_id`): its experiment decides.
+    Trace,
+    /// A dataset summary (`experiment_id`): its experiment decides.
+    Dataset,
 }
 
 fn page_of(rpc: &str) -> Option<(&'static str, Kind)> {
@@ -50,6 +55,8 @@ fn page_of(rpc: &str) -> Option<(&'static str, Kind)> {
         "SearchRegisteredModels" => Some(("registered_models", Kind::RegisteredModel)),
         "SearchModelVersions" => Some(("model_versions", Kind::ModelVersion)),
         "SearchLoggedModels" => Some(("models", Kind::LoggedModel)),
+        "SearchTraces" | "SearchTracesV3" => Some(("traces", Kind::Trace)),
+        "SearchDatasets" => Some(("dataset_summaries", Kind::Dataset)),
         _ => None,
     }
 }
@@ -127,6 +134,14 @@ impl Filter<'_> {
                     run.owner = tags.get(RUN_USER_TAG).and_then(Value::as_str).map(str::to_owned);
                     run.grants = Grants::parse(tags.get(GRANTS_TAG).and_then(Value::as_str));
                     (Some(run), text(info, "experiment_id").map(|e| (Anchor::Experiment, "experiment_id", e)))
+                }
+                Kind::Trace | Kind::Dataset => {
+                    let exp = text(item, "experiment_id").or_else(|| {
+                        item.pointer("/trace_location/mlflow_experiment/experiment_id")
+                            .and_then(Value::as_str)
+                            .filter(|s| !s.is_empty())
+                    });
+                    (None, exp.map(|e| (Anchor::Experiment, "experiment_id", e)))
                 }
                 Kind::LoggedModel => {
                     let info = item.get("info").unwrap_or(&Value::Null);
@@ -214,5 +229,12 @@ mod tests {
         );
         assert_eq!(page_of("SearchRuns"), Some(("runs", Kind::Run)));
         assert_eq!(page_of("GetRun"), None);
+    }
+
+    #[test]
+    fn traces_and_datasets_are_pages_decided_by_their_experiment() {
+        assert_eq!(page_of("SearchTraces"), Some(("traces", Kind::Trace)));
+        assert_eq!(page_of("SearchTracesV3"), Some(("traces", Kind::Trace)));
+        assert_eq!(page_of("SearchDatasets"), Some(("dataset_summaries", Kind::Dataset)));
     }
 }

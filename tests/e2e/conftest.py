@@ -178,13 +178,13 @@ def read_addr(path: Path) -> str | None:
 
 @contextmanager
 def mlflow_process(tmp: Path, *options: str, backend_store_uri: str | None = None,
-                   artifacts: Path | None = None) -> Iterator[Server]:
+                   artifacts: Path | None = None, env: dict[str, str] | None = None) -> Iterator[Server]:
     """A real `mlflow server` (sqlite, served artifacts, one worker, no job runner) on a free port, with further
     server `options` (e.g. `--enable-workspaces`); stopped on exit. MLflow cannot report a port of its own choosing:
     if the port picked is taken before MLflow binds it, MLflow is started again on another. `backend_store_uri`
     (e.g. PostgreSQL) and `artifacts` (a directory several servers share) replace the sqlite file and the
-    server's own artifact directory."""
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server's own artifact directory. `env` adds to the environment (e.g. the basic-auth app's config)."""
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
     for attempt in range(1, 4):
         port = free_port()
         cmd = [str(MLFLOW_BIN), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]

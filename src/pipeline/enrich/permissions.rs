@@ -122,10 +122,15 @@ pub fn to_facts(ctx: &RequestContext, anchor: Anchor, resolved: &Resolved) -> Va
 
 /// The value naming the object: the first of the anchor's fields the target has, as a non-empty string (a number
 /// is rendered, as MLflow reads ids as strings). A `ListArtifacts` naming a run is about the run, whatever its
-/// `path`.
+/// `path`; a run route naming no run but a logged model (`CreatePresignedDownloadUrl`) is about the logged model.
 fn named(target: &Map<String, Value>, anchor: Anchor) -> Result<(Anchor, String), String> {
     if anchor == Anchor::ArtifactPath && target.get("run_id").or_else(|| target.get("run_uuid")).is_some() {
         return named(target, Anchor::Run);
+    }
+    // `artifacts/presigned-download-url` names a run or a logged model.
+    let run_named = target.get("run_id").or_else(|| target.get("run_uuid")).is_some();
+    if anchor == Anchor::Run && !run_named && target.get("model_id").is_some() {
+        return named(target, Anchor::LoggedModel);
     }
     let fields = anchor.fields();
     for field in fields {
@@ -311,5 +316,13 @@ mod tests {
         assert_eq!(named(&t, Anchor::Run), Ok((Anchor::Run, "r2".to_string())));
         assert_eq!(named(&t, Anchor::ArtifactPath), Ok((Anchor::Run, "r2".to_string())));
         assert!(named(&t, Anchor::RegisteredModel).is_err() && named(&t, Anchor::LoggedModel).is_err());
+    }
+
+    #[test]
+    fn a_run_route_naming_only_a_logged_model_is_about_the_logged_model() {
+        let t = json!({"model_id": "m-1", "path": "x"}).as_object().cloned().unwrap_or_default();
+        assert_eq!(named(&t, Anchor::Run), Ok((Anchor::LoggedModel, "m-1".to_string())));
+        let both = json!({"model_id": "m-1", "run_id": "r1"}).as_object().cloned().unwrap_or_default();
+        assert_eq!(named(&both, Anchor::Run), Ok((Anchor::Run, "r1".to_string())));
     }
 }

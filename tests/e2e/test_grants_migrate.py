@@ -1,0 +1,190 @@
+"""`mlflow-gate grants migrate` against a database made by a real `mlflow server --app-name basic-auth`: users and
+per-experiment / per-model permissions are created through MLflow's own auth REST API, then the migration's dry-run
+prints what it would write (and writes nothing), the real run writes the grants through the gate (policy-checked:
+a non-manager's run is refused), the grants read back and are enforced for the subjects `--subject-prefix` makes
+of the basic-auth usernames, and what cannot be migrated (the basic-auth admin) is listed."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import GATE_BIN, MLFLOW_BIN, REPO, gate_config, gate_process, mlflow_process, run_gate
+from helpers import http, tags_of, unique, upstream
+
+ADMIN_PASSWORD = "migrate-admin-password-1"
+PREFIX = "ba:"
+GRANTS = "mlflow_gate.grants"
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+@pytest.fixture(scope="module")
+def basic_auth(tmp_path_factory):
+    """MLflow's basic-auth app on its own sqlite files; yields (server, path of its permissions database)."""
+    venv = MLFLOW_BIN.parent.parent
+    deps = subprocess.run([str(REPO / "scripts" / "basic-auth-deps.sh"), str(venv)], capture_output=True, text=True,
+                          timeout=600, check=True).stdout.strip().splitlines()[-1]
+    tmp = tmp_path_factory.mktemp("basic-auth")
+    db = tmp / "basic_auth.db"
+    (tmp / "auth.ini").write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{db}\nadmin_username = admin\nadmin_password = {ADMIN_PASSWORD}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    env = {"MLFLOW_AUTH_CONFIG_PATH": str(tmp / "auth.ini"), "PYTHONPATH": deps,
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": "migrate-test-secret"}
+    with mlflow_process(tmp, "--app-name", "basic-auth", env=env) as server:
+        yield server, db
+
+
+@pytest.fixture(scope="module")
+def own_gate(gate_keys, tmp_path_factory):
+    """A fresh MLflow (so experiment ids line up with the basic-auth server's) and a gate in front of it."""
+    with mlflow_process(tmp_path_factory.mktemp("mlflow-migrate")) as mlflow:
+        with gate_process(tmp_path_factory.mktemp("gate-migrate"), gate_config(mlflow.url, gate_keys.jwks)) as gate:
+            yield mlflow, gate
+
+
+@pytest.fixture(scope="module")
+def people(gate_keys) -> dict[str, str]:
+    return {
+        "alice": gate_keys.token(PREFIX + "alice", groups=["team-a"]),
+        "bob": gate_keys.token(PREFIX + "bob", groups=["team-b"]),
+        "root": gate_keys.token("root", groups=["mlflow-admin"]),
+    }
+
+
+class World:
+    """The same experiments and model on both servers; the permissions only in the basic-auth database."""
+
+    def __init__(self, basic_auth, own_gate, people):
+        server, self.db = basic_auth
+        self.mlflow, self.gate = own_gate
+        admin = basic("admin", ADMIN_PASSWORD)
+
+        def on_basic(path: str, payload: dict) -> dict:
+            response = http(server.url, "POST", path, headers=admin, json=payload)
+            assert response.status_code == 200, (path, response.text)
+            return response.json()
+
+        def on_gate(path: str, payload: dict) -> dict:
+            response = http(self.gate.url, "POST", path, people["root"], json=payload)
+            assert response.status_code == 200, (path, response.text)
+            return response.json()
+
+        self.experiments = []
+        for name in (unique("mig-a"), unique("mig-b")):
+            behind_gate = on_gate("/api/2.0/mlflow/experiments/create", {"name": name})["experiment_id"]
+            in_basic = on_basic("/api/2.0/mlflow/experiments/create", {"name": name})["experiment_id"]
+            assert behind_gate == in_basic, "both MLflows are fresh: their experiment ids line up"
+            self.experiments.append(behind_gate)
+        self.model = unique("mig-model")
+        on_gate("/api/2.0/mlflow/registered-models/create", {"name": self.model})
+        on_basic("/api/2.0/mlflow/registered-models/create", {"name": self.model})
+        for user in ("alice", "bob"):
+            on_basic("/api/2.0/mlflow/users/create", {"username": user, "password": f"{user}-password-1234"})
+        exp_a, exp_b = self.experiments
+        for user, rtype, resource, level in [("alice", "experiment", exp_a, "EDIT"),
+                                             ("bob", "experiment", exp_b, "READ"),
+                                             ("bob", "registered_model", self.model, "MANAGE")]:
+            on_basic("/api/3.0/mlflow/users/permissions/grant",
+                     {"username": user, "resource_type": rtype, "resource_id": resource, "permission": level})
+        role = on_basic("/api/3.0/mlflow/roles/create", {"name": "reviewers", "workspace": "default"})["role"]["id"]
+        for pattern in (exp_b, "*"):
+            on_basic("/api/3.0/mlflow/roles/permissions/add",
+                     {"role_id": role, "resource_type": "experiment", "resource_pattern": pattern,
+                      "permission": "READ"})
+        on_basic("/api/3.0/mlflow/roles/assign", {"username": "alice", "role_id": role})
+
+    def migrate(self, token: str, *extra: str) -> subprocess.CompletedProcess:
+        cmd = [str(GATE_BIN), "grants", "migrate", "--gate-url", self.gate.url, "--token", token,
+               "--from", str(self.db), "--subject-prefix", PREFIX, *extra]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    def tag_experiment(self, token: str) -> int:
+        tag = {"experiment_id": self.experiments[0], "key": "migrated", "value": "yes"}
+        return http(self.gate.url, "POST", "/api/2.0/mlflow/experiments/set-experiment-tag", token,
+                    json=tag).status_code
+
+    def describe_model(self, token: str) -> int:
+        return http(self.gate.url, "PATCH", "/api/2.0/mlflow/registered-models/update", token,
+                    json={"name": self.model, "description": "migrated"}).status_code
+
+    def grants_upstream(self) -> tuple[str | None, str | None]:
+        exp = upstream(self.mlflow, "/api/2.0/mlflow/experiments/get", experiment_id=self.experiments[0])
+        model = upstream(self.mlflow, "/api/2.0/mlflow/registered-models/get", name=self.model)
+        return tags_of(exp["experiment"]).get(GRANTS), tags_of(model["registered_model"]).get(GRANTS)
+
+
+@pytest.fixture(scope="module")
+def world(basic_auth, own_gate, people) -> World:
+    return World(basic_auth, own_gate, people)
+
+
+def expected_lines(world: World, verb: str) -> list[str]:
+    a, b = world.experiments
+    return [
+        f"{verb} EDIT on experiment {a} to user ba:alice (basic-auth user alice, user permission)",
+        f"{verb} READ on experiment {b} to user ba:bob (basic-auth user bob, user permission)",
+        f'{verb} MANAGE on registered model "{world.model}" to user ba:bob (basic-auth user bob, user permission)',
+        f"{verb} READ on experiment {b} to user ba:alice (basic-auth user alice, role reviewers)",
+        # MLflow gave the creator (its admin made both sides' objects) MANAGE on each: migrated like any grant.
+        f"{verb} MANAGE on experiment {a} to user ba:admin (basic-auth user admin, user permission)",
+        f"{verb} MANAGE on experiment {b} to user ba:admin (basic-auth user admin, user permission)",
+        f'{verb} MANAGE on registered model "{world.model}" to user ba:admin (basic-auth user admin, user permission)',
+    ]
+
+
+def test_the_dry_run_prints_every_grant_and_what_is_not_migrated_and_writes_nothing(world, people):
+    done = world.migrate(people["root"], "--dry-run")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert sorted(line for line in lines if line.startswith("would grant")) == sorted(expected_lines(world,
+                                                                                                     "would grant"))
+    assert "not migrated: user admin is an MLflow admin: admins are not grants: make the subject a gate admin " \
+           "(the policy data's admin groups)" in lines
+    assert 'not migrated: READ on experiment "*" (role reviewers, workspace default): a type-wide pattern: express ' \
+           "it as a pattern grant in the policy data (data.json)" in lines
+    assert lines[-1] == "summary: 7 grant(s) to write, 0 failed, 2 item(s) not migrated"
+    assert world.grants_upstream() == (None, None)
+    assert world.tag_experiment(people["alice"]) == 403
+    assert world.describe_model(people["bob"]) == 403
+
+
+def test_a_caller_who_may_not_change_the_grants_migrates_nothing(world, people):
+    done = world.migrate(people["alice"])
+    assert done.returncode != 0
+    assert "FAILED MANAGE on registered model" in done.stdout
+    assert "PERMISSION_DENIED" in done.stdout
+    assert "summary: 0 grant(s) written, 7 failed, 2 item(s) not migrated" in done.stdout
+    assert world.grants_upstream() == (None, None)
+
+
+def test_the_migration_writes_grants_that_read_back_and_are_enforced(world, people):
+    done = world.migrate(people["root"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(line for line in done.stdout.splitlines() if line.startswith("granted")) == sorted(
+        expected_lines(world, "granted"))
+    exp_grants, model_grants = world.grants_upstream()
+    assert json.loads(exp_grants)["users"] == {"ba:alice": "EDIT", "ba:admin": "MANAGE"}
+    assert json.loads(model_grants)["users"] == {"ba:bob": "MANAGE", "ba:admin": "MANAGE"}
+    got = run_gate("grants", "get", "--gate-url", world.gate.url, "--token", people["root"],
+                   "--experiment-id", world.experiments[0], "--user", "ba:alice")
+    assert json.loads(got)["experiment_permission"]["permission"] == "EDIT"
+    from_role = run_gate("grants", "get", "--gate-url", world.gate.url, "--token", people["root"],
+                         "--experiment-id", world.experiments[1], "--user", "ba:alice")
+    assert json.loads(from_role)["experiment_permission"]["permission"] == "READ"
+    assert world.tag_experiment(people["alice"]) == 200
+    assert world.tag_experiment(people["bob"]) == 403
+    assert world.describe_model(people["bob"]) == 200
+    assert world.describe_model(people["alice"]) == 403
+
+    again = world.migrate(people["root"])  # the grants exist: they are updated, not refused
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.splitlines()[-1] == "summary: 7 grant(s) written, 0 failed, 2 item(s) not migrated"
