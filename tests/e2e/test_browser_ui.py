@@ -134,7 +134,7 @@ def test_engineer_uses_the_ui_and_reads_the_policy_reasons_of_a_forbidden_alias_
     wait(browser, ec.presence_of_element_located((By.XPATH, alias_input)), "alias-input").send_keys("champion\n")
     save = "//*[@role='dialog']//button[normalize-space(.)='Save aliases']"
     wait(browser, ec.element_to_be_clickable((By.XPATH, save)), "save-aliases").click()
-    alias_reason = "only the CI service account may move the protected alias champion"
+    alias_reason = "only the CI service account may move the alias champion"
     text_appears(browser, alias_reason)
     shot(browser, "05b-forbidden-alias-move")
     browser.find_element(By.XPATH, "//*[@role='dialog']//button[normalize-space(.)='Cancel']").click()
