@@ -351,6 +351,24 @@ def gate(mlflow_server: Server, gate_keys: GateKeys, tmp_path_factory) -> Iterat
         yield server
 
 
+@pytest.fixture(scope="module")
+def idp(tmp_path_factory):
+    """The test OpenID Connect provider (tests/browser/idp), one per browser test module."""
+    from support.browser import idp_process  # support.browser imports this module
+
+    with idp_process(tmp_path_factory.mktemp("idp")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def bgate(mlflow_server, gate_keys, idp, tmp_path_factory):
+    """A gate with `[browser]` sign-in at the test IdP, in front of the module's MLflow server."""
+    from support.browser import browser_gate
+
+    with browser_gate(tmp_path_factory.mktemp("browser-gate"), mlflow_server.url, gate_keys.jwks, idp) as g:
+        yield g
+
+
 @pytest.fixture(scope="session")
 def fleet(gate_keys, tmp_path_factory):
     """PostgreSQL, two MLflow servers on one database and a gate in front of each (see support/fleet.py), shared by

@@ -12,22 +12,10 @@ import re
 import pytest
 import requests
 
-from support.browser import browser_gate, idp_process, post, register_and_request, sign_in
+from support.browser import post, register_and_request, sign_in
 
 SCRIPT_TAG = "<script>alert('tag')</script>"
 SCRIPT_COMMENT = "<script>alert('comment')</script>"
-
-
-@pytest.fixture(scope="module")
-def idp(tmp_path_factory):
-    with idp_process(tmp_path_factory.mktemp("idp")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def bgate(mlflow_server, gate_keys, idp, tmp_path_factory):
-    with browser_gate(tmp_path_factory.mktemp("browser-gate"), mlflow_server.url, gate_keys.jwks, idp) as g:
-        yield g
 
 
 @pytest.fixture(scope="module")

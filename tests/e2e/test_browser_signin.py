@@ -10,23 +10,11 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from support.browser import browser_gate, idp_process, login_form, session, session_cookie, sign_in
+from support.browser import login_form, session, session_cookie, sign_in
 
 HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
 SEARCH = "/ajax-api/2.0/mlflow/experiments/search?max_results=5"
 CREATE = "/ajax-api/2.0/mlflow/experiments/create"
-
-
-@pytest.fixture(scope="module")
-def idp(tmp_path_factory):
-    with idp_process(tmp_path_factory.mktemp("idp")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def bgate(mlflow_server, gate_keys, idp, tmp_path_factory):
-    with browser_gate(tmp_path_factory.mktemp("browser-gate"), mlflow_server.url, gate_keys.jwks, idp) as g:
-        yield g
 
 
 def callback_url(bgate, s: requests.Session, path: str = "/") -> str:

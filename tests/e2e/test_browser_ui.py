@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from support.browser import ARTIFACTS, browser_gate, idp_process, register_and_request, shot_path
+from support.browser import ARTIFACTS, register_and_request, shot_path
 from support.browser import sign_in as sign_in_with_requests
 
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -29,18 +29,6 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1400,1000"]
 WAIT_SECS = 60
 MODEL, EXPERIMENT, RUN = "browser-ui-model", "browser-ui-experiment", "browser-ui-run"
-
-
-@pytest.fixture(scope="module")
-def idp(tmp_path_factory):
-    with idp_process(tmp_path_factory.mktemp("idp")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def bgate(mlflow_server, gate_keys, idp, tmp_path_factory):
-    with browser_gate(tmp_path_factory.mktemp("browser-gate"), mlflow_server.url, gate_keys.jwks, idp) as g:
-        yield g
 
 
 @pytest.fixture(scope="module")
