@@ -253,14 +253,7 @@ pub fn parse_time(s: &str) -> Option<u64> {
         return None;
     }
     let ms_frac: u64 = format!("{frac:0<3}").get(..3)?.parse().ok()?;
-    // Days from civil (Howard Hinnant's algorithm), the inverse of `audit::rfc3339`.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    let days = u64::try_from(crate::audit::days_from_civil(y, m, day)).ok()?;
     Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + ms_frac)
 }
 
