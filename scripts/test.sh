@@ -59,6 +59,7 @@ for v in "${compat_versions[@]}"; do
 done
 
 step "cargo test (unit and integration tests; the route table against every MLflow version's routes)"
+df -h . | tail -n1 | awk '{print "disk: " $4 " free of " $2}'
 MLFLOW_ROUTES_FILE="$PWD/target/mlflow-routes.txt" MLFLOW_ROUTES_FILES="$routes_files" cargo test --locked
 
 step "cargo build (the binary the end-to-end suite and the policy tests run)"
