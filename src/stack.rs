@@ -458,6 +458,7 @@ impl Gate {
             policy: &self.policy,
             enricher: &self.enricher,
             webhooks: self.webhooks.as_deref(),
+            fleet_db: self.fleet_db.as_deref(),
         };
         let call = approvals::Call {
             op: p.op,
@@ -513,17 +514,7 @@ impl Gate {
         let (rpc::TRANSITION_MODEL_VERSION_STAGE, Some(true), Some(name)) = (p.op.rpc, archives, name) else {
             return Ok(None);
         };
-        match db.promotion_lock(p.head.context.workspace_name(), name).await {
-            Ok(lock) => Ok(Some(lock)),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot take the fleet's promotion lock; refusing the transition");
-                Err(GateError::Overloaded(
-                    "the transition waits for the fleet's promotion lock of this model (another replica is promoting \
-                     it, or the fleet database is unreachable); try again shortly"
-                        .into(),
-                ))
-            }
-        }
+        crate::fleetdb::hold_promotion(db, p.head.context.workspace_name(), name).await.map(Some)
     }
 
     /// Response phase of a search or list: MLflow's page cut to the results the caller may read

@@ -47,6 +47,8 @@ pub struct Workflow<'a> {
     pub enricher: &'a Enricher,
     /// Where registry events go (after MLflow confirmed the state change).
     pub webhooks: Option<&'a crate::webhooks::Webhooks>,
+    /// The fleet's database: an approval that performs an archiving transition holds the model's promotion lock.
+    pub fleet_db: Option<&'a crate::fleetdb::FleetDb>,
 }
 
 /// One permitted workflow request.
@@ -184,6 +186,13 @@ impl Workflow<'_> {
                 ctx.call.principal.sub
             )));
         }
+        // Held until MLflow has answered, as for a forwarded transition (`Gate::promotion_lock`).
+        let _promotion = match (self.fleet_db, wanted, body.get("archive_existing_versions")) {
+            (Some(db), Requested::Stage(_), Some(Value::Bool(true))) => {
+                Some(crate::fleetdb::hold_promotion(db, workspace, ctx.name).await?)
+            }
+            _ => None,
+        };
         let (status, reply) =
             self.upstream.call_json(context, Method::POST, path, Some(&Value::Object(body.clone()))).await.map_err(
                 |e| {

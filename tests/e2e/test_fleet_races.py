@@ -159,3 +159,18 @@ def test_two_ci_promotions_of_two_versions_at_once_leave_one_production_version(
                           lambda: promote(fleet, 1, people["ci"], name, second, "Production"))
         assert [r.status_code for r in results] == [200, 200], [r.text for r in results]
         assert len(in_production(fleet, name)) == 1, in_production(fleet, name)
+
+
+def test_two_approvals_that_promote_two_versions_at_once_leave_one_production_version(fleet, via, people, gate_keys):
+    # A reviewer who is also the CI identity: under the default bundle its approval performs the transition
+    # (Databricks' semantics), through the same promotion lock as a forwarded transition.
+    approver = gate_keys.token("ci-reviewer", groups=["mlflow-ci", "ml-senior"])
+    for _ in rounds():
+        name, first = staged_and_requested(fleet, via, people)
+        _, second = staged_and_requested(fleet, via, people, name)
+        results = at_once(lambda: approve(fleet, 0, approver, name, first),
+                          lambda: approve(fleet, 1, approver, name, second))
+        assert [r.status_code for r in results] == [200, 200], [r.text for r in results]
+        applied = [r.json()["activity"].get("system_comment", "") for r in results]
+        assert all("transitioned to Production" in c for c in applied), applied
+        assert len(in_production(fleet, name)) == 1, in_production(fleet, name)
