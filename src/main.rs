@@ -199,6 +199,10 @@ struct TargetArgs {
     /// Target alias (e.g. champion), for alias-first promotion.
     #[arg(long)]
     alias: Option<String>,
+    /// The removal of this alias from the version holding it (`to_alias` with `alias_action: "delete"`): deleting
+    /// a governed alias needs its own approval.
+    #[arg(long, value_name = "ALIAS")]
+    remove_alias: Option<String>,
 }
 
 impl TargetArgs {
@@ -210,6 +214,10 @@ impl TargetArgs {
             }
             if let Some(a) = self.alias {
                 m.insert("to_alias".into(), a.into());
+            }
+            if let Some(a) = self.remove_alias {
+                m.insert("to_alias".into(), a.into());
+                m.insert("alias_action".into(), mlflow_gate::mlflow::workflow::ALIAS_DELETE.into());
             }
         }
         body

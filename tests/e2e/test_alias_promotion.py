@@ -343,9 +343,12 @@ def test_ci_deletes_a_champion_once_its_removal_is_approved(stack, people, act):
     assert champion_of(server, name) == version
 
     removal = {"name": name, "version": version, "to_alias": "champion", "alias_action": "delete"}
-    created = workflow(gate.url, people["alice"], "create", **removal)
-    assert created.status_code == 200, created.text
-    assert created.json()["request"]["alias_action"] == "delete", created.text
+    # The author asks with the CLI (`--remove-alias`), the reviewer approves through the API.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": gate.url, "MLFLOW_TRACKING_TOKEN": people["alice"]}
+    created = subprocess.run([str(GATE_BIN), "request-transition", "--name", name, "--version", version,
+                              "--remove-alias", "champion"], env=env, capture_output=True, text=True, timeout=60)
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["request"]["alias_action"] == "delete", created.stdout
     approved = workflow(gate.url, people["bob"], "approve", **removal)
     assert approved.status_code == 200, approved.text
     activity = approved.json()["activity"]
