@@ -213,6 +213,24 @@ test_ci_deletes_champion_with_an_approval_of_its_removal if {
 	}
 }
 
+test_an_approval_of_a_removal_is_void_once_the_alias_came_back_after_it if {
+	approval := fx_removal_approval("bob")
+	moved := {"alias": "champion", "by": "ci-bot", "at": approval.at + 1}
+	inp := fx_champion_deletion(fx_ci, [approval])
+	returned := object.union(inp, {"resource": {"model_version": {"stage_history": [moved]}}})
+	d := decision with input as returned
+	d.reasons == [fx_no_removal_approval]
+
+	# A move before the approval, an entry of another alias or of the alias's removal does not void it.
+	every history in [
+		[object.union(moved, {"at": approval.at - 1})],
+		[object.union(moved, {"alias": "challenger"})],
+		[object.union(moved, {"removed": true})],
+	] {
+		decision == fx_allowed with input as object.union(inp, {"resource": {"model_version": {"stage_history": history}}})
+	}
+}
+
 test_an_approval_of_a_removal_never_counts_for_a_move if {
 	facts := fx_facts("1", "None", "alice", fx_run("r1", 0.91), [fx_removal_approval("bob")], {})
 	d := decision with input as fx_set_alias(fx_ci, facts, "champion")

@@ -74,6 +74,18 @@ alias_removal_approvers contains a.approver if {
 	is_string(a.approver)
 	a.approver != ""
 	a.approver != version_creator
+	not alias_arrived_after(a)
+}
+
+# An approval of a removal is void once the alias came (back) to the version after it: the reviewer approved
+# removing the alias as it was then, not a later move onto the version (from its gate-recorded history).
+alias_arrived_after(a) if {
+	some entry in model_version.stage_history
+	is_string(entry.alias)
+	folded(entry.alias) == folded(target_alias)
+	not entry.removed == true
+	is_number(entry.at)
+	entry.at > a.at
 }
 
 alias_removal_needed := alias_approvals_needed(alias_rule(target_alias))
