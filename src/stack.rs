@@ -304,7 +304,7 @@ impl Gate {
         let op = head.operation()?;
         trail.operation(&op);
         let (parts, body) = req.into_parts();
-        let read = self.read_body(&head, &op, body).await?;
+        let read = self.read_body(&head, &op, &parts.headers, body).await?;
         let fields = head.parameters(&op, read.json.as_ref())?;
         let resource = self.enrich(&head, &op, fields).await?;
         trail.target = audit_target(&resource, &head.context);
@@ -689,7 +689,13 @@ impl Gate {
     /// Reads the body the policy must see, within the route's body class: refused when the route takes none (or
     /// the method is GET/HEAD), streamed unread for uploads, otherwise buffered within the class's limit, the
     /// budget of buffered bytes and the body read timeout, then parsed (large bodies in the heavy-work pool).
-    async fn read_body<B>(&self, head: &classify::Head, op: &Operation, body: B) -> Result<ReadBody, GateError>
+    async fn read_body<B>(
+        &self,
+        head: &classify::Head,
+        op: &Operation,
+        headers: &http::HeaderMap,
+        body: B,
+    ) -> Result<ReadBody, GateError>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -701,6 +707,8 @@ impl Gate {
         head.body_allowed(op)?;
         let load = self.capacity.limits();
         let limit = match op.body {
+            // OTLP ingest is read (its attribute keys can write trace tags), then forwarded as it came.
+            BodyClass::Stream if op.rpc == rpc::EXPORT_TRACES => self.config.server.max_body_bytes,
             BodyClass::Stream => {
                 return Ok(ReadBody { out: OutBody::Stream(body::stream(body)), ..empty() });
             }
@@ -734,6 +742,13 @@ impl Gate {
             return Ok(empty());
         }
         let heavy = bytes.len() >= HEAVY_BODY_BYTES;
+        if op.rpc == rpc::EXPORT_TRACES {
+            let max = self.config.server.max_body_bytes;
+            let checked = bytes.clone();
+            let headers = (single_header(headers, "content-type")?, single_header(headers, "content-encoding")?);
+            self.capacity.run_heavy(heavy, move || otlp_check(headers, &checked, max)).await??;
+            return Ok(ReadBody { json: None, out: OutBody::Evaluated(bytes), heavy, _reserved: reserved });
+        }
         let (json, values) = self.capacity.run_heavy(heavy, || classify::parse_body(&bytes)).await??;
         // The parsed form lives as long as the bytes: it counts against the same budget.
         self.capacity.reserve_parsed(&mut reserved, values)?;
@@ -766,6 +781,33 @@ impl Gate {
         };
         self.upstream.forward(out).await
     }
+}
+
+/// A header MLflow reads as one value: absent, or exactly one valid string (several are refused: which one MLflow
+/// would take is not for the gate to guess).
+fn single_header(headers: &http::HeaderMap, name: &str) -> Result<Option<String>, GateError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(GateError::BadRequest(format!("the request has several {name} headers; send one")));
+    }
+    first
+        .map(|v| v.to_str().map(str::to_owned))
+        .transpose()
+        .map_err(|_| GateError::BadRequest(format!("the {name} header is not visible ASCII")))
+}
+
+/// The OTLP body's check (`mlflow::otlp`) as the gate's error.
+fn otlp_check(headers: (Option<String>, Option<String>), body: &[u8], max: usize) -> Result<(), GateError> {
+    use crate::mlflow::otlp::{self, OtlpError};
+    otlp::check(headers.0.as_deref(), headers.1.as_deref(), body, max).map_err(|e| match e {
+        OtlpError::Unreadable(why) => GateError::BadRequest(why),
+        OtlpError::Reserved(key) => GateError::PermissionDenied(format!(
+            "the span attribute {key:?} would write a reserved trace tag: only mlflow-gate writes tags starting with \
+             {:?}",
+            crate::mlflow::stamps::RESERVED_PREFIX
+        )),
+    })
 }
 
 /// A request the policy allowed, as the dispatch and after-effect phases see it.

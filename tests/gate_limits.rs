@@ -164,7 +164,7 @@ async fn bodies_over_the_buffer_budget_get_503_and_stalled_bodies_408() {
 }
 
 #[tokio::test]
-async fn a_streamed_upload_that_stalls_ends_with_408() {
+async fn a_stalled_otlp_upload_ends_with_408() {
     let (gate, _upstream, keys) = gate_with("body_idle_timeout_secs = 1", Behaviour::default()).await;
     let token = keys.token("alice", &[]);
     let mut s = TcpStream::connect(gate.addr).await.unwrap();

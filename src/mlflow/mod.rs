@@ -9,6 +9,7 @@ pub mod events;
 pub mod graphql;
 pub mod history;
 pub mod names;
+pub mod otlp;
 pub mod params;
 pub mod permission;
 pub mod routes;

@@ -204,6 +204,7 @@ pub mod rpc {
     pub const UNKNOWN: &str = "Unknown";
     /// The UI's upload-artifact: its parameters are in the query string, its body is the file.
     pub const UPLOAD_RUN_ARTIFACT: &str = "UploadRunArtifact";
+    pub const EXPORT_TRACES: &str = "ExportTraces";
     /// Creates an experiment (stamped with its creator).
     pub const CREATE_EXPERIMENT: &str = "CreateExperiment";
     /// Creates a run (the gate stamps `mlflow.user`).

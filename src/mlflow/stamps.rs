@@ -86,7 +86,7 @@ pub fn unreadable_tags(body: Option<&Map<String, Value>>) -> Option<String> {
 
 /// Whether a tag key is the gate's. Folded and trimmed: on MySQL/MSSQL collations MLflow treats `MLFLOW_GATE.x`,
 /// `mlflow_gate.x ` (trailing space) and full-width spellings as `mlflow_gate.x`.
-fn is_reserved(key: &str) -> bool {
+pub(crate) fn is_reserved(key: &str) -> bool {
     fold(key.trim()).trim_start().starts_with(RESERVED_PREFIX)
 }
 
