@@ -1,8 +1,8 @@
 //! Response phase, after MLflow answered a permitted search or list (`Need::Filter` in the route table): the page is
 //! cut to the results the caller may read. Each result's permission chain (experiment; run then experiment; logged
 //! model then experiment; registered model, for models, prompts and versions) is built from the result itself and
-//! from look-ups of its parents (one per distinct parent on the page; a trace's and a dataset summary's parent is
-//! its experiment, and one without an MLflow experiment is dropped), and the policy decides them all in one
+//! from look-ups of its parents (one per distinct parent on the page; a trace (with its own grants) and a dataset
+//! summary have their experiment as parent, and one without an MLflow experiment is dropped), and the policy decides them all in one
 //! evaluation (`input.resource.permissions.candidates`, answered with `readable`, see `policies/permissions.rego`).
 //! The page keeps MLflow's order and `next_page_token`; it may come back shorter than `max_results`. Anything the gate
 //! cannot build or decide fails the request (never an unfiltered page).
@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 use super::enrich::permissions::{self, Node, Resolved};
 use super::enrich::{EnrichError, Enricher};
 use crate::auth::Principal;
-use crate::mlflow::permission::{Anchor, Grants, GRANTS_TAG};
+use crate::mlflow::permission::{Anchor, Grants};
 use crate::mlflow::routes::Operation;
 use crate::mlflow::stamps::{CREATED_BY, RUN_USER_TAG};
 use crate::policy::{input, Policy};
@@ -132,7 +132,7 @@ impl Filter<'_> {
                     let mut run = node_of(info, "run", "run_id", "run_name", RUN_USER_TAG);
                     let tags = kv(item.pointer("/data/tags"));
                     run.owner = tags.get(RUN_USER_TAG).and_then(Value::as_str).map(str::to_owned);
-                    run.grants = Grants::parse(tags.get(GRANTS_TAG).and_then(Value::as_str));
+                    run.grants = Grants::from_tags(&tags);
                     (Some(run), text(info, "experiment_id").map(|e| (Anchor::Experiment, "experiment_id", e)))
                 }
                 Kind::Trace | Kind::Dataset => {
@@ -141,7 +141,8 @@ impl Filter<'_> {
                             .and_then(Value::as_str)
                             .filter(|s| !s.is_empty())
                     });
-                    (None, exp.map(|e| (Anchor::Experiment, "experiment_id", e)))
+                    let own = (kind == Kind::Trace).then(|| trace_node(item));
+                    (own, exp.map(|e| (Anchor::Experiment, "experiment_id", e)))
                 }
                 Kind::LoggedModel => {
                     let info = item.get("info").unwrap_or(&Value::Null);
@@ -173,7 +174,7 @@ impl Filter<'_> {
                         continue;
                     }
                 }
-            } else if own.is_none() {
+            } else if own.is_none() || kind == Kind::Trace {
                 out.push(None);
                 continue;
             }
@@ -201,6 +202,22 @@ fn kv(tags: Option<&Value>) -> Map<String, Value> {
     super::enrich::kv_map(tags, "key", "value")
 }
 
+/// A trace result's own link: its id, its creator stamp and its grants, from its tags (v3: a map; v2: a list of
+/// `{key, value}`).
+fn trace_node(item: &Value) -> Node {
+    let tags = match item.get("tags") {
+        Some(Value::Object(map)) => map.clone(),
+        other => kv(other),
+    };
+    Node {
+        kind: "trace",
+        id: text(item, "trace_id").or_else(|| text(item, "request_id")).unwrap_or_default().to_string(),
+        name: None,
+        owner: tags.get(CREATED_BY).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned),
+        grants: Grants::from_tags(&tags),
+    }
+}
+
 /// A node from a result that carries its own `[{key, value}]` tags.
 fn node_of(v: &Value, kind: &'static str, id: &str, name: &str, owner_tag: &str) -> Node {
     let tags = kv(v.get("tags"));
@@ -209,7 +226,7 @@ fn node_of(v: &Value, kind: &'static str, id: &str, name: &str, owner_tag: &str)
         id: text(v, id).unwrap_or_default().to_string(),
         name: text(v, name).map(str::to_owned),
         owner: tags.get(owner_tag).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned),
-        grants: Grants::parse(tags.get(GRANTS_TAG).and_then(Value::as_str)),
+        grants: Grants::from_tags(&tags),
     }
 }
 
