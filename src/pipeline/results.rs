@@ -249,6 +249,22 @@ mod tests {
     }
 
     #[test]
+    fn trace_results_carry_their_own_grants_in_either_tag_shape() {
+        let v3 = json!({"trace_id": "tr-1", "tags": {"mlflow_gate.grant.user.alex": "NO_PERMISSIONS",
+            "mlflow_gate.created_by": "ana"}, "trace_location": {"mlflow_experiment": {"experiment_id": "1"}}});
+        assert_eq!(
+            trace_node(&v3).to_json(),
+            json!({"type": "trace", "id": "tr-1", "name": null, "owner": "ana",
+            "grants": {"users": {"alex": "NO_PERMISSIONS"}, "groups": {}}})
+        );
+        let v2 = json!({"request_id": "tr-2", "experiment_id": "1",
+            "tags": [{"key": "mlflow_gate.grant.group.team-b", "value": "READ"}]});
+        assert_eq!(trace_node(&v2).to_json()["grants"], json!({"users": {}, "groups": {"team-b": "READ"}}));
+        let forged = json!({"trace_id": "tr-3", "tags": {"mlflow_gate.grant.user.Alex": "READ"}});
+        assert!(trace_node(&forged).grants.is_err(), "a grant tag the gate did not write makes the trace unreadable");
+    }
+
+    #[test]
     fn traces_and_datasets_are_pages_decided_by_their_experiment() {
         assert_eq!(page_of("SearchTraces"), Some(("traces", Kind::Trace)));
         assert_eq!(page_of("SearchTracesV3"), Some(("traces", Kind::Trace)));
