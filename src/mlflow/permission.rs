@@ -27,6 +27,13 @@ pub const GROUP_GRANT_PREFIX: &str = "mlflow_gate.grant.group.";
 /// The prefix every grant tag starts with (a tag under it that is neither a user's nor a group's is unreadable).
 const GRANT_PREFIX: &str = "mlflow_gate.grant.";
 
+/// The prefix of a trace's grant tag, which is stored on the trace's experiment:
+/// `mlflow_gate.grant.trace.<encoded trace id>.user.<encoded sub>` (or `.group.<encoded group>`) = LEVEL. Not on the
+/// trace itself: MLflow also writes trace tags from OTLP ingest (resource attributes and root-span
+/// `mlflow.traceTag.*` attributes), which the gate streams unread, so a grant tag on a trace could be forged; an
+/// experiment's tags are written only through routes the gate checks.
+pub const TRACE_GRANT_PREFIX: &str = "mlflow_gate.grant.trace.";
+
 /// The longest tag key MLflow stores (experiments, registered models, logged models, traces: 250).
 pub const MAX_TAG_KEY: usize = 250;
 
@@ -52,14 +59,68 @@ pub fn grant_tag_key(kind: Grantee, who: &str) -> Option<String> {
     };
     let mut key = String::with_capacity(prefix.len() + who.len());
     key.push_str(prefix);
-    for b in who.bytes() {
+    encode_name(&mut key, who);
+    (!who.is_empty() && key.len() <= MAX_TAG_KEY).then_some(key)
+}
+
+/// The experiment tag key holding one grantee's grant on one of its traces ([`TRACE_GRANT_PREFIX`]); the trace id is
+/// encoded like a name. An encoded id never holds `.u` or `.g` (a `.` is always followed by two hex digits), so the
+/// first `.user.` or `.group.` ends it. `None` past MLflow's key limit (with a `tr-` + 32 hex id, a name of up to
+/// 61 arbitrary bytes fits).
+pub fn trace_grant_tag_key(trace_id: &str, kind: Grantee, who: &str) -> Option<String> {
+    let mut key = String::from(TRACE_GRANT_PREFIX);
+    encode_name(&mut key, trace_id);
+    key.push_str(match kind {
+        Grantee::User => ".user.",
+        Grantee::Group => ".group.",
+    });
+    encode_name(&mut key, who);
+    (!trace_id.is_empty() && !who.is_empty() && key.len() <= MAX_TAG_KEY).then_some(key)
+}
+
+fn encode_name(key: &mut String, name: &str) {
+    for b in name.bytes() {
         if b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-' {
             key.push(char::from(b));
         } else {
             key.push_str(&format!(".{b:02x}"));
         }
     }
-    (!who.is_empty() && key.len() <= MAX_TAG_KEY).then_some(key)
+}
+
+/// The trace and grantee a trace grant tag names: `Ok(None)` for a key that is no trace grant tag.
+pub fn parse_trace_grant_tag_key(key: &str) -> Result<Option<(String, Grantee, String)>, BadGrants> {
+    let Some(rest) = key.strip_prefix(TRACE_GRANT_PREFIX) else { return Ok(None) };
+    let bad = || BadGrants(format!("the tag {key:?}, which is no trace grant the gate wrote"));
+    let split = [(".user.", Grantee::User), (".group.", Grantee::Group)]
+        .into_iter()
+        .filter_map(|(sep, kind)| rest.find(sep).map(|at| (at, sep, kind)))
+        .min_by_key(|(at, ..)| *at);
+    let (at, sep, kind) = split.ok_or_else(bad)?;
+    let (id, who) =
+        (decode_name(rest.get(..at).unwrap_or_default()), decode_name(rest.get(at + sep.len()..).unwrap_or_default()));
+    let (Some(id), Some(who)) = (id, who) else { return Err(bad()) };
+    match trace_grant_tag_key(&id, kind, &who) {
+        Some(canonical) if canonical == key => Ok(Some((id, kind, who))),
+        _ => Err(bad()),
+    }
+}
+
+/// The name an encoded name stands for, if it is well formed (canonical form is checked by re-encoding).
+fn decode_name(encoded: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(encoded.len());
+    let mut rest = encoded.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'.' {
+            let hex = tail.get(..2).and_then(|h| std::str::from_utf8(h).ok())?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = tail.get(2..).unwrap_or_default();
+        } else {
+            bytes.push(b);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).ok()
 }
 
 /// The grantee a tag key names: `Ok(None)` for a key that is no grant tag, an error for a grant tag the gate did not
@@ -69,25 +130,15 @@ pub fn parse_grant_tag_key(key: &str) -> Result<Option<(Grantee, String)>, BadGr
         (Grantee::User, rest)
     } else if let Some(rest) = key.strip_prefix(GROUP_GRANT_PREFIX) {
         (Grantee::Group, rest)
+    } else if key.starts_with(TRACE_GRANT_PREFIX) {
+        return Ok(None);
     } else if key.starts_with(GRANT_PREFIX) {
         return Err(BadGrants(format!("the tag {key:?}, which is no user's or group's grant")));
     } else {
         return Ok(None);
     };
     let bad = || BadGrants(format!("the tag {key:?}, whose grantee is not encoded as the gate encodes names"));
-    let mut bytes = Vec::with_capacity(encoded.len());
-    let mut rest = encoded.as_bytes();
-    while let Some((&b, tail)) = rest.split_first() {
-        if b == b'.' {
-            let hex = tail.get(..2).and_then(|h| std::str::from_utf8(h).ok()).ok_or_else(bad)?;
-            bytes.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
-            rest = tail.get(2..).unwrap_or_default();
-        } else {
-            bytes.push(b);
-            rest = tail;
-        }
-    }
-    let who = String::from_utf8(bytes).map_err(|_| bad())?;
+    let who = decode_name(encoded).ok_or_else(bad)?;
     match grant_tag_key(kind, &who) {
         Some(canonical) if canonical == key => Ok(Some((kind, who))),
         _ => Err(bad()),
@@ -374,6 +425,8 @@ pub struct Grants {
     pub tagged: std::collections::BTreeSet<String>,
     /// The legacy combined tag's grants, when the object has that tag (a revocation also removes the grantee there).
     pub legacy: Option<Box<Grants>>,
+    /// On an experiment: the grants of its traces, by trace id ([`trace_grant_tag_key`]).
+    pub traces: std::collections::BTreeMap<String, Grants>,
 }
 
 /// Why a grant tag cannot be read (the policy denies: a grant the gate cannot read might be a `NO_PERMISSIONS`).
@@ -420,6 +473,17 @@ impl Grants {
             grants.legacy = Some(Box::new(grants.clone()));
         }
         for (key, value) in tags {
+            if let Some((trace, kind, who)) = parse_trace_grant_tag_key(key)? {
+                let level = value
+                    .as_str()
+                    .filter(|l| is_level(l))
+                    .ok_or_else(|| BadGrants(format!("{value} in the tag {key:?}, which is not a level")))?;
+                let on_trace = grants.traces.entry(trace).or_default();
+                let map = if kind == Grantee::User { &mut on_trace.users } else { &mut on_trace.groups };
+                map.insert(who, Value::String(level.to_string()));
+                on_trace.tagged.insert(key.clone());
+                continue;
+            }
             let Some((kind, who)) = parse_grant_tag_key(key)? else { continue };
             let level = value
                 .as_str()

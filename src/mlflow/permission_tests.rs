@@ -167,3 +167,37 @@ fn per_grantee_tags_merge_over_the_legacy_tag() {
     let bad = serde_json::json!({"mlflow_gate.grant.team.x": "READ"});
     assert!(Grants::from_tags(bad.as_object().unwrap_or(&Map::new())).is_err());
 }
+
+#[test]
+fn trace_grants_are_experiment_tags_that_round_trip_for_any_trace_id_and_name() {
+    let id = "tr-0123456789abcdef0123456789abcdef";
+    for (trace, who) in [(id, "ana@corp.example.com"), ("tr-Weird.user.x", "x.group.y"), (id, &"\u{e9}".repeat(30))] {
+        for kind in [Grantee::User, Grantee::Group] {
+            let key = trace_grant_tag_key(trace, kind, who).unwrap_or_default();
+            assert!(mlflow_accepts_key(&key) && key == key.to_lowercase(), "{key}");
+            assert_eq!(parse_trace_grant_tag_key(&key), Ok(Some((trace.to_string(), kind, who.to_string()))));
+            assert_eq!(parse_grant_tag_key(&key), Ok(None), "not an experiment grant");
+        }
+    }
+    assert_eq!(
+        trace_grant_tag_key(id, Grantee::User, "alex").as_deref(),
+        Some("mlflow_gate.grant.trace.tr-0123456789abcdef0123456789abcdef.user.alex")
+    );
+    assert!(trace_grant_tag_key(id, Grantee::User, &"@".repeat(62)).is_none());
+    for bad in
+        ["mlflow_gate.grant.trace.tr-1", "mlflow_gate.grant.trace.tr-1.role.x", "mlflow_gate.grant.trace..user.a"]
+    {
+        assert!(parse_trace_grant_tag_key(bad).is_err(), "{bad}");
+    }
+    let tags = serde_json::json!({
+        "mlflow_gate.grant.trace.tr-1.user.alex": "NO_PERMISSIONS",
+        "mlflow_gate.grant.trace.tr-1.group.team-b": "READ",
+        "mlflow_gate.grant.group.team-a": "EDIT",
+    });
+    let g = Grants::from_tags(tags.as_object().unwrap_or(&Map::new())).unwrap_or_default();
+    assert_eq!(g.to_json(), serde_json::json!({"users": {}, "groups": {"team-a": "EDIT"}}));
+    assert_eq!(
+        g.traces.get("tr-1").map(Grants::to_json),
+        Some(serde_json::json!({"users": {"alex": "NO_PERMISSIONS"}, "groups": {"team-b": "READ"}}))
+    );
+}

@@ -1,7 +1,8 @@
 //! Dispatch of the grants API, after the policy allowed it (it needs MANAGE on the object): the gate itself reads
 //! the object's grants and writes one grantee's grant tag (`mlflow_gate.grant.user.<sub>` /
 //! `mlflow_gate.grant.group.<group>`, `permission::grant_tag_key`) in MLflow, with its own credentials, in the
-//! request's workspace, on an experiment, a registered model, a logged model or a trace. A change is one set-tag
+//! request's workspace, on an experiment, a registered model or a logged model; a trace's on its experiment
+//! (`mlflow_gate.grant.trace.<id>.user.<sub>`, `permission::trace_grant_tag_key`: OTLP ingest can write trace tags). A change is one set-tag
 //! (a revocation one delete-tag), so changes for different grantees made at the same time by several gates all
 //! take effect. A revocation also removes the grantee from the legacy combined tag (`mlflow_gate.grants`) if it is
 //! there: that one rewrite is serialised in this process. Request and answer shapes are those of MLflow's
@@ -56,14 +57,14 @@ impl GrantsApi {
             _ => Action::Delete,
         };
         let (kind, who) = grantee(target)?;
-        let key = grant_tag_key(kind, &who).ok_or_else(|| {
+        let too_long = || {
             GateError::InvalidParameter(format!(
                 "the {} name is too long to be stored as a grant (MLflow tag keys hold at most {} characters; a name of \
                  up to 75 bytes always fits)",
                 singular(kind),
                 permission::MAX_TAG_KEY
             ))
-        })?;
+        };
         let level = match action {
             Action::Create | Action::Update => Some(level(target)?),
             Action::Get | Action::Delete => None,
@@ -72,16 +73,30 @@ impl GrantsApi {
             tracing::error!(error = %e, "reading the grants failed");
             GateError::LookupFailed
         })?;
-        let node = match resolved {
-            Resolved::Chain(mut nodes) if !nodes.is_empty() => nodes.remove(0),
+        let mut nodes = match resolved {
+            Resolved::Chain(nodes) if !nodes.is_empty() => nodes,
             Resolved::Unnamed(why) => return Err(GateError::InvalidParameter(why)),
             _ => return Err(GateError::NotFound(format!("the {} does not exist", anchor.as_str().replace('_', " ")))),
+        };
+        // A trace's grant tags live on its experiment (the chain's last link), `permission::TRACE_GRANT_PREFIX`.
+        let holder = match (anchor, nodes.last()) {
+            (Anchor::Trace, Some(experiment)) => Some(experiment.id.clone()),
+            _ => None,
+        };
+        let node = nodes.remove(0);
+        let (key, object) = match &holder {
+            Some(experiment_id) => (
+                permission::trace_grant_tag_key(&node.id, kind, &who).ok_or_else(too_long)?,
+                Object { enricher, up, ctx, anchor: Anchor::Experiment, id: experiment_id },
+            ),
+            None => {
+                (grant_tag_key(kind, &who).ok_or_else(too_long)?, Object { enricher, up, ctx, anchor, id: &node.id })
+            }
         };
         let grants = node.grants.map_err(|e| GateError::InvalidState(e.to_string()))?;
         let map = if kind == Grantee::User { &grants.users } else { &grants.groups };
         let current = map.get(&who).and_then(Value::as_str).map(str::to_owned);
         let missing = || GateError::NotFound(format!("no grant to {} {who:?} on this object", singular(kind)));
-        let object = Object { enricher, up, ctx, anchor, id: &node.id };
         let answer_level = match (action, current, level) {
             (Action::Get, Some(c), _) => c,
             (Action::Create, Some(c), _) => {
@@ -120,7 +135,7 @@ struct Object<'a> {
 }
 
 impl Object<'_> {
-    /// Sets one tag on the object (MLflow's set-tag route of its kind).
+    /// Sets one tag on the object (MLflow's set-tag route of its kind; a trace's grants are set on its experiment).
     async fn set_tag(&self, key: &str, value: &str) -> Result<(), GateError> {
         let id = self.id;
         let (method, path, body) = match self.anchor {
@@ -133,11 +148,6 @@ impl Object<'_> {
                 Method::PATCH,
                 format!("/api/2.0/mlflow/logged-models/{}/tags", encode_segment(id)),
                 json!({"tags": [{"key": key, "value": value}]}),
-            ),
-            Anchor::Trace => (
-                Method::PATCH,
-                format!("/api/3.0/mlflow/traces/{}/tags", encode_segment(id)),
-                json!({"key": key, "value": value}),
             ),
             _ => (
                 Method::POST,
@@ -162,9 +172,6 @@ impl Object<'_> {
                 format!("/api/2.0/mlflow/logged-models/{}/tags/{}", encode_segment(id), encode_segment(key)),
                 Value::Null,
             ),
-            Anchor::Trace => {
-                (Method::DELETE, format!("/api/3.0/mlflow/traces/{}/tags", encode_segment(id)), json!({"key": key}))
-            }
             _ => (
                 Method::POST,
                 "/api/2.0/mlflow/experiments/delete-experiment-tag".to_string(),

@@ -120,7 +120,7 @@ impl Filter<'_> {
 
     /// Each result's chain (`None`: its parent is gone, the result is dropped).
     async fn chains(&self, kind: Kind, items: &[Value]) -> Result<Vec<Option<Value>>, FilterError> {
-        let mut parents: HashMap<(Anchor, String), Option<Vec<Value>>> = HashMap::new();
+        let mut parents: HashMap<(Anchor, String), Option<Parent>> = HashMap::new();
         let mut out = Vec::with_capacity(items.len());
         for item in items {
             let (own, parent) = match kind {
@@ -151,13 +151,7 @@ impl Filter<'_> {
                 }
             };
             let mut chain: Vec<Value> = Vec::with_capacity(2);
-            if let Some(node) = &own {
-                if node.grants.is_err() {
-                    out.push(None);
-                    continue;
-                }
-                chain.push(node.to_json());
-            }
+            let mut own = own;
             if let Some((anchor, field, id)) = parent {
                 let key = (anchor, id.to_string());
                 if !parents.contains_key(&key) {
@@ -168,7 +162,12 @@ impl Filter<'_> {
                     parents.insert(key.clone(), usable(resolved));
                 }
                 match parents.get(&key) {
-                    Some(Some(nodes)) => chain.extend(nodes.iter().cloned()),
+                    Some(Some((nodes, top))) => {
+                        if let Some(trace) = own.as_mut().filter(|n| n.kind == "trace") {
+                            trace.grants = permissions::trace_grants(top, &trace.id);
+                        }
+                        chain.extend(nodes.iter().cloned())
+                    }
                     _ => {
                         out.push(None);
                         continue;
@@ -178,17 +177,29 @@ impl Filter<'_> {
                 out.push(None);
                 continue;
             }
+            if let Some(node) = &own {
+                if node.grants.is_err() {
+                    out.push(None);
+                    continue;
+                }
+                chain.insert(0, node.to_json());
+            }
             out.push(Some(Value::Array(chain)));
         }
         Ok(out)
     }
 }
 
-/// A parent's nodes, or `None` when it is gone or its grants cannot be read (its results are dropped).
-fn usable(resolved: Resolved) -> Option<Vec<Value>> {
+/// A parent's nodes as the policy sees them, and the topmost (an experiment's grants hold its traces').
+type Parent = (Vec<Value>, Node);
+
+/// A parent's nodes (and the topmost), or `None` when it is gone or its grants cannot be read (its results are
+/// dropped).
+fn usable(resolved: Resolved) -> Option<Parent> {
     match resolved {
         Resolved::Chain(nodes) if nodes.iter().all(|n| n.grants.is_ok()) => {
-            Some(nodes.iter().map(Node::to_json).collect())
+            let top = nodes.last()?.clone();
+            Some((nodes.iter().map(Node::to_json).collect(), top))
         }
         _ => None,
     }
@@ -202,8 +213,9 @@ fn kv(tags: Option<&Value>) -> Map<String, Value> {
     super::enrich::kv_map(tags, "key", "value")
 }
 
-/// A trace result's own link: its id, its creator stamp and its grants, from its tags (v3: a map; v2: a list of
-/// `{key, value}`).
+/// A trace result's own link: its id and its creator stamp, from its tags (v3: a map; v2: a list of `{key, value}`).
+/// Its grants are filled from its experiment ([`permissions::trace_grants`]): tags on the trace itself can come from
+/// OTLP ingest, so grant tags there are ignored.
 fn trace_node(item: &Value) -> Node {
     let tags = match item.get("tags") {
         Some(Value::Object(map)) => map.clone(),
@@ -214,7 +226,7 @@ fn trace_node(item: &Value) -> Node {
         id: text(item, "trace_id").or_else(|| text(item, "request_id")).unwrap_or_default().to_string(),
         name: None,
         owner: tags.get(CREATED_BY).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned),
-        grants: Grants::from_tags(&tags),
+        grants: Ok(Grants::default()),
     }
 }
 
@@ -249,19 +261,27 @@ mod tests {
     }
 
     #[test]
-    fn trace_results_carry_their_own_grants_in_either_tag_shape() {
-        let v3 = json!({"trace_id": "tr-1", "tags": {"mlflow_gate.grant.user.alex": "NO_PERMISSIONS",
+    fn trace_results_take_their_grants_from_their_experiment_never_from_their_own_tags() {
+        let v3 = json!({"trace_id": "tr-1", "tags": {"mlflow_gate.grant.user.mallory": "MANAGE",
             "mlflow_gate.created_by": "ana"}, "trace_location": {"mlflow_experiment": {"experiment_id": "1"}}});
+        let mut trace = trace_node(&v3);
         assert_eq!(
-            trace_node(&v3).to_json(),
-            json!({"type": "trace", "id": "tr-1", "name": null, "owner": "ana",
-            "grants": {"users": {"alex": "NO_PERMISSIONS"}, "groups": {}}})
+            trace.to_json(),
+            json!({"type": "trace", "id": "tr-1", "name": null, "owner": "ana", "grants": {"users": {}, "groups": {}}})
         );
-        let v2 = json!({"request_id": "tr-2", "experiment_id": "1",
-            "tags": [{"key": "mlflow_gate.grant.group.team-b", "value": "READ"}]});
-        assert_eq!(trace_node(&v2).to_json()["grants"], json!({"users": {}, "groups": {"team-b": "READ"}}));
-        let forged = json!({"trace_id": "tr-3", "tags": {"mlflow_gate.grant.user.Alex": "READ"}});
-        assert!(trace_node(&forged).grants.is_err(), "a grant tag the gate did not write makes the trace unreadable");
+        let v2 = json!({"request_id": "tr-2", "experiment_id": "1", "tags": [{"key": "mlflow.user", "value": "x"}]});
+        assert_eq!(trace_node(&v2).id, "tr-2");
+        let exp = json!({"experiment_id": "1", "name": "e", "tags": [
+            {"key": "mlflow_gate.grant.trace.tr-1.user.alex", "value": "NO_PERMISSIONS"},
+            {"key": "mlflow_gate.grant.trace.tr-9.group.team-b", "value": "READ"}]});
+        let exp = node_of(&exp, "experiment", "experiment_id", "name", CREATED_BY);
+        assert_eq!(
+            exp.to_json()["grants"],
+            json!({"users": {}, "groups": {}}),
+            "trace grants are not the experiment's"
+        );
+        trace.grants = permissions::trace_grants(&exp, &trace.id);
+        assert_eq!(trace.to_json()["grants"], json!({"users": {"alex": "NO_PERMISSIONS"}, "groups": {}}));
     }
 
     #[test]

@@ -3,11 +3,13 @@ per grantee (`mlflow_gate.grant.user.<encoded sub>` / `mlflow_gate.grant.group.<
 for many different principals made at the same time through two gate processes in front of one MLflow all take
 effect; the legacy combined tag `mlflow_gate.grants` is still read (a per-grantee tag wins); no client can set or
 delete a grant tag on any tag route; a logged model's READ for team B lets team B read that model but not its
-siblings, and a trace's NO_PERMISSIONS hides it from its owner's team mate."""
+siblings, and a trace's NO_PERMISSIONS hides it from its owner's team mate; a grant tag forged on a trace itself
+(OTLP ingest writes trace tags, and the gate streams OTLP unread) grants nothing."""
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -233,6 +235,8 @@ def test_no_permissions_on_a_trace_hides_it_from_its_owners_team_mate(gate, mlfl
                       json={"trace_id": hidden, "username": "alex", "permission": "NO_PERMISSIONS"}))
     assert created == {"trace_permission": {"trace_id": hidden, "username": "alex", "user_id": "alex",
                                             "permission": "NO_PERMISSIONS"}}
+    # Stored on the trace's experiment (trace tags can be written by OTLP ingest, which the gate does not read).
+    assert experiment_tags(mlflow_server, exp)[f"mlflow_gate.grant.trace.{hidden}.user.alex"] == "NO_PERMISSIONS"
     denied = http(gate.url, "GET", f"/api/3.0/mlflow/traces/{hidden}", alex)
     assert denied.status_code == 403, denied.text
     assert denied.json()["message"].startswith(f"mlflow-gate: alex may not GetTraceInfoV3 the trace {hidden} in the experiment")
@@ -250,3 +254,46 @@ def test_no_permissions_on_a_trace_hides_it_from_its_owners_team_mate(gate, mlfl
     assert search(ana) == {hidden, visible}
     v2 = ok(http(gate.url, "GET", "/api/2.0/mlflow/traces", alex, params={"experiment_ids": [exp]}))
     assert {t["request_id"] for t in v2.get("traces", [])} == {visible}
+
+
+def forge_trace_tags_over_otlp(mlflow_server, experiment_id: str, trace_id: str, tags: dict[str, str]) -> None:
+    """What anyone may send through the gate's OTLP ingest (streamed unread): spans of an existing trace whose
+    resource attributes MLflow 3.17 stores as tags of that trace."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add()
+    for key, value in tags.items():
+        spans.resource.attributes.append(KeyValue(key=key, value=AnyValue(string_value=value)))
+    span = spans.scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = bytes.fromhex(trace_id[3:]), os.urandom(8), "root"
+    span.start_time_unix_nano = 1_767_225_600_000_000_000
+    span.end_time_unix_nano = span.start_time_unix_nano + 1_000_000
+    response = http(mlflow_server.url, "POST", "/v1/traces", data=request.SerializeToString(),
+                    headers={"Content-Type": "application/x-protobuf", "x-mlflow-experiment-id": experiment_id})
+    assert response.status_code == 200, response.text
+
+
+def test_a_grant_tag_forged_on_a_trace_grants_nothing(gate, mlflow_server, people):
+    ana, ben = people["ana"], people["ben"]
+    exp = new_experiment(gate, ana)
+    ok(http(gate.url, "POST", "/api/2.0/mlflow/experiments/permissions/create", ana,
+            json={"experiment_id": exp, "group_name": "team-b", "permission": "NO_PERMISSIONS"}))
+    trace = new_trace(mlflow_server, exp)
+    locations = [{"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": exp}}]
+    for forged in ({"mlflow_gate.grant.user.ben": "MANAGE", "mlflow_gate.grant.group.team-b": "READ"},
+                   {f"mlflow_gate.grant.trace.{trace}.user.ben": "READ"}):
+        forge_trace_tags_over_otlp(mlflow_server, exp, trace, forged)
+        stored = upstream(mlflow_server, f"/api/3.0/mlflow/traces/{trace}")["trace"]["trace_info"]["tags"]
+        assert {k: stored.get(k) for k in forged} == forged, "MLflow stored the forged tags on the trace"
+        denied = http(gate.url, "GET", f"/api/3.0/mlflow/traces/{trace}", ben)
+        assert denied.status_code == 403, denied.text
+        assert "ben has NO_PERMISSIONS (a grant to the group team-b on the experiment" in denied.json()["message"]
+        found = ok(http(gate.url, "POST", "/api/3.0/mlflow/traces/search", ben,
+                        json={"locations": locations, "max_results": 100}))
+        assert found.get("traces", []) == []
+    # The real grant, written by the gate on the experiment, does apply.
+    ok(http(gate.url, "POST", "/api/2.0/mlflow/traces/permissions/create", ana,
+            json={"trace_id": trace, "username": "ben", "permission": "READ"}))
+    ok(http(gate.url, "GET", f"/api/3.0/mlflow/traces/{trace}", ben))

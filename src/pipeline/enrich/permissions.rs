@@ -1,7 +1,7 @@
 //! Enrichment, permission facts, between classification and policy: for every route the table gives a level
 //! (`mlflow::permission`), the gate resolves the object the request touches to the chain that holds its
-//! permissions (a run, then its experiment; a logged model, then its experiment; a registered model for its versions
-//! and aliases), reads each link's creator stamp and grants tag in MLflow, in the request's workspace, and hands them
+//! permissions (a run, then its experiment; a logged model or a trace, then its experiment; a registered model for its
+//! versions and aliases), reads each link's creator stamp and grant tags in MLflow (a trace's are on its experiment), in the request's workspace, and hands them
 //! to the policy as `input.resource.permissions`. The policy decides (`policies/permissions.rego`). A look-up that
 //! fails is an error, which denies; an object that does not exist is reported as such (MLflow answers 404 to the
 //! request itself).
@@ -208,9 +208,10 @@ pub async fn resolve(
             let Some(info) = found.as_ref().and_then(|v| v.pointer("/trace/trace_info")) else {
                 return Ok(Resolved::Missing);
             };
-            let tags = info.get("tags").and_then(Value::as_object).cloned().unwrap_or_default();
-            let owner = tags.get(CREATED_BY).and_then(Value::as_str).map(str::to_owned);
-            chain.push(Node { kind: "trace", id, name: None, owner, grants: Grants::from_tags(&tags) });
+            let tags = info.get("tags").and_then(Value::as_object);
+            let owner = tags.and_then(|t| t.get(CREATED_BY)).and_then(Value::as_str).map(str::to_owned);
+            // Its grants are its experiment's trace grant tags (below), never its own tags (OTLP writes those).
+            chain.push(Node { kind: "trace", id, name: None, owner, grants: Ok(Grants::default()) });
             match info.pointer("/trace_location/mlflow_experiment/experiment_id").and_then(Value::as_str) {
                 Some(e) => e.to_string(),
                 None => return Ok(Resolved::Missing),
@@ -220,8 +221,17 @@ pub async fn resolve(
     let Some((experiment, _)) = link(enricher, up, ctx, "experiment", &experiment_id, fresh).await? else {
         return Ok(Resolved::Missing);
     };
+    if let Some(trace) = chain.first_mut().filter(|n| n.kind == "trace") {
+        trace.grants = trace_grants(&experiment, &trace.id);
+    }
     chain.push(experiment);
     Ok(Resolved::Chain(chain))
+}
+
+/// A trace's grants, as its experiment holds them (`mlflow_gate.grant.trace.<id>.*`); unreadable if the
+/// experiment's grant tags are.
+pub fn trace_grants(experiment: &Node, trace_id: &str) -> Result<Grants, permission::BadGrants> {
+    experiment.grants.as_ref().map(|g| g.traces.get(trace_id).cloned().unwrap_or_default()).map_err(Clone::clone)
 }
 
 /// One link (`experiment`, `run` or `logged_model` with its experiment id, or `registered_model`), from the cache
