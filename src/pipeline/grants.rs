@@ -57,14 +57,6 @@ impl GrantsApi {
             _ => Action::Delete,
         };
         let (kind, who) = grantee(target)?;
-        let too_long = || {
-            GateError::InvalidParameter(format!(
-                "the {} name is too long to be stored as a grant (MLflow tag keys hold at most {} characters; a name of \
-                 up to 75 bytes always fits)",
-                singular(kind),
-                permission::MAX_TAG_KEY
-            ))
-        };
         let level = match action {
             Action::Create | Action::Update => Some(level(target)?),
             Action::Get | Action::Delete => None,
@@ -78,20 +70,16 @@ impl GrantsApi {
             Resolved::Unnamed(why) => return Err(GateError::InvalidParameter(why)),
             _ => return Err(GateError::NotFound(format!("the {} does not exist", anchor.as_str().replace('_', " ")))),
         };
-        // A trace's grant tags live on its experiment (the chain's last link), `permission::TRACE_GRANT_PREFIX`.
+        let node = nodes.remove(0);
+        // A trace's grant tags live on its experiment (the chain's last link now), `permission::TRACE_GRANT_PREFIX`.
         let holder = match (anchor, nodes.last()) {
             (Anchor::Trace, Some(experiment)) => Some(experiment.id.clone()),
             _ => None,
         };
-        let node = nodes.remove(0);
-        let (key, object) = match &holder {
-            Some(experiment_id) => (
-                permission::trace_grant_tag_key(&node.id, kind, &who).ok_or_else(too_long)?,
-                Object { enricher, up, ctx, anchor: Anchor::Experiment, id: experiment_id },
-            ),
-            None => {
-                (grant_tag_key(kind, &who).ok_or_else(too_long)?, Object { enricher, up, ctx, anchor, id: &node.id })
-            }
+        let key = tag_key(holder.is_some(), &node.id, kind, &who)?;
+        let object = match &holder {
+            Some(experiment_id) => Object { enricher, up, ctx, anchor: Anchor::Experiment, id: experiment_id },
+            None => Object { enricher, up, ctx, anchor, id: &node.id },
         };
         let grants = node.grants.map_err(|e| GateError::InvalidState(e.to_string()))?;
         let map = if kind == Grantee::User { &grants.users } else { &grants.groups };
@@ -210,6 +198,20 @@ impl Object<'_> {
         }
         Ok(())
     }
+}
+
+/// The tag key of the grantee's grant: on the object itself, or (a trace's) on its experiment.
+fn tag_key(on_experiment: bool, object_id: &str, kind: Grantee, who: &str) -> Result<String, GateError> {
+    let key =
+        if on_experiment { permission::trace_grant_tag_key(object_id, kind, who) } else { grant_tag_key(kind, who) };
+    key.ok_or_else(|| {
+        GateError::InvalidParameter(format!(
+            "the {} name is too long to be stored as a grant (MLflow tag keys hold at most {} characters; a name of \
+             up to 75 bytes always fits, 61 for a trace's grant)",
+            singular(kind),
+            permission::MAX_TAG_KEY
+        ))
+    })
 }
 
 fn singular(kind: Grantee) -> &'static str {
