@@ -1,5 +1,5 @@
 # Resource permissions: who may read, change and manage which experiment, run, registered model (with its versions
-# and aliases) and logged model.
+# and aliases), logged model and trace.
 #
 # The gate hands the facts (input.operation.permission: the level the route needs, from the route table;
 # input.resource.permissions: the object's chain, the object first and its parents after it, each with its stamped
@@ -11,7 +11,8 @@
 #   patterns  grants by name pattern: {"user"|"group", "type", "name" (glob), "level", "workspace"?}
 # Levels, weakest first: NO_PERMISSIONS < READ < USE < EDIT < MANAGE. An applicable NO_PERMISSIONS grant (on the
 # object, a parent, or by pattern) beats every other grant, inherited or not, and the creator's level; admins have
-# MANAGE everywhere.
+# MANAGE everywhere. A logged model's or trace's own grants naming the caller override what it inherits
+# (granting_chain).
 package mlflow_gate
 
 import rego.v1
@@ -91,7 +92,32 @@ chain_grants(chain, workspace) := (user_grants | group_grants) | pattern_grants 
 	}
 }
 
-applicable_grants := chain_grants(perm_chain, object.get(perm_facts, "workspace", null))
+applicable_grants := chain_grants(granting_chain(perm_chain), object.get(perm_facts, "workspace", null))
+
+# Logged models and traces can have grants of their own. When one names the caller (its sub or one of its groups),
+# those grants replace, for that caller, everything the object inherits from its experiment (the experiment's grants
+# and pattern grants): a logged model's READ lets a caller whom the experiment denies see that one model, and a
+# trace's NO_PERMISSIONS hides it from a team mate whom the experiment grants EDIT. The creator's level still applies
+# (unless a NO_PERMISSIONS applies). Runs keep inheriting with their experiment (a deny on either wins).
+own_grant_types := {"logged_model", "trace"}
+
+node_names_caller(node) if is_string(node.grants.users[principal_sub])
+
+node_names_caller(node) if {
+	some group in principal_groups
+	is_string(node.grants.groups[group])
+}
+
+overrides_parents(chain) if {
+	count(chain) > 1
+	chain[0].type in own_grant_types
+	node_names_caller(chain[0])
+}
+
+# The links whose grants apply to the caller: the object alone when its own grants override, else the whole chain.
+granting_chain(chain) := [chain[0]] if overrides_parents(chain)
+
+granting_chain(chain) := chain if not overrides_parents(chain)
 
 permission_patterns := [p |
 	some p in as_list(at(permissions_config, "patterns"))
@@ -304,13 +330,15 @@ else := {i | some i in granted_candidates; not i in denied_candidates}
 
 denied_candidates contains i if {
 	some i, chain in filter_candidates
-	some node in chain
+	some j, node in chain
+	granting_link(i, j)
 	node.grants.users[principal_sub] == "NO_PERMISSIONS"
 }
 
 denied_candidates contains i if {
 	some i, chain in filter_candidates
-	some node in chain
+	some j, node in chain
+	granting_link(i, j)
 	some group in principal_groups
 	node.grants.groups[group] == "NO_PERMISSIONS"
 }
@@ -321,7 +349,8 @@ denied_candidates contains i if {
 	pattern_for_caller(p)
 	pattern_in_workspace(p)
 	some i, chain in filter_candidates
-	some node in chain
+	some j, node in chain
+	granting_link(i, j)
 	node.type == p.type
 	is_string(node.name)
 	glob.match(p.name, null, node.name)
@@ -337,13 +366,15 @@ granted_candidates contains i if {
 
 granted_candidates contains i if {
 	some i, chain in filter_candidates
-	some node in chain
+	some j, node in chain
+	granting_link(i, j)
 	permission_ranks[node.grants.users[principal_sub]] >= 1
 }
 
 granted_candidates contains i if {
 	some i, chain in filter_candidates
-	some node in chain
+	some j, node in chain
+	granting_link(i, j)
 	some group in principal_groups
 	permission_ranks[node.grants.groups[group]] >= 1
 }
@@ -354,8 +385,33 @@ granted_candidates contains i if {
 	pattern_for_caller(p)
 	pattern_in_workspace(p)
 	some i, chain in filter_candidates
-	some node in chain
+	some j, node in chain
+	granting_link(i, j)
 	node.type == p.type
 	is_string(node.name)
 	glob.match(p.name, null, node.name)
+}
+
+# A logged model or trace whose own grants name the caller (overrides_parents, written as set rules for pages).
+overriding_candidates contains i if {
+	some i, chain in filter_candidates
+	count(chain) > 1
+	chain[0].type in own_grant_types
+	is_string(chain[0].grants.users[principal_sub])
+}
+
+overriding_candidates contains i if {
+	some i, chain in filter_candidates
+	count(chain) > 1
+	chain[0].type in own_grant_types
+	some group in principal_groups
+	is_string(chain[0].grants.groups[group])
+}
+
+# Whether link j of candidate i grants (granting_chain, per candidate).
+granting_link(_, j) if j == 0
+
+granting_link(i, j) if {
+	j > 0
+	not i in overriding_candidates
 }

@@ -311,3 +311,73 @@ test_graphql_is_open_by_default_and_admin_only_when_closed if {
 	d := decision with input as inp with data.permissions.graphql as "admins"
 	d == full_decision with input as inp with data.permissions.graphql as "admins"
 }
+
+# --- logged models and traces with grants of their own -------------------------------------------------------------
+
+fxp_alex := fx_principal("alex", ["team-a"])
+
+fxp_logged_model(id, grants) := {"type": "logged_model", "id": id, "name": concat("", ["model-", id]), "owner": "ana", "grants": grants}
+
+fxp_trace(id, grants) := {"type": "trace", "id": id, "name": null, "owner": "ana", "grants": grants}
+
+fxp_team_b_denied := fxp_grants({}, {"team-b": "NO_PERMISSIONS"})
+
+test_a_logged_models_own_read_lets_a_team_the_experiment_denies_read_that_model_only if {
+	granted := [fxp_logged_model("m-1", fxp_grants({}, {"team-b": "READ"})), fxp_experiment(fxp_team_b_denied)]
+	decision == fx_allowed with input as fxp_input(fxp_ben, "GetLoggedModel", "logged_model", "read", granted)
+	fxp_reasons(fxp_input(fxp_ben, "SetLoggedModelTags", "logged_model", "edit", granted)) == ["ben may not SetLoggedModelTags the logged_model \"model-m-1\" (m-1) in the experiment \"exp-a\" (1): that needs EDIT, and ben has READ (a grant to the group team-b on the logged_model \"model-m-1\" (m-1)); ask its owner ana or an admin for a grant"]
+	sibling := [fxp_logged_model("m-2", fxp_none), fxp_experiment(fxp_team_b_denied)]
+	fxp_reasons(fxp_input(fxp_ben, "GetLoggedModel", "logged_model", "read", sibling)) == ["ben may not GetLoggedModel the logged_model \"model-m-2\" (m-2) in the experiment \"exp-a\" (1): that needs READ, and ben has NO_PERMISSIONS (a grant to the group team-b on the experiment \"exp-a\" (1)); ask its owner ana or an admin for a grant"]
+}
+
+test_a_traces_own_no_permissions_hides_it_from_a_team_mate_the_experiment_lets_edit if {
+	exp := fxp_experiment(fxp_grants({}, {"team-a": "EDIT"}))
+	hidden := [fxp_trace("tr-1", fxp_grants({"alex": "NO_PERMISSIONS"}, {})), exp]
+	fxp_reasons(fxp_input(fxp_alex, "GetTraceInfoV3", "trace", "read", hidden)) == ["alex may not GetTraceInfoV3 the trace tr-1 in the experiment \"exp-a\" (1): that needs READ, and alex has NO_PERMISSIONS (a grant to alex on the trace tr-1); ask its owner ana or an admin for a grant"]
+	decision == fx_allowed with input as fxp_input(fxp_ana, "GetTraceInfoV3", "trace", "read", hidden)
+	decision == fx_allowed with input as fxp_input(fxp_alex, "GetTraceInfoV3", "trace", "read", [fxp_trace("tr-2", fxp_none), exp])
+}
+
+test_own_grants_override_only_for_the_grantees_they_name if {
+	# A grant on the trace to someone else leaves ben with what the experiment gives him.
+	others := [fxp_trace("tr-1", fxp_grants({"zoe": "READ"}, {})), fxp_experiment(fxp_team_b_denied)]
+	not decision.allow with input as fxp_input(fxp_ben, "GetTraceInfoV3", "trace", "read", others)
+	# The experiment's pattern grants are inherited too, and overridden alike.
+	patterns := [{"group": "team-b", "type": "experiment", "name": "exp-*", "level": "EDIT"}]
+	model := [fxp_logged_model("m-1", fxp_grants({"ben": "READ"}, {})), fxp_experiment(fxp_none)]
+	not decision.allow with input as fxp_input(fxp_ben, "SetLoggedModelTags", "logged_model", "edit", model) with data.permissions.patterns as patterns
+	decision == fx_allowed with input as fxp_input(fxp_ben, "SetLoggedModelTags", "logged_model", "edit", [fxp_logged_model("m-2", fxp_none), fxp_experiment(fxp_none)]) with data.permissions.patterns as patterns
+	# A run's own grant does not override: a deny on its experiment still wins (test above), and so on.
+	run := [fxp_run(fxp_grants({"ben": "READ"}, {})), fxp_experiment(fxp_team_b_denied)]
+	not decision.allow with input as fxp_input(fxp_ben, "GetRun", "run", "read", run)
+}
+
+fxp_own_chains := [
+	[fxp_logged_model("m-1", fxp_grants({}, {"team-b": "READ"})), fxp_experiment(fxp_team_b_denied)],
+	[fxp_logged_model("m-2", fxp_none), fxp_experiment(fxp_team_b_denied)],
+	[fxp_trace("tr-1", fxp_grants({"alex": "NO_PERMISSIONS"}, {})), fxp_experiment(fxp_grants({}, {"team-a": "EDIT"}))],
+	[fxp_trace("tr-2", fxp_grants({"zoe": "READ"}, {"team-a": "READ"})), object.union(fxp_experiment(fxp_team_b_denied), {"owner": "zoe"})],
+	[object.union(fxp_trace("tr-3", fxp_grants({"ben": "READ"}, {})), {"owner": "zoe"}), object.union(fxp_experiment(fxp_none), {"owner": "zoe"})],
+	[object.union(fxp_trace("tr-4", fxp_grants({}, {"team-b": "NO_PERMISSIONS"})), {"owner": "zoe"}), object.union(fxp_experiment(fxp_grants({"ben": "EDIT"}, {})), {"owner": "zoe"})],
+]
+
+test_search_pages_of_logged_models_and_traces_honour_their_own_grants if {
+	ben := decision with input as fxp_filter(fxp_ben, fxp_own_chains)
+	ben.readable == [0, 2, 4]
+	alex := decision with input as fxp_filter(fxp_alex, fxp_own_chains)
+	alex.readable == [0, 1, 3, 4, 5]
+	private := decision with input as fxp_filter(fxp_alex, fxp_own_chains) with data.permissions.default as "NO_PERMISSIONS"
+	private.readable == [3]
+}
+
+test_filtering_agrees_with_the_read_decision_for_own_grants if {
+	every who in [fxp_ana, fxp_ben, fxp_alex, fxp_fraud, fx_root] {
+		every dflt in ["READ", "NO_PERMISSIONS"] {
+			d := decision with input as fxp_filter(who, fxp_own_chains) with data.permissions.default as dflt with data.permissions.patterns as fxp_fraud_patterns
+			readable := {i | some i in d.readable}
+			every i, chain in fxp_own_chains {
+				fxp_reads(who, chain, dflt) == (i in readable)
+			}
+		}
+	}
+}

@@ -136,8 +136,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Resource permissions: grant, show and revoke a user's or group's level on an experiment or registered model
-    /// (through the gate's grants API; you need MANAGE on the object).
+    /// Resource permissions: grant, show and revoke a user's or group's level on an experiment, a registered model, a
+    /// logged model or a trace (through the gate's grants API; you need MANAGE on the object).
     #[command(subcommand)]
     Grants(GrantsCmd),
     /// Policy tools for the security team: run the bundle's tests, evaluate an input.
@@ -280,13 +280,21 @@ enum GrantsCmd {
 
 /// The object and the grantee of a grant.
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("object").required(true).multiple(false)
+    .args(["experiment_id", "model", "logged_model", "trace"])))]
 struct GrantArgs {
     /// The experiment (by id).
-    #[arg(long, conflicts_with = "model", required_unless_present = "model")]
+    #[arg(long)]
     experiment_id: Option<String>,
     /// The registered model (by name).
     #[arg(long)]
     model: Option<String>,
+    /// The logged model (by id, `m-...`): its own grants override what it inherits from its experiment.
+    #[arg(long)]
+    logged_model: Option<String>,
+    /// The trace (by id, `tr-...`): its own grants override what it inherits from its experiment.
+    #[arg(long)]
+    trace: Option<String>,
     /// A user (the token subject).
     #[arg(long, conflicts_with = "group", required_unless_present = "group")]
     user: Option<String>,
@@ -299,16 +307,18 @@ impl GrantArgs {
     /// The API family and the request fields naming the object and the grantee.
     fn fields(&self) -> (&'static str, serde_json::Map<String, serde_json::Value>) {
         let mut m = serde_json::Map::new();
-        let family = match (&self.experiment_id, &self.model) {
-            (Some(id), _) => {
-                m.insert("experiment_id".into(), id.as_str().into());
-                "experiments"
-            }
-            (None, name) => {
-                m.insert("name".into(), name.clone().unwrap_or_default().into());
-                "registered-models"
-            }
-        };
+        let objects = [
+            ("experiments", "experiment_id", &self.experiment_id),
+            ("registered-models", "name", &self.model),
+            ("logged-models", "model_id", &self.logged_model),
+            ("traces", "trace_id", &self.trace),
+        ];
+        // clap requires exactly one of them.
+        let (family, field, value) = objects
+            .into_iter()
+            .find_map(|(f, k, v)| v.as_deref().map(|v| (f, k, v)))
+            .unwrap_or(("traces", "trace_id", ""));
+        m.insert(field.into(), value.into());
         match (&self.user, &self.group) {
             (Some(u), _) => m.insert("username".into(), u.as_str().into()),
             (None, g) => m.insert("group_name".into(), g.clone().unwrap_or_default().into()),

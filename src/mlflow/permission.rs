@@ -1,8 +1,10 @@
 //! Resource permissions as route facts (no I/O), used by classification and enrichment: the permission level each
 //! route needs on the MLflow object it touches (read, edit, manage; creating and searching are their own kinds), how
 //! the gate reaches the object that holds the grants from the request's target (an experiment id, a run id, a model
-//! name, a logged model id), and the grants tag, the one reserved tag (`mlflow_gate.grants`) that stores who was
-//! granted what on an experiment, a run or a registered model.
+//! name, a logged model id), and the grant tags, the reserved tags that store who was granted what on an experiment,
+//! a run, a registered model, a logged model or a trace: one tag per grantee (`mlflow_gate.grant.user.<sub>` /
+//! `mlflow_gate.grant.group.<group>` = LEVEL, [`grant_tag_key`]), and the legacy combined tag (`mlflow_gate.grants`),
+//! still read.
 //!
 //! The levels are MLflow's (`READ`, `USE`, `EDIT`, `MANAGE`, `NO_PERMISSIONS`); which level a principal holds is
 //! decided by the policy (`policies/permissions.rego`), never here.
@@ -11,9 +13,137 @@ use serde_json::{Map, Value};
 
 use super::routes::{rpc, Operation, Resource};
 
-/// The reserved tag holding a resource's grants: `{"users": {sub: LEVEL}, "groups": {group: LEVEL}}`. One JSON
-/// value per resource (tag keys cannot hold e-mail addresses: MLflow accepts only `[/\w.\- :]` in keys).
+/// The legacy reserved tag holding all of a resource's grants: `{"users": {sub: LEVEL}, "groups": {group: LEVEL}}`.
+/// Still read (merged under the per-grantee tags, which win); the gate no longer writes it, except to remove a
+/// revoked grantee from it.
 pub const GRANTS_TAG: &str = "mlflow_gate.grants";
+
+/// The prefix of a user's grant tag: `mlflow_gate.grant.user.<encoded sub>` = LEVEL.
+pub const USER_GRANT_PREFIX: &str = "mlflow_gate.grant.user.";
+
+/// The prefix of a group's grant tag: `mlflow_gate.grant.group.<encoded group>` = LEVEL.
+pub const GROUP_GRANT_PREFIX: &str = "mlflow_gate.grant.group.";
+
+/// The prefix every grant tag starts with (a tag under it that is neither a user's nor a group's is unreadable).
+const GRANT_PREFIX: &str = "mlflow_gate.grant.";
+
+/// The prefix of a trace's grant tag, which is stored on the trace's experiment:
+/// `mlflow_gate.grant.trace.<encoded trace id>.user.<encoded sub>` (or `.group.<encoded group>`) = LEVEL. Not on the
+/// trace itself: MLflow also writes trace tags from OTLP ingest (resource attributes and root-span
+/// `mlflow.traceTag.*` attributes), which the gate streams unread, so a grant tag on a trace could be forged; an
+/// experiment's tags are written only through routes the gate checks.
+pub const TRACE_GRANT_PREFIX: &str = "mlflow_gate.grant.trace.";
+
+/// The longest tag key MLflow stores (experiments, registered models, logged models, traces: 250).
+pub const MAX_TAG_KEY: usize = 250;
+
+/// A grantee's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grantee {
+    /// A user, by token subject.
+    User,
+    /// A group, by name from the token's groups claim.
+    Group,
+}
+
+/// The tag key holding one grantee's grant. MLflow accepts only `[/\w.\- :]` in tag keys (no colon on Windows
+/// servers), refuses keys that are not normalised paths, and compares keys case-insensitively under some MySQL and
+/// MSSQL collations, so the name is encoded: the bytes `a-z`, `0-9`, `_` and `-` stay; every other byte of its UTF-8
+/// is `.` and two lowercase hex digits (`ana@corp.com` -> `ana.40corp.2ecom`, `Ana` -> `.41na`). The key is then
+/// lower-case ASCII without `/`, so it is valid, unique per name and case-proof everywhere. `None` when the key
+/// would pass MLflow's 250-character limit (a name of up to 75 arbitrary bytes always fits).
+pub fn grant_tag_key(kind: Grantee, who: &str) -> Option<String> {
+    let prefix = match kind {
+        Grantee::User => USER_GRANT_PREFIX,
+        Grantee::Group => GROUP_GRANT_PREFIX,
+    };
+    let mut key = String::with_capacity(prefix.len() + who.len());
+    key.push_str(prefix);
+    encode_name(&mut key, who);
+    (!who.is_empty() && key.len() <= MAX_TAG_KEY).then_some(key)
+}
+
+/// The experiment tag key holding one grantee's grant on one of its traces ([`TRACE_GRANT_PREFIX`]); the trace id is
+/// encoded like a name. An encoded id never holds `.u` or `.g` (a `.` is always followed by two hex digits), so the
+/// first `.user.` or `.group.` ends it. `None` past MLflow's key limit (with a `tr-` + 32 hex id, a name of up to
+/// 61 arbitrary bytes fits).
+pub fn trace_grant_tag_key(trace_id: &str, kind: Grantee, who: &str) -> Option<String> {
+    let mut key = String::from(TRACE_GRANT_PREFIX);
+    encode_name(&mut key, trace_id);
+    key.push_str(match kind {
+        Grantee::User => ".user.",
+        Grantee::Group => ".group.",
+    });
+    encode_name(&mut key, who);
+    (!trace_id.is_empty() && !who.is_empty() && key.len() <= MAX_TAG_KEY).then_some(key)
+}
+
+fn encode_name(key: &mut String, name: &str) {
+    for b in name.bytes() {
+        if b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-' {
+            key.push(char::from(b));
+        } else {
+            key.push_str(&format!(".{b:02x}"));
+        }
+    }
+}
+
+/// The trace and grantee a trace grant tag names: `Ok(None)` for a key that is no trace grant tag.
+pub fn parse_trace_grant_tag_key(key: &str) -> Result<Option<(String, Grantee, String)>, BadGrants> {
+    let Some(rest) = key.strip_prefix(TRACE_GRANT_PREFIX) else { return Ok(None) };
+    let bad = || BadGrants(format!("the tag {key:?}, which is no trace grant the gate wrote"));
+    let split = [(".user.", Grantee::User), (".group.", Grantee::Group)]
+        .into_iter()
+        .filter_map(|(sep, kind)| rest.find(sep).map(|at| (at, sep, kind)))
+        .min_by_key(|(at, ..)| *at);
+    let (at, sep, kind) = split.ok_or_else(bad)?;
+    let (id, who) =
+        (decode_name(rest.get(..at).unwrap_or_default()), decode_name(rest.get(at + sep.len()..).unwrap_or_default()));
+    let (Some(id), Some(who)) = (id, who) else { return Err(bad()) };
+    match trace_grant_tag_key(&id, kind, &who) {
+        Some(canonical) if canonical == key => Ok(Some((id, kind, who))),
+        _ => Err(bad()),
+    }
+}
+
+/// The name an encoded name stands for, if it is well formed (canonical form is checked by re-encoding).
+fn decode_name(encoded: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(encoded.len());
+    let mut rest = encoded.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'.' {
+            let hex = tail.get(..2).and_then(|h| std::str::from_utf8(h).ok())?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = tail.get(2..).unwrap_or_default();
+        } else {
+            bytes.push(b);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+/// The grantee a tag key names: `Ok(None)` for a key that is no grant tag, an error for a grant tag the gate did not
+/// write (unknown kind, or a name not in [`grant_tag_key`]'s canonical encoding).
+pub fn parse_grant_tag_key(key: &str) -> Result<Option<(Grantee, String)>, BadGrants> {
+    let (kind, encoded) = if let Some(rest) = key.strip_prefix(USER_GRANT_PREFIX) {
+        (Grantee::User, rest)
+    } else if let Some(rest) = key.strip_prefix(GROUP_GRANT_PREFIX) {
+        (Grantee::Group, rest)
+    } else if key.starts_with(TRACE_GRANT_PREFIX) {
+        return Ok(None);
+    } else if key.starts_with(GRANT_PREFIX) {
+        return Err(BadGrants(format!("the tag {key:?}, which is no user's or group's grant")));
+    } else {
+        return Ok(None);
+    };
+    let bad = || BadGrants(format!("the tag {key:?}, whose grantee is not encoded as the gate encodes names"));
+    let who = decode_name(encoded).ok_or_else(bad)?;
+    match grant_tag_key(kind, &who) {
+        Some(canonical) if canonical == key => Ok(Some((kind, who))),
+        _ => Err(bad()),
+    }
+}
 
 /// The permission levels a grant may carry, weakest first (`NO_PERMISSIONS` is an explicit deny).
 pub const LEVELS: [&str; 5] = ["NO_PERMISSIONS", "READ", "USE", "EDIT", "MANAGE"];
@@ -189,9 +319,10 @@ const READS: [(Anchor, &[&str]); 7] = [
 ];
 
 /// The gate's grants API, in the request shapes of MLflow's basic-auth app (`experiments/permissions/...` and
-/// `registered-models/permissions/...` under `/api/2.0/mlflow/` and `/ajax-api/2.0/mlflow/`), served by the gate
+/// `registered-models/permissions/...` under `/api/2.0/mlflow/` and `/ajax-api/2.0/mlflow/`; the same shapes for
+/// `logged-models/permissions/...` and `traces/permissions/...`, which MLflow's app does not have), served by the gate
 /// itself (`pipeline::grants`), never forwarded: (method, path, RPC, read-only, object). Every one needs MANAGE.
-pub const GRANT_ROUTES: [(&str, &str, &str, bool, Anchor); 8] = [
+pub const GRANT_ROUTES: [(&str, &str, &str, bool, Anchor); 16] = [
     ("POST", "experiments/permissions/create", "CreateExperimentPermission", false, Anchor::Experiment),
     ("GET", "experiments/permissions/get", "GetExperimentPermission", true, Anchor::Experiment),
     ("PATCH", "experiments/permissions/update", "UpdateExperimentPermission", false, Anchor::Experiment),
@@ -212,6 +343,16 @@ pub const GRANT_ROUTES: [(&str, &str, &str, bool, Anchor); 8] = [
         false,
         Anchor::RegisteredModel,
     ),
+    // The gate's own: grants on one logged model (`model_id`) or one trace (`trace_id`), which then override what
+    // they inherit from their experiment.
+    ("POST", "logged-models/permissions/create", "CreateLoggedModelPermission", false, Anchor::LoggedModel),
+    ("GET", "logged-models/permissions/get", "GetLoggedModelPermission", true, Anchor::LoggedModel),
+    ("PATCH", "logged-models/permissions/update", "UpdateLoggedModelPermission", false, Anchor::LoggedModel),
+    ("DELETE", "logged-models/permissions/delete", "DeleteLoggedModelPermission", false, Anchor::LoggedModel),
+    ("POST", "traces/permissions/create", "CreateTracePermission", false, Anchor::Trace),
+    ("GET", "traces/permissions/get", "GetTracePermission", true, Anchor::Trace),
+    ("PATCH", "traces/permissions/update", "UpdateTracePermission", false, Anchor::Trace),
+    ("DELETE", "traces/permissions/delete", "DeleteTracePermission", false, Anchor::Trace),
 ];
 
 /// Classifies a grants-API route (HEAD reads like GET).
@@ -219,7 +360,12 @@ pub fn classify_grants(method: &str, path: &str) -> Option<Operation> {
     let rest = path.strip_prefix("/api/2.0/mlflow/").or_else(|| path.strip_prefix("/ajax-api/2.0/mlflow/"))?;
     let method = if method == "HEAD" { "GET" } else { method };
     GRANT_ROUTES.iter().find(|(m, p, ..)| *m == method && *p == rest).map(|(_, _, rpc, read_only, anchor)| {
-        let resource = if *anchor == Anchor::Experiment { Resource::Experiment } else { Resource::RegisteredModel };
+        let resource = match anchor {
+            Anchor::LoggedModel => Resource::LoggedModel,
+            Anchor::Trace => Resource::Trace,
+            Anchor::RegisteredModel => Resource::RegisteredModel,
+            _ => Resource::Experiment,
+        };
         Operation::plain(rpc, *read_only, resource)
     })
 }
@@ -268,18 +414,24 @@ pub fn need(op: &Operation) -> Need {
     Need::Unchecked
 }
 
-/// A resource's grants, as stored in [`GRANTS_TAG`].
+/// A resource's grants, as read from its grant tags.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grants {
     /// Subject -> level.
     pub users: Map<String, Value>,
     /// Group -> level.
     pub groups: Map<String, Value>,
+    /// The per-grantee tag keys the object carries (a revocation deletes the grantee's).
+    pub tagged: std::collections::BTreeSet<String>,
+    /// The legacy combined tag's grants, when the object has that tag (a revocation also removes the grantee there).
+    pub legacy: Option<Box<Grants>>,
+    /// On an experiment: the grants of its traces, by trace id ([`trace_grant_tag_key`]).
+    pub traces: std::collections::BTreeMap<String, Grants>,
 }
 
-/// Why a grants tag cannot be read (the policy denies: a grant the gate cannot read might be a `NO_PERMISSIONS`).
+/// Why a grant tag cannot be read (the policy denies: a grant the gate cannot read might be a `NO_PERMISSIONS`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the grants tag {GRANTS_TAG} holds {0}")]
+#[error("its grant tags hold {0}")]
 pub struct BadGrants(String);
 
 impl Grants {
@@ -287,23 +439,64 @@ impl Grants {
     pub fn parse(value: Option<&str>) -> Result<Grants, BadGrants> {
         let Some(text) = value else { return Ok(Grants::default()) };
         let Ok(Value::Object(mut doc)) = serde_json::from_str::<Value>(text) else {
-            return Err(BadGrants("no JSON object".into()));
+            return Err(BadGrants(format!("a {GRANTS_TAG} that is no JSON object")));
         };
         let mut take = |kind: &str| -> Result<Map<String, Value>, BadGrants> {
             match doc.remove(kind) {
                 None => Ok(Map::new()),
                 Some(Value::Object(m)) => match m.iter().find(|(_, v)| !v.as_str().is_some_and(is_level)) {
-                    Some((who, v)) => Err(BadGrants(format!("{v} for {kind} {who:?}, which is not a level"))),
+                    Some((who, v)) => {
+                        Err(BadGrants(format!("{v} for {kind} {who:?} in {GRANTS_TAG}, which is not a level")))
+                    }
                     None => Ok(m),
                 },
-                Some(_) => Err(BadGrants(format!("{kind:?} that is not an object"))),
+                Some(_) => Err(BadGrants(format!("{kind:?} in {GRANTS_TAG} that is not an object"))),
             }
         };
-        let grants = Grants { users: take("users")?, groups: take("groups")? };
+        let grants = Grants { users: take("users")?, groups: take("groups")?, ..Grants::default() };
         match doc.keys().next() {
-            Some(extra) => Err(BadGrants(format!("an unknown field {extra:?}"))),
+            Some(extra) => Err(BadGrants(format!("an unknown field {extra:?} in {GRANTS_TAG}"))),
             None => Ok(grants),
         }
+    }
+
+    /// An object's grants from its tags (key -> value): the legacy combined tag [`GRANTS_TAG`], then every
+    /// per-grantee tag ([`grant_tag_key`]), which wins over the combined tag's entry for the same grantee.
+    pub fn from_tags(tags: &Map<String, Value>) -> Result<Grants, BadGrants> {
+        let legacy = match tags.get(GRANTS_TAG) {
+            None => None,
+            Some(Value::String(s)) => Some(s.as_str()),
+            Some(_) => return Err(BadGrants(format!("a {GRANTS_TAG} that is not a string"))),
+        };
+        let mut grants = Grants::parse(legacy)?;
+        if legacy.is_some() {
+            grants.legacy = Some(Box::new(grants.clone()));
+        }
+        for (key, value) in tags {
+            if let Some((trace, kind, who)) = parse_trace_grant_tag_key(key)? {
+                let level = value
+                    .as_str()
+                    .filter(|l| is_level(l))
+                    .ok_or_else(|| BadGrants(format!("{value} in the tag {key:?}, which is not a level")))?;
+                let on_trace = grants.traces.entry(trace).or_default();
+                let map = if kind == Grantee::User { &mut on_trace.users } else { &mut on_trace.groups };
+                map.insert(who, Value::String(level.to_string()));
+                on_trace.tagged.insert(key.clone());
+                continue;
+            }
+            let Some((kind, who)) = parse_grant_tag_key(key)? else { continue };
+            let level = value
+                .as_str()
+                .filter(|l| is_level(l))
+                .ok_or_else(|| BadGrants(format!("{value} in the tag {key:?}, which is not a level")))?;
+            let map = match kind {
+                Grantee::User => &mut grants.users,
+                Grantee::Group => &mut grants.groups,
+            };
+            map.insert(who, Value::String(level.to_string()));
+            grants.tagged.insert(key.clone());
+        }
+        Ok(grants)
     }
 
     /// The tag value (stable key order, so an unchanged grant set writes the same bytes).

@@ -81,3 +81,123 @@ fn artifact_paths_name_their_experiment_with_or_without_a_workspace() {
     assert_eq!(artifact_experiment(""), None);
     assert_eq!(artifact_experiment("workspaces/team"), None);
 }
+
+/// MLflow's tag-key rule (`mlflow.utils.validation._validate_tag_name`, without the colon Windows servers refuse):
+/// `[/\w.\- ]` only, a normalised path, at most 250 characters.
+fn mlflow_accepts_key(key: &str) -> bool {
+    let chars_ok = key.chars().all(|c| c.is_ascii_alphanumeric() || "/_.- ".contains(c));
+    let normalised = !key.starts_with('/') && !key.contains("//") && key.split('/').all(|s| s != "." && s != "..");
+    chars_ok && normalised && key.len() <= MAX_TAG_KEY
+}
+
+#[test]
+fn any_grantee_name_round_trips_through_a_valid_case_proof_tag_key() {
+    let names = [
+        "ana",
+        "Ana",
+        "ana@corp.example.com",
+        "https://idp.example.com/#auth0|5f3c",
+        "corp|alice",
+        "issuer#sub",
+        "../../etc",
+        "a.2e",
+        "with space and: colon",
+        "ünïcødé 名前",
+        "team-fraud_ml",
+        &"x".repeat(75),
+        &"\u{10FFFF}".repeat(18),
+    ];
+    let mut keys = std::collections::HashSet::new();
+    for who in names {
+        for kind in [Grantee::User, Grantee::Group] {
+            let key = grant_tag_key(kind, who).unwrap_or_default();
+            assert!(mlflow_accepts_key(&key), "{who:?} -> {key:?}");
+            assert_eq!(
+                key,
+                key.to_lowercase(),
+                "{who:?}: keys are lower case, so case-insensitive stores keep them apart"
+            );
+            assert_eq!(parse_grant_tag_key(&key), Ok(Some((kind, who.to_string()))), "{key}");
+            assert!(keys.insert(key.to_lowercase()), "{who:?} collides");
+        }
+    }
+    assert_eq!(
+        grant_tag_key(Grantee::User, "ana@corp.com").as_deref(),
+        Some("mlflow_gate.grant.user.ana.40corp.2ecom")
+    );
+    assert_eq!(grant_tag_key(Grantee::Group, "Team B").as_deref(), Some("mlflow_gate.grant.group..54eam.20.42"));
+    assert_eq!(grant_tag_key(Grantee::User, ""), None);
+    assert_eq!(grant_tag_key(Grantee::User, &"@".repeat(80)), None, "past MLflow's 250-character key limit");
+}
+
+#[test]
+fn tags_the_gate_did_not_write_in_its_grant_namespace_are_unreadable() {
+    assert_eq!(parse_grant_tag_key("mlflow_gate.grants"), Ok(None));
+    assert_eq!(parse_grant_tag_key("mlflow_gate.created_by"), Ok(None));
+    for bad in [
+        "mlflow_gate.grant.role.admins",
+        "mlflow_gate.grant.user.Ana",
+        "mlflow_gate.grant.user.a.2",
+        "mlflow_gate.grant.user.a.zz",
+        "mlflow_gate.grant.user..61",
+        "mlflow_gate.grant.user.a.2E",
+        "mlflow_gate.grant.user..ff",
+        "mlflow_gate.grant.user.",
+    ] {
+        assert!(parse_grant_tag_key(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn per_grantee_tags_merge_over_the_legacy_tag() {
+    let tags = serde_json::json!({
+        "mlflow_gate.grants": r#"{"users": {"ben": "EDIT", "cid": "READ"}, "groups": {"team-b": "READ"}}"#,
+        "mlflow_gate.grant.user.ben": "NO_PERMISSIONS",
+        "mlflow_gate.grant.group.team-a": "MANAGE",
+        "team": "fraud",
+    });
+    let g = Grants::from_tags(tags.as_object().unwrap_or(&Map::new())).unwrap_or_default();
+    assert_eq!(
+        g.to_json(),
+        serde_json::json!({"users": {"ben": "NO_PERMISSIONS", "cid": "READ"},
+            "groups": {"team-b": "READ", "team-a": "MANAGE"}})
+    );
+    let bad = serde_json::json!({"mlflow_gate.grant.user.ben": "ALL"});
+    assert!(Grants::from_tags(bad.as_object().unwrap_or(&Map::new())).is_err());
+    let bad = serde_json::json!({"mlflow_gate.grant.team.x": "READ"});
+    assert!(Grants::from_tags(bad.as_object().unwrap_or(&Map::new())).is_err());
+}
+
+#[test]
+fn trace_grants_are_experiment_tags_that_round_trip_for_any_trace_id_and_name() {
+    let id = "tr-0123456789abcdef0123456789abcdef";
+    for (trace, who) in [(id, "ana@corp.example.com"), ("tr-Weird.user.x", "x.group.y"), (id, &"\u{e9}".repeat(30))] {
+        for kind in [Grantee::User, Grantee::Group] {
+            let key = trace_grant_tag_key(trace, kind, who).unwrap_or_default();
+            assert!(mlflow_accepts_key(&key) && key == key.to_lowercase(), "{key}");
+            assert_eq!(parse_trace_grant_tag_key(&key), Ok(Some((trace.to_string(), kind, who.to_string()))));
+            assert_eq!(parse_grant_tag_key(&key), Ok(None), "not an experiment grant");
+        }
+    }
+    assert_eq!(
+        trace_grant_tag_key(id, Grantee::User, "alex").as_deref(),
+        Some("mlflow_gate.grant.trace.tr-0123456789abcdef0123456789abcdef.user.alex")
+    );
+    assert!(trace_grant_tag_key(id, Grantee::User, &"@".repeat(62)).is_none());
+    for bad in
+        ["mlflow_gate.grant.trace.tr-1", "mlflow_gate.grant.trace.tr-1.role.x", "mlflow_gate.grant.trace..user.a"]
+    {
+        assert!(parse_trace_grant_tag_key(bad).is_err(), "{bad}");
+    }
+    let tags = serde_json::json!({
+        "mlflow_gate.grant.trace.tr-1.user.alex": "NO_PERMISSIONS",
+        "mlflow_gate.grant.trace.tr-1.group.team-b": "READ",
+        "mlflow_gate.grant.group.team-a": "EDIT",
+    });
+    let g = Grants::from_tags(tags.as_object().unwrap_or(&Map::new())).unwrap_or_default();
+    assert_eq!(g.to_json(), serde_json::json!({"users": {}, "groups": {"team-a": "EDIT"}}));
+    assert_eq!(
+        g.traces.get("tr-1").map(Grants::to_json),
+        Some(serde_json::json!({"users": {"alex": "NO_PERMISSIONS"}, "groups": {"team-b": "READ"}}))
+    );
+}

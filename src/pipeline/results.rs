@@ -1,8 +1,8 @@
 //! Response phase, after MLflow answered a permitted search or list (`Need::Filter` in the route table): the page is
 //! cut to the results the caller may read. Each result's permission chain (experiment; run then experiment; logged
 //! model then experiment; registered model, for models, prompts and versions) is built from the result itself and
-//! from look-ups of its parents (one per distinct parent on the page; a trace's and a dataset summary's parent is
-//! its experiment, and one without an MLflow experiment is dropped), and the policy decides them all in one
+//! from look-ups of its parents (one per distinct parent on the page; a trace (with its own grants) and a dataset
+//! summary have their experiment as parent, and one without an MLflow experiment is dropped), and the policy decides them all in one
 //! evaluation (`input.resource.permissions.candidates`, answered with `readable`, see `policies/permissions.rego`).
 //! The page keeps MLflow's order and `next_page_token`; it may come back shorter than `max_results`. Anything the gate
 //! cannot build or decide fails the request (never an unfiltered page).
@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 use super::enrich::permissions::{self, Node, Resolved};
 use super::enrich::{EnrichError, Enricher};
 use crate::auth::Principal;
-use crate::mlflow::permission::{Anchor, Grants, GRANTS_TAG};
+use crate::mlflow::permission::{Anchor, Grants};
 use crate::mlflow::routes::Operation;
 use crate::mlflow::stamps::{CREATED_BY, RUN_USER_TAG};
 use crate::policy::{input, Policy};
@@ -120,7 +120,7 @@ impl Filter<'_> {
 
     /// Each result's chain (`None`: its parent is gone, the result is dropped).
     async fn chains(&self, kind: Kind, items: &[Value]) -> Result<Vec<Option<Value>>, FilterError> {
-        let mut parents: HashMap<(Anchor, String), Option<Vec<Value>>> = HashMap::new();
+        let mut parents: HashMap<(Anchor, String), Option<Parent>> = HashMap::new();
         let mut out = Vec::with_capacity(items.len());
         for item in items {
             let (own, parent) = match kind {
@@ -132,7 +132,7 @@ impl Filter<'_> {
                     let mut run = node_of(info, "run", "run_id", "run_name", RUN_USER_TAG);
                     let tags = kv(item.pointer("/data/tags"));
                     run.owner = tags.get(RUN_USER_TAG).and_then(Value::as_str).map(str::to_owned);
-                    run.grants = Grants::parse(tags.get(GRANTS_TAG).and_then(Value::as_str));
+                    run.grants = Grants::from_tags(&tags);
                     (Some(run), text(info, "experiment_id").map(|e| (Anchor::Experiment, "experiment_id", e)))
                 }
                 Kind::Trace | Kind::Dataset => {
@@ -141,7 +141,8 @@ impl Filter<'_> {
                             .and_then(Value::as_str)
                             .filter(|s| !s.is_empty())
                     });
-                    (None, exp.map(|e| (Anchor::Experiment, "experiment_id", e)))
+                    let own = (kind == Kind::Trace).then(|| trace_node(item));
+                    (own, exp.map(|e| (Anchor::Experiment, "experiment_id", e)))
                 }
                 Kind::LoggedModel => {
                     let info = item.get("info").unwrap_or(&Value::Null);
@@ -150,13 +151,7 @@ impl Filter<'_> {
                 }
             };
             let mut chain: Vec<Value> = Vec::with_capacity(2);
-            if let Some(node) = &own {
-                if node.grants.is_err() {
-                    out.push(None);
-                    continue;
-                }
-                chain.push(node.to_json());
-            }
+            let mut own = own;
             if let Some((anchor, field, id)) = parent {
                 let key = (anchor, id.to_string());
                 if !parents.contains_key(&key) {
@@ -167,15 +162,27 @@ impl Filter<'_> {
                     parents.insert(key.clone(), usable(resolved));
                 }
                 match parents.get(&key) {
-                    Some(Some(nodes)) => chain.extend(nodes.iter().cloned()),
+                    Some(Some((nodes, top))) => {
+                        if let Some(trace) = own.as_mut().filter(|n| n.kind == "trace") {
+                            trace.grants = permissions::trace_grants(top, &trace.id);
+                        }
+                        chain.extend(nodes.iter().cloned())
+                    }
                     _ => {
                         out.push(None);
                         continue;
                     }
                 }
-            } else if own.is_none() {
+            } else if own.is_none() || kind == Kind::Trace {
                 out.push(None);
                 continue;
+            }
+            if let Some(node) = &own {
+                if node.grants.is_err() {
+                    out.push(None);
+                    continue;
+                }
+                chain.insert(0, node.to_json());
             }
             out.push(Some(Value::Array(chain)));
         }
@@ -183,11 +190,16 @@ impl Filter<'_> {
     }
 }
 
-/// A parent's nodes, or `None` when it is gone or its grants cannot be read (its results are dropped).
-fn usable(resolved: Resolved) -> Option<Vec<Value>> {
+/// A parent's nodes as the policy sees them, and the topmost (an experiment's grants hold its traces').
+type Parent = (Vec<Value>, Node);
+
+/// A parent's nodes (and the topmost), or `None` when it is gone or its grants cannot be read (its results are
+/// dropped).
+fn usable(resolved: Resolved) -> Option<Parent> {
     match resolved {
         Resolved::Chain(nodes) if nodes.iter().all(|n| n.grants.is_ok()) => {
-            Some(nodes.iter().map(Node::to_json).collect())
+            let top = nodes.last()?.clone();
+            Some((nodes.iter().map(Node::to_json).collect(), top))
         }
         _ => None,
     }
@@ -201,6 +213,23 @@ fn kv(tags: Option<&Value>) -> Map<String, Value> {
     super::enrich::kv_map(tags, "key", "value")
 }
 
+/// A trace result's own link: its id and its creator stamp, from its tags (v3: a map; v2: a list of `{key, value}`).
+/// Its grants are filled from its experiment ([`permissions::trace_grants`]): tags on the trace itself can come from
+/// OTLP ingest, so grant tags there are ignored.
+fn trace_node(item: &Value) -> Node {
+    let tags = match item.get("tags") {
+        Some(Value::Object(map)) => map.clone(),
+        other => kv(other),
+    };
+    Node {
+        kind: "trace",
+        id: text(item, "trace_id").or_else(|| text(item, "request_id")).unwrap_or_default().to_string(),
+        name: None,
+        owner: tags.get(CREATED_BY).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned),
+        grants: Ok(Grants::default()),
+    }
+}
+
 /// A node from a result that carries its own `[{key, value}]` tags.
 fn node_of(v: &Value, kind: &'static str, id: &str, name: &str, owner_tag: &str) -> Node {
     let tags = kv(v.get("tags"));
@@ -209,7 +238,7 @@ fn node_of(v: &Value, kind: &'static str, id: &str, name: &str, owner_tag: &str)
         id: text(v, id).unwrap_or_default().to_string(),
         name: text(v, name).map(str::to_owned),
         owner: tags.get(owner_tag).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned),
-        grants: Grants::parse(tags.get(GRANTS_TAG).and_then(Value::as_str)),
+        grants: Grants::from_tags(&tags),
     }
 }
 
@@ -229,6 +258,30 @@ mod tests {
         );
         assert_eq!(page_of("SearchRuns"), Some(("runs", Kind::Run)));
         assert_eq!(page_of("GetRun"), None);
+    }
+
+    #[test]
+    fn trace_results_take_their_grants_from_their_experiment_never_from_their_own_tags() {
+        let v3 = json!({"trace_id": "tr-1", "tags": {"mlflow_gate.grant.user.mallory": "MANAGE",
+            "mlflow_gate.created_by": "ana"}, "trace_location": {"mlflow_experiment": {"experiment_id": "1"}}});
+        let mut trace = trace_node(&v3);
+        assert_eq!(
+            trace.to_json(),
+            json!({"type": "trace", "id": "tr-1", "name": null, "owner": "ana", "grants": {"users": {}, "groups": {}}})
+        );
+        let v2 = json!({"request_id": "tr-2", "experiment_id": "1", "tags": [{"key": "mlflow.user", "value": "x"}]});
+        assert_eq!(trace_node(&v2).id, "tr-2");
+        let exp = json!({"experiment_id": "1", "name": "e", "tags": [
+            {"key": "mlflow_gate.grant.trace.tr-1.user.alex", "value": "NO_PERMISSIONS"},
+            {"key": "mlflow_gate.grant.trace.tr-9.group.team-b", "value": "READ"}]});
+        let exp = node_of(&exp, "experiment", "experiment_id", "name", CREATED_BY);
+        assert_eq!(
+            exp.to_json()["grants"],
+            json!({"users": {}, "groups": {}}),
+            "trace grants are not the experiment's"
+        );
+        trace.grants = permissions::trace_grants(&exp, &trace.id);
+        assert_eq!(trace.to_json()["grants"], json!({"users": {"alex": "NO_PERMISSIONS"}, "groups": {}}));
     }
 
     #[test]

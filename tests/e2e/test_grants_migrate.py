@@ -18,7 +18,8 @@ from helpers import http, tags_of, unique, upstream
 
 ADMIN_PASSWORD = "migrate-admin-password-1"
 PREFIX = "ba:"
-GRANTS = "mlflow_gate.grants"
+GRANTS = "mlflow_gate.grants"  # the legacy combined tag (no longer written)
+GRANT_PREFIX = "mlflow_gate.grant."  # one tag per grantee; ':' is encoded as .3a
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -116,10 +117,16 @@ class World:
         return http(self.gate.url, "PATCH", "/api/2.0/mlflow/registered-models/update", token,
                     json={"name": self.model, "description": "migrated"}).status_code
 
-    def grants_upstream(self) -> tuple[str | None, str | None]:
+    def grants_upstream(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The grant tags of the first experiment and of the model (one tag per grantee; the legacy combined tag
+        too, if anything wrote it)."""
         exp = upstream(self.mlflow, "/api/2.0/mlflow/experiments/get", experiment_id=self.experiments[0])
         model = upstream(self.mlflow, "/api/2.0/mlflow/registered-models/get", name=self.model)
-        return tags_of(exp["experiment"]).get(GRANTS), tags_of(model["registered_model"]).get(GRANTS)
+
+        def grant_tags(tags: dict[str, str]) -> dict[str, str]:
+            return {k: v for k, v in tags.items() if k.startswith(GRANT_PREFIX) or k == GRANTS}
+
+        return grant_tags(tags_of(exp["experiment"])), grant_tags(tags_of(model["registered_model"]))
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +159,7 @@ def test_the_dry_run_prints_every_grant_and_what_is_not_migrated_and_writes_noth
     assert 'not migrated: READ on experiment "*" (role reviewers, workspace default): a type-wide pattern: express ' \
            "it as a pattern grant in the policy data (data.json)" in lines
     assert lines[-1] == "summary: 7 grant(s) to write, 0 failed, 2 item(s) not migrated"
-    assert world.grants_upstream() == (None, None)
+    assert world.grants_upstream() == ({}, {})
     assert world.tag_experiment(people["alice"]) == 403
     assert world.describe_model(people["bob"]) == 403
 
@@ -163,7 +170,7 @@ def test_a_caller_who_may_not_change_the_grants_migrates_nothing(world, people):
     assert "FAILED MANAGE on registered model" in done.stdout
     assert "PERMISSION_DENIED" in done.stdout
     assert "summary: 0 grant(s) written, 7 failed, 2 item(s) not migrated" in done.stdout
-    assert world.grants_upstream() == (None, None)
+    assert world.grants_upstream() == ({}, {})
 
 
 def test_the_migration_writes_grants_that_read_back_and_are_enforced(world, people):
@@ -172,8 +179,8 @@ def test_the_migration_writes_grants_that_read_back_and_are_enforced(world, peop
     assert sorted(line for line in done.stdout.splitlines() if line.startswith("granted")) == sorted(
         expected_lines(world, "granted"))
     exp_grants, model_grants = world.grants_upstream()
-    assert json.loads(exp_grants)["users"] == {"ba:alice": "EDIT", "ba:admin": "MANAGE"}
-    assert json.loads(model_grants)["users"] == {"ba:bob": "MANAGE", "ba:admin": "MANAGE"}
+    assert exp_grants == {"mlflow_gate.grant.user.ba.3aalice": "EDIT", "mlflow_gate.grant.user.ba.3aadmin": "MANAGE"}
+    assert model_grants == {"mlflow_gate.grant.user.ba.3abob": "MANAGE", "mlflow_gate.grant.user.ba.3aadmin": "MANAGE"}
     got = run_gate("grants", "get", "--gate-url", world.gate.url, "--token", people["root"],
                    "--experiment-id", world.experiments[0], "--user", "ba:alice")
     assert json.loads(got)["experiment_permission"]["permission"] == "EDIT"

@@ -14,7 +14,8 @@ import pytest
 from helpers import http, strip_request_id, tags_of, unique, upstream
 
 CREATED_BY = "mlflow_gate.created_by"
-GRANTS = "mlflow_gate.grants"
+GRANTS = "mlflow_gate.grants"  # the legacy combined grants tag (still read, no longer written)
+GRANT_PREFIX = "mlflow_gate.grant."  # one tag per grantee: mlflow_gate.grant.user.<sub> / .group.<group>
 
 
 class Team:
@@ -397,13 +398,17 @@ def test_the_grants_api_grants_revokes_at_once_and_needs_manage(gate, mlflow_ser
     refused = grant(gate, people["ben"], "POST", "create", {**exp, "username": "ben", "permission": "MANAGE"})
     assert refused.status_code == 403, refused.text
     assert "that needs MANAGE, and ben has READ" in refused.json()["message"]
-    assert GRANTS not in tags()
+
+    def grant_tags():
+        return {k: v for k, v in tags().items() if k.startswith(GRANT_PREFIX) or k == GRANTS}
+
+    assert grant_tags() == {}
 
     created = grant(gate, people["ana"], "POST", "create", {**exp, "username": "ben", "permission": "EDIT"})
     assert created.status_code == 200, created.text
     assert created.json() == {"experiment_permission": {"experiment_id": team.experiment_id, "username": "ben",
                                                         "user_id": "ben", "permission": "EDIT"}}
-    assert json.loads(tags()[GRANTS]) == {"users": {"ben": "EDIT"}, "groups": {}}
+    assert grant_tags() == {"mlflow_gate.grant.user.ben": "EDIT"}
     assert http(gate.url, "POST", "/api/2.0/mlflow/runs/log-metric", people["ben"], json=log).status_code == 200
     got = http(gate.url, "GET", "/api/2.0/mlflow/experiments/permissions/get", people["ana"],
                params={**exp, "username": "ben"})
@@ -422,7 +427,7 @@ def test_the_grants_api_grants_revokes_at_once_and_needs_manage(gate, mlflow_ser
     assert response.status_code == 403, response.text
     for payload in ({**exp, "username": "ben"}, {**exp, "group_name": "team-b"}):
         assert grant(gate, people["ana"], "DELETE", "delete", payload).status_code == 200
-    assert json.loads(tags()[GRANTS]) == {"users": {}, "groups": {}}
+    assert grant_tags() == {}
     response = http(gate.url, "GET", "/api/2.0/mlflow/runs/get", people["ben"], params={"run_id": team.run_id})
     assert response.status_code == 200, response.text
     missing = grant(gate, people["ana"], "DELETE", "delete", {**exp, "username": "ben"})
@@ -431,6 +436,10 @@ def test_the_grants_api_grants_revokes_at_once_and_needs_manage(gate, mlflow_ser
     forged = http(gate.url, "POST", "/api/2.0/mlflow/experiments/set-experiment-tag", people["ana"],
                   json={**exp, "key": GRANTS, "value": '{"users": {"ben": "MANAGE"}, "groups": {}}'})
     assert forged.status_code == 403, forged.text
+    forged = http(gate.url, "POST", "/api/2.0/mlflow/experiments/set-experiment-tag", people["ana"],
+                  json={**exp, "key": "mlflow_gate.grant.user.ben", "value": "MANAGE"})
+    assert forged.status_code == 403, forged.text
+    assert grant_tags() == {}
 
 
 def test_the_grants_api_covers_registered_models(gate, mlflow_server, people):

@@ -1,7 +1,7 @@
 //! Enrichment, permission facts, between classification and policy: for every route the table gives a level
 //! (`mlflow::permission`), the gate resolves the object the request touches to the chain that holds its
-//! permissions (a run, then its experiment; a logged model, then its experiment; a registered model for its versions
-//! and aliases), reads each link's creator stamp and grants tag in MLflow, in the request's workspace, and hands them
+//! permissions (a run, then its experiment; a logged model or a trace, then its experiment; a registered model for its
+//! versions and aliases), reads each link's creator stamp and grant tags in MLflow (a trace's are on its experiment), in the request's workspace, and hands them
 //! to the policy as `input.resource.permissions`. The policy decides (`policies/permissions.rego`). A look-up that
 //! fails is an error, which denies; an object that does not exist is reported as such (MLflow answers 404 to the
 //! request itself).
@@ -17,7 +17,7 @@ use moka::future::Cache;
 use serde_json::{json, Map, Value};
 
 use super::{artifacts, get, kv_map, EnrichError, Enricher};
-use crate::mlflow::permission::{self, Anchor, Grants, Need, GRANTS_TAG};
+use crate::mlflow::permission::{self, Anchor, Grants, Need};
 use crate::mlflow::routes::Operation;
 use crate::mlflow::stamps::{CREATED_BY, RUN_USER_TAG};
 use crate::proxy::{RequestContext, Upstream};
@@ -49,6 +49,7 @@ impl Links {
             ("run", "run_id"),
             ("registered_model", "name"),
             ("registered_model", "new_name"),
+            ("logged_model", "model_id"),
         ] {
             if let Some(id) = target.get(field).and_then(Value::as_str) {
                 self.nodes.invalidate(&(ws.clone(), kind, id.to_string())).await;
@@ -192,12 +193,12 @@ pub async fn resolve(
             }
         }
         Anchor::LoggedModel => {
-            let Some(info) = enricher.logged_model(up, ctx, &id).await? else { return Ok(Resolved::Missing) };
-            let name = info.get("name").and_then(Value::as_str).map(str::to_owned);
-            let owner = artifacts::logged_model_creator(&info);
-            chain.push(Node { kind: "logged_model", id, name, owner, grants: Ok(Grants::default()) });
-            match info.get("experiment_id").and_then(Value::as_str) {
-                Some(e) => e.to_string(),
+            let Some((model, experiment)) = link(enricher, up, ctx, "logged_model", &id, fresh).await? else {
+                return Ok(Resolved::Missing);
+            };
+            chain.push(model);
+            match experiment {
+                Some(e) => e,
                 None => return Ok(Resolved::Missing),
             }
         }
@@ -209,6 +210,7 @@ pub async fn resolve(
             };
             let tags = info.get("tags").and_then(Value::as_object);
             let owner = tags.and_then(|t| t.get(CREATED_BY)).and_then(Value::as_str).map(str::to_owned);
+            // Its grants are its experiment's trace grant tags (below), never its own tags (OTLP writes those).
             chain.push(Node { kind: "trace", id, name: None, owner, grants: Ok(Grants::default()) });
             match info.pointer("/trace_location/mlflow_experiment/experiment_id").and_then(Value::as_str) {
                 Some(e) => e.to_string(),
@@ -219,11 +221,21 @@ pub async fn resolve(
     let Some((experiment, _)) = link(enricher, up, ctx, "experiment", &experiment_id, fresh).await? else {
         return Ok(Resolved::Missing);
     };
+    if let Some(trace) = chain.first_mut().filter(|n| n.kind == "trace") {
+        trace.grants = trace_grants(&experiment, &trace.id);
+    }
     chain.push(experiment);
     Ok(Resolved::Chain(chain))
 }
 
-/// One link (`experiment`, `run` with its experiment id, or `registered_model`), from the cache unless `fresh` (a run's
+/// A trace's grants, as its experiment holds them (`mlflow_gate.grant.trace.<id>.*`); unreadable if the
+/// experiment's grant tags are.
+pub fn trace_grants(experiment: &Node, trace_id: &str) -> Result<Grants, permission::BadGrants> {
+    experiment.grants.as_ref().map(|g| g.traces.get(trace_id).cloned().unwrap_or_default()).map_err(Clone::clone)
+}
+
+/// One link (`experiment`, `run` or `logged_model` with its experiment id, or `registered_model`), from the cache
+/// unless `fresh` (a run's
 /// link always may come from the cache: nothing in it can change); a fresh look-up refreshes the cache.
 async fn link(
     enricher: &Enricher,
@@ -260,6 +272,16 @@ async fn link(
                 (node("run", id.to_string(), name, run.pointer("/data/tags"), RUN_USER_TAG), experiment)
             })
         }
+        "logged_model" => {
+            let path = format!("/api/2.0/mlflow/logged-models/{}", super::encode_segment(id));
+            let found = get(up, ctx, "logged model", &path, &[]).await?;
+            found.as_ref().and_then(|v| v.pointer("/model/info")).map(|info| {
+                let name = info.get("name").and_then(Value::as_str).map(str::to_owned);
+                let mut model = node("logged_model", id.to_string(), name, info.get("tags"), CREATED_BY);
+                model.owner = artifacts::logged_model_creator(info);
+                (model, info.get("experiment_id").and_then(Value::as_str).map(str::to_owned))
+            })
+        }
         _ => {
             let query = [("name", id)];
             let found = get(up, ctx, "registered model", "/api/2.0/mlflow/registered-models/get", &query).await?;
@@ -273,11 +295,12 @@ async fn link(
     Ok(found)
 }
 
-/// A link from an object's `[{key, value}]` tags: its owner stamp and its grants.
+/// A link from an object's `[{key, value}]` tags: its owner stamp and its grants (the legacy combined tag and the
+/// per-grantee tags, `Grants::from_tags`).
 fn node(kind: &'static str, id: String, name: Option<String>, tags: Option<&Value>, owner_tag: &str) -> Node {
     let tags = kv_map(tags, "key", "value");
     let owner = tags.get(owner_tag).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
-    let grants = Grants::parse(tags.get(GRANTS_TAG).and_then(Value::as_str));
+    let grants = Grants::from_tags(&tags);
     Node { kind, id, name, owner, grants }
 }
 
