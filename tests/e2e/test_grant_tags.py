@@ -4,7 +4,8 @@ for many different principals made at the same time through two gate processes i
 effect; the legacy combined tag `mlflow_gate.grants` is still read (a per-grantee tag wins); no client can set or
 delete a grant tag on any tag route; a logged model's READ for team B lets team B read that model but not its
 siblings, and a trace's NO_PERMISSIONS hides it from its owner's team mate; a grant tag forged on a trace itself
-(OTLP ingest writes trace tags, and the gate streams OTLP unread) grants nothing."""
+(OTLP ingest writes trace tags; sent straight to MLflow here, as the gate refuses reserved keys in OTLP) grants
+nothing."""
 
 from __future__ import annotations
 
@@ -257,8 +258,8 @@ def test_no_permissions_on_a_trace_hides_it_from_its_owners_team_mate(gate, mlfl
 
 
 def forge_trace_tags_over_otlp(mlflow_server, experiment_id: str, trace_id: str, tags: dict[str, str]) -> None:
-    """What anyone may send through the gate's OTLP ingest (streamed unread): spans of an existing trace whose
-    resource attributes MLflow 3.17 stores as tags of that trace."""
+    """What a writer that reaches MLflow's OTLP ingest may send (straight to MLflow: the gate refuses reserved keys
+    there): spans of an existing trace whose resource attributes MLflow 3.17 stores as tags of that trace."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
