@@ -150,6 +150,7 @@ impl Gate {
     /// Serialises promotions of a model across the fleet with this database's advisory locks.
     pub fn with_fleet_db(mut self, db: Arc<crate::fleetdb::FleetDb>) -> Gate {
         self.fleet_db = Some(db);
+        self.enricher.permission_links.fresh_writes();
         self
     }
 

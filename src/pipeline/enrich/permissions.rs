@@ -7,9 +7,10 @@
 //! request itself).
 //!
 //! Reads (and the filtering of search results) take the links from a cache ([`Links`], moka, keyed by workspace and
-//! id, [`LINK_TTL`]); mutations always look up afresh and refresh it, and every permitted mutation through the gate
-//! drops the links it may have changed ([`Links::invalidate`]), so a change made through this gate applies to the
-//! next request, and one made elsewhere (another replica, MLflow directly) within the TTL.
+//! id, [`LINK_TTL`]), and so do EDIT-level writes of a single gate; MANAGE-level writes (deletes, renames, grant
+//! changes) and every write of a fleet's replica look up afresh and refresh it. Every permitted mutation through the
+//! gate drops the links it may have changed ([`Links::invalidate`]), so a change made through this gate applies to
+//! the next request, and one made elsewhere (another replica, MLflow directly) within the TTL.
 
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use moka::future::Cache;
 use serde_json::{json, Map, Value};
 
 use super::{artifacts, get, kv_map, EnrichError, Enricher};
-use crate::mlflow::permission::{self, Anchor, Grants, Need};
+use crate::mlflow::permission::{self, Anchor, Grants, Level, Need};
 use crate::mlflow::routes::Operation;
 use crate::mlflow::stamps::{CREATED_BY, RUN_USER_TAG};
 use crate::proxy::{RequestContext, Upstream};
@@ -31,15 +32,29 @@ type LinkKey = (Option<String>, &'static str, String);
 /// Cached links: a missing object is cached too (`None`).
 pub struct Links {
     nodes: Cache<LinkKey, Option<(Node, Option<String>)>>,
+    /// Whether EDIT-level writes may use the cache: true for a gate that sees every grant change (it drops what
+    /// a change touches at once); false in a fleet, where another replica's change would not reach this cache.
+    edits_cached: bool,
 }
 
 impl Default for Links {
     fn default() -> Self {
-        Links { nodes: Cache::builder().max_capacity(100_000).time_to_live(LINK_TTL).build() }
+        Links { nodes: Cache::builder().max_capacity(100_000).time_to_live(LINK_TTL).build(), edits_cached: true }
     }
 }
 
 impl Links {
+    /// A fleet's replicas: every write looks its links up afresh.
+    pub fn fresh_writes(&mut self) {
+        self.edits_cached = false;
+    }
+
+    /// Whether an operation needing `level` reads its links afresh: writes in a fleet, and everything that needs
+    /// MANAGE (deletes, renames, grant changes) everywhere.
+    fn fresh_for(&self, op: &Operation, level: Level) -> bool {
+        !op.read_only && (level == Level::Manage || !self.edits_cached)
+    }
+
     /// Drops the links a permitted mutation may have changed: the experiment, run and registered model its target
     /// names (a rename's new name too).
     pub async fn invalidate(&self, ctx: &RequestContext, target: &Map<String, Value>) {
@@ -100,8 +115,9 @@ pub async fn facts(
     op: &Operation,
     target: &Map<String, Value>,
 ) -> Result<Option<Value>, EnrichError> {
-    let Need::On(_, anchor) = permission::need(op) else { return Ok(None) };
-    let resolved = resolve(enricher, up, ctx, anchor, target, !op.read_only).await?;
+    let Need::On(level, anchor) = permission::need(op) else { return Ok(None) };
+    let fresh = enricher.permission_links.fresh_for(op, level);
+    let resolved = resolve(enricher, up, ctx, anchor, target, fresh).await?;
     Ok(Some(to_facts(ctx, anchor, &resolved)))
 }
 
