@@ -99,9 +99,101 @@ pub async fn facts(
     op: &Operation,
     target: &Map<String, Value>,
 ) -> Result<Option<Value>, EnrichError> {
-    let Need::On(_, anchor) = permission::need(op) else { return Ok(None) };
-    let resolved = resolve(enricher, up, ctx, anchor, target, !op.read_only).await?;
-    Ok(Some(to_facts(ctx, anchor, &resolved)))
+    let named: Vec<(Anchor, String)> = match permission::need(op) {
+        Need::On(_, anchor) => {
+            let resolved = resolve(enricher, up, ctx, anchor, target, !op.read_only).await?;
+            return Ok(Some(to_facts(ctx, anchor, &resolved)));
+        }
+        Need::Each(_, anchor) => match listed_ids(target, anchor) {
+            Ok(ids) => ids.into_iter().map(|id| (anchor, id)).collect(),
+            Err(why) => return Ok(Some(many_facts(ctx, Some(why), Vec::new()))),
+        },
+        Need::Queried => match queried(target) {
+            Ok(objects) => objects,
+            Err(why) => return Ok(Some(many_facts(ctx, Some(why), Vec::new()))),
+        },
+        Need::Unchecked | Need::Create | Need::Filter => return Ok(None),
+    };
+    let mut objects = Vec::with_capacity(named.len());
+    for (anchor, id) in named {
+        let mut one = Map::new();
+        let field = if anchor == Anchor::Experiment && id.starts_with(RUN_EXPERIMENT) { "run_id" } else { "" };
+        let resolved = if field.is_empty() {
+            one.insert(anchor.fields().first().copied().unwrap_or("id").to_string(), Value::String(id.clone()));
+            resolve(enricher, up, ctx, anchor, &one, !op.read_only).await?
+        } else {
+            // The experiment of a run (GraphQL's `run { experiment }`): judged on its own, without the run.
+            let run = id.trim_start_matches(RUN_EXPERIMENT).to_string();
+            one.insert(field.to_string(), Value::String(run));
+            match resolve(enricher, up, ctx, Anchor::Run, &one, !op.read_only).await? {
+                Resolved::Chain(mut nodes) => Resolved::Chain(nodes.split_off(nodes.len().saturating_sub(1))),
+                other => other,
+            }
+        };
+        let mut fact = to_facts(ctx, anchor, &resolved);
+        if let Some(map) = fact.as_object_mut() {
+            map.remove("workspace");
+            map.insert("id".into(), Value::String(id));
+        }
+        objects.push(fact);
+    }
+    Ok(Some(many_facts(ctx, None, objects)))
+}
+
+/// The prefix of a GraphQL object naming the experiment of a run (`run_experiment:<run id>`).
+pub const RUN_EXPERIMENT: &str = "run_experiment:";
+
+/// The facts of a route naming several objects: `objects` holds one entry per object (its `anchor`, `id`,
+/// `exists`, `problem` and `chain`, as a single object's facts); the request's own `exists` is false and its `chain`
+/// empty, so only the rules about `objects` judge them. `problem` is set when the objects cannot be named at all.
+fn many_facts(ctx: &RequestContext, problem: Option<String>, objects: Vec<Value>) -> Value {
+    json!({"workspace": ctx.workspace_name(), "anchor": "each", "exists": false, "problem": problem, "chain": [],
+        "objects": objects})
+}
+
+/// The distinct ids of a `Need::Each` route's list; an empty list is a problem (nothing could be checked).
+fn listed_ids(target: &Map<String, Value>, anchor: Anchor) -> Result<Vec<String>, String> {
+    let field = anchor.list_field();
+    let mut ids: Vec<String> = Vec::new();
+    for id in target.get(field).and_then(Value::as_array).into_iter().flatten() {
+        match id.as_str() {
+            Some(s) if !s.is_empty() => {
+                if !ids.iter().any(|seen| seen == s) {
+                    ids.push(s.to_string());
+                }
+            }
+            _ => return Err(format!("{field} holds a value that is not an id")),
+        }
+    }
+    if ids.is_empty() {
+        return Err(format!("the request names no {field}, so the gate cannot check the permission it needs"));
+    }
+    Ok(ids)
+}
+
+/// The objects a GraphQL query names (`objects` in the target: `{"type", "id"}`); none is fine (a query of
+/// `__typename` or `test` reads no object).
+fn queried(target: &Map<String, Value>) -> Result<Vec<(Anchor, String)>, String> {
+    let mut out = Vec::new();
+    for object in target.get("objects").and_then(Value::as_array).into_iter().flatten() {
+        let kind = object.get("type").and_then(Value::as_str).unwrap_or_default();
+        let Some(id) = object.get("id").and_then(Value::as_str).filter(|s| !s.is_empty()) else {
+            return Err("a GraphQL object without an id".into());
+        };
+        let anchor = match kind {
+            "experiment" => Anchor::Experiment,
+            "run" => Anchor::Run,
+            "run_experiment" => {
+                out.push((Anchor::Experiment, format!("{RUN_EXPERIMENT}{id}")));
+                continue;
+            }
+            other => return Err(format!("a GraphQL object of an unknown type {other:?}")),
+        };
+        if !out.iter().any(|(a, i)| *a == anchor && i == id) {
+            out.push((anchor, id.to_string()));
+        }
+    }
+    Ok(out)
 }
 
 /// The policy's view of a resolved chain.
@@ -201,6 +293,7 @@ pub async fn resolve(
                 None => return Ok(Resolved::Missing),
             }
         }
+        Anchor::Dataset => return dataset(enricher, up, ctx, id, fresh).await,
         Anchor::Trace => {
             let path = format!("/api/3.0/mlflow/traces/{}", super::encode_segment(&id));
             let found = get(up, ctx, "trace", &path, &[]).await?;
@@ -220,6 +313,29 @@ pub async fn resolve(
         return Ok(Resolved::Missing);
     };
     chain.push(experiment);
+    Ok(Resolved::Chain(chain))
+}
+
+/// An evaluation dataset's chain: the dataset, then every experiment it is linked to (one that is gone is left
+/// out). A dataset linked to no experiment has only itself: the default level applies.
+async fn dataset(
+    enricher: &Enricher,
+    up: &Upstream,
+    ctx: &RequestContext,
+    id: String,
+    fresh: bool,
+) -> Result<Resolved, EnrichError> {
+    let path = format!("/api/3.0/mlflow/datasets/{}", super::encode_segment(&id));
+    let found = get(up, ctx, "dataset", &path, &[]).await?;
+    let Some(info) = found.as_ref().and_then(|v| v.get("dataset")) else { return Ok(Resolved::Missing) };
+    let name = info.get("name").and_then(Value::as_str).map(str::to_owned);
+    let mut chain = vec![Node { kind: "dataset", id, name, owner: None, grants: Ok(Grants::default()) }];
+    for experiment in info.get("experiment_ids").and_then(Value::as_array).into_iter().flatten() {
+        let Some(experiment) = experiment.as_str() else { continue };
+        if let Some((node, _)) = link(enricher, up, ctx, "experiment", experiment, fresh).await? {
+            chain.push(node);
+        }
+    }
     Ok(Resolved::Chain(chain))
 }
 
