@@ -81,3 +81,34 @@ fn artifact_paths_name_their_experiment_with_or_without_a_workspace() {
     assert_eq!(artifact_experiment(""), None);
     assert_eq!(artifact_experiment("workspaces/team"), None);
 }
+
+/// A read or a list of an object an experiment or a registered model owns that is neither resolved to its object,
+/// nor checked object by object, nor filtered, would show another team's objects: every such route needs one.
+#[test]
+fn every_read_of_an_owned_object_is_resolved_checked_or_filtered() {
+    let owned = [
+        Resource::Experiment,
+        Resource::Run,
+        Resource::Metric,
+        Resource::Artifact,
+        Resource::RegisteredModel,
+        Resource::ModelVersion,
+        Resource::LoggedModel,
+        Resource::Trace,
+        Resource::Assessment,
+        Resource::Dataset,
+        Resource::Scorer,
+        Resource::GraphQl,
+    ];
+    let mut missing = Vec::new();
+    for (method, path, rpc, read_only) in all_routes() {
+        let o = op(method, &path.replace('<', "x").replace('>', ""));
+        if !read_only || !owned.contains(&o.resource) || o.rpc != rpc || UNCHECKED_READS.contains(&rpc) {
+            continue;
+        }
+        if need(&o) == Need::Unchecked {
+            missing.push(format!("{method} {path} ({rpc})"));
+        }
+    }
+    assert!(missing.is_empty(), "reads without a permission resolution:\n{}", missing.join("\n"));
+}

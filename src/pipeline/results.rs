@@ -46,7 +46,7 @@ enum Kind {
     Trace,
     /// A dataset summary (`experiment_id`): its experiment decides.
     Dataset,
-    /// A scorer (`experiment_id`, a number): its experiment decides.
+    /// A scorer or a scorer's online configuration (`experiment_id`, a number or a string): its experiment decides.
     Scorer,
     /// An evaluation dataset (v3, `experiment_ids`): the dataset, then every one of its experiments (one linked to
     /// none has only itself, so the default level decides).
@@ -63,6 +63,7 @@ fn page_of(rpc: &str) -> Option<(&'static str, Kind)> {
         "SearchTraces" | "SearchTracesV3" => Some(("traces", Kind::Trace)),
         "SearchDatasets" => Some(("dataset_summaries", Kind::Dataset)),
         "ListScorers" => Some(("scorers", Kind::Scorer)),
+        "GetOnlineScoringConfigs" => Some(("configs", Kind::Scorer)),
         "SearchEvaluationDatasets" => Some(("datasets", Kind::EvalDataset)),
         _ => None,
     }
