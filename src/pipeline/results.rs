@@ -222,20 +222,11 @@ impl Filter<'_> {
         Ok(parents.get(&key).cloned().flatten())
     }
 
-    /// An evaluation dataset's chain: itself, then each of its experiments (`None` when one is gone or cannot be
-    /// checked).
+    /// An evaluation dataset's chain, looked up by its id (MLflow's search answer leaves its experiments out): itself,
+    /// then each of its experiments (`None` when it is gone or cannot be checked).
     async fn dataset_chain(&self, item: &Value, parents: &mut Parents) -> Result<Option<Value>, FilterError> {
-        let mut chain = vec![json!({"type": "dataset", "id": text(item, "dataset_id"), "name": text(item, "name"),
-            "owner": null, "grants": {"users": {}, "groups": {}}})];
-        for exp in item.get("experiment_ids").and_then(Value::as_array).into_iter().flatten() {
-            let Some(exp) = exp.as_str() else { return Ok(None) };
-            match self.parent(parents, Anchor::Experiment, "experiment_id", exp).await? {
-                Some(nodes) => chain.extend(nodes),
-                // An experiment that is gone or cannot be checked (its grants unreadable) drops the dataset.
-                None => return Ok(None),
-            }
-        }
-        Ok(Some(Value::Array(chain)))
+        let Some(id) = text(item, "dataset_id") else { return Ok(None) };
+        Ok(self.parent(parents, Anchor::Dataset, "dataset_id", id).await?.map(Value::Array))
     }
 }
 
