@@ -332,7 +332,9 @@ async fn dataset(
     // MLflow's dataset answers leave `experiment_ids` out unless loaded: they are asked for on their own.
     let linked = get(up, ctx, "dataset's experiments", &format!("{path}/experiment-ids"), &[]).await?;
     let mut chain = vec![Node { kind: "dataset", id, name, owner: None, grants: Ok(Grants::default()) }];
-    for experiment in linked.as_ref().and_then(|v| v.get("experiment_ids")).and_then(Value::as_array).into_iter().flatten() {
+    for experiment in
+        linked.as_ref().and_then(|v| v.get("experiment_ids")).and_then(Value::as_array).into_iter().flatten()
+    {
         let Some(experiment) = experiment.as_str() else { continue };
         if let Some((node, _)) = link(enricher, up, ctx, "experiment", experiment, fresh).await? {
             chain.push(node);
