@@ -379,3 +379,20 @@ test_graphql_objects_are_checked_like_their_rest_reads if {
 	admin := object.union(inp, {"principal": fx_root})
 	decision == fx_allowed with input as admin
 }
+
+# --- Gateway resources (no experiment): admins manage, engineers read and use (data.operations) -------------------
+
+test_only_admins_manage_gateway_configuration if {
+	for_ben := fx_request(fxp_ben, "CreateGatewaySecret", "gateway", false, {"target": {}})
+	fxp_reasons(for_ben) == ["only admins may call CreateGatewaySecret"]
+	for_root := object.union(for_ben, {"principal": fx_root})
+	decision == fx_allowed with input as for_root
+	endpoint := fx_request(fxp_ben, "DeleteGatewayEndpoint", "gateway", false, {"target": {}})
+	fxp_reasons(endpoint) == ["only admins may call DeleteGatewayEndpoint"]
+}
+
+test_engineers_read_and_use_gateway_endpoints if {
+	decision == fx_allowed with input as fx_request(fxp_ben, "GatewayChatCompletions", "gateway", false, {"target": {}})
+	decision == fx_allowed with input as fx_request(fxp_ben, "ListGatewayEndpoints", "gateway", true, {"target": {}})
+	decision == fx_allowed with input as fx_request(fxp_ben, "GetGatewaySecretInfo", "gateway", true, {"target": {}})
+}
