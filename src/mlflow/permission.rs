@@ -202,7 +202,6 @@ const OWNED_WRITES: [(Level, Anchor, &[&str]); 5] = [
             "DeleteDatasetRecords",
             "SetDatasetTags",
             "DeleteDatasetTag",
-            "AddDatasetToExperiments",
             "RemoveDatasetFromExperiments",
         ],
     ),
@@ -224,11 +223,24 @@ const OWNED_WRITES: [(Level, Anchor, &[&str]); 5] = [
 
 /// Routes naming several objects in a list (`Anchor::list_field`): every one is checked, and one the caller may
 /// not reach refuses the request (MLflow answers these in one piece, so nothing can be cut from the answer).
-const EACH: [(Level, Anchor, &[&str]); 3] = [
+/// Linking a dataset to experiments (at its creation or later) writes into each of them, so it needs EDIT on each,
+/// and on the dataset itself when it exists.
+const EACH: [(Level, Anchor, &[&str]); 4] = [
     (Level::Read, Anchor::Run, &["GetMetricHistoryBulk", "GetMetricHistoryBulkInterval"]),
     (Level::Read, Anchor::Trace, &["BatchGetTraces", "BatchGetTraceInfos"]),
     (Level::Read, Anchor::Experiment, &["QueryTraceMetrics", "CalculateTraceFilterCorrelation"]),
+    (Level::Edit, Anchor::Experiment, &["CreateDataset", "AddDatasetToExperiments"]),
 ];
+
+/// For a `Need::Each` route: whether its list may be empty (a dataset created without experiments), and the one
+/// object it names besides the list (the dataset experiments are added to), checked at the same level.
+pub fn each_extras(rpc: &str) -> (bool, Option<Anchor>) {
+    match rpc {
+        "CreateDataset" => (true, None),
+        "AddDatasetToExperiments" => (false, Some(Anchor::Dataset)),
+        _ => (false, None),
+    }
+}
 
 /// Reads by the object they reach (kept apart from `TABLE` for the reads' own review). `ListArtifacts` is two
 /// routes: `artifacts/list?run_id=` (a run) and the proxied store's `artifacts?path=` (a path); a run named in the

@@ -253,6 +253,25 @@ def test_dataset_searches_show_only_readable_datasets_and_reads_by_id_are_checke
     assert after == before
 
 
+def test_datasets_cannot_be_linked_into_another_teams_experiment(gate, mlflow_server, sides, people):
+    a, b = sides["a"], sides["b"]
+    sneaky = unique("sneaky")
+    denied(http(gate.url, "POST", "/api/3.0/mlflow/datasets/create", people["ben"],
+                json={"name": sneaky, "experiment_ids": [b.experiment, a.experiment]}),
+           "ben may not CreateDataset the experiment", "that needs EDIT")
+    found = http(mlflow_server.url, "POST", "/api/3.0/mlflow/datasets/search", json={"filter_string": f"name = '{sneaky}'"})
+    assert found.status_code == 200 and found.json().get("datasets", []) == [], found.text
+    denied(http(gate.url, "POST", f"/api/3.0/mlflow/datasets/{b.dataset}/add-experiments", people["ben"],
+                json={"experiment_ids": [a.experiment]}), "ben may not AddDatasetToExperiments the experiment")
+    linked = http(mlflow_server.url, "GET", f"/api/3.0/mlflow/datasets/{b.dataset}/experiment-ids")
+    assert linked.json()["experiment_ids"] == [b.experiment], linked.text
+    free = http(gate.url, "POST", "/api/3.0/mlflow/datasets/create", people["ben"], json={"name": unique("free")})
+    assert free.status_code == 200, free.text
+    own = http(gate.url, "POST", f"/api/3.0/mlflow/datasets/{free.json()['dataset']['dataset_id']}/add-experiments",
+               people["ben"], json={"experiment_ids": [b.experiment]})
+    assert own.status_code == 200, own.text
+
+
 @pytest.fixture(scope="module")
 def scorer_in_a(mlflow_server, sides) -> str:
     """A built-in scorer registered in team A's experiment, straight in MLflow (its Python API)."""

@@ -104,10 +104,24 @@ pub async fn facts(
             let resolved = resolve(enricher, up, ctx, anchor, target, !op.read_only).await?;
             return Ok(Some(to_facts(ctx, anchor, &resolved)));
         }
-        Need::Each(_, anchor) => match listed_ids(target, anchor) {
-            Ok(ids) => ids.into_iter().map(|id| (anchor, id)).collect(),
-            Err(why) => return Ok(Some(many_facts(ctx, Some(why), Vec::new()))),
-        },
+        Need::Each(_, anchor) => {
+            let (may_be_empty, also) = permission::each_extras(op.rpc);
+            let mut named: Vec<(Anchor, String)> = match listed_ids(target, anchor) {
+                Ok(ids) => ids.into_iter().map(|id| (anchor, id)).collect(),
+                Err(_) if may_be_empty && target.get(anchor.list_field()).is_none_or(is_empty_list) => Vec::new(),
+                Err(why) => return Ok(Some(many_facts(ctx, Some(why), Vec::new()))),
+            };
+            if let Some(also) = also {
+                match named_id(target, also) {
+                    Some(id) => named.insert(0, (also, id)),
+                    None => {
+                        let why = format!("the request names no {}", also.fields().join(" or "));
+                        return Ok(Some(many_facts(ctx, Some(why), Vec::new())));
+                    }
+                }
+            }
+            named
+        }
         Need::Queried => match queried(target) {
             Ok(objects) => objects,
             Err(why) => return Ok(Some(many_facts(ctx, Some(why), Vec::new()))),
@@ -138,6 +152,15 @@ pub async fn facts(
         objects.push(fact);
     }
     Ok(Some(many_facts(ctx, None, objects)))
+}
+
+fn is_empty_list(v: &Value) -> bool {
+    v.is_null() || v.as_array().is_some_and(Vec::is_empty)
+}
+
+/// The id a target gives an anchor's first field, if any.
+fn named_id(target: &Map<String, Value>, anchor: Anchor) -> Option<String> {
+    named(target, anchor).ok().filter(|(a, _)| *a == anchor).map(|(_, id)| id)
 }
 
 /// The prefix of a GraphQL object naming the experiment of a run (`run_experiment:<run id>`).
@@ -316,8 +339,9 @@ pub async fn resolve(
     Ok(Resolved::Chain(chain))
 }
 
-/// An evaluation dataset's chain: the dataset, then every experiment it is linked to (one that is gone is left
-/// out). A dataset linked to no experiment has only itself: the default level applies.
+/// An evaluation dataset's chain: the dataset (its owner: the gate's creator stamp in its JSON tags), then every
+/// experiment it is linked to (one that is gone is left out). A dataset linked to no experiment has only itself: its
+/// creator's level and the default apply.
 async fn dataset(
     enricher: &Enricher,
     up: &Upstream,
@@ -331,7 +355,9 @@ async fn dataset(
     let name = info.get("name").and_then(Value::as_str).map(str::to_owned);
     // MLflow's dataset answers leave `experiment_ids` out unless loaded: they are asked for on their own.
     let linked = get(up, ctx, "dataset's experiments", &format!("{path}/experiment-ids"), &[]).await?;
-    let mut chain = vec![Node { kind: "dataset", id, name, owner: None, grants: Ok(Grants::default()) }];
+    let tags = info.get("tags").and_then(Value::as_str).and_then(|t| serde_json::from_str::<Value>(t).ok());
+    let owner = tags.as_ref().and_then(|t| t.get(CREATED_BY)).and_then(Value::as_str).map(str::to_owned);
+    let mut chain = vec![Node { kind: "dataset", id, name, owner, grants: Ok(Grants::default()) }];
     for experiment in
         linked.as_ref().and_then(|v| v.get("experiment_ids")).and_then(Value::as_array).into_iter().flatten()
     {
