@@ -9,7 +9,11 @@
 //! Reads (and the filtering of search results) take the links from a cache ([`Links`], moka, keyed by workspace and
 //! id, [`LINK_TTL`]); mutations always look up afresh and refresh it, and every permitted mutation through the gate
 //! drops the links it may have changed ([`Links::invalidate`]), so a change made through this gate applies to the
-//! next request, and one made elsewhere (another replica, MLflow directly) within the TTL.
+//! next request, and one made elsewhere (another replica, MLflow directly) within the TTL. A run's and a trace's link
+//! (their experiment and creator stamp, which never change) are taken from the cache by writes too.
+//!
+//! Routes naming several objects (`Need::Each`: run ids, trace ids, experiment ids; GraphQL's `objects`) get one
+//! entry per object in `objects`, each resolved like a single object.
 
 use std::time::Duration;
 
@@ -318,16 +322,12 @@ pub async fn resolve(
         }
         Anchor::Dataset => return dataset(enricher, up, ctx, id, fresh).await,
         Anchor::Trace => {
-            let path = format!("/api/3.0/mlflow/traces/{}", super::encode_segment(&id));
-            let found = get(up, ctx, "trace", &path, &[]).await?;
-            let Some(info) = found.as_ref().and_then(|v| v.pointer("/trace/trace_info")) else {
+            let Some((trace, experiment)) = link(enricher, up, ctx, "trace", &id, fresh).await? else {
                 return Ok(Resolved::Missing);
             };
-            let tags = info.get("tags").and_then(Value::as_object);
-            let owner = tags.and_then(|t| t.get(CREATED_BY)).and_then(Value::as_str).map(str::to_owned);
-            chain.push(Node { kind: "trace", id, name: None, owner, grants: Ok(Grants::default()) });
-            match info.pointer("/trace_location/mlflow_experiment/experiment_id").and_then(Value::as_str) {
-                Some(e) => e.to_string(),
+            chain.push(trace);
+            match experiment {
+                Some(e) => e,
                 None => return Ok(Resolved::Missing),
             }
         }
@@ -369,7 +369,7 @@ async fn dataset(
     Ok(Resolved::Chain(chain))
 }
 
-/// One link (`experiment`, `run` with its experiment id, or `registered_model`), from the cache unless `fresh` (a run's
+/// One link (`experiment`, `run` or `trace` with its experiment id, or `registered_model`), from the cache unless `fresh` (a run's
 /// link always may come from the cache: nothing in it can change); a fresh look-up refreshes the cache.
 async fn link(
     enricher: &Enricher,
@@ -381,9 +381,9 @@ async fn link(
 ) -> Result<Option<(Node, Option<String>)>, EnrichError> {
     let key = (ctx.workspace_name().map(str::to_owned), kind, id.to_string());
     let links = &enricher.permission_links;
-    // A run's link (its experiment and its gate-stamped owner) never changes, so even a write may take it from the
-    // cache: logging to a run then costs one look-up (its experiment's grants, fresh), not two.
-    if !fresh || kind == "run" {
+    // A run's or a trace's link (its experiment and its gate-stamped owner) never changes, so even a write may take
+    // it from the cache: logging to a run then costs one look-up (its experiment's grants, fresh), not two.
+    if !fresh || kind == "run" || kind == "trace" {
         if let Some(hit) = links.nodes.get(&key).await {
             return Ok(hit);
         }
@@ -404,6 +404,17 @@ async fn link(
                 let name = info.get("run_name").and_then(Value::as_str).map(str::to_owned);
                 let experiment = info.get("experiment_id").and_then(Value::as_str).map(str::to_owned);
                 (node("run", id.to_string(), name, run.pointer("/data/tags"), RUN_USER_TAG), experiment)
+            })
+        }
+        "trace" => {
+            let path = format!("/api/3.0/mlflow/traces/{}", super::encode_segment(id));
+            let found = get(up, ctx, "trace", &path, &[]).await?;
+            found.as_ref().and_then(|v| v.pointer("/trace/trace_info")).map(|info| {
+                let tags = info.get("tags").and_then(Value::as_object);
+                let owner = tags.and_then(|t| t.get(CREATED_BY)).and_then(Value::as_str).map(str::to_owned);
+                let experiment = info.pointer("/trace_location/mlflow_experiment/experiment_id");
+                let node = Node { kind: "trace", id: id.to_string(), name: None, owner, grants: Ok(Grants::default()) };
+                (node, experiment.and_then(Value::as_str).map(str::to_owned))
             })
         }
         _ => {
