@@ -1,5 +1,5 @@
 # Resource permissions: who may read, change and manage which experiment, run, registered model (with its versions
-# and aliases) and logged model.
+# and aliases), logged model, trace, evaluation dataset and scorer, through REST and GraphQL.
 #
 # The gate hands the facts (input.operation.permission: the level the route needs, from the route table;
 # input.resource.permissions: the object's chain, the object first and its parents after it, each with its stamped
