@@ -30,6 +30,9 @@ fn unchecked<T>(m: impl Into<String>) -> Result<T, Refusal> {
     Err(Refusal::Unchecked(format!("GraphQL: {}", m.into())))
 }
 
+/// How deep lists and objects may nest in an argument (MLflow's inputs nest two levels).
+const MAX_VALUE_DEPTH: usize = 16;
+
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
     Punct(&'static str),
@@ -360,7 +363,7 @@ impl Parser {
             self.type_ref()?;
             if self.is("=") {
                 self.at += 1;
-                let v = self.value(true)?;
+                let v = self.value(true, 0)?;
                 defaults.insert(name, resolve(&v, &Map::new())?);
             }
             self.directives()?;
@@ -403,14 +406,17 @@ impl Parser {
             if args.iter().any(|(k, _)| *k == name) {
                 return invalid(format!("the argument {name:?} is given twice"));
             }
-            let value = self.value(false)?;
+            let value = self.value(false, 0)?;
             args.push((name, value));
         }
         self.expect(")")?;
         Ok(args)
     }
 
-    fn value(&mut self, constant: bool) -> Result<Val, Refusal> {
+    fn value(&mut self, constant: bool, depth: usize) -> Result<Val, Refusal> {
+        if depth > MAX_VALUE_DEPTH {
+            return invalid(format!("a value nests more than {MAX_VALUE_DEPTH} lists or objects"));
+        }
         match self.next() {
             Some(Tok::Punct("$")) if !constant => Ok(Val::Var(self.name()?)),
             Some(Tok::Str(s)) => Ok(Val::Scalar(Value::String(s))),
@@ -426,7 +432,7 @@ impl Parser {
             Some(Tok::Punct("[")) => {
                 let mut items = Vec::new();
                 while !self.is("]") {
-                    items.push(self.value(constant)?);
+                    items.push(self.value(constant, depth + 1)?);
                 }
                 self.expect("]")?;
                 Ok(Val::List(items))
@@ -436,7 +442,7 @@ impl Parser {
                 while !self.is("}") {
                     let k = self.name()?;
                     self.expect(":")?;
-                    fields.push((k, self.value(constant)?));
+                    fields.push((k, self.value(constant, depth + 1)?));
                 }
                 self.expect("}")?;
                 Ok(Val::Object(fields))

@@ -88,3 +88,9 @@ fn objectless_queries_pass_and_strings_are_decoded() {
     let t = checked(r#"{ mlflowGetExperiment(input: {experimentId: "\u0031"}) { experiment { name } } }"#, Value::Null);
     assert_eq!(t.map(|t| t["objects"].clone()), Ok(json!([{"type": "experiment", "id": "1"}])));
 }
+
+#[test]
+fn deeply_nested_argument_values_are_refused() {
+    let q = format!("{{ test(inputString: {}\"x\"{}) {{ output }} }}", "[".repeat(40), "]".repeat(40));
+    assert!(matches!(checked(&q, Value::Null), Err(Refusal::Invalid(m)) if m.contains("nests")));
+}
