@@ -217,6 +217,7 @@ const OWNED_WRITES: [(Level, Anchor, &[&str]); 5] = [
             "CreateAssessment",
             "UpdateAssessment",
             "DeleteAssessment",
+            "LinkPromptsToTrace",
         ],
     ),
 ];
@@ -225,19 +226,22 @@ const OWNED_WRITES: [(Level, Anchor, &[&str]); 5] = [
 /// not reach refuses the request (MLflow answers these in one piece, so nothing can be cut from the answer).
 /// Linking a dataset to experiments (at its creation or later) writes into each of them, so it needs EDIT on each,
 /// and on the dataset itself when it exists.
-const EACH: [(Level, Anchor, &[&str]); 4] = [
+const EACH: [(Level, Anchor, &[&str]); 5] = [
     (Level::Read, Anchor::Run, &["GetMetricHistoryBulk", "GetMetricHistoryBulkInterval"]),
     (Level::Read, Anchor::Trace, &["BatchGetTraces", "BatchGetTraceInfos"]),
     (Level::Read, Anchor::Experiment, &["QueryTraceMetrics", "CalculateTraceFilterCorrelation"]),
     (Level::Edit, Anchor::Experiment, &["CreateDataset", "AddDatasetToExperiments"]),
+    (Level::Edit, Anchor::Trace, &["LinkTracesToRun"]),
 ];
 
 /// For a `Need::Each` route: whether its list may be empty (a dataset created without experiments), and the one
-/// object it names besides the list (the dataset experiments are added to), checked at the same level.
+/// object it names besides the list (the dataset experiments are added to, the run traces are linked to), checked
+/// at the same level.
 pub fn each_extras(rpc: &str) -> (bool, Option<Anchor>) {
     match rpc {
         "CreateDataset" => (true, None),
         "AddDatasetToExperiments" => (false, Some(Anchor::Dataset)),
+        "LinkTracesToRun" => (false, Some(Anchor::Run)),
         _ => (false, None),
     }
 }
@@ -312,6 +316,14 @@ pub fn grant_route(rpc: &str) -> Option<Anchor> {
 /// `GetOnlineTraceDetails` and `SearchUnifiedTraceHandler` are Databricks RPCs that MLflow's own server routes to
 /// `_not_implemented` (404): they read nothing.
 pub const UNCHECKED_READS: [&str; 2] = ["GetOnlineTraceDetails", "SearchUnifiedTraceHandler"];
+
+/// Writes to experiment-owned objects deliberately left without a level here (a test checks that every other one
+/// has one): scorer and evaluation invocations and online scoring are server-side jobs, admin-only in the default
+/// bundle (`jobs.admin_only`); `StartTraceV3` and OTLP's `ExportTraces` name their experiment inside the body (or in
+/// the `X-Mlflow-Experiment-Id` header), which the gate does not read yet: creating traces in an experiment one may
+/// only read is still possible through them (their later reads and writes are checked).
+pub const UNCHECKED_WRITES: [&str; 5] =
+    ["InvokeGenaiEvaluate", "InvokeScorer", "UpsertOnlineScoringConfig", "StartTraceV3", "ExportTraces"];
 
 /// Creations (per-group rule).
 const CREATIONS: [&str; 2] = [rpc::CREATE_EXPERIMENT, rpc::CREATE_REGISTERED_MODEL];

@@ -112,3 +112,46 @@ fn every_read_of_an_owned_object_is_resolved_checked_or_filtered() {
     }
     assert!(missing.is_empty(), "reads without a permission resolution:\n{}", missing.join("\n"));
 }
+
+/// Writes to the objects an experiment owns besides runs and logged models (traces, assessments, datasets,
+/// scorers) need a level too, except the ones listed with their reason.
+#[test]
+fn every_write_to_an_experiment_owned_object_needs_a_level() {
+    let owned = [Resource::Trace, Resource::Assessment, Resource::Dataset, Resource::Scorer];
+    let mut missing = Vec::new();
+    for (method, path, rpc, read_only) in all_routes() {
+        let o = op(method, &path.replace('<', "x").replace('>', ""));
+        if read_only || !owned.contains(&o.resource) || o.rpc != rpc || UNCHECKED_WRITES.contains(&rpc) {
+            continue;
+        }
+        if !matches!(need(&o), Need::On(Level::Edit | Level::Manage, _) | Need::Each(Level::Edit | Level::Manage, _)) {
+            missing.push(format!("{method} {path} ({rpc})"));
+        }
+    }
+    assert!(missing.is_empty(), "writes without a level:\n{}", missing.join("\n"));
+}
+
+#[test]
+fn lists_of_ids_are_read_where_mlflow_reads_them() {
+    let pairs = |p: &[(&str, &str)]| p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+    let bulk = op("GET", "/ajax-api/2.0/mlflow/metrics/get-history-bulk");
+    let q = pairs(&[("run_id", "a"), ("run_id", "b"), ("metric_key", "m")]);
+    assert_eq!(listed(&bulk, "GET", &q, None), Ok(Some(("run_ids", vec![Value::from("a"), Value::from("b")]))));
+    assert_eq!(repeated_scalar(bulk.rpc), Some("run_id"));
+    let interval = op("GET", "/api/2.0/mlflow/metrics/get-history-bulk-interval");
+    let q = pairs(&[("run_ids", "a"), ("runIds", "b")]);
+    assert_eq!(listed(&interval, "GET", &q, None), Ok(Some(("run_ids", vec![Value::from("a"), Value::from("b")]))));
+    let infos = op("POST", "/api/3.0/mlflow/traces/batchGetInfos");
+    let body = serde_json::json!({"trace_ids": ["t"]}).as_object().cloned().unwrap_or_default();
+    assert_eq!(listed(&infos, "POST", &[], Some(&body)), Ok(Some(("trace_ids", vec![Value::from("t")]))));
+    let bad = serde_json::json!({"trace_ids": "t"}).as_object().cloned().unwrap_or_default();
+    assert!(listed(&infos, "POST", &[], Some(&bad)).is_err());
+    assert_eq!(listed(&op("GET", "/api/2.0/mlflow/runs/get"), "GET", &q, None), Ok(None));
+    let link = op("POST", "/api/2.0/mlflow/traces/link-to-run");
+    assert_eq!(need(&link), Need::Each(Level::Edit, Anchor::Trace));
+    assert_eq!(each_extras(link.rpc), (false, Some(Anchor::Run)));
+    assert_eq!(each_extras("CreateDataset"), (true, None));
+    assert_eq!(need(&op("POST", "/graphql")), Need::Queried);
+    assert_eq!(need(&op("GET", "/api/3.0/mlflow/datasets/d-1")), Need::On(Level::Read, Anchor::Dataset));
+    assert_eq!(need(&op("GET", "/api/3.0/mlflow/scorers/list")), Need::Filter);
+}

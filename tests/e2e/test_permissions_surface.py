@@ -228,6 +228,18 @@ def test_batch_reads_of_traces_need_every_trace(gate, sides, people):
     assert both.status_code == 200 and len(both.json()["trace_infos"]) == 2, both.text
 
 
+def test_another_teams_traces_cannot_be_linked_to_ones_run(gate, mlflow_server, sides, people):
+    a, b = sides["a"], sides["b"]
+    before = http(mlflow_server.url, "GET", f"/api/3.0/mlflow/traces/{a.trace}").json()
+    denied(http(gate.url, "POST", "/api/2.0/mlflow/traces/link-to-run", people["ben"],
+                json={"trace_ids": [b.trace, a.trace], "run_id": b.run}),
+           "ben may not LinkTracesToRun the trace", "that needs EDIT")
+    assert http(mlflow_server.url, "GET", f"/api/3.0/mlflow/traces/{a.trace}").json() == before
+    own = http(gate.url, "POST", "/api/2.0/mlflow/traces/link-to-run", people["ben"],
+               json={"trace_ids": [b.trace], "run_id": b.run})
+    assert own.status_code == 200, own.text
+
+
 def test_dataset_searches_show_only_readable_datasets_and_reads_by_id_are_checked(gate, sides, people):
     a, b = sides["a"], sides["b"]
 
