@@ -192,7 +192,7 @@ const TABLE: [(Level, Anchor, &[&str]); 9] = [
 /// experiments'; a scorer's and a trace's bulk deletion name the experiment itself.
 const OWNED_WRITES: [(Level, Anchor, &[&str]); 5] = [
     (Level::Manage, Anchor::Experiment, &["DeleteScorer", "DeleteTraces", "DeleteTracesV3"]),
-    (Level::Edit, Anchor::Experiment, &["RegisterScorer", "StartTrace"]),
+    (Level::Edit, Anchor::Experiment, &["RegisterScorer", "StartTrace", "StartTraceV3"]),
     (Level::Manage, Anchor::Dataset, &["DeleteDataset"]),
     (
         Level::Edit,
@@ -319,11 +319,11 @@ pub const UNCHECKED_READS: [&str; 2] = ["GetOnlineTraceDetails", "SearchUnifiedT
 
 /// Writes to experiment-owned objects deliberately left without a level here (a test checks that every other one
 /// has one): scorer and evaluation invocations and online scoring are server-side jobs, admin-only in the default
-/// bundle (`jobs.admin_only`); `StartTraceV3` and OTLP's `ExportTraces` name their experiment inside the body (or in
-/// the `X-Mlflow-Experiment-Id` header), which the gate does not read yet: creating traces in an experiment one may
-/// only read is still possible through them (their later reads and writes are checked).
-pub const UNCHECKED_WRITES: [&str; 5] =
-    ["InvokeGenaiEvaluate", "InvokeScorer", "UpsertOnlineScoringConfig", "StartTraceV3", "ExportTraces"];
+/// bundle (`jobs.admin_only`); OTLP's `ExportTraces` names its experiment in the `X-Mlflow-Experiment-Id` header,
+/// which the gate does not read yet: creating traces in an experiment one may only read is still possible through
+/// it (their later reads and writes are checked).
+pub const UNCHECKED_WRITES: [&str; 4] =
+    ["InvokeGenaiEvaluate", "InvokeScorer", "UpsertOnlineScoringConfig", "ExportTraces"];
 
 /// Creations (per-group rule).
 const CREATIONS: [&str; 2] = [rpc::CREATE_EXPERIMENT, rpc::CREATE_REGISTERED_MODEL];
@@ -416,6 +416,36 @@ pub fn listed(
         return Err(format!("{field} names {} objects; mlflow-gate checks at most {MAX_LISTED}", ids.len()));
     }
     Ok(Some((field, ids)))
+}
+
+/// The experiment a v3 trace is started in (`trace.trace_info.trace_location.mlflow_experiment.experiment_id`, each
+/// level in either spelling, as MLflow's JSON parser accepts), for the target's `experiment_id`. `None` for other
+/// routes or when absent (the request is then refused as naming no experiment); two spellings of one level are
+/// refused as ambiguous.
+pub fn nested_experiment(rpc: &str, body: Option<&Map<String, Value>>) -> Result<Option<String>, String> {
+    if rpc != "StartTraceV3" {
+        return Ok(None);
+    }
+    let mut at = body;
+    let path = ["trace", "trace_info", "trace_location", "mlflow_experiment"];
+    for key in path {
+        let Some(map) = at else { return Ok(None) };
+        at = one_spelling(map, key)?.and_then(Value::as_object);
+    }
+    let Some(map) = at else { return Ok(None) };
+    Ok(match one_spelling(map, "experiment_id")? {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+/// A field in its snake_case or lowerCamelCase spelling; both at once are refused.
+fn one_spelling<'a>(map: &'a Map<String, Value>, key: &str) -> Result<Option<&'a Value>, String> {
+    match (map.get(key), map.get(&camel(key))) {
+        (Some(_), Some(_)) if key != camel(key) => Err(format!("{key} is spelt two ways")),
+        (a, b) => Ok(a.or(b)),
+    }
 }
 
 /// `run_ids` -> `runIds`.

@@ -155,3 +155,21 @@ fn lists_of_ids_are_read_where_mlflow_reads_them() {
     assert_eq!(need(&op("GET", "/api/3.0/mlflow/datasets/d-1")), Need::On(Level::Read, Anchor::Dataset));
     assert_eq!(need(&op("GET", "/api/3.0/mlflow/scorers/list")), Need::Filter);
 }
+
+#[test]
+fn a_v3_trace_is_started_in_the_experiment_its_body_names() {
+    let body = |v: Value| v.as_object().cloned().unwrap_or_default();
+    let snake = body(
+        serde_json::json!({"trace": {"trace_info": {"trace_location": {"mlflow_experiment": {"experiment_id": "7"}}}}}),
+    );
+    assert_eq!(nested_experiment("StartTraceV3", Some(&snake)), Ok(Some("7".to_string())));
+    let camel = body(
+        serde_json::json!({"trace": {"traceInfo": {"traceLocation": {"mlflowExperiment": {"experimentId": "8"}}}}}),
+    );
+    assert_eq!(nested_experiment("StartTraceV3", Some(&camel)), Ok(Some("8".to_string())));
+    let both = body(serde_json::json!({"trace": {"trace_info": {}, "traceInfo": {}}}));
+    assert!(nested_experiment("StartTraceV3", Some(&both)).is_err());
+    assert_eq!(nested_experiment("StartTraceV3", Some(&body(serde_json::json!({"trace": {}})))), Ok(None));
+    assert_eq!(nested_experiment("StartTrace", Some(&snake)), Ok(None));
+    assert_eq!(need(&op("POST", "/api/3.0/mlflow/traces")), Need::On(Level::Edit, Anchor::Experiment));
+}

@@ -107,6 +107,9 @@ impl Head {
         if let Some((field, ids)) = listed {
             fields.insert(field.to_string(), Value::Array(ids));
         }
+        if let Some(experiment) = permission::nested_experiment(op.rpc, body).map_err(GateError::BadRequest)? {
+            fields.insert("experiment_id".into(), Value::String(experiment));
+        }
         if op.body == BodyClass::GraphQl {
             let checked = graphql::objects(body).map_err(|e| match e {
                 graphql::Refusal::Invalid(m) => GateError::InvalidParameter(m),

@@ -228,6 +228,29 @@ def test_batch_reads_of_traces_need_every_trace(gate, sides, people):
     assert both.status_code == 200 and len(both.json()["trace_infos"]) == 2, both.text
 
 
+def test_v3_traces_cannot_be_started_in_another_teams_experiment(gate, mlflow_server, sides, people):
+    a, b = sides["a"], sides["b"]
+
+    def start(token: str, experiment: str, camel: bool = False):
+        trace_id = f"tr-{uuid.uuid4().hex}"
+        location = {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": experiment}}
+        info = {"trace_id": trace_id, "state": "OK", "request_time": "2026-01-01T00:00:00Z",
+                "execution_duration": "1s", "trace_location": location}
+        if camel:
+            info = {"traceId": trace_id, "state": "OK", "requestTime": "2026-01-01T00:00:00Z",
+                    "executionDuration": "1s", "traceLocation": {"type": "MLFLOW_EXPERIMENT",
+                                                                 "mlflowExperiment": {"experimentId": experiment}}}
+        key = "traceInfo" if camel else "trace_info"
+        return trace_id, http(gate.url, "POST", "/api/3.0/mlflow/traces", token, json={"trace": {key: info}})
+
+    for camel in (False, True):
+        trace_id, response = start(people["ben"], a.experiment, camel)
+        denied(response, "ben may not StartTraceV3 the experiment", "that needs EDIT")
+        assert http(mlflow_server.url, "GET", f"/api/3.0/mlflow/traces/{trace_id}").status_code == 404
+    trace_id, response = start(people["ben"], b.experiment)
+    assert response.status_code == 200, response.text
+
+
 def test_another_teams_traces_cannot_be_linked_to_ones_run(gate, mlflow_server, sides, people):
     a, b = sides["a"], sides["b"]
     before = http(mlflow_server.url, "GET", f"/api/3.0/mlflow/traces/{a.trace}").json()
