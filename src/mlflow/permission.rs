@@ -4,6 +4,10 @@
 //! name, a logged model id), and the grants tag, the one reserved tag (`mlflow_gate.grants`) that stores who was
 //! granted what on an experiment, a run or a registered model.
 //!
+//! Routes that name several objects in a list (`run_ids`, `trace_ids`, `experiment_ids`) need the level on each
+//! ([`Need::Each`], the lists read by [`listed`]); GraphQL needs READ on every object its query names
+//! ([`Need::Queried`], `mlflow::graphql::objects`).
+//!
 //! The levels are MLflow's (`READ`, `USE`, `EDIT`, `MANAGE`, `NO_PERMISSIONS`); which level a principal holds is
 //! decided by the policy (`policies/permissions.rego`), never here.
 
