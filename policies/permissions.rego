@@ -1,5 +1,5 @@
 # Resource permissions: who may read, change and manage which experiment, run, registered model (with its versions
-# and aliases), logged model and trace.
+# and aliases), logged model, trace, evaluation dataset and scorer, through REST and GraphQL.
 #
 # The gate hands the facts (input.operation.permission: the level the route needs, from the route table;
 # input.resource.permissions: the object's chain, the object first and its parents after it, each with its stamped
@@ -224,6 +224,15 @@ perm_owner_hint := sprintf("; ask its owner %s or an admin for a grant", [o]) if
 read_permitted if {
 	not graphql_closed
 	object_read_permitted
+	objects_read_permitted
+}
+
+objects_read_permitted if count(perm_objects) == 0
+
+objects_read_permitted if {
+	count(perm_objects) > 0
+	count(objects_denied) == 0
+	count(objects_unresolved) == 0
 }
 
 object_read_permitted if not needed_ranks[permission_need]
@@ -238,9 +247,9 @@ object_read_permitted if {
 	permission_rank >= needed_ranks[permission_need]
 }
 
-# GraphQL reads (/graphql: mlflowGetRun, mlflowSearchRuns, model versions) are neither resolved nor filtered by the
-# gate. data.permissions.graphql "admins" closes that path to everyone else; the shipped "open" keeps the web UI's
-# GraphQL calls working where every engineer may read everything (permissions.default READ, no NO_PERMISSIONS).
+# GraphQL (/graphql) is checked like REST: the gate admits only the root fields whose objects it can name, hands
+# them as resource.permissions.objects (every one needs READ, below) and cuts the lists of the answer (runs, model
+# versions) with the search filter. data.permissions.graphql "admins" closes /graphql to everyone else all the same.
 graphql_closed if {
 	resource_type == "graphql"
 	permissions_config.graphql == "admins"
@@ -249,8 +258,74 @@ graphql_closed if {
 
 violations contains violation(
 	"permissions.graphql",
-	"GraphQL reads are not checked against resource permissions, so only admins may use /graphql (data.permissions.graphql)",
+	"only admins may use /graphql here (data.permissions.graphql is \"admins\"); use the REST API",
 ) if graphql_closed
+
+# ---------------------------------------------------------------------------------------------------------------
+# Routes naming several objects: run_ids (metric histories), trace_ids (batch get), experiment_ids (trace
+# metrics), and the objects of a GraphQL query. resource.permissions.objects holds one entry per object, each like
+# a single object's facts ({"anchor", "id", "exists", "problem", "chain"}); every one needs the route's level, so
+# one the caller may not reach refuses the whole request (MLflow answers these in one piece).
+# ---------------------------------------------------------------------------------------------------------------
+
+perm_objects := o if {
+	o := perm_facts.objects
+	is_array(o)
+} else := []
+
+objects_denied contains sprintf(
+	"%s may not %s %s: that needs %s, and %s has %s (%s)%s",
+	[principal_sub, rpc, chain_label(obj.chain), upper(permission_need), principal_sub, permission_names[rank], chain_source(obj.chain, grants, rank), chain_owner_hint(obj.chain)],
+) if {
+	needed := needed_ranks[permission_need]
+	some obj in perm_objects
+	obj.exists == true
+	not is_string(obj.problem)
+	grants := chain_grants(obj.chain, object.get(perm_facts, "workspace", null))
+	rank := chain_rank(obj.chain, grants)
+	rank < needed
+}
+
+objects_unresolved contains obj.problem if {
+	needed_ranks[permission_need]
+	some obj in perm_objects
+	is_string(obj.problem)
+}
+
+violations contains violation("permissions.insufficient", reason) if {
+	some reason in objects_denied
+}
+
+violations contains violation("permissions.unresolved", problem) if {
+	some problem in objects_unresolved
+}
+
+chain_label(chain) := sprintf("the %s %s in the %s %s", [first.type, node_label(first), last.type, node_label(last)]) if {
+	count(chain) > 1
+	first := chain[0]
+	last := chain[count(chain) - 1]
+} else := sprintf("the %s %s", [chain[0].type, node_label(chain[0])]) if {
+	count(chain) > 0
+} else := "the object"
+
+chain_owner_hint(chain) := sprintf("; ask its owner %s or an admin for a grant", [o]) if {
+	o := chain[count(chain) - 1].owner
+	is_string(o)
+} else := "; ask an admin for a grant"
+
+ranking_grant_sources(grants, rank) := sort([g.source | some g in grants; permission_ranks[g.level] == rank])
+
+# The source of a level on a chain, as permission_source words it for the request's own object.
+chain_source(chain, grants, rank) := "as an admin" if is_admin
+
+else := denying_grant_sources(grants)[0] if {
+	count(denying_grant_sources(grants)) > 0
+} else := "as its creator" if {
+	chain_owned(chain)
+	config_rank("creator") == rank
+} else := ranking_grant_sources(grants, rank)[0] if {
+	count(ranking_grant_sources(grants, rank)) > 0
+} else := "the default for authenticated users without a grant"
 
 # ---------------------------------------------------------------------------------------------------------------
 # Rules

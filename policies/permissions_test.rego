@@ -305,7 +305,7 @@ test_graphql_is_open_by_default_and_admin_only_when_closed if {
 	inp := fx_request(fxp_ben, "GraphQL", "graphql", true, {"target": {}})
 	decision == fx_allowed with input as inp
 	reasons := fxp_reasons(inp) with data.permissions.graphql as "admins"
-	reasons == ["GraphQL reads are not checked against resource permissions, so only admins may use /graphql (data.permissions.graphql)"]
+	reasons == ["only admins may use /graphql here (data.permissions.graphql is \"admins\"); use the REST API"]
 	root := object.union(inp, {"principal": fx_root})
 	decision == fx_allowed with input as root with data.permissions.graphql as "admins"
 	d := decision with input as inp with data.permissions.graphql as "admins"
@@ -380,4 +380,89 @@ test_filtering_agrees_with_the_read_decision_for_own_grants if {
 			}
 		}
 	}
+}
+
+# --- Routes naming several objects (run_ids, trace_ids, experiment_ids, a GraphQL query's objects) -----------------
+
+fxp_object(id, chain) := {"anchor": "run", "id": id, "exists": count(chain) > 0, "problem": null, "chain": chain}
+
+fxp_experiment_b := {"type": "experiment", "id": "2", "name": "exp-b", "owner": "ben", "grants": fxp_none}
+
+fxp_run_b := {"type": "run", "id": "r2", "name": "eval", "owner": "ben", "grants": fxp_none}
+
+# A read of several objects (`objects`), as the gate hands it: the request's own chain is empty.
+fxp_many(who, rpc, type, objects) := object.union(fxp_input(who, rpc, type, "read", []), {"resource": {"permissions": {
+	"workspace": null, "anchor": "each", "exists": false, "problem": null, "chain": [], "objects": objects,
+}}})
+
+fxp_bulk(who, exp_grants) := fxp_many(who, "GetMetricHistoryBulkInterval", "metric", [
+	fxp_object("r2", [fxp_run_b, fxp_experiment_b]),
+	fxp_object("r1", [fxp_run(fxp_none), fxp_experiment(exp_grants)]),
+])
+
+test_every_listed_object_readable_allows_the_read if {
+	decision == fx_allowed with input as fxp_bulk(fxp_ben, fxp_none)
+}
+
+test_one_unreadable_listed_object_refuses_the_whole_read if {
+	deny := fxp_grants({}, {"team-b": "NO_PERMISSIONS"})
+	fxp_reasons(fxp_bulk(fxp_ben, deny)) == [concat("", [
+		"ben may not GetMetricHistoryBulkInterval the run \"train\" (r1) in the experiment \"exp-a\" (1): that needs ",
+		"READ, and ben has NO_PERMISSIONS (a grant to the group team-b on the experiment \"exp-a\" (1)); ask its owner ",
+		"ana or an admin for a grant",
+	])]
+	d := decision with input as fxp_bulk(fxp_ben, deny)
+	d == full_decision with input as fxp_bulk(fxp_ben, deny)
+	decision == fx_allowed with input as fxp_bulk(fxp_ana, deny)
+}
+
+test_listed_objects_follow_the_default_and_the_creator if {
+	reasons := fxp_reasons(fxp_bulk(fxp_ben, fxp_none)) with data.permissions.default as "NO_PERMISSIONS"
+	reasons == [concat("", [
+		"ben may not GetMetricHistoryBulkInterval the run \"train\" (r1) in the experiment \"exp-a\" (1): that needs ",
+		"READ, and ben has NO_PERMISSIONS (the default for authenticated users without a grant); ask its owner ana or ",
+		"an admin for a grant",
+	])]
+	granted := fxp_grants({"ben": "READ"}, {})
+	decision == fx_allowed with input as fxp_bulk(fxp_ben, granted) with data.permissions.default as "NO_PERMISSIONS"
+}
+
+test_missing_listed_objects_are_left_to_mlflow_and_unresolved_ones_deny if {
+	missing := fxp_many(fxp_ben, "BatchGetTraces", "trace", [fxp_object("tr-gone", [])])
+	decision == fx_allowed with input as missing
+	unnamed := fxp_many(fxp_ben, "BatchGetTraces", "trace", [object.union(fxp_object("x", []), {"problem": "the trace x cannot be checked"})])
+	fxp_reasons(unnamed) == ["the trace x cannot be checked"]
+	empty := object.union(fxp_many(fxp_ben, "BatchGetTraces", "trace", []), {"resource": {"permissions": {
+		"problem": "the request names no trace_ids, so the gate cannot check the permission it needs",
+	}}})
+	fxp_reasons(empty) == ["the request names no trace_ids, so the gate cannot check the permission it needs"]
+}
+
+test_graphql_objects_are_checked_like_their_rest_reads if {
+	deny := fxp_grants({"ben": "NO_PERMISSIONS"}, {})
+	inp := fxp_many(fxp_ben, "GraphQL", "graphql", [{"anchor": "experiment", "id": "1", "exists": true, "problem": null,
+		"chain": [fxp_experiment(deny)]}])
+	fxp_reasons(inp) == [concat("", [
+		"ben may not GraphQL the experiment \"exp-a\" (1): that needs READ, and ben has NO_PERMISSIONS (a grant to ben ",
+		"on the experiment \"exp-a\" (1)); ask its owner ana or an admin for a grant",
+	])]
+	admin := object.union(inp, {"principal": fx_root})
+	decision == fx_allowed with input as admin
+}
+
+# --- Gateway resources (no experiment): admins manage, engineers read and use (data.operations) -------------------
+
+test_only_admins_manage_gateway_configuration if {
+	for_ben := fx_request(fxp_ben, "CreateGatewaySecret", "gateway", false, {"target": {}})
+	fxp_reasons(for_ben) == ["only admins may call CreateGatewaySecret"]
+	for_root := object.union(for_ben, {"principal": fx_root})
+	decision == fx_allowed with input as for_root
+	endpoint := fx_request(fxp_ben, "DeleteGatewayEndpoint", "gateway", false, {"target": {}})
+	fxp_reasons(endpoint) == ["only admins may call DeleteGatewayEndpoint"]
+}
+
+test_engineers_read_and_use_gateway_endpoints if {
+	decision == fx_allowed with input as fx_request(fxp_ben, "GatewayChatCompletions", "gateway", false, {"target": {}})
+	decision == fx_allowed with input as fx_request(fxp_ben, "ListGatewayEndpoints", "gateway", true, {"target": {}})
+	decision == fx_allowed with input as fx_request(fxp_ben, "GetGatewaySecretInfo", "gateway", true, {"target": {}})
 }

@@ -526,9 +526,15 @@ impl Gate {
         body: Option<&serde_json::Map<String, serde_json::Value>>,
         resp: Response<GateBody>,
     ) -> Result<Response<GateBody>, GateError> {
-        if permission::need(p.op) != Need::Filter {
-            return Ok(resp);
-        }
+        // GraphQL: the lists its query selected (`target.lists`), cut as a search's page is.
+        let lists = match permission::need(p.op) {
+            Need::Filter => None,
+            Need::Queried => match p.resource.pointer("/target/lists").and_then(|l| l.as_array()) {
+                Some(lists) if !lists.is_empty() => Some(lists),
+                _ => return Ok(resp),
+            },
+            _ => return Ok(resp),
+        };
         let (mut parts, answer) = resp.into_parts();
         let bytes = body::collect_limited(answer, MAX_FILTERED_PAGE_BYTES).await.map_err(|e| {
             tracing::error!(error = %e, "reading MLflow's page of results failed");
@@ -542,16 +548,22 @@ impl Gate {
             body,
             workspace: p.head.context.workspace_name(),
         };
+        // The lists of a GraphQL answer are decided as a search's page (a look-alike whose decision is `readable`).
+        let search = Operation::plain("SearchRuns", true, crate::mlflow::routes::Resource::Run);
         let filter = results::Filter {
             enricher: &self.enricher,
             upstream: &self.upstream,
             ctx: &p.head.context,
             policy: &self.policy,
             principal: p.principal,
-            op: p.op,
+            op: if lists.is_some() { &search } else { p.op },
             request: &request,
         };
-        let page = filter.page(&bytes).await.map_err(|e| {
+        let page = match lists {
+            Some(lists) => filter.graphql(&bytes, lists).await.map(Some),
+            None => filter.page(&bytes).await,
+        };
+        let page = page.map_err(|e| {
             tracing::error!(error = %e, "filtering the results failed; denying");
             GateError::LookupFailed
         })?;

@@ -8,6 +8,10 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
+#[path = "graphql_checked.rs"]
+mod checked;
+pub use checked::{objects, Refusal};
+
 /// Longest `query` string accepted (bytes). MLflow's UI sends queries of a few KiB.
 pub const MAX_QUERY_BYTES: usize = 16 * 1024;
 /// Most tokens in a query.

@@ -6,6 +6,10 @@
 //! `mlflow_gate.grant.group.<group>` = LEVEL, [`grant_tag_key`]), and the legacy combined tag (`mlflow_gate.grants`),
 //! still read.
 //!
+//! Routes that name several objects in a list (`run_ids`, `trace_ids`, `experiment_ids`) need the level on each
+//! ([`Need::Each`], the lists read by [`listed`]); GraphQL needs READ on every object its query names
+//! ([`Need::Queried`], `mlflow::graphql::objects`).
+//!
 //! The levels are MLflow's (`READ`, `USE`, `EDIT`, `MANAGE`, `NO_PERMISSIONS`); which level a principal holds is
 //! decided by the policy (`policies/permissions.rego`), never here.
 
@@ -160,6 +164,12 @@ pub enum Need {
     On(Level, Anchor),
     /// A search or list: its results are filtered to what the caller may read.
     Filter,
+    /// Needs at least this level on every object a list of the request names (`run_ids`, `trace_ids`,
+    /// `experiment_ids`: [`Anchor::list_field`]); one object the caller may not reach refuses the whole request.
+    Each(Level, Anchor),
+    /// A GraphQL query: READ on every object its root fields name (`objects` in the target, see
+    /// `mlflow::graphql::objects`); lists in the answer are cut to what the caller may read.
+    Queried,
 }
 
 impl Need {
@@ -170,8 +180,10 @@ impl Need {
             Need::Create => "create",
             Need::On(Level::Read, _) => "read",
             Need::On(Level::Edit, _) => "edit",
-            Need::On(Level::Manage, _) => "manage",
+            Need::On(Level::Manage, _) | Need::Each(Level::Manage, _) => "manage",
             Need::Filter => "filter",
+            Need::Each(Level::Read, _) | Need::Queried => "read",
+            Need::Each(Level::Edit, _) => "edit",
         }
     }
 }
@@ -202,6 +214,9 @@ pub enum Anchor {
     LoggedModel,
     /// A trace (and its experiment), by `trace_id` (v3) or `request_id` (v2).
     Trace,
+    /// An evaluation dataset (v3), by `dataset_id`: its experiments (`experiment_ids`) hold the permissions, all of
+    /// them (a `NO_PERMISSIONS` on any one of them denies; a grant on any one of them counts).
+    Dataset,
     /// A file of the proxied artifact store, by its path (`artifact_path` in the route, or the `path` query of a
     /// listing): `<experiment_id>/...`, under `workspaces/<ws>/` or not. The experiment holds the permissions.
     ArtifactPath,
@@ -217,6 +232,7 @@ impl Anchor {
             Anchor::RegisteredModel => &["name"],
             Anchor::LoggedModel => &["model_id"],
             Anchor::Trace => &["trace_id", "request_id"],
+            Anchor::Dataset => &["dataset_id"],
             Anchor::ArtifactPath => &["artifact_path", "path"],
         }
     }
@@ -229,7 +245,17 @@ impl Anchor {
             Anchor::RegisteredModel => "registered_model",
             Anchor::LoggedModel => "logged_model",
             Anchor::Trace => "trace",
+            Anchor::Dataset => "dataset",
             Anchor::ArtifactPath => "artifact",
+        }
+    }
+
+    /// The target field listing several objects of this kind (`Need::Each`), as MLflow names it.
+    pub fn list_field(self) -> &'static str {
+        match self {
+            Anchor::Run => "run_ids",
+            Anchor::Trace => "trace_ids",
+            _ => "experiment_ids",
         }
     }
 }
@@ -295,13 +321,72 @@ const TABLE: [(Level, Anchor, &[&str]); 9] = [
     (Level::Read, Anchor::Run, &["GetRun", "GetMetricHistory"]),
 ];
 
+/// Writes to the objects an experiment owns besides runs and logged models (scorers, evaluation datasets, traces
+/// and their assessments), kept apart from `TABLE` for their own review. A dataset's permissions are its
+/// experiments'; a scorer's and a trace's bulk deletion name the experiment itself.
+const OWNED_WRITES: [(Level, Anchor, &[&str]); 5] = [
+    (Level::Manage, Anchor::Experiment, &["DeleteScorer", "DeleteTraces", "DeleteTracesV3"]),
+    (Level::Edit, Anchor::Experiment, &["RegisterScorer", "StartTrace", "StartTraceV3"]),
+    (Level::Manage, Anchor::Dataset, &["DeleteDataset"]),
+    (
+        Level::Edit,
+        Anchor::Dataset,
+        &[
+            "UpsertDatasetRecords",
+            "DeleteDatasetRecords",
+            "SetDatasetTags",
+            "DeleteDatasetTag",
+            "RemoveDatasetFromExperiments",
+        ],
+    ),
+    (
+        Level::Edit,
+        Anchor::Trace,
+        &[
+            "EndTrace",
+            "SetTraceTag",
+            "DeleteTraceTag",
+            "SetTraceTagV3",
+            "DeleteTraceTagV3",
+            "CreateAssessment",
+            "UpdateAssessment",
+            "DeleteAssessment",
+            "LinkPromptsToTrace",
+        ],
+    ),
+];
+
+/// Routes naming several objects in a list (`Anchor::list_field`): every one is checked, and one the caller may
+/// not reach refuses the request (MLflow answers these in one piece, so nothing can be cut from the answer).
+/// Linking a dataset to experiments (at its creation or later) writes into each of them, so it needs EDIT on each,
+/// and on the dataset itself when it exists.
+const EACH: [(Level, Anchor, &[&str]); 5] = [
+    (Level::Read, Anchor::Run, &["GetMetricHistoryBulk", "GetMetricHistoryBulkInterval"]),
+    (Level::Read, Anchor::Trace, &["BatchGetTraces", "BatchGetTraceInfos"]),
+    (Level::Read, Anchor::Experiment, &["QueryTraceMetrics", "CalculateTraceFilterCorrelation"]),
+    (Level::Edit, Anchor::Experiment, &["CreateDataset", "AddDatasetToExperiments"]),
+    (Level::Edit, Anchor::Trace, &["LinkTracesToRun"]),
+];
+
+/// For a `Need::Each` route: whether its list may be empty (a dataset created without experiments), and the one
+/// object it names besides the list (the dataset experiments are added to, the run traces are linked to), checked
+/// at the same level.
+pub fn each_extras(rpc: &str) -> (bool, Option<Anchor>) {
+    match rpc {
+        "CreateDataset" => (true, None),
+        "AddDatasetToExperiments" => (false, Some(Anchor::Dataset)),
+        "LinkTracesToRun" => (false, Some(Anchor::Run)),
+        _ => (false, None),
+    }
+}
+
 /// Reads by the object they reach (kept apart from `TABLE` for the reads' own review). `ListArtifacts` is two
 /// routes: `artifacts/list?run_id=` (a run) and the proxied store's `artifacts?path=` (a path); a run named in the
 /// target is used first (`pipeline::enrich::permissions`).
-const READS: [(Anchor, &[&str]); 7] = [
-    (Anchor::Experiment, &["GetExperiment"]),
+const READS: [(Anchor, &[&str]); 8] = [
+    (Anchor::Experiment, &["GetExperiment", "GetScorer", "ListScorerVersions"]),
     (Anchor::ExperimentName, &["GetExperimentByName"]),
-    (Anchor::Run, &["GetRunArtifact", "GetMetricHistoryBulk", "CreatePresignedDownloadUrl"]),
+    (Anchor::Run, &["GetRunArtifact", "CreatePresignedDownloadUrl"]),
     (
         Anchor::RegisteredModel,
         &[
@@ -314,7 +399,8 @@ const READS: [(Anchor, &[&str]); 7] = [
         ],
     ),
     (Anchor::LoggedModel, &["GetLoggedModel", "GetLoggedModelArtifact", "ListLoggedModelArtifacts"]),
-    (Anchor::Trace, &["GetTraceInfo", "GetTraceInfoV3", "GetTrace", "GetTraceArtifact"]),
+    (Anchor::Trace, &["GetTraceInfo", "GetTraceInfoV3", "GetTrace", "GetTraceArtifact", "GetAssessment"]),
+    (Anchor::Dataset, &["GetDataset", "GetDatasetRecords", "GetDatasetExperimentIds"]),
     (Anchor::ArtifactPath, &["ListArtifacts", "DownloadArtifact", "GetPresignedDownloadUrl"]),
 ];
 
@@ -375,11 +461,25 @@ pub fn grant_route(rpc: &str) -> Option<Anchor> {
     GRANT_ROUTES.iter().find(|(_, _, r, ..)| *r == rpc).map(|(.., anchor)| *anchor)
 }
 
+/// Reads of owned objects deliberately left without a level (each with its reason; a test checks that every other
+/// read of an owned object has one).
+/// `GetOnlineTraceDetails` and `SearchUnifiedTraceHandler` are Databricks RPCs that MLflow's own server routes to
+/// `_not_implemented` (404): they read nothing.
+pub const UNCHECKED_READS: [&str; 2] = ["GetOnlineTraceDetails", "SearchUnifiedTraceHandler"];
+
+/// Writes to experiment-owned objects deliberately left without a level here (a test checks that every other one
+/// has one): scorer and evaluation invocations and online scoring are server-side jobs, admin-only in the default
+/// bundle (`jobs.admin_only`); OTLP's `ExportTraces` names its experiment in the `X-Mlflow-Experiment-Id` header,
+/// which the gate does not read yet: creating traces in an experiment one may only read is still possible through
+/// it (their later reads and writes are checked).
+pub const UNCHECKED_WRITES: [&str; 4] =
+    ["InvokeGenaiEvaluate", "InvokeScorer", "UpsertOnlineScoringConfig", "ExportTraces"];
+
 /// Creations (per-group rule).
 const CREATIONS: [&str; 2] = [rpc::CREATE_EXPERIMENT, rpc::CREATE_REGISTERED_MODEL];
 
 /// Searches and lists whose results are filtered (response phase).
-const FILTERED: [&str; 8] = [
+const FILTERED: [&str; 11] = [
     "SearchExperiments",
     "SearchRuns",
     "SearchRegisteredModels",
@@ -388,6 +488,9 @@ const FILTERED: [&str; 8] = [
     "SearchTraces",
     "SearchTracesV3",
     "SearchDatasets",
+    "SearchEvaluationDatasets",
+    "ListScorers",
+    "GetOnlineScoringConfigs",
 ];
 
 /// What a route needs. The approval workflow's routes need READ on the model (their own rules say who may
@@ -405,6 +508,15 @@ pub fn need(op: &Operation) -> Need {
     if let Some((anchor, _)) = READS.iter().find(|(_, rpcs)| rpcs.contains(&op.rpc)) {
         return Need::On(Level::Read, *anchor);
     }
+    if let Some((level, anchor, _)) = OWNED_WRITES.iter().find(|(_, _, rpcs)| rpcs.contains(&op.rpc)) {
+        return Need::On(*level, *anchor);
+    }
+    if let Some((level, anchor, _)) = EACH.iter().find(|(_, _, rpcs)| rpcs.contains(&op.rpc)) {
+        return Need::Each(*level, *anchor);
+    }
+    if op.resource == Resource::GraphQl {
+        return Need::Queried;
+    }
     if CREATIONS.contains(&op.rpc) {
         return Need::Create;
     }
@@ -412,6 +524,95 @@ pub fn need(op: &Operation) -> Need {
         return Need::Filter;
     }
     Need::Unchecked
+}
+
+/// The most objects one request may name in a list (MLflow's own caps are lower: 100 runs for the metric
+/// histories); past it the request is refused before any look-up.
+pub const MAX_LISTED: usize = 1_000;
+
+/// The scalar query parameter a route reads repeated, as a list (`metrics/get-history-bulk?run_id=a&run_id=b`):
+/// it is taken out of the scalar target (where two values would be ambiguous) and listed instead.
+pub fn repeated_scalar(rpc: &str) -> Option<&'static str> {
+    (rpc == "GetMetricHistoryBulk").then_some("run_id")
+}
+
+/// The ids a `Need::Each` route lists, read where MLflow reads them (GET: every value of the query parameter, in
+/// either spelling; other methods: the normalised JSON body's list), for the target's [`Anchor::list_field`].
+/// `None` for other routes; an error names what cannot be read (the request is refused).
+pub fn listed(
+    op: &Operation,
+    method: &str,
+    query: &[(String, String)],
+    body: Option<&Map<String, Value>>,
+) -> Result<Option<(&'static str, Vec<Value>)>, String> {
+    let Need::Each(_, anchor) = need(op) else { return Ok(None) };
+    let field = anchor.list_field();
+    let ids: Vec<Value> = if matches!(method, "GET" | "HEAD") {
+        let names = [Some(field), repeated_scalar(op.rpc)];
+        let camel = camel(field);
+        query
+            .iter()
+            .filter(|(k, _)| names.contains(&Some(k.as_str())) || *k == camel)
+            .map(|(_, v)| Value::String(v.clone()))
+            .collect()
+    } else {
+        match body.and_then(|b| b.get(field)) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) => items.clone(),
+            Some(_) => return Err(format!("{field} must be a list of strings")),
+        }
+    };
+    if ids.len() > MAX_LISTED {
+        return Err(format!("{field} names {} objects; mlflow-gate checks at most {MAX_LISTED}", ids.len()));
+    }
+    Ok(Some((field, ids)))
+}
+
+/// The experiment a v3 trace is started in (`trace.trace_info.trace_location.mlflow_experiment.experiment_id`, each
+/// level in either spelling, as MLflow's JSON parser accepts), for the target's `experiment_id`. `None` for other
+/// routes or when absent (the request is then refused as naming no experiment); two spellings of one level are
+/// refused as ambiguous.
+pub fn nested_experiment(rpc: &str, body: Option<&Map<String, Value>>) -> Result<Option<String>, String> {
+    if rpc != "StartTraceV3" {
+        return Ok(None);
+    }
+    let mut at = body;
+    let path = ["trace", "trace_info", "trace_location", "mlflow_experiment"];
+    for key in path {
+        let Some(map) = at else { return Ok(None) };
+        at = one_spelling(map, key)?.and_then(Value::as_object);
+    }
+    let Some(map) = at else { return Ok(None) };
+    Ok(match one_spelling(map, "experiment_id")? {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+/// A field in its snake_case or lowerCamelCase spelling; both at once are refused.
+fn one_spelling<'a>(map: &'a Map<String, Value>, key: &str) -> Result<Option<&'a Value>, String> {
+    match (map.get(key), map.get(&camel(key))) {
+        (Some(_), Some(_)) if key != camel(key) => Err(format!("{key} is spelt two ways")),
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
+/// `run_ids` -> `runIds`.
+fn camel(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut upper = false;
+    for c in field.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A resource's grants, as read from its grant tags.

@@ -201,3 +201,95 @@ fn trace_grants_are_experiment_tags_that_round_trip_for_any_trace_id_and_name() 
         Some(serde_json::json!({"users": {"alex": "NO_PERMISSIONS"}, "groups": {"team-b": "READ"}}))
     );
 }
+
+/// A read or a list of an object an experiment or a registered model owns that is neither resolved to its object,
+/// nor checked object by object, nor filtered, would show another team's objects: every such route needs one.
+#[test]
+fn every_read_of_an_owned_object_is_resolved_checked_or_filtered() {
+    let owned = [
+        Resource::Experiment,
+        Resource::Run,
+        Resource::Metric,
+        Resource::Artifact,
+        Resource::RegisteredModel,
+        Resource::ModelVersion,
+        Resource::LoggedModel,
+        Resource::Trace,
+        Resource::Assessment,
+        Resource::Dataset,
+        Resource::Scorer,
+        Resource::GraphQl,
+    ];
+    let mut missing = Vec::new();
+    for (method, path, rpc, read_only) in all_routes() {
+        let o = op(method, &path.replace('<', "x").replace('>', ""));
+        if !read_only || !owned.contains(&o.resource) || o.rpc != rpc || UNCHECKED_READS.contains(&rpc) {
+            continue;
+        }
+        if need(&o) == Need::Unchecked {
+            missing.push(format!("{method} {path} ({rpc})"));
+        }
+    }
+    assert!(missing.is_empty(), "reads without a permission resolution:\n{}", missing.join("\n"));
+}
+
+/// Writes to the objects an experiment owns besides runs and logged models (traces, assessments, datasets,
+/// scorers) need a level too, except the ones listed with their reason.
+#[test]
+fn every_write_to_an_experiment_owned_object_needs_a_level() {
+    let owned = [Resource::Trace, Resource::Assessment, Resource::Dataset, Resource::Scorer];
+    let mut missing = Vec::new();
+    for (method, path, rpc, read_only) in all_routes() {
+        let o = op(method, &path.replace('<', "x").replace('>', ""));
+        if read_only || !owned.contains(&o.resource) || o.rpc != rpc || UNCHECKED_WRITES.contains(&rpc) {
+            continue;
+        }
+        if !matches!(need(&o), Need::On(Level::Edit | Level::Manage, _) | Need::Each(Level::Edit | Level::Manage, _)) {
+            missing.push(format!("{method} {path} ({rpc})"));
+        }
+    }
+    assert!(missing.is_empty(), "writes without a level:\n{}", missing.join("\n"));
+}
+
+#[test]
+fn lists_of_ids_are_read_where_mlflow_reads_them() {
+    let pairs = |p: &[(&str, &str)]| p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+    let bulk = op("GET", "/ajax-api/2.0/mlflow/metrics/get-history-bulk");
+    let q = pairs(&[("run_id", "a"), ("run_id", "b"), ("metric_key", "m")]);
+    assert_eq!(listed(&bulk, "GET", &q, None), Ok(Some(("run_ids", vec![Value::from("a"), Value::from("b")]))));
+    assert_eq!(repeated_scalar(bulk.rpc), Some("run_id"));
+    let interval = op("GET", "/api/2.0/mlflow/metrics/get-history-bulk-interval");
+    let q = pairs(&[("run_ids", "a"), ("runIds", "b")]);
+    assert_eq!(listed(&interval, "GET", &q, None), Ok(Some(("run_ids", vec![Value::from("a"), Value::from("b")]))));
+    let infos = op("POST", "/api/3.0/mlflow/traces/batchGetInfos");
+    let body = serde_json::json!({"trace_ids": ["t"]}).as_object().cloned().unwrap_or_default();
+    assert_eq!(listed(&infos, "POST", &[], Some(&body)), Ok(Some(("trace_ids", vec![Value::from("t")]))));
+    let bad = serde_json::json!({"trace_ids": "t"}).as_object().cloned().unwrap_or_default();
+    assert!(listed(&infos, "POST", &[], Some(&bad)).is_err());
+    assert_eq!(listed(&op("GET", "/api/2.0/mlflow/runs/get"), "GET", &q, None), Ok(None));
+    let link = op("POST", "/api/2.0/mlflow/traces/link-to-run");
+    assert_eq!(need(&link), Need::Each(Level::Edit, Anchor::Trace));
+    assert_eq!(each_extras(link.rpc), (false, Some(Anchor::Run)));
+    assert_eq!(each_extras("CreateDataset"), (true, None));
+    assert_eq!(need(&op("POST", "/graphql")), Need::Queried);
+    assert_eq!(need(&op("GET", "/api/3.0/mlflow/datasets/d-1")), Need::On(Level::Read, Anchor::Dataset));
+    assert_eq!(need(&op("GET", "/api/3.0/mlflow/scorers/list")), Need::Filter);
+}
+
+#[test]
+fn a_v3_trace_is_started_in_the_experiment_its_body_names() {
+    let body = |v: Value| v.as_object().cloned().unwrap_or_default();
+    let snake = body(
+        serde_json::json!({"trace": {"trace_info": {"trace_location": {"mlflow_experiment": {"experiment_id": "7"}}}}}),
+    );
+    assert_eq!(nested_experiment("StartTraceV3", Some(&snake)), Ok(Some("7".to_string())));
+    let camel = body(
+        serde_json::json!({"trace": {"traceInfo": {"traceLocation": {"mlflowExperiment": {"experimentId": "8"}}}}}),
+    );
+    assert_eq!(nested_experiment("StartTraceV3", Some(&camel)), Ok(Some("8".to_string())));
+    let both = body(serde_json::json!({"trace": {"trace_info": {}, "traceInfo": {}}}));
+    assert!(nested_experiment("StartTraceV3", Some(&both)).is_err());
+    assert_eq!(nested_experiment("StartTraceV3", Some(&body(serde_json::json!({"trace": {}})))), Ok(None));
+    assert_eq!(nested_experiment("StartTrace", Some(&snake)), Ok(None));
+    assert_eq!(need(&op("POST", "/api/3.0/mlflow/traces")), Need::On(Level::Edit, Anchor::Experiment));
+}

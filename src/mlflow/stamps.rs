@@ -156,6 +156,14 @@ pub fn stamp_request(op: &Operation, body: &mut Map<String, Value>, sub: &str, n
                 tags.insert(CREATED_BY.to_string(), Value::String(sub.to_string()));
             }
         }
+        // A dataset's tags are a JSON object in a string (classification refused any other): its creator owns it
+        // while it is linked to no experiment (resource permissions).
+        "CreateDataset" => {
+            let tags = body.get("tags").and_then(Value::as_str).and_then(|t| serde_json::from_str(t).ok());
+            let mut tags: Map<String, Value> = tags.unwrap_or_default();
+            tags.insert(CREATED_BY.to_string(), Value::String(sub.to_string()));
+            body.insert("tags".into(), Value::String(Value::Object(tags).to_string()));
+        }
         rpc::CREATE_RUN => {
             body.insert("user_id".into(), Value::String(sub.to_string()));
             push_tags(body, &[(RUN_USER_TAG, sub.to_string())], &[RUN_USER_TAG]);
@@ -408,6 +416,17 @@ mod tests {
         let mut t = obj(json!({"trace": {"traceInfo": {"trace_id": "tr-1"}}}));
         stamp_request(&op("StartTraceV3"), &mut t, "alice", 5);
         assert_eq!(t["trace"]["traceInfo"]["tags"], json!({CREATED_BY: "alice"}));
+    }
+
+    #[test]
+    fn datasets_are_stamped_with_their_creator_in_their_json_tags() {
+        let mut d = obj(json!({"name": "d", "tags": "{\"team\": \"a\"}"}));
+        stamp_request(&op("CreateDataset"), &mut d, "alice", 5);
+        let tags: Value = serde_json::from_str(d["tags"].as_str().unwrap_or_default()).unwrap_or_default();
+        assert_eq!(tags, json!({"team": "a", CREATED_BY: "alice"}));
+        let mut d = obj(json!({"name": "d"}));
+        stamp_request(&op("CreateDataset"), &mut d, "alice", 5);
+        assert_eq!(d["tags"], json!(format!("{{\"{CREATED_BY}\":\"alice\"}}")));
     }
 
     #[test]

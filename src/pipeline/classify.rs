@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use crate::error::GateError;
 use crate::mlflow::canon::{self, Target};
 use crate::mlflow::routes::{self, rpc, BodyClass, Operation, Resource};
-use crate::mlflow::{graphql, names, params, stamps, target as target_fields, workflow};
+use crate::mlflow::{graphql, names, params, permission, stamps, target as target_fields, workflow};
 use crate::proxy::RequestContext;
 
 /// A request's head, classified: everything known before authentication.
@@ -95,8 +95,28 @@ impl Head {
         let reads_query =
             (op.workflow && self.method == Method::DELETE && body.is_none()) || target_fields::reads_query(op.rpc);
         let method = if reads_query { "GET" } else { self.method.as_str() };
-        let mut fields = target_fields::extract(method, &self.target.query_pairs(), body, &op.path_params)
+        let mut query = self.target.query_pairs();
+        // Resource permissions: the ids a route lists (`run_ids`, `trace_ids`, `experiment_ids`), each checked, and
+        // the objects a GraphQL query names.
+        let listed = permission::listed(op, method, &query, body).map_err(GateError::InvalidParameter)?;
+        if let Some(repeated) = permission::repeated_scalar(op.rpc) {
+            query.retain(|(k, _)| k != repeated);
+        }
+        let mut fields = target_fields::extract(method, &query, body, &op.path_params)
             .map_err(|e| GateError::BadRequest(e.to_string()))?;
+        if let Some((field, ids)) = listed {
+            fields.insert(field.to_string(), Value::Array(ids));
+        }
+        if let Some(experiment) = permission::nested_experiment(op.rpc, body).map_err(GateError::BadRequest)? {
+            fields.insert("experiment_id".into(), Value::String(experiment));
+        }
+        if op.body == BodyClass::GraphQl {
+            let checked = graphql::objects(body).map_err(|e| match e {
+                graphql::Refusal::Invalid(m) => GateError::InvalidParameter(m),
+                graphql::Refusal::Unchecked(m) => GateError::PermissionDenied(m),
+            })?;
+            fields.extend(checked);
+        }
         if op.workflow {
             workflow::prepare_target(op, &mut fields)?;
         }

@@ -46,6 +46,11 @@ enum Kind {
     Trace,
     /// A dataset summary (`experiment_id`): its experiment decides.
     Dataset,
+    /// A scorer or a scorer's online configuration (`experiment_id`, a number or a string): its experiment decides.
+    Scorer,
+    /// An evaluation dataset (v3, `experiment_ids`): the dataset, then every one of its experiments (one linked to
+    /// none has only itself, so the default level decides).
+    EvalDataset,
 }
 
 fn page_of(rpc: &str) -> Option<(&'static str, Kind)> {
@@ -57,6 +62,9 @@ fn page_of(rpc: &str) -> Option<(&'static str, Kind)> {
         "SearchLoggedModels" => Some(("models", Kind::LoggedModel)),
         "SearchTraces" | "SearchTracesV3" => Some(("traces", Kind::Trace)),
         "SearchDatasets" => Some(("dataset_summaries", Kind::Dataset)),
+        "ListScorers" => Some(("scorers", Kind::Scorer)),
+        "GetOnlineScoringConfigs" => Some(("configs", Kind::Scorer)),
+        "SearchEvaluationDatasets" => Some(("datasets", Kind::EvalDataset)),
         _ => None,
     }
 }
@@ -120,20 +128,34 @@ impl Filter<'_> {
 
     /// Each result's chain (`None`: its parent is gone, the result is dropped).
     async fn chains(&self, kind: Kind, items: &[Value]) -> Result<Vec<Option<Value>>, FilterError> {
-        let mut parents: HashMap<(Anchor, String), Option<Parent>> = HashMap::new();
+        let mut parents: Parents = HashMap::new();
         let mut out = Vec::with_capacity(items.len());
         for item in items {
             let (own, parent) = match kind {
                 Kind::Experiment => (Some(node_of(item, "experiment", "experiment_id", "name", CREATED_BY)), None),
                 Kind::RegisteredModel => (Some(node_of(item, "registered_model", "name", "name", CREATED_BY)), None),
-                Kind::ModelVersion => (None, text(item, "name").map(|n| (Anchor::RegisteredModel, "name", n))),
+                Kind::ModelVersion => {
+                    (None, text(item, "name").map(|n| (Anchor::RegisteredModel, "name", n.to_string())))
+                }
                 Kind::Run => {
                     let info = item.get("info").unwrap_or(&Value::Null);
                     let mut run = node_of(info, "run", "run_id", "run_name", RUN_USER_TAG);
                     let tags = kv(item.pointer("/data/tags"));
                     run.owner = tags.get(RUN_USER_TAG).and_then(Value::as_str).map(str::to_owned);
                     run.grants = Grants::from_tags(&tags);
-                    (Some(run), text(info, "experiment_id").map(|e| (Anchor::Experiment, "experiment_id", e)))
+                    (
+                        Some(run),
+                        text(info, "experiment_id").map(|e| (Anchor::Experiment, "experiment_id", e.to_string())),
+                    )
+                }
+                Kind::EvalDataset => {
+                    out.push(self.dataset_chain(item, &mut parents).await?);
+                    continue;
+                }
+                Kind::Scorer => {
+                    let exp = item.get("experiment_id").and_then(Value::as_i64).map(|n| n.to_string());
+                    let exp = exp.or_else(|| text(item, "experiment_id").map(str::to_owned));
+                    (None, exp.map(|e| (Anchor::Experiment, "experiment_id", e)))
                 }
                 Kind::Trace | Kind::Dataset => {
                     let exp = text(item, "experiment_id").or_else(|| {
@@ -142,33 +164,28 @@ impl Filter<'_> {
                             .filter(|s| !s.is_empty())
                     });
                     let own = (kind == Kind::Trace).then(|| trace_node(item));
-                    (own, exp.map(|e| (Anchor::Experiment, "experiment_id", e)))
+                    (own, exp.map(|e| (Anchor::Experiment, "experiment_id", e.to_string())))
                 }
                 Kind::LoggedModel => {
                     let info = item.get("info").unwrap_or(&Value::Null);
                     let model = node_of(info, "logged_model", "model_id", "name", CREATED_BY);
-                    (Some(model), text(info, "experiment_id").map(|e| (Anchor::Experiment, "experiment_id", e)))
+                    (
+                        Some(model),
+                        text(info, "experiment_id").map(|e| (Anchor::Experiment, "experiment_id", e.to_string())),
+                    )
                 }
             };
             let mut chain: Vec<Value> = Vec::with_capacity(2);
             let mut own = own;
             if let Some((anchor, field, id)) = parent {
-                let key = (anchor, id.to_string());
-                if !parents.contains_key(&key) {
-                    let mut target = Map::new();
-                    target.insert(field.to_string(), Value::String(id.to_string()));
-                    let resolved =
-                        permissions::resolve(self.enricher, self.upstream, self.ctx, anchor, &target, false).await?;
-                    parents.insert(key.clone(), usable(resolved));
-                }
-                match parents.get(&key) {
-                    Some(Some((nodes, top))) => {
+                match self.parent(&mut parents, anchor, field, &id).await? {
+                    Some((nodes, top)) => {
                         if let Some(trace) = own.as_mut().filter(|n| n.kind == "trace") {
-                            trace.grants = permissions::trace_grants(top, &trace.id);
+                            trace.grants = permissions::trace_grants(&top, &trace.id);
                         }
-                        chain.extend(nodes.iter().cloned())
+                        chain.extend(nodes)
                     }
-                    _ => {
+                    None => {
                         out.push(None);
                         continue;
                     }
@@ -192,6 +209,138 @@ impl Filter<'_> {
 
 /// A parent's nodes as the policy sees them, and the topmost (an experiment's grants hold its traces').
 type Parent = (Vec<Value>, Node);
+
+/// Parents already looked up for a page, by (anchor, id).
+type Parents = HashMap<(Anchor, String), Option<Parent>>;
+
+impl Filter<'_> {
+    /// A parent's nodes (looked up once per page), or `None` when it is gone or cannot be checked.
+    async fn parent(
+        &self,
+        parents: &mut Parents,
+        anchor: Anchor,
+        field: &str,
+        id: &str,
+    ) -> Result<Option<Parent>, FilterError> {
+        let key = (anchor, id.to_string());
+        if !parents.contains_key(&key) {
+            let mut target = Map::new();
+            target.insert(field.to_string(), Value::String(id.to_string()));
+            let resolved = permissions::resolve(self.enricher, self.upstream, self.ctx, anchor, &target, false).await?;
+            parents.insert(key.clone(), usable(resolved));
+        }
+        Ok(parents.get(&key).cloned().flatten())
+    }
+
+    /// An evaluation dataset's chain, looked up by its id (MLflow's search answer leaves its experiments out): itself,
+    /// then each of its experiments (`None` when it is gone or cannot be checked).
+    async fn dataset_chain(&self, item: &Value, parents: &mut Parents) -> Result<Option<Value>, FilterError> {
+        let Some(id) = text(item, "dataset_id") else { return Ok(None) };
+        Ok(self.parent(parents, Anchor::Dataset, "dataset_id", id).await?.map(|(nodes, _)| Value::Array(nodes)))
+    }
+}
+
+impl Filter<'_> {
+    /// A GraphQL answer with the lists the query selected cut to what the caller may read (`lists` in the target,
+    /// from `mlflow::graphql::objects`: each `{"path": [response keys], "type": "run" | "model_version", "id":
+    /// [response keys within an item]}`). An item whose id the gate cannot read, or whose object is gone, is dropped.
+    /// The filter's operation must be a search look-alike (its decision answers `readable`).
+    pub async fn graphql(&self, answer: &[u8], lists: &[Value]) -> Result<Vec<u8>, FilterError> {
+        let Ok(mut doc) = serde_json::from_slice::<Value>(answer) else {
+            return Err(FilterError::Unreadable("GraphQL"));
+        };
+        let specs: Vec<(Vec<String>, Anchor, Vec<String>)> = lists.iter().filter_map(list_spec).collect();
+        if specs.len() != lists.len() {
+            return Err(FilterError::Unreadable("GraphQL"));
+        }
+        let mut ids: Vec<(Anchor, String)> = Vec::new();
+        for (path, anchor, id) in &specs {
+            let mut items = Vec::new();
+            collect(doc.get("data").unwrap_or(&Value::Null), path, &mut items);
+            for item in items {
+                if let Some(id) = item_id(item, id).map(|i| (*anchor, i.to_string())) {
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+            }
+        }
+        let mut parents: Parents = HashMap::new();
+        let mut chains = Vec::with_capacity(ids.len());
+        for (anchor, id) in &ids {
+            let field = if *anchor == Anchor::Run { "run_id" } else { "name" };
+            chains.push(self.parent(&mut parents, *anchor, field, id).await?.map(|(nodes, _)| Value::Array(nodes)));
+        }
+        let readable = self.readable(&chains)?;
+        let allowed: HashSet<&(Anchor, String)> = ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| chains.get(*i).is_some_and(Option::is_some) && readable.contains(i))
+            .map(|(_, id)| id)
+            .collect();
+        for (path, anchor, id) in &specs {
+            if let Some(data) = doc.get_mut("data") {
+                retain(data, path, &|item| {
+                    item_id(item, id).is_some_and(|i| allowed.contains(&(*anchor, i.to_string())))
+                });
+            }
+        }
+        serde_json::to_vec(&doc).map_err(|_| FilterError::Unreadable("GraphQL"))
+    }
+}
+
+fn list_spec(v: &Value) -> Option<(Vec<String>, Anchor, Vec<String>)> {
+    let keys = |k: &str| -> Option<Vec<String>> {
+        v.get(k)?.as_array()?.iter().map(|s| s.as_str().map(str::to_owned)).collect()
+    };
+    let anchor = match v.get("type")?.as_str()? {
+        "run" => Anchor::Run,
+        "model_version" => Anchor::RegisteredModel,
+        _ => return None,
+    };
+    Some((keys("path")?, anchor, keys("id")?))
+}
+
+/// The items of the lists at `path` (lists met on the way are walked item by item).
+fn collect<'a>(v: &'a Value, path: &[String], out: &mut Vec<&'a Value>) {
+    match (v, path.split_first()) {
+        (Value::Array(items), _) => items.iter().for_each(|i| collect(i, path, out)),
+        (Value::Object(m), Some((key, rest))) => {
+            if let Some(next) = m.get(key) {
+                if rest.is_empty() {
+                    out.extend(next.as_array().into_iter().flatten());
+                } else {
+                    collect(next, rest, out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Keeps the items of the lists at `path` that `keep` accepts.
+fn retain(v: &mut Value, path: &[String], keep: &dyn Fn(&Value) -> bool) {
+    match (v, path.split_first()) {
+        (Value::Array(items), _) => items.iter_mut().for_each(|i| retain(i, path, keep)),
+        (Value::Object(m), Some((key, rest))) => {
+            if let Some(next) = m.get_mut(key) {
+                if rest.is_empty() {
+                    if let Value::Array(items) = next {
+                        items.retain(|i| keep(i));
+                    }
+                } else {
+                    retain(next, rest, keep);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// An item's id, by its response keys.
+fn item_id<'a>(item: &'a Value, keys: &[String]) -> Option<&'a str> {
+    keys.iter().try_fold(item, |v, k| v.get(k)).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
 
 /// A parent's nodes (and the topmost), or `None` when it is gone or its grants cannot be read (its results are
 /// dropped).
@@ -282,6 +431,35 @@ mod tests {
         );
         trace.grants = permissions::trace_grants(&exp, &trace.id);
         assert_eq!(trace.to_json()["grants"], json!({"users": {"alex": "NO_PERMISSIONS"}, "groups": {}}));
+    }
+
+    #[test]
+    fn graphql_lists_are_found_through_lists_and_aliases_and_cut_in_place() {
+        let mut doc = json!({"mlflowSearchRuns": {"runs": [
+            {"info": {"runUuid": "r1"}, "mv": [{"name": "a"}, {"name": "b"}, {"version": "1"}]},
+            {"info": {"runUuid": "r2"}, "mv": null},
+            {"info": {}}]}});
+        let spec =
+            list_spec(&json!({"path": ["mlflowSearchRuns", "runs", "mv"], "type": "model_version", "id": ["name"]}));
+        let Some((path, anchor, id)) = spec else { panic!("a valid list") };
+        assert_eq!(anchor, Anchor::RegisteredModel);
+        let mut items = Vec::new();
+        collect(&doc, &path, &mut items);
+        let names: Vec<Option<&str>> = items.iter().map(|i| item_id(i, &id)).collect();
+        assert_eq!(names, [Some("a"), Some("b"), None]);
+        retain(&mut doc, &path, &|i| item_id(i, &id) == Some("b"));
+        assert_eq!(doc["mlflowSearchRuns"]["runs"][0]["mv"], json!([{"name": "b"}]));
+        let runs: Vec<String> = ["mlflowSearchRuns".into(), "runs".into()].to_vec();
+        let run_id: Vec<String> = ["info".into(), "runUuid".into()].to_vec();
+        retain(&mut doc, &runs, &|i| item_id(i, &run_id) == Some("r2"));
+        assert_eq!(doc["mlflowSearchRuns"]["runs"], json!([{"info": {"runUuid": "r2"}, "mv": null}]));
+        assert!(list_spec(&json!({"path": ["x"], "type": "experiment", "id": []})).is_none());
+    }
+
+    #[test]
+    fn scorers_and_evaluation_datasets_are_pages() {
+        assert_eq!(page_of("ListScorers"), Some(("scorers", Kind::Scorer)));
+        assert_eq!(page_of("SearchEvaluationDatasets"), Some(("datasets", Kind::EvalDataset)));
     }
 
     #[test]

@@ -11,6 +11,11 @@
 //! changes) and every write of a fleet's replica look up afresh and refresh it. Every permitted mutation through the
 //! gate drops the links it may have changed ([`Links::invalidate`]), so a change made through this gate applies to
 //! the next request, and one made elsewhere (another replica, MLflow directly) within the TTL.
+//! A run's and a trace's link (their experiment and creator stamp, which never change) are taken from the cache by
+//! writes too.
+//!
+//! Routes naming several objects (`Need::Each`: run ids, trace ids, experiment ids; GraphQL's `objects`) get one
+//! entry per object in `objects`, each resolved like a single object.
 
 use std::time::Duration;
 
@@ -115,10 +120,129 @@ pub async fn facts(
     op: &Operation,
     target: &Map<String, Value>,
 ) -> Result<Option<Value>, EnrichError> {
-    let Need::On(level, anchor) = permission::need(op) else { return Ok(None) };
-    let fresh = enricher.permission_links.fresh_for(op, level);
-    let resolved = resolve(enricher, up, ctx, anchor, target, fresh).await?;
-    Ok(Some(to_facts(ctx, anchor, &resolved)))
+    let need = permission::need(op);
+    let fresh = match need {
+        Need::On(level, _) | Need::Each(level, _) => enricher.permission_links.fresh_for(op, level),
+        _ => !op.read_only,
+    };
+    let named: Vec<(Anchor, String)> = match need {
+        Need::On(_, anchor) => {
+            let resolved = resolve(enricher, up, ctx, anchor, target, fresh).await?;
+            return Ok(Some(to_facts(ctx, anchor, &resolved)));
+        }
+        Need::Each(_, anchor) => {
+            let (may_be_empty, also) = permission::each_extras(op.rpc);
+            let mut named: Vec<(Anchor, String)> = match listed_ids(target, anchor) {
+                Ok(ids) => ids.into_iter().map(|id| (anchor, id)).collect(),
+                Err(_) if may_be_empty && target.get(anchor.list_field()).is_none_or(is_empty_list) => Vec::new(),
+                Err(why) => return Ok(Some(many_facts(ctx, Some(why), Vec::new()))),
+            };
+            if let Some(also) = also {
+                match named_id(target, also) {
+                    Some(id) => named.insert(0, (also, id)),
+                    None => {
+                        let why = format!("the request names no {}", also.fields().join(" or "));
+                        return Ok(Some(many_facts(ctx, Some(why), Vec::new())));
+                    }
+                }
+            }
+            named
+        }
+        Need::Queried => match queried(target) {
+            Ok(objects) => objects,
+            Err(why) => return Ok(Some(many_facts(ctx, Some(why), Vec::new()))),
+        },
+        Need::Unchecked | Need::Create | Need::Filter => return Ok(None),
+    };
+    let mut objects = Vec::with_capacity(named.len());
+    for (anchor, id) in named {
+        let mut one = Map::new();
+        let field = if anchor == Anchor::Experiment && id.starts_with(RUN_EXPERIMENT) { "run_id" } else { "" };
+        let resolved = if field.is_empty() {
+            one.insert(anchor.fields().first().copied().unwrap_or("id").to_string(), Value::String(id.clone()));
+            resolve(enricher, up, ctx, anchor, &one, fresh).await?
+        } else {
+            // The experiment of a run (GraphQL's `run { experiment }`): judged on its own, without the run.
+            let run = id.trim_start_matches(RUN_EXPERIMENT).to_string();
+            one.insert(field.to_string(), Value::String(run));
+            match resolve(enricher, up, ctx, Anchor::Run, &one, fresh).await? {
+                Resolved::Chain(mut nodes) => Resolved::Chain(nodes.split_off(nodes.len().saturating_sub(1))),
+                other => other,
+            }
+        };
+        let mut fact = to_facts(ctx, anchor, &resolved);
+        if let Some(map) = fact.as_object_mut() {
+            map.remove("workspace");
+            map.insert("id".into(), Value::String(id));
+        }
+        objects.push(fact);
+    }
+    Ok(Some(many_facts(ctx, None, objects)))
+}
+
+fn is_empty_list(v: &Value) -> bool {
+    v.is_null() || v.as_array().is_some_and(Vec::is_empty)
+}
+
+/// The id a target gives an anchor's first field, if any.
+fn named_id(target: &Map<String, Value>, anchor: Anchor) -> Option<String> {
+    named(target, anchor).ok().filter(|(a, _)| *a == anchor).map(|(_, id)| id)
+}
+
+/// The prefix of a GraphQL object naming the experiment of a run (`run_experiment:<run id>`).
+pub const RUN_EXPERIMENT: &str = "run_experiment:";
+
+/// The facts of a route naming several objects: `objects` holds one entry per object (its `anchor`, `id`,
+/// `exists`, `problem` and `chain`, as a single object's facts); the request's own `exists` is false and its `chain`
+/// empty, so only the rules about `objects` judge them. `problem` is set when the objects cannot be named at all.
+fn many_facts(ctx: &RequestContext, problem: Option<String>, objects: Vec<Value>) -> Value {
+    json!({"workspace": ctx.workspace_name(), "anchor": "each", "exists": false, "problem": problem, "chain": [],
+        "objects": objects})
+}
+
+/// The distinct ids of a `Need::Each` route's list; an empty list is a problem (nothing could be checked).
+fn listed_ids(target: &Map<String, Value>, anchor: Anchor) -> Result<Vec<String>, String> {
+    let field = anchor.list_field();
+    let mut ids: Vec<String> = Vec::new();
+    for id in target.get(field).and_then(Value::as_array).into_iter().flatten() {
+        match id.as_str() {
+            Some(s) if !s.is_empty() => {
+                if !ids.iter().any(|seen| seen == s) {
+                    ids.push(s.to_string());
+                }
+            }
+            _ => return Err(format!("{field} holds a value that is not an id")),
+        }
+    }
+    if ids.is_empty() {
+        return Err(format!("the request names no {field}, so the gate cannot check the permission it needs"));
+    }
+    Ok(ids)
+}
+
+/// The objects a GraphQL query names (`objects` in the target: `{"type", "id"}`); none is fine (a query of
+/// `__typename` or `test` reads no object).
+fn queried(target: &Map<String, Value>) -> Result<Vec<(Anchor, String)>, String> {
+    let mut out = Vec::new();
+    for object in target.get("objects").and_then(Value::as_array).into_iter().flatten() {
+        let kind = object.get("type").and_then(Value::as_str).unwrap_or_default();
+        let Some(id) = object.get("id").and_then(Value::as_str).filter(|s| !s.is_empty()) else {
+            return Err("a GraphQL object without an id".into());
+        };
+        let anchor = match kind {
+            "experiment" => Anchor::Experiment,
+            "run" => Anchor::Run,
+            "run_experiment" => {
+                out.push((Anchor::Experiment, format!("{RUN_EXPERIMENT}{id}")));
+                continue;
+            }
+            other => return Err(format!("a GraphQL object of an unknown type {other:?}")),
+        };
+        if !out.iter().any(|(a, i)| *a == anchor && i == id) {
+            out.push((anchor, id.to_string()));
+        }
+    }
+    Ok(out)
 }
 
 /// The policy's view of a resolved chain.
@@ -218,18 +342,14 @@ pub async fn resolve(
                 None => return Ok(Resolved::Missing),
             }
         }
+        Anchor::Dataset => return dataset(enricher, up, ctx, id, fresh).await,
         Anchor::Trace => {
-            let path = format!("/api/3.0/mlflow/traces/{}", super::encode_segment(&id));
-            let found = get(up, ctx, "trace", &path, &[]).await?;
-            let Some(info) = found.as_ref().and_then(|v| v.pointer("/trace/trace_info")) else {
+            let Some((trace, experiment)) = link(enricher, up, ctx, "trace", &id, fresh).await? else {
                 return Ok(Resolved::Missing);
             };
-            let tags = info.get("tags").and_then(Value::as_object);
-            let owner = tags.and_then(|t| t.get(CREATED_BY)).and_then(Value::as_str).map(str::to_owned);
-            // Its grants are its experiment's trace grant tags (below), never its own tags (OTLP writes those).
-            chain.push(Node { kind: "trace", id, name: None, owner, grants: Ok(Grants::default()) });
-            match info.pointer("/trace_location/mlflow_experiment/experiment_id").and_then(Value::as_str) {
-                Some(e) => e.to_string(),
+            chain.push(trace);
+            match experiment {
+                Some(e) => e,
                 None => return Ok(Resolved::Missing),
             }
         }
@@ -250,9 +370,39 @@ pub fn trace_grants(experiment: &Node, trace_id: &str) -> Result<Grants, permiss
     experiment.grants.as_ref().map(|g| g.traces.get(trace_id).cloned().unwrap_or_default()).map_err(Clone::clone)
 }
 
-/// One link (`experiment`, `run` or `logged_model` with its experiment id, or `registered_model`), from the cache
-/// unless `fresh` (a run's
-/// link always may come from the cache: nothing in it can change); a fresh look-up refreshes the cache.
+/// An evaluation dataset's chain: the dataset (its owner: the gate's creator stamp in its JSON tags), then every
+/// experiment it is linked to (one that is gone is left out). A dataset linked to no experiment has only itself: its
+/// creator's level and the default apply.
+async fn dataset(
+    enricher: &Enricher,
+    up: &Upstream,
+    ctx: &RequestContext,
+    id: String,
+    fresh: bool,
+) -> Result<Resolved, EnrichError> {
+    let path = format!("/api/3.0/mlflow/datasets/{}", super::encode_segment(&id));
+    let found = get(up, ctx, "dataset", &path, &[]).await?;
+    let Some(info) = found.as_ref().and_then(|v| v.get("dataset")) else { return Ok(Resolved::Missing) };
+    let name = info.get("name").and_then(Value::as_str).map(str::to_owned);
+    // MLflow's dataset answers leave `experiment_ids` out unless loaded: they are asked for on their own.
+    let linked = get(up, ctx, "dataset's experiments", &format!("{path}/experiment-ids"), &[]).await?;
+    let tags = info.get("tags").and_then(Value::as_str).and_then(|t| serde_json::from_str::<Value>(t).ok());
+    let owner = tags.as_ref().and_then(|t| t.get(CREATED_BY)).and_then(Value::as_str).map(str::to_owned);
+    let mut chain = vec![Node { kind: "dataset", id, name, owner, grants: Ok(Grants::default()) }];
+    for experiment in
+        linked.as_ref().and_then(|v| v.get("experiment_ids")).and_then(Value::as_array).into_iter().flatten()
+    {
+        let Some(experiment) = experiment.as_str() else { continue };
+        if let Some((node, _)) = link(enricher, up, ctx, "experiment", experiment, fresh).await? {
+            chain.push(node);
+        }
+    }
+    Ok(Resolved::Chain(chain))
+}
+
+/// One link (`experiment`, `run`, `logged_model` or `trace` with its experiment id, or `registered_model`), from the
+/// cache unless `fresh` (a run's or a trace's link always may come from the cache: nothing in it can change); a
+/// fresh look-up refreshes the cache.
 async fn link(
     enricher: &Enricher,
     up: &Upstream,
@@ -263,9 +413,9 @@ async fn link(
 ) -> Result<Option<(Node, Option<String>)>, EnrichError> {
     let key = (ctx.workspace_name().map(str::to_owned), kind, id.to_string());
     let links = &enricher.permission_links;
-    // A run's link (its experiment and its gate-stamped owner) never changes, so even a write may take it from the
-    // cache: logging to a run then costs one look-up (its experiment's grants, fresh), not two.
-    if !fresh || kind == "run" {
+    // A run's or a trace's link (its experiment and its gate-stamped owner) never changes, so even a write may take
+    // it from the cache: logging to a run then costs one look-up (its experiment's grants, fresh), not two.
+    if !fresh || kind == "run" || kind == "trace" {
         if let Some(hit) = links.nodes.get(&key).await {
             return Ok(hit);
         }
@@ -296,6 +446,17 @@ async fn link(
                 let mut model = node("logged_model", id.to_string(), name, info.get("tags"), CREATED_BY);
                 model.owner = artifacts::logged_model_creator(info);
                 (model, info.get("experiment_id").and_then(Value::as_str).map(str::to_owned))
+            })
+        }
+        "trace" => {
+            let path = format!("/api/3.0/mlflow/traces/{}", super::encode_segment(id));
+            let found = get(up, ctx, "trace", &path, &[]).await?;
+            found.as_ref().and_then(|v| v.pointer("/trace/trace_info")).map(|info| {
+                let tags = info.get("tags").and_then(Value::as_object);
+                let owner = tags.and_then(|t| t.get(CREATED_BY)).and_then(Value::as_str).map(str::to_owned);
+                let experiment = info.pointer("/trace_location/mlflow_experiment/experiment_id");
+                let node = Node { kind: "trace", id: id.to_string(), name: None, owner, grants: Ok(Grants::default()) };
+                (node, experiment.and_then(Value::as_str).map(str::to_owned))
             })
         }
         _ => {
