@@ -27,7 +27,7 @@ use crate::limits::{Capacity, HEAVY_BODY_BYTES};
 use crate::metrics::Metrics;
 use crate::mlflow::canon::Target;
 use crate::mlflow::events;
-use crate::mlflow::permission::{self, Need};
+use crate::mlflow::permission::{self, Level, Need};
 use crate::mlflow::routes::{rpc, BodyClass, Operation};
 use crate::mlflow::stamps;
 use crate::pipeline::classify;
@@ -580,7 +580,11 @@ impl Gate {
         resp: Response<GateBody>,
     ) -> Result<Response<GateBody>, GateError> {
         let ctx = &p.head.context;
-        if !p.op.read_only {
+        // A write at EDIT level changes nothing a permission link holds (an owner stamp, grants, existence, a name:
+        // clients cannot write the gate's tags), so it keeps the links cached; creations, deletions, renames and
+        // everything else drop the links their target names.
+        let keeps_links = matches!(permission::need(p.op), Need::On(Level::Edit, _) | Need::Each(Level::Edit, _));
+        if !p.op.read_only && !keeps_links {
             if let Some(target) = p.resource.get("target").and_then(|t| t.as_object()) {
                 self.enricher.permission_links.invalidate(ctx, target).await;
             }

@@ -159,16 +159,32 @@ async fn a_tag_write_makes_no_look_up_and_an_alias_delete_still_does() {
         .await;
     assert_eq!(tag.status, http::StatusCode::OK, "{}", tag.message());
     assert_eq!(upstream.hits("/api/2.0/mlflow/registered-models/set-tag"), 1);
-    // One look-up: the model's owner and grants for the permission check (always fresh on a write); none for the
-    // registry facts, which the policy does not read for a tag write.
+    // One look-up: the model's owner and grants for the permission check; none for the registry facts, which the
+    // policy does not read for a tag write.
     assert_eq!(upstream.hits("/api/2.0/mlflow/registered-models/get"), 1, "the policy reads no registry fact for it");
+    // A second EDIT-level write of a single gate takes the model's permission link from the cache (a tag write
+    // changes nothing in it, so it was not dropped).
+    let again = common::Req::post(gate.url("/api/2.0/mlflow/registered-models/set-tag"))
+        .token(&token)
+        .json(r#"{"name":"fraud-detector","key":"team","value":"fraud"}"#)
+        .send()
+        .await;
+    assert_eq!(again.status, http::StatusCode::OK, "{}", again.message());
+    assert_eq!(upstream.hits("/api/2.0/mlflow/registered-models/get"), 1, "the link came from the cache");
     // DeleteRegisteredModelAlias is not declared: the policy reads the model's aliases, so the gate looks them up.
     let _ = common::Req::delete(gate.url("/api/2.0/mlflow/registered-models/alias"))
         .token(&token)
         .json(r#"{"name":"fraud-detector","alias":"champion"}"#)
         .send()
         .await;
-    // Two more: the permission check's, and the registry facts' (the aliases the policy reads).
-    assert_eq!(upstream.hits("/api/2.0/mlflow/registered-models/get"), 3);
+    // One more: the registry facts' (the aliases the policy reads); the permission check's link (EDIT) is cached.
+    assert_eq!(upstream.hits("/api/2.0/mlflow/registered-models/get"), 2);
+    // A MANAGE-level write (renaming the model) looks its link up afresh.
+    let _ = common::Req::post(gate.url("/api/2.0/mlflow/registered-models/rename"))
+        .token(&token)
+        .json(r#"{"name":"fraud-detector","new_name":"fraud-detector-2"}"#)
+        .send()
+        .await;
+    assert_eq!(upstream.hits("/api/2.0/mlflow/registered-models/get"), 3, "a MANAGE check is never cached");
     gate.stop().await;
 }

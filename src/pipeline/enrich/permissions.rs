@@ -486,6 +486,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn edit_writes_of_a_single_gate_use_cached_links_and_a_fleets_never_do() {
+        use crate::mlflow::routes::Resource;
+        let write = Operation::plain("SetRegisteredModelTag", false, Resource::RegisteredModel);
+        let read = Operation::plain("GetRegisteredModel", true, Resource::RegisteredModel);
+        let mut links = Links::default();
+        assert!(!links.fresh_for(&read, Level::Read));
+        assert!(!links.fresh_for(&write, Level::Edit));
+        assert!(links.fresh_for(&write, Level::Manage), "deletes, renames and grant changes look up afresh");
+        links.fresh_writes();
+        assert!(!links.fresh_for(&read, Level::Read));
+        assert!(links.fresh_for(&write, Level::Edit), "a fleet's replica cannot see another's grant changes");
+    }
+
+    #[test]
     fn nodes_read_the_owner_stamp_and_the_grants() {
         let tags = json!([{"key": "mlflow_gate.created_by", "value": "ana"},
             {"key": "mlflow_gate.grants", "value": "{\"users\": {\"ben\": \"READ\"}, \"groups\": {}}"}]);
