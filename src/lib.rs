@@ -29,7 +29,6 @@ pub mod server;
 pub mod stack;
 pub mod tls;
 pub mod webhooks;
-pub mod workers;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -87,16 +87,14 @@ impl Capacity {
         Ok(())
     }
 
-    /// Runs CPU-heavy work (callers run small work inline). It waits for one of `max_heavy_evaluations` slots,
-    /// then runs off the thread serving connections, so `/health` and every other request keep being served: on a
-    /// multi-threaded runtime on this thread after handing its async worker role to another thread
-    /// (`block_in_place`; the thread-local policy engine of this thread is reused); on a connection worker
-    /// (`workers.rs`, single-threaded runtimes) on the worker's blocking pool. Elsewhere (single-threaded test
-    /// runtimes) it runs inline. Work that panics off the thread fails the request.
-    pub async fn run_heavy<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, GateError> {
+    /// Runs CPU-heavy work. Small work (`heavy` false) runs inline. Heavy work waits for one of
+    /// `max_heavy_evaluations` slots, then runs on this thread after handing its async worker role to another
+    /// thread (`block_in_place`), so `/health` and every other request keep being served; the thread-local policy
+    /// engine of this thread is reused. On a single-threaded runtime (tests) it runs inline.
+    pub async fn run_heavy<T>(&self, heavy: bool, work: impl FnOnce() -> T) -> Result<T, GateError> {
+        if !heavy {
+            return Ok(work());
+        }
         let slot = tokio::time::timeout(HEAVY_WAIT, self.heavy.acquire()).await;
         let Ok(Ok(_slot)) = slot else {
             return Err(GateError::Overloaded(format!(
@@ -104,15 +102,9 @@ impl Capacity {
                 self.limits.max_heavy_evaluations
             )));
         };
-        let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
-        match flavor {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => Ok(tokio::task::block_in_place(work)),
-            Ok(_) if crate::workers::lane() > 0 => tokio::task::spawn_blocking(work).await.map_err(|e| {
-                tracing::error!(error = %e, "heavy work failed");
-                GateError::Internal
-            }),
-            _ => Ok(work()),
-        }
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        Ok(if multi_thread { tokio::task::block_in_place(work) } else { work() })
     }
 }
 

@@ -1,7 +1,7 @@
 //! Connections, before any request: the accept loop, HTTP/1.1 and HTTP/2 (h2c prior knowledge) on one listener via
 //! hyper-util's auto builder, header read timeout, the connection cap (503 beyond it), the idle timeout of
 //! keep-alive connections, HTTP/2 stream and window limits, the idle timeout of request bodies, and graceful drain
-//! on shutdown. Accepted connections are served on the connection workers (`workers.rs`), one per core.
+//! on shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,7 +19,6 @@ use crate::config::{LoadLimits, ServerConfig};
 use crate::error::GateError;
 use crate::proxy::ClientConn;
 use crate::stack::Gate;
-use crate::workers::Workers;
 
 /// Time allowed for a TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,13 +48,6 @@ pub async fn serve(
     // Connections refused since the gate was last below its cap (logged when the streak starts and ends).
     let mut refused = 0u64;
     let mut shutdown = std::pin::pin!(shutdown);
-    let workers = match Workers::start(crate::workers::count()) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot start the connection workers; serving on the main runtime");
-            None
-        }
-    };
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -86,10 +78,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let (gate, builder, acceptor, stop) = (gate.clone(), builder.clone(), acceptor.clone(), stop_rx.clone());
         let conn = Conn { builder, gate, stop, idle: load.idle_timeout, body_idle: load.body_idle_timeout, slot };
-        // Re-registered with the worker's own I/O driver once there.
-        let Ok(stream) = stream.into_std() else { continue };
-        let connection = async move {
-            let Ok(stream) = TcpStream::from_std(stream) else { return };
+        tokio::spawn(async move {
             let Some(acceptor) = acceptor else {
                 let info = ClientConn { peer, tls: false, client_cert: None };
                 return conn.serve(TokioIo::new(stream), info).await;
@@ -108,11 +97,7 @@ pub async fn serve(
                 Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
-        };
-        match &workers {
-            Some(workers) => workers.spawn(connection),
-            None => drop(tokio::spawn(connection)),
-        }
+        });
     }
     drop(listener);
     let grace = server.shutdown_grace;
@@ -123,7 +108,6 @@ pub async fn serve(
     if tokio::time::timeout(grace, connections.acquire_many(all)).await.is_err() {
         tracing::warn!("grace period over; closing the remaining connections");
     }
-    drop(workers);
 }
 
 /// The connection builder: header read timeout and buffer size for HTTP/1.1; stream count, flow-control windows

@@ -304,12 +304,13 @@ impl Gate {
         let op = head.operation()?;
         trail.operation(&op);
         let (parts, body) = req.into_parts();
-        let mut read = self.read_body(&head, &op, body).await?;
+        let read = self.read_body(&head, &op, body).await?;
         let fields = head.parameters(&op, read.json.as_ref())?;
         let resource = self.enrich(&head, &op, fields).await?;
         trail.target = audit_target(&resource, &head.context);
-        let evaluated = self.evaluate(&principal, &op, &head, &mut read, &resource).await?;
-        self.decide(evaluated, &op, trail)?;
+        self.capacity
+            .run_heavy(read.heavy, || self.decide(&principal, &op, &head, read.json.as_ref(), &resource, trail))
+            .await??;
         let permitted = Permitted {
             head: &head,
             op: &op,
@@ -480,20 +481,15 @@ impl Gate {
         trail: &mut Trail,
     ) -> Result<Response<GateBody>, GateError> {
         let out = match read.json {
-            Some(mut json) if read.heavy => {
-                let (op, sub) = (p.op.clone(), p.principal.sub.clone());
+            Some(mut json) => {
+                let (op, sub) = (p.op, &p.principal.sub);
                 let serialized = self
                     .capacity
-                    .run_heavy(move || {
-                        stamps::stamp_request(&op, &mut json, &sub, now_ms());
+                    .run_heavy(read.heavy, move || {
+                        stamps::stamp_request(op, &mut json, sub, now_ms());
                         serde_json::to_vec(&json)
                     })
                     .await?;
-                OutBody::Evaluated(Bytes::from(serialized.map_err(|_| GateError::Internal)?))
-            }
-            Some(mut json) => {
-                stamps::stamp_request(p.op, &mut json, &p.principal.sub, now_ms());
-                let serialized = serde_json::to_vec(&json);
                 OutBody::Evaluated(Bytes::from(serialized.map_err(|_| GateError::Internal)?))
             }
             None => read.out,
@@ -652,61 +648,27 @@ impl Gate {
         });
     }
 
-    /// Evaluates the policy on the request's input document. A large body (`read.heavy`) is turned into the input
-    /// and evaluated off the thread serving connections (`Capacity::run_heavy`), with the body moved there and back.
-    async fn evaluate(
+    fn decide(
         &self,
         principal: &Principal,
         op: &Operation,
         head: &classify::Head,
-        read: &mut ReadBody,
+        body: Option<&serde_json::Map<String, serde_json::Value>>,
         resource: &serde_json::Value,
-    ) -> Result<Result<crate::policy::Decision, crate::policy::EvalError>, GateError> {
-        let policy_started = Instant::now();
-        let evaluated = if read.heavy {
-            let bundle = self.policy.bundle();
-            let (principal, op, resource) = (principal.clone(), op.clone(), resource.clone());
-            let (method, path, query) = (head.method.as_str().to_owned(), head.target.path.clone(), head.query());
-            let workspace = head.context.workspace_name().map(str::to_owned);
-            let body = read.json.take();
-            let (evaluated, body) = self
-                .capacity
-                .run_heavy(move || {
-                    let facts = input::RequestFacts {
-                        method: &method,
-                        path: &path,
-                        query: &query,
-                        body: body.as_ref(),
-                        workspace: workspace.as_deref(),
-                    };
-                    (crate::policy::evaluate(&bundle, input::build_rego(&principal, &op, &facts, &resource)), body)
-                })
-                .await?;
-            read.json = body;
-            evaluated
-        } else {
-            let query = head.query();
-            let facts = input::RequestFacts {
-                method: head.method.as_str(),
-                path: &head.target.path,
-                query: &query,
-                body: read.json.as_ref(),
-                workspace: head.context.workspace_name(),
-            };
-            self.policy.evaluate(input::build_rego(principal, op, &facts, resource))
-        };
-        self.metrics.policy_seconds.observe(policy_started.elapsed());
-        Ok(evaluated)
-    }
-
-    /// The policy's decision, recorded in the trail: allowed, or refused with its reasons (an evaluation that
-    /// failed denies).
-    fn decide(
-        &self,
-        evaluated: Result<crate::policy::Decision, crate::policy::EvalError>,
-        op: &Operation,
         trail: &mut Trail,
     ) -> Result<(), GateError> {
+        let query = head.query();
+        let workspace = head.context.workspace_name();
+        let facts = input::RequestFacts {
+            method: head.method.as_str(),
+            path: &head.target.path,
+            query: &query,
+            body,
+            workspace,
+        };
+        let policy_started = Instant::now();
+        let evaluated = self.policy.evaluate(input::build_rego(principal, op, &facts, resource));
+        self.metrics.policy_seconds.observe(policy_started.elapsed());
         let decision = evaluated.map_err(|e| {
             tracing::error!(error = %e, "policy evaluation failed; denying");
             GateError::PolicyFailed
@@ -781,12 +743,7 @@ impl Gate {
             return Ok(empty());
         }
         let heavy = bytes.len() >= HEAVY_BODY_BYTES;
-        let (json, values) = if heavy {
-            let owned = bytes.clone();
-            self.capacity.run_heavy(move || classify::parse_body(&owned)).await??
-        } else {
-            classify::parse_body(&bytes)?
-        };
+        let (json, values) = self.capacity.run_heavy(heavy, || classify::parse_body(&bytes)).await??;
         // The parsed form lives as long as the bytes: it counts against the same budget.
         self.capacity.reserve_parsed(&mut reserved, values)?;
         classify::check_graphql(op, &json)?;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// The layers, lowest first. A module may import from any module in a lower layer.
 const LAYERS: &[&[&str]] = &[
     // Leaves: no knowledge of requests.
-    &["fold", "body", "tls", "audit", "metrics", "devkeys", "client", "fleetdb", "logline", "workers"],
+    &["fold", "body", "tls", "audit", "metrics", "devkeys", "client", "fleetdb", "logline"],
     // The one place an error becomes a response.
     &["error"],
     // MLflow's HTTP surface as data: route table, canonical target, parameters, names, stamps, events, workflow tags.

@@ -48,11 +48,7 @@ fn client_tls(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig,
 
 /// The MLflow server behind the gate.
 pub struct Upstream {
-    /// The pooled client of threads outside the connection workers (lane 0).
     client: Client<Connector, GateBody>,
-    /// One pooled client per connection worker (`workers::lane`): a worker's requests use connections whose
-    /// tasks run on that same worker.
-    lanes: Vec<Client<Connector, GateBody>>,
     config: UpstreamConfig,
     host: HeaderValue,
     service_authorization: Option<HeaderValue>,
@@ -134,8 +130,8 @@ impl Upstream {
         Upstream::with_idle_pool(config, DEFAULT_IDLE_CONNECTIONS)
     }
 
-    /// Pooled clients (one per connection worker, see `workers.rs`) each keeping up to `max_idle` idle keep-alive
-    /// connections to MLflow. The gate passes `server.max_concurrent_requests`: fewer than the requests it lets run at once would close connections as
+    /// A pooled client keeping up to `max_idle` idle keep-alive connections to MLflow. The gate passes
+    /// `server.max_concurrent_requests`: fewer than the requests it lets run at once would close connections as
     /// they come back to the pool and open new ones on the next burst (a `connect` for one request in ten at 256
     /// client connections with a bound of 64).
     pub fn with_idle_pool(config: &UpstreamConfig, max_idle: usize) -> Result<Upstream, String> {
@@ -148,13 +144,10 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let pooled = || {
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .pool_max_idle_per_host(max_idle)
-                .build(https.clone())
-        };
-        let (client, lanes) = (pooled(), (0..crate::workers::count()).map(|_| pooled()).collect());
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(max_idle)
+            .build(https);
         let host = HeaderValue::from_str(&config.host_header).map_err(|e| format!("upstream.host_header: {e}"))?;
         let service_authorization = match &config.service_authorization_env {
             None => None,
@@ -166,7 +159,7 @@ impl Upstream {
                 Some(v)
             }
         };
-        Ok(Upstream { client, lanes, config: config.clone(), host, service_authorization })
+        Ok(Upstream { client, config: config.clone(), host, service_authorization })
     }
 
     /// Sends a request to MLflow and returns its response (headers cleaned, body streaming).
@@ -202,7 +195,7 @@ impl Upstream {
             tokio::time::sleep(timeout).await;
         };
         let resp = tokio::select! {
-            r = self.client().request(req) => match r {
+            r = self.client.request(req) => match r {
                 Ok(resp) => resp,
                 Err(e) => {
                     // A client that stalls mid-upload fails the upstream request: that is the client's timeout.
@@ -218,11 +211,6 @@ impl Upstream {
         let (mut parts, incoming) = resp.into_parts();
         headers::for_client(&mut parts.headers);
         Ok(Response::from_parts(parts, body::stream(incoming)))
-    }
-
-    /// This thread's client (see `clients`).
-    fn client(&self) -> &Client<Connector, GateBody> {
-        crate::workers::lane().checked_sub(1).and_then(|i| self.lanes.get(i)).unwrap_or(&self.client)
     }
 
     fn uri(&self, target: &Target) -> Result<Uri, GateError> {
@@ -287,7 +275,7 @@ impl Upstream {
         if let Some(auth) = &self.service_authorization {
             h.insert(http::header::AUTHORIZATION, auth.clone());
         }
-        let resp = tokio::time::timeout(self.config.timeout, self.client().request(req))
+        let resp = tokio::time::timeout(self.config.timeout, self.client.request(req))
             .await
             .map_err(|_| CallError::Timeout { path: path() })?
             .map_err(|source| CallError::Request { path: path(), source })?;
