@@ -618,7 +618,9 @@ def mlflow_scenarios(args, procs: Procs, bins: dict, tmp: Path, keys: Path, poli
     gate = Gate(procs, bins["gate"], tmp, "gate-mlflow", plain, keys / "jwks.json", policies)
     import base64
     basic_auth = "Basic " + base64.b64encode(b"admin:bench-admin-password-1").decode()
-    post(plain, "/api/2.0/mlflow/registered-models/create", {"name": "m1"}, {})
+    # Created through the gate, so that the bench user is its stamped creator: with resource permissions (issue 11)
+    # a model created behind the gate's back has no creator, and every set-tag through the gate is refused (403).
+    post(gate.url, "/api/2.0/mlflow/registered-models/create", {"name": "m1"}, {"Authorization": f"Bearer {token}"})
     post(basic, "/api/2.0/mlflow/registered-models/create", {"name": "m1"}, {"Authorization": basic_auth})
     L = LOADER
     rows = []
