@@ -326,7 +326,7 @@ const TABLE: [(Level, Anchor, &[&str]); 9] = [
 /// experiments'; a scorer's and a trace's bulk deletion name the experiment itself.
 const OWNED_WRITES: [(Level, Anchor, &[&str]); 5] = [
     (Level::Manage, Anchor::Experiment, &["DeleteScorer", "DeleteTraces", "DeleteTracesV3"]),
-    (Level::Edit, Anchor::Experiment, &["RegisterScorer", "StartTrace", "StartTraceV3"]),
+    (Level::Edit, Anchor::Experiment, &["RegisterScorer", "StartTrace", "StartTraceV3", "ExportTraces"]),
     (Level::Manage, Anchor::Dataset, &["DeleteDataset"]),
     (
         Level::Edit,
@@ -469,11 +469,9 @@ pub const UNCHECKED_READS: [&str; 2] = ["GetOnlineTraceDetails", "SearchUnifiedT
 
 /// Writes to experiment-owned objects deliberately left without a level here (a test checks that every other one
 /// has one): scorer and evaluation invocations and online scoring are server-side jobs, admin-only in the default
-/// bundle (`jobs.admin_only`); OTLP's `ExportTraces` names its experiment in the `X-Mlflow-Experiment-Id` header,
-/// which the gate does not read yet: creating traces in an experiment one may only read is still possible through
-/// it (their later reads and writes are checked).
-pub const UNCHECKED_WRITES: [&str; 4] =
-    ["InvokeGenaiEvaluate", "InvokeScorer", "UpsertOnlineScoringConfig", "ExportTraces"];
+/// bundle (`jobs.admin_only`). (OTLP's `ExportTraces` needs EDIT on the experiment of its `X-Mlflow-Experiment-Id`
+/// header, read by `pipeline::classify`.)
+pub const UNCHECKED_WRITES: [&str; 3] = ["InvokeGenaiEvaluate", "InvokeScorer", "UpsertOnlineScoringConfig"];
 
 /// Creations (per-group rule).
 const CREATIONS: [&str; 2] = [rpc::CREATE_EXPERIMENT, rpc::CREATE_REGISTERED_MODEL];

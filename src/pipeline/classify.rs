@@ -24,7 +24,13 @@ pub struct Head {
     pub context: RequestContext,
     /// The route in the table, if any.
     pub route: Option<Operation>,
+    /// The experiment an OTLP export names in its `X-Mlflow-Experiment-Id` header (MLflow reads it there, not in
+    /// the protobuf body), for that route only.
+    pub otlp_experiment: Option<String>,
 }
+
+/// The header MLflow's OTLP ingest reads the experiment from.
+pub const OTLP_EXPERIMENT_HEADER: &str = "x-mlflow-experiment-id";
 
 /// A JSON object body as the policy sees it (normalised).
 pub type JsonBody = Map<String, Value>;
@@ -42,7 +48,27 @@ pub fn head(
     let context =
         RequestContext::from_headers(headers, request_id).map_err(|e| GateError::InvalidParameter(e.to_string()))?;
     let route = routes::classify(method.as_str(), &target.path);
-    Ok(Head { method: method.clone(), target, context, route })
+    let otlp_experiment = match &route {
+        Some(op) if op.rpc == rpc::EXPORT_TRACES => otlp_experiment(headers)?,
+        _ => None,
+    };
+    Ok(Head { method: method.clone(), target, context, route, otlp_experiment })
+}
+
+/// The OTLP export's experiment header: absent, or one visible-ASCII value (several are refused: which one MLflow
+/// would take is not the gate's to guess).
+fn otlp_experiment(headers: &HeaderMap) -> Result<Option<String>, GateError> {
+    let mut values = headers.get_all(OTLP_EXPERIMENT_HEADER).iter();
+    let (first, second) = (values.next(), values.next());
+    if second.is_some() {
+        return Err(GateError::BadRequest(format!(
+            "the request has several {OTLP_EXPERIMENT_HEADER} headers; send one"
+        )));
+    }
+    first
+        .map(|v| v.to_str().map(|s| s.trim().to_owned()))
+        .transpose()
+        .map_err(|_| GateError::BadRequest(format!("the {OTLP_EXPERIMENT_HEADER} header is not visible ASCII")))
 }
 
 impl Head {
@@ -109,6 +135,9 @@ impl Head {
         }
         if let Some(experiment) = permission::nested_experiment(op.rpc, body).map_err(GateError::BadRequest)? {
             fields.insert("experiment_id".into(), Value::String(experiment));
+        }
+        if let Some(experiment) = self.otlp_experiment.as_ref().filter(|_| op.rpc == rpc::EXPORT_TRACES) {
+            fields.insert("experiment_id".into(), Value::String(experiment.clone()));
         }
         if op.body == BodyClass::GraphQl {
             let checked = graphql::objects(body).map_err(|e| match e {

@@ -6,9 +6,11 @@ plant the gate's creator stamp on a colleague's trace (and get its creator's lev
 from __future__ import annotations
 
 import gzip
+import http.client as http_client
 import json
 import os
 import uuid
+from urllib.parse import urlparse
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -96,3 +98,27 @@ def test_an_unreadable_body_is_refused_before_mlflow(gate, mlflow_server, people
     response = post(gate, people["ana"], experiment, b"\x0b\x01", **{"Content-Encoding": "br"})
     assert response.status_code == 400, response.text
     assert "Content-Encoding" in response.json()["message"]
+
+
+def test_an_export_needs_edit_on_the_experiment_its_header_names(gate, mlflow_server, people, experiment):
+    trace = uuid.uuid4().hex
+    refused = post(gate, people["ben"], experiment, export(trace, {"team": "b"}))
+    assert refused.status_code == 403, refused.text
+    assert "that needs EDIT" in refused.json()["message"], refused.text
+    assert trace_tags(mlflow_server, trace) is None
+    # Two experiment headers: which one MLflow takes is not the gate's to guess.
+    body = export(trace, {})
+    conn = http_client.HTTPConnection(urlparse(gate.url).netloc, timeout=30)
+    conn.putrequest("POST", "/v1/traces")
+    for name, value in (("Authorization", f"Bearer {people['ana']}"), ("Content-Type", "application/x-protobuf"),
+                        ("X-Mlflow-Experiment-Id", experiment), ("X-Mlflow-Experiment-Id", "0"),
+                        ("Content-Length", str(len(body)))):
+        conn.putheader(name, value)
+    conn.endheaders(body)
+    assert conn.getresponse().status == 400
+    conn.close()
+    granted = http(gate.url, "POST", "/api/2.0/mlflow/experiments/permissions/create", people["ana"],
+                   json={"experiment_id": experiment, "username": "ben", "permission": "EDIT"})
+    assert granted.status_code == 200, granted.text
+    assert post(gate, people["ben"], experiment, export(trace, {"team": "b"})).status_code == 200
+    assert trace_tags(mlflow_server, trace)["team"] == "b"
