@@ -18,8 +18,6 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::Client;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::error::GateError;
-
 pub use outbox::{Claimed, NewDelivery, OutboxStats};
 
 /// The gate's own schema in MLflow's database.
@@ -141,20 +139,6 @@ impl FleetDb {
         client.execute("SELECT pg_advisory_lock($1)", &[&lock_key(workspace, model)]).await?;
         Ok(PromotionLock { _client: client })
     }
-}
-
-/// Takes the promotion lock of (`workspace`, `model`) for a transition that archives the stage's other versions,
-/// wherever the gate performs one (a forwarded transition, an approval that applies it). Fails closed: 503 if the
-/// lock cannot be had.
-pub async fn hold_promotion(db: &FleetDb, workspace: Option<&str>, model: &str) -> Result<PromotionLock, GateError> {
-    db.promotion_lock(workspace, model).await.map_err(|e| {
-        tracing::error!(error = %e, "cannot take the fleet's promotion lock; refusing the transition");
-        GateError::Overloaded(
-            "the transition waits for the fleet's promotion lock of this model (another replica is promoting it, or \
-             the fleet database is unreachable); try again shortly"
-                .into(),
-        )
-    })
 }
 
 /// A held promotion lock; closing its connection releases it.

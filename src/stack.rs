@@ -515,7 +515,7 @@ impl Gate {
         let (rpc::TRANSITION_MODEL_VERSION_STAGE, Some(true), Some(name)) = (p.op.rpc, archives, name) else {
             return Ok(None);
         };
-        crate::fleetdb::hold_promotion(db, p.head.context.workspace_name(), name).await.map(Some)
+        approvals::hold_promotion(db, p.head.context.workspace_name(), name).await.map(Some)
     }
 
     /// Response phase of a search or list: MLflow's page cut to the results the caller may read

@@ -37,6 +37,24 @@ fn invalid_state(msg: String) -> GateError {
     GateError::InvalidState(msg)
 }
 
+/// Takes the promotion lock of (`workspace`, `model`) for a transition that archives the stage's other versions,
+/// wherever the gate performs one (a forwarded transition, an approval that applies it). Fails closed: 503 if the
+/// lock cannot be had.
+pub async fn hold_promotion(
+    db: &crate::fleetdb::FleetDb,
+    workspace: Option<&str>,
+    model: &str,
+) -> Result<crate::fleetdb::PromotionLock, GateError> {
+    db.promotion_lock(workspace, model).await.map_err(|e| {
+        tracing::error!(error = %e, "cannot take the fleet's promotion lock; refusing the transition");
+        GateError::Overloaded(
+            "the transition waits for the fleet's promotion lock of this model (another replica is promoting it, or \
+             the fleet database is unreachable); try again shortly"
+                .into(),
+        )
+    })
+}
+
 /// Serves workflow requests.
 pub struct Workflow<'a> {
     /// MLflow.
@@ -189,7 +207,7 @@ impl Workflow<'_> {
         // Held until MLflow has answered, as for a forwarded transition (`Gate::promotion_lock`).
         let _promotion = match (self.fleet_db, wanted, body.get("archive_existing_versions")) {
             (Some(db), Requested::Stage(_), Some(Value::Bool(true))) => {
-                Some(crate::fleetdb::hold_promotion(db, workspace, ctx.name).await?)
+                Some(hold_promotion(db, workspace, ctx.name).await?)
             }
             _ => None,
         };
