@@ -222,6 +222,18 @@ def gate_keys(tmp_path_factory) -> GateKeys:
 
 
 @pytest.fixture(scope="session")
+def two_teams(gate_keys) -> dict[str, str]:
+    """The resource-permission suites' cast: team A (ana, alex), team B (ben), a senior reviewer (rita), an admin."""
+    return {
+        "ana": gate_keys.token("ana", groups=["team-a"]),
+        "alex": gate_keys.token("alex", groups=["team-a"]),
+        "ben": gate_keys.token("ben", groups=["team-b"]),
+        "rita": gate_keys.token("rita", groups=["ml-senior"]),
+        "root": gate_keys.token("root", groups=["mlflow-admin"]),
+    }
+
+
+@pytest.fixture(scope="session")
 def foreign_keys(tmp_path_factory) -> GateKeys:
     """A second key pair the gate does not trust: tokens signed with it must be refused."""
     return keygen(tmp_path_factory.mktemp("foreign-keys") / "keys")

@@ -62,6 +62,14 @@ def assert_mlflow_error(response: requests.Response, status: int, error_code: st
     return body["message"]
 
 
+def assert_denied(response: requests.Response, *mentions: str) -> str:
+    """Asserts a 403 `PERMISSION_DENIED` in MLflow's error shape whose message names each of `mentions`."""
+    message = assert_mlflow_error(response, 403, "PERMISSION_DENIED")
+    for text in mentions:
+        assert text in message, message
+    return message
+
+
 def jwt_claims(token: str) -> dict:
     payload = token.split(".")[1]
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))

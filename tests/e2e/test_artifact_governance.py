@@ -17,7 +17,7 @@ import sklearn
 from sklearn.linear_model import LogisticRegression
 
 from conftest import poll
-from helpers import GOOD_TAGS, approve_for, http, unique, upstream, upstream_stage
+from helpers import GOOD_TAGS, approve_for, assert_denied, http, unique, upstream, upstream_stage
 
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 AJAX_ARTIFACTS = "/ajax-api/2.0/mlflow-artifacts/artifacts"
@@ -74,15 +74,6 @@ def v3(client_as, people) -> dict:
 
 def put(gate, token: str, path: str, data: bytes, prefix: str = ARTIFACTS):
     return http(gate.url, "PUT", f"{prefix}/{path}", token, data=data)
-
-
-def assert_denied(response, *mentions: str) -> str:
-    assert response.status_code == 403, response.text
-    body = response.json()
-    assert body["error_code"] == "PERMISSION_DENIED", body
-    for text in mentions:
-        assert text in body["message"], body["message"]
-    return body["message"]
 
 
 def test_another_engineer_cannot_replace_or_delete_a_registered_versions_files(gate, mlflow_server, v3, people):

@@ -25,13 +25,8 @@ GRANT_PREFIX = "mlflow_gate.grant."
 
 
 @pytest.fixture(scope="module")
-def people(gate_keys) -> dict[str, str]:
-    return {
-        "ana": gate_keys.token("ana", groups=["team-a"]),
-        "alex": gate_keys.token("alex", groups=["team-a"]),
-        "ben": gate_keys.token("ben", groups=["team-b"]),
-        "root": gate_keys.token("root", groups=["mlflow-admin"]),
-    }
+def people(two_teams) -> dict[str, str]:
+    return two_teams
 
 
 @pytest.fixture(scope="module")

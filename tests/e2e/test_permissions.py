@@ -42,14 +42,8 @@ class Team:
 
 
 @pytest.fixture(scope="module")
-def people(gate_keys) -> dict[str, str]:
-    return {
-        "ana": gate_keys.token("ana", groups=["team-a"]),
-        "alex": gate_keys.token("alex", groups=["team-a"]),
-        "ben": gate_keys.token("ben", groups=["team-b"]),
-        "rita": gate_keys.token("rita", groups=["ml-senior"]),
-        "root": gate_keys.token("root", groups=["mlflow-admin"]),
-    }
+def people(two_teams) -> dict[str, str]:
+    return two_teams
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from helpers import http, unique
+from helpers import assert_denied, http, unique
 
 # The MLflow 3.17.2 UI's queries, as its JS bundle sends them (mlflow/server/js/build/static/js).
 UI_GET_RUN = """query GetRun($data: MlflowGetRunInput!) @component(name: "MLflow.ExperimentRunTracking") {
@@ -42,12 +42,8 @@ UI_BULK_INTERVAL = """query GetMetricHistoryBulkInterval($data: MlflowGetMetricH
 
 
 @pytest.fixture(scope="module")
-def people(gate_keys) -> dict[str, str]:
-    return {
-        "ana": gate_keys.token("ana", groups=["team-a"]),
-        "ben": gate_keys.token("ben", groups=["team-b"]),
-        "root": gate_keys.token("root", groups=["mlflow-admin"]),
-    }
+def people(two_teams) -> dict[str, str]:
+    return two_teams
 
 
 def call(gate, token: str, method: str, path: str, payload: dict) -> dict:
@@ -108,47 +104,38 @@ def graphql(gate, token: str, query: str, variables: dict):
     return http(gate.url, "POST", "/graphql", token, json={"query": query, "variables": variables})
 
 
-def denied(response, *words: str) -> str:
-    assert response.status_code == 403, response.text
-    body = response.json()
-    assert body["error_code"] == "PERMISSION_DENIED", body
-    for word in words:
-        assert word in body["message"], body["message"]
-    return body["message"]
-
-
 # --- GraphQL ------------------------------------------------------------------------------------------------------
 
 def test_graphql_refuses_another_teams_run_experiment_and_searches(gate, sides, people):
     a, b = sides["a"], sides["b"]
     ben = people["ben"]
-    denied(graphql(gate, ben, UI_GET_RUN, {"data": {"runId": a.run}}), "ben may not GraphQL the run",
+    assert_denied(graphql(gate, ben, UI_GET_RUN, {"data": {"runId": a.run}}), "ben may not GraphQL the run",
            "NO_PERMISSIONS (a grant to the group team-b on the experiment")
-    denied(graphql(gate, ben, UI_GET_EXPERIMENT, {"input": {"experimentId": a.experiment}}),
+    assert_denied(graphql(gate, ben, UI_GET_EXPERIMENT, {"input": {"experimentId": a.experiment}}),
            "ben may not GraphQL the experiment")
-    denied(graphql(gate, ben, UI_SEARCH_RUNS, {"data": {"experimentIds": [b.experiment, a.experiment]}}),
+    assert_denied(graphql(gate, ben, UI_SEARCH_RUNS, {"data": {"experimentIds": [b.experiment, a.experiment]}}),
            f"({a.experiment})")
-    denied(graphql(gate, ben, UI_BULK_INTERVAL, {"data": {"runIds": [b.run, a.run], "metricKey": "loss"}}),
+    assert_denied(graphql(gate, ben, UI_BULK_INTERVAL, {"data": {"runIds": [b.run, a.run], "metricKey": "loss"}}),
            f"({a.run})")
     listing = "query L($d: MlflowListArtifactsInput!) { mlflowListArtifacts(input: $d) { files { path } } }"
-    denied(graphql(gate, ben, listing, {"d": {"runUuid": a.run}}), "ben may not GraphQL the run")
+    assert_denied(graphql(gate, ben, listing, {"d": {"runUuid": a.run}}), "ben may not GraphQL the run")
     datasets = ("mutation D($d: MlflowSearchDatasetsInput!) { mlflowSearchDatasets(input: $d) { datasetSummaries { "
                 "experimentId name } } }")
-    denied(graphql(gate, ben, datasets, {"d": {"experimentIds": [a.experiment]}}), "ben may not GraphQL")
+    assert_denied(graphql(gate, ben, datasets, {"d": {"experimentIds": [a.experiment]}}), "ben may not GraphQL")
     # Inline inputs and aliases are read the same way.
     inline = f'{{ x: mlflowGetRun(input: {{runUuid: "{a.run}"}}) {{ run {{ info {{ runName }} }} }} }}'
-    denied(graphql(gate, ben, inline, {}), "ben may not GraphQL the run")
+    assert_denied(graphql(gate, ben, inline, {}), "ben may not GraphQL the run")
 
 
 def test_graphql_refuses_what_it_cannot_check_and_searches_that_name_no_experiment(gate, sides, people):
     ben = people["ben"]
-    denied(graphql(gate, ben, "{ mlflowSearchRuns(input: {}) { runs { info { runUuid } } } }", {}),
+    assert_denied(graphql(gate, ben, "{ mlflowSearchRuns(input: {}) { runs { info { runUuid } } } }", {}),
            "must name its input.experimentIds")
-    denied(graphql(gate, ben, "{ mlflowSearchModelVersions(input: {}) { modelVersions { version source } } }", {}),
+    assert_denied(graphql(gate, ben, "{ mlflowSearchModelVersions(input: {}) { modelVersions { version source } } }", {}),
            "must select name")
     spread = ("query { mlflowGetRun(input: {runId: \"%s\"}) { run { ...R } } } fragment R on MlflowRun { "
               "modelVersions { source } }" % sides["b"].run)
-    denied(graphql(gate, ben, spread, {}), "fragments")
+    assert_denied(graphql(gate, ben, spread, {}), "fragments")
     response = graphql(gate, ben, "{ test(inputString: \"x\" ", {})
     assert response.status_code == 400 and response.json()["error_code"] == "INVALID_PARAMETER_VALUE", response.text
 
@@ -196,18 +183,18 @@ def test_metric_histories_of_several_runs_need_every_run(gate, sides, people):
     interval = "/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval"
     for path in (interval, "/api/2.0/mlflow/metrics/get-history-bulk-interval"):
         response = http(gate.url, "GET", path, people["ben"], params={"run_ids": [b.run, a.run], "metric_key": "loss"})
-        denied(response, "ben may not GetMetricHistoryBulkInterval the run", f"({a.run})")
+        assert_denied(response, "ben may not GetMetricHistoryBulkInterval the run", f"({a.run})")
     own = http(gate.url, "GET", interval, people["ben"], params={"run_ids": [b.run], "metric_key": "loss"})
     assert own.status_code == 200 and len(own.json()["metrics"]) == 3, own.text
     both = http(gate.url, "GET", interval, people["ana"], params={"run_ids": [b.run, a.run], "metric_key": "loss"})
     assert both.status_code == 200 and {m["run_id"] for m in both.json()["metrics"]} == {a.run, b.run}, both.text
     bulk = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
-    denied(http(gate.url, "GET", bulk, people["ben"], params={"run_id": [b.run, a.run], "metric_key": "loss"}),
+    assert_denied(http(gate.url, "GET", bulk, people["ben"], params={"run_id": [b.run, a.run], "metric_key": "loss"}),
            "ben may not GetMetricHistoryBulk the run")
     both = http(gate.url, "GET", bulk, people["ana"], params={"run_id": [b.run, a.run], "metric_key": "loss"})
     assert both.status_code == 200 and {m["run_id"] for m in both.json()["metrics"]} == {a.run, b.run}, both.text
     none = http(gate.url, "GET", interval, people["ben"], params={"metric_key": "loss"})
-    denied(none, "names no run_ids")
+    assert_denied(none, "names no run_ids")
 
 
 # --- Traces, evaluation datasets, scorers ---------------------------------------------------------------------------
@@ -216,10 +203,10 @@ def test_batch_reads_of_traces_need_every_trace(gate, sides, people):
     a, b = sides["a"], sides["b"]
     batch = http(gate.url, "GET", "/api/3.0/mlflow/traces/batchGet", people["ben"],
                  params={"trace_ids": [b.trace, a.trace]})
-    denied(batch, "ben may not BatchGetTraces the trace", a.trace)
+    assert_denied(batch, "ben may not BatchGetTraces the trace", a.trace)
     infos = http(gate.url, "POST", "/api/3.0/mlflow/traces/batchGetInfos", people["ben"],
                  json={"trace_ids": [a.trace]})
-    denied(infos, "ben may not BatchGetTraceInfos the trace")
+    assert_denied(infos, "ben may not BatchGetTraceInfos the trace")
     own = http(gate.url, "POST", "/ajax-api/3.0/mlflow/traces/batchGetInfos", people["ben"],
                json={"trace_ids": [b.trace]})
     assert own.status_code == 200 and [t["trace_id"] for t in own.json()["trace_infos"]] == [b.trace], own.text
@@ -245,7 +232,7 @@ def test_v3_traces_cannot_be_started_in_another_teams_experiment(gate, mlflow_se
 
     for camel in (False, True):
         trace_id, response = start(people["ben"], a.experiment, camel)
-        denied(response, "ben may not StartTraceV3 the experiment", "that needs EDIT")
+        assert_denied(response, "ben may not StartTraceV3 the experiment", "that needs EDIT")
         assert http(mlflow_server.url, "GET", f"/api/3.0/mlflow/traces/{trace_id}").status_code == 404
     trace_id, response = start(people["ben"], b.experiment)
     assert response.status_code == 200, response.text
@@ -254,7 +241,7 @@ def test_v3_traces_cannot_be_started_in_another_teams_experiment(gate, mlflow_se
 def test_another_teams_traces_cannot_be_linked_to_ones_run(gate, mlflow_server, sides, people):
     a, b = sides["a"], sides["b"]
     before = http(mlflow_server.url, "GET", f"/api/3.0/mlflow/traces/{a.trace}").json()
-    denied(http(gate.url, "POST", "/api/2.0/mlflow/traces/link-to-run", people["ben"],
+    assert_denied(http(gate.url, "POST", "/api/2.0/mlflow/traces/link-to-run", people["ben"],
                 json={"trace_ids": [b.trace, a.trace], "run_id": b.run}),
            "ben may not LinkTracesToRun the trace", "that needs EDIT")
     assert http(mlflow_server.url, "GET", f"/api/3.0/mlflow/traces/{a.trace}").json() == before
@@ -277,12 +264,12 @@ def test_dataset_searches_show_only_readable_datasets_and_reads_by_id_are_checke
     assert names(people["ana"], {"experiment_ids": [a.experiment, b.experiment]}) == mine
     for path in (f"/api/3.0/mlflow/datasets/{a.dataset}", f"/api/3.0/mlflow/datasets/{a.dataset}/records",
                  f"/ajax-api/3.0/mlflow/datasets/{a.dataset}/experiment-ids"):
-        denied(http(gate.url, "GET", path, people["ben"]), "ben may not", f"the dataset \"{a.dataset_name}\"")
+        assert_denied(http(gate.url, "GET", path, people["ben"]), "ben may not", f"the dataset \"{a.dataset_name}\"")
     own = http(gate.url, "GET", f"/api/3.0/mlflow/datasets/{b.dataset}", people["ben"])
     assert own.status_code == 200 and own.json()["dataset"]["name"] == b.dataset_name, own.text
     before = http(gate.url, "GET", f"/api/3.0/mlflow/datasets/{a.dataset}", people["ana"]).json()
-    denied(http(gate.url, "DELETE", f"/api/3.0/mlflow/datasets/{a.dataset}", people["ben"]), "that needs MANAGE")
-    denied(http(gate.url, "PATCH", f"/api/3.0/mlflow/datasets/{a.dataset}/tags", people["ben"],
+    assert_denied(http(gate.url, "DELETE", f"/api/3.0/mlflow/datasets/{a.dataset}", people["ben"]), "that needs MANAGE")
+    assert_denied(http(gate.url, "PATCH", f"/api/3.0/mlflow/datasets/{a.dataset}/tags", people["ben"],
                 json={"tags": "{\"k\": \"v\"}"}), "that needs EDIT")
     after = http(gate.url, "GET", f"/api/3.0/mlflow/datasets/{a.dataset}", people["ana"]).json()
     assert after == before
@@ -291,12 +278,12 @@ def test_dataset_searches_show_only_readable_datasets_and_reads_by_id_are_checke
 def test_datasets_cannot_be_linked_into_another_teams_experiment(gate, mlflow_server, sides, people):
     a, b = sides["a"], sides["b"]
     sneaky = unique("sneaky")
-    denied(http(gate.url, "POST", "/api/3.0/mlflow/datasets/create", people["ben"],
+    assert_denied(http(gate.url, "POST", "/api/3.0/mlflow/datasets/create", people["ben"],
                 json={"name": sneaky, "experiment_ids": [b.experiment, a.experiment]}),
            "ben may not CreateDataset the experiment", "that needs EDIT")
     found = http(mlflow_server.url, "POST", "/api/3.0/mlflow/datasets/search", json={"filter_string": f"name = '{sneaky}'"})
     assert found.status_code == 200 and found.json().get("datasets", []) == [], found.text
-    denied(http(gate.url, "POST", f"/api/3.0/mlflow/datasets/{b.dataset}/add-experiments", people["ben"],
+    assert_denied(http(gate.url, "POST", f"/api/3.0/mlflow/datasets/{b.dataset}/add-experiments", people["ben"],
                 json={"experiment_ids": [a.experiment]}), "ben may not AddDatasetToExperiments the experiment")
     linked = http(mlflow_server.url, "GET", f"/api/3.0/mlflow/datasets/{b.dataset}/experiment-ids")
     assert linked.json()["experiment_ids"] == [b.experiment], linked.text
@@ -335,11 +322,11 @@ def test_scorer_lists_and_reads_of_another_teams_experiment_are_refused_or_empty
     assert listed(people["ben"], {"experiment_id": a.experiment}) == []
     assert scorer_in_a not in listed(people["ben"], {})
     for path in ("/api/3.0/mlflow/scorers/get", "/api/3.0/mlflow/scorers/versions"):
-        denied(http(gate.url, "GET", path, people["ben"], params={"experiment_id": a.experiment, "name": scorer_in_a}),
+        assert_denied(http(gate.url, "GET", path, people["ben"], params={"experiment_id": a.experiment, "name": scorer_in_a}),
                "ben may not", "the experiment")
     own = http(gate.url, "GET", "/api/3.0/mlflow/scorers/get", people["ana"],
                params={"experiment_id": a.experiment, "name": scorer_in_a})
     assert own.status_code == 200, own.text
-    denied(http(gate.url, "DELETE", "/api/3.0/mlflow/scorers/delete", people["ben"],
+    assert_denied(http(gate.url, "DELETE", "/api/3.0/mlflow/scorers/delete", people["ben"],
                 json={"experiment_id": a.experiment, "name": scorer_in_a}), "that needs MANAGE")
     assert listed(people["ana"], {"experiment_id": a.experiment}) == [scorer_in_a]
