@@ -263,16 +263,34 @@ object_read_permitted if {
 	permission_rank >= needed_ranks[permission_need]
 }
 
-# The cheap allow path (most reads): the configured default already reaches the level the route needs, and no
-# NO_PERMISSIONS can apply to the caller (none on any link of the chain for its sub or one of its groups, and no
-# NO_PERMISSIONS pattern for it, wherever it matches). Then permission_rank, the highest of the default, creator and
-# grant levels unless a NO_PERMISSIONS applies, is at least the default: the full computation, with its grant
-# sources and pattern matches, runs only when this does not hold (and the sources only for a denial's reason).
-# permissions_test.rego checks that both agree.
+# The cheap allow path (most reads, and a creator's writes): the configured default already reaches the level the
+# route needs (or the creator's level does, and the caller created a link of the chain), and no NO_PERMISSIONS can
+# apply to the caller (none on any link of the chain for its sub or one of its groups, and no NO_PERMISSIONS pattern
+# for it, wherever it matches). Then permission_rank, the highest of the default, creator and grant levels unless a
+# NO_PERMISSIONS applies, is at least that level: the full computation, with its grant sources and pattern matches,
+# runs only when this does not hold (and the sources only for a denial's reason). permissions_test.rego checks that
+# both agree.
 plainly_permitted if {
 	needed_ranks[permission_need] <= default_rank
 	not caller_denied_on_chain
 	not caller_denied_by_pattern
+}
+
+plainly_permitted if {
+	needed_ranks[permission_need] <= creator_rank
+	caller_created_a_link
+	not caller_denied_on_chain
+	not caller_denied_by_pattern
+}
+
+# config_rank("creator") and chain_owned(perm_chain), read inline.
+creator_rank := r if {
+	r := permission_ranks[permissions_config.creator]
+} else := 0
+
+caller_created_a_link if {
+	principal_sub != ""
+	perm_chain[_].owner == principal_sub
 }
 
 # config_rank("default"), read inline (see configured_patterns).
@@ -292,13 +310,13 @@ caller_denied_on_chain if {
 }
 
 caller_denied_by_pattern if {
-	some p in permission_patterns
+	some p in configured_patterns
 	p.level == "NO_PERMISSIONS"
 	p.user == principal_sub
 }
 
 caller_denied_by_pattern if {
-	some p in permission_patterns
+	some p in configured_patterns
 	p.level == "NO_PERMISSIONS"
 	p.group in principal_groups
 }
@@ -394,6 +412,7 @@ violations contains violation(
 	needed := needed_ranks[permission_need]
 	perm_exists
 	perm_problem == ""
+	not plainly_permitted
 	permission_rank < needed
 }
 

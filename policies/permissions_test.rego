@@ -224,10 +224,11 @@ test_the_read_fast_path_agrees_with_the_full_evaluation_on_permissions if {
 	}
 }
 
-# The cheap allow path of a read (plainly_permitted) never permits what the full rule refuses, and the decision is
-# the full one, on the tricky cases: a NO_PERMISSIONS on a parent or on the object (to the caller or to one of its
-# groups), a NO_PERMISSIONS pattern (matching or not), the creator, an admin, a default of NO_PERMISSIONS, a logged
-# model whose own grant overrides its experiment's deny.
+# The cheap allow path (plainly_permitted, of reads and of a creator's writes) never permits what the full rank
+# refuses, and the decision is the full one, on the tricky cases: a NO_PERMISSIONS on a parent or on the object (to
+# the caller or to one of its groups), a NO_PERMISSIONS pattern (matching or not), the creator (denied on a parent,
+# or with a creator level below the route's), an admin, a caller without a sub, a default of NO_PERMISSIONS, a
+# misspelt level, a logged model whose own grant overrides its experiment's deny; for a read, an edit and a manage.
 fxp_fast_chains := [
 	[fxp_run(fxp_none), fxp_experiment(fxp_none)],
 	[fxp_run(fxp_none), fxp_experiment(fxp_grants({"ben": "NO_PERMISSIONS"}, {}))],
@@ -241,6 +242,9 @@ fxp_fast_chains := [
 		{"type": "logged_model", "id": "m-1", "name": "clf", "owner": "ana", "grants": fxp_grants({"ben": "READ"}, {})},
 		fxp_experiment(fxp_grants({}, {"team-b": "NO_PERMISSIONS"})),
 	],
+	[object.union(fxp_run(fxp_none), {"owner": "ben"}), fxp_experiment(fxp_grants({}, {"team-b": "NO_PERMISSIONS"}))],
+	[object.union(fxp_run(fxp_none), {"owner": "ben"}), fxp_experiment(fxp_none)],
+	[object.union(fxp_run(fxp_none), {"owner": ""}), fxp_experiment(fxp_none)],
 ]
 
 fxp_fast_configs := [
@@ -249,18 +253,22 @@ fxp_fast_configs := [
 	{"patterns": [{"group": "team-b", "type": "registered_model", "name": "fraud-*", "level": "NO_PERMISSIONS"}]},
 	{"patterns": [{"user": "ben", "type": "experiment", "name": "*", "level": "NO_PERMISSIONS"}]},
 	{"patterns": [{"user": "ana", "type": "experiment", "name": "*", "level": "NO_PERMISSIONS"}], "creator": "READ"},
+	{"creator": "EDIT"},
+	{"creator": "NO_PERMISSIONS", "default": "EDIT"},
+	{"default": "MANAGE", "creator": "MANAGED"},
 ]
 
-test_the_cheap_read_path_agrees_with_the_full_permission_rank if {
-	every who in [fxp_ana, fxp_ben, fx_root] {
+test_the_cheap_path_agrees_with_the_full_permission_rank if {
+	every who in [fxp_ana, fxp_ben, fx_root, fx_principal("", ["team-b"])] {
 		every chain in fxp_fast_chains {
 			every config in fxp_fast_configs {
-				inp := fxp_get_run(who, fxp_none)
-				get := object.union(inp, {"resource": {"permissions": {"chain": chain}}})
-				perms := object.union(data.permissions, config)
-				d := decision with input as get with data.permissions as perms
-				d == full_decision with input as get with data.permissions as perms
-				fxp_plain_implies_rank(get, perms)
+				every inp in [fxp_get_run(who, fxp_none), fxp_log_metric(who, fxp_none), fxp_delete_experiment(who)] {
+					req := object.union(inp, {"resource": {"permissions": {"chain": chain}}})
+					perms := object.union(data.permissions, config)
+					d := decision with input as req with data.permissions as perms
+					d == full_decision with input as req with data.permissions as perms
+					fxp_plain_implies_rank(req, perms)
+				}
 			}
 		}
 	}
@@ -273,10 +281,10 @@ fxp_plain_implies_rank(inp, perms) if {
 fxp_plain_implies_rank(inp, perms) if {
 	plainly_permitted with input as inp with data.permissions as perms
 	rank := permission_rank with input as inp with data.permissions as perms
-	rank >= 1
+	rank >= needed_ranks[inp.operation.permission]
 }
 
-test_the_cheap_read_path_is_taken_only_without_an_applicable_deny if {
+test_the_cheap_path_is_taken_only_without_an_applicable_deny if {
 	plainly_permitted with input as fxp_get_run(fxp_ben, fxp_none)
 	plainly_permitted with input as fxp_get_run(fxp_ben, fxp_grants({}, {"team-c": "NO_PERMISSIONS"}))
 	not plainly_permitted with input as fxp_get_run(fxp_ben, fxp_grants({}, {"team-b": "NO_PERMISSIONS"}))
@@ -284,6 +292,9 @@ test_the_cheap_read_path_is_taken_only_without_an_applicable_deny if {
 	not plainly_permitted with input as fxp_get_run(fxp_ben, fxp_none) with data.permissions.default as "NO_PERMISSIONS"
 	not plainly_permitted with input as fxp_get_run(fxp_ben, fxp_none) with data.permissions.patterns as [{"group": "team-b", "type": "model", "name": "x", "level": "NO_PERMISSIONS"}]
 	not plainly_permitted with input as fxp_log_metric(fxp_ben, fxp_none)
+	plainly_permitted with input as fxp_log_metric(fxp_ana, fxp_none)
+	not plainly_permitted with input as fxp_log_metric(fxp_ana, fxp_grants({}, {"team-a": "NO_PERMISSIONS"}))
+	not plainly_permitted with input as fxp_log_metric(fxp_ana, fxp_none) with data.permissions.creator as "READ"
 }
 
 # --- search results (response phase) ---------------------------------------------------------------------------
