@@ -120,11 +120,21 @@ granting_chain(chain) := [chain[0]] if overrides_parents(chain)
 granting_chain(chain) := chain if not overrides_parents(chain)
 
 permission_patterns := [p |
-	some p in as_list(at(permissions_config, "patterns"))
+	some p in configured_patterns
 	is_string(p.type)
 	is_string(p.name)
 	is_string(p.level)
 ]
+
+# data.permissions.patterns as a list (as_list(at(permissions_config, "patterns")), read inline: every request
+# that checks a permission reads it, and a function call costs more than the rest of a plain read's decision).
+configured_patterns := p if {
+	p := permissions_config.patterns
+	is_array(p)
+} else := p if {
+	p := permissions_config.patterns
+	is_set(p)
+} else := []
 
 pattern_for_caller(p) if p.user == principal_sub
 
@@ -244,7 +254,71 @@ object_read_permitted if {
 
 object_read_permitted if {
 	perm_problem == ""
+	plainly_permitted
+}
+
+object_read_permitted if {
+	perm_problem == ""
+	not plainly_permitted
 	permission_rank >= needed_ranks[permission_need]
+}
+
+# The cheap allow path (most reads, and a creator's writes): the configured default already reaches the level the
+# route needs (or the creator's level does, and the caller created a link of the chain), and no NO_PERMISSIONS can
+# apply to the caller (none on any link of the chain for its sub or one of its groups, and no NO_PERMISSIONS pattern
+# for it, wherever it matches). Then permission_rank, the highest of the default, creator and grant levels unless a
+# NO_PERMISSIONS applies, is at least that level: the full computation, with its grant sources and pattern matches,
+# runs only when this does not hold (and the sources only for a denial's reason). permissions_test.rego checks that
+# both agree.
+plainly_permitted if {
+	needed_ranks[permission_need] <= default_rank
+	not caller_denied_on_chain
+	not caller_denied_by_pattern
+}
+
+plainly_permitted if {
+	needed_ranks[permission_need] <= creator_rank
+	caller_created_a_link
+	not caller_denied_on_chain
+	not caller_denied_by_pattern
+}
+
+# config_rank("creator") and chain_owned(perm_chain), read inline.
+creator_rank := r if {
+	r := permission_ranks[permissions_config.creator]
+} else := 0
+
+caller_created_a_link if {
+	principal_sub != ""
+	perm_chain[_].owner == principal_sub
+}
+
+# config_rank("default"), read inline (see configured_patterns).
+default_rank := r if {
+	r := permission_ranks[permissions_config.default]
+} else := 0
+
+caller_denied_on_chain if {
+	some node in perm_chain
+	node.grants.users[principal_sub] == "NO_PERMISSIONS"
+}
+
+caller_denied_on_chain if {
+	some node in perm_chain
+	some group in principal_groups
+	node.grants.groups[group] == "NO_PERMISSIONS"
+}
+
+caller_denied_by_pattern if {
+	some p in configured_patterns
+	p.level == "NO_PERMISSIONS"
+	p.user == principal_sub
+}
+
+caller_denied_by_pattern if {
+	some p in configured_patterns
+	p.level == "NO_PERMISSIONS"
+	p.group in principal_groups
 }
 
 # GraphQL (/graphql) is checked like REST: the gate admits only the root fields whose objects it can name, hands
@@ -338,6 +412,7 @@ violations contains violation(
 	needed := needed_ranks[permission_need]
 	perm_exists
 	perm_problem == ""
+	not plainly_permitted
 	permission_rank < needed
 }
 

@@ -224,6 +224,79 @@ test_the_read_fast_path_agrees_with_the_full_evaluation_on_permissions if {
 	}
 }
 
+# The cheap allow path (plainly_permitted, of reads and of a creator's writes) never permits what the full rank
+# refuses, and the decision is the full one, on the tricky cases: a NO_PERMISSIONS on a parent or on the object (to
+# the caller or to one of its groups), a NO_PERMISSIONS pattern (matching or not), the creator (denied on a parent,
+# or with a creator level below the route's), an admin, a caller without a sub, a default of NO_PERMISSIONS, a
+# misspelt level, a logged model whose own grant overrides its experiment's deny; for a read, an edit and a manage.
+fxp_fast_chains := [
+	[fxp_run(fxp_none), fxp_experiment(fxp_none)],
+	[fxp_run(fxp_none), fxp_experiment(fxp_grants({"ben": "NO_PERMISSIONS"}, {}))],
+	[fxp_run(fxp_none), fxp_experiment(fxp_grants({}, {"team-b": "NO_PERMISSIONS"}))],
+	[fxp_run(fxp_grants({}, {"team-b": "NO_PERMISSIONS"})), fxp_experiment(fxp_grants({}, {"team-b": "EDIT"}))],
+	[fxp_run(fxp_none), fxp_experiment(fxp_grants({}, {"team-a": "NO_PERMISSIONS", "team-c": "EDIT"}))],
+	[fxp_run(fxp_none), object.union(fxp_experiment(fxp_grants({"ben": "READ"}, {})), {"owner": "ben"})],
+	[fxp_model(fxp_none)],
+	[object.union(fxp_model(fxp_none), {"name": "fraud-x"})],
+	[
+		{"type": "logged_model", "id": "m-1", "name": "clf", "owner": "ana", "grants": fxp_grants({"ben": "READ"}, {})},
+		fxp_experiment(fxp_grants({}, {"team-b": "NO_PERMISSIONS"})),
+	],
+	[object.union(fxp_run(fxp_none), {"owner": "ben"}), fxp_experiment(fxp_grants({}, {"team-b": "NO_PERMISSIONS"}))],
+	[object.union(fxp_run(fxp_none), {"owner": "ben"}), fxp_experiment(fxp_none)],
+	[object.union(fxp_run(fxp_none), {"owner": ""}), fxp_experiment(fxp_none)],
+]
+
+fxp_fast_configs := [
+	{},
+	{"default": "NO_PERMISSIONS"},
+	{"patterns": [{"group": "team-b", "type": "registered_model", "name": "fraud-*", "level": "NO_PERMISSIONS"}]},
+	{"patterns": [{"user": "ben", "type": "experiment", "name": "*", "level": "NO_PERMISSIONS"}]},
+	{"patterns": [{"user": "ana", "type": "experiment", "name": "*", "level": "NO_PERMISSIONS"}], "creator": "READ"},
+	{"creator": "EDIT"},
+	{"creator": "NO_PERMISSIONS", "default": "EDIT"},
+	{"default": "MANAGE", "creator": "MANAGED"},
+]
+
+test_the_cheap_path_agrees_with_the_full_permission_rank if {
+	every who in [fxp_ana, fxp_ben, fx_root, fx_principal("", ["team-b"])] {
+		every chain in fxp_fast_chains {
+			every config in fxp_fast_configs {
+				every inp in [fxp_get_run(who, fxp_none), fxp_log_metric(who, fxp_none), fxp_delete_experiment(who)] {
+					req := object.union(inp, {"resource": {"permissions": {"chain": chain}}})
+					perms := object.union(data.permissions, config)
+					d := decision with input as req with data.permissions as perms
+					d == full_decision with input as req with data.permissions as perms
+					fxp_plain_implies_rank(req, perms)
+				}
+			}
+		}
+	}
+}
+
+fxp_plain_implies_rank(inp, perms) if {
+	not plainly_permitted with input as inp with data.permissions as perms
+}
+
+fxp_plain_implies_rank(inp, perms) if {
+	plainly_permitted with input as inp with data.permissions as perms
+	rank := permission_rank with input as inp with data.permissions as perms
+	rank >= needed_ranks[inp.operation.permission]
+}
+
+test_the_cheap_path_is_taken_only_without_an_applicable_deny if {
+	plainly_permitted with input as fxp_get_run(fxp_ben, fxp_none)
+	plainly_permitted with input as fxp_get_run(fxp_ben, fxp_grants({}, {"team-c": "NO_PERMISSIONS"}))
+	not plainly_permitted with input as fxp_get_run(fxp_ben, fxp_grants({}, {"team-b": "NO_PERMISSIONS"}))
+	not plainly_permitted with input as fxp_get_run(fxp_ben, fxp_grants({"ben": "NO_PERMISSIONS"}, {}))
+	not plainly_permitted with input as fxp_get_run(fxp_ben, fxp_none) with data.permissions.default as "NO_PERMISSIONS"
+	not plainly_permitted with input as fxp_get_run(fxp_ben, fxp_none) with data.permissions.patterns as [{"group": "team-b", "type": "model", "name": "x", "level": "NO_PERMISSIONS"}]
+	not plainly_permitted with input as fxp_log_metric(fxp_ben, fxp_none)
+	plainly_permitted with input as fxp_log_metric(fxp_ana, fxp_none)
+	not plainly_permitted with input as fxp_log_metric(fxp_ana, fxp_grants({}, {"team-a": "NO_PERMISSIONS"}))
+	not plainly_permitted with input as fxp_log_metric(fxp_ana, fxp_none) with data.permissions.creator as "READ"
+}
+
 # --- search results (response phase) ---------------------------------------------------------------------------
 
 fxp_filter(who, candidates) := {
@@ -427,6 +500,21 @@ test_listed_objects_follow_the_default_and_the_creator if {
 	decision == fx_allowed with input as fxp_bulk(fxp_ben, granted) with data.permissions.default as "NO_PERMISSIONS"
 }
 
+test_a_listed_object_refused_to_its_creator_names_the_creator_level if {
+	reasons := fxp_reasons(fxp_bulk(fxp_ben, fxp_none)) with data.permissions.default as "NO_PERMISSIONS" with data.permissions.creator as "NO_PERMISSIONS"
+	reasons == [
+		concat("", [
+			"ben may not GetMetricHistoryBulkInterval the run \"eval\" (r2) in the experiment \"exp-b\" (2): that needs ",
+			"READ, and ben has NO_PERMISSIONS (as its creator); ask its owner ben or an admin for a grant",
+		]),
+		concat("", [
+			"ben may not GetMetricHistoryBulkInterval the run \"train\" (r1) in the experiment \"exp-a\" (1): that needs ",
+			"READ, and ben has NO_PERMISSIONS (the default for authenticated users without a grant); ask its owner ana or ",
+			"an admin for a grant",
+		]),
+	]
+}
+
 test_missing_listed_objects_are_left_to_mlflow_and_unresolved_ones_deny if {
 	missing := fxp_many(fxp_ben, "BatchGetTraces", "trace", [fxp_object("tr-gone", [])])
 	decision == fx_allowed with input as missing
@@ -465,4 +553,15 @@ test_engineers_read_and_use_gateway_endpoints if {
 	decision == fx_allowed with input as fx_request(fxp_ben, "GatewayChatCompletions", "gateway", false, {"target": {}})
 	decision == fx_allowed with input as fx_request(fxp_ben, "ListGatewayEndpoints", "gateway", true, {"target": {}})
 	decision == fx_allowed with input as fx_request(fxp_ben, "GetGatewaySecretInfo", "gateway", true, {"target": {}})
+}
+
+test_patterns_given_as_a_set_apply_as_the_same_list if {
+	pattern := {"user": "ben", "type": "experiment", "name": "exp-*", "level": "NO_PERMISSIONS"}
+	inp := fxp_get_run(fxp_ben, fxp_none)
+	reasons := fxp_reasons(inp) with data.permissions.patterns as {pattern}
+	reasons == [concat("", [
+		"ben may not GetRun the run \"train\" (r1) in the experiment \"exp-a\" (1): that needs READ, and ben has ",
+		"NO_PERMISSIONS (the pattern grant to ben on experiment exp-*); ask its owner ana or an admin for a grant",
+	])]
+	reasons == fxp_reasons(inp) with data.permissions.patterns as [pattern]
 }

@@ -60,8 +60,10 @@ pub fn build(principal: &Principal, operation: &Operation, request: &RequestFact
 /// `champion` and `fraud-detector`.
 pub fn folded_names(resource: &Value) -> Map<String, Value> {
     let mut names: Vec<&str> = Vec::new();
+    // Field by field (no pointer strings formatted per request): this runs for every request.
+    let target = resource.get("target");
     for field in ["name", "new_name", "alias"] {
-        names.extend(resource.pointer(&format!("/target/{field}")).and_then(Value::as_str));
+        names.extend(target.and_then(|t| t.get(field)).and_then(Value::as_str));
     }
     names.extend(resource.pointer("/model_version/name").and_then(Value::as_str));
     names.extend(resource.pointer("/registered_model/name").and_then(Value::as_str));
