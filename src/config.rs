@@ -904,6 +904,21 @@ fn bad_alg(a: &str) -> String {
     )
 }
 
+/// The smallest valid configuration, for the tests of the config's sections to extend.
+#[cfg(test)]
+pub(crate) const TEST_BASE: &str = r#"
+[upstream]
+url = "http://127.0.0.1:5000"
+[[auth.issuers]]
+issuer = "https://idp.example"
+audiences = ["mlflow"]
+algorithms = ["RS256"]
+jwks_file = "jwks.json"
+groups_claim = "groups"
+[policy]
+dir = "policies"
+"#;
+
 #[cfg(test)]
 #[path = "config_tests.rs"]
 mod tests;

@@ -315,17 +315,9 @@ mod tests {
     fn browser(extra: &str, tls: bool) -> Browser {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("cookie.key"), "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=").unwrap();
+        let base = crate::config::TEST_BASE;
         let text = format!(
-            r#"
-[upstream]
-url = "http://127.0.0.1:5000"
-[[auth.issuers]]
-issuer = "https://idp.example"
-audiences = ["mlflow"]
-algorithms = ["RS256"]
-jwks_file = "jwks.json"
-[policy]
-dir = "policies"
+            r#"{base}
 [browser]
 issuer = "https://idp.example"
 client_id = "gate"

@@ -256,19 +256,6 @@ mod tests {
     use crate::config::Config;
     use std::path::Path;
 
-    const BASE: &str = r#"
-[upstream]
-url = "http://127.0.0.1:5000"
-[[auth.issuers]]
-issuer = "https://idp.example"
-audiences = ["mlflow"]
-algorithms = ["RS256"]
-jwks_file = "jwks.json"
-groups_claim = "groups"
-[policy]
-dir = "policies"
-"#;
-
     const BROWSER: &str = r#"
 [browser]
 issuer = "https://idp.example"
@@ -283,7 +270,7 @@ accept_until = 2026-12-01T00:00:00Z
 "#;
 
     fn parse(extra: &str) -> Result<Config, crate::config::ConfigError> {
-        Config::parse(&format!("{BASE}{extra}"), Path::new("/etc/gate/gate.toml"))
+        Config::parse(&format!("{}{extra}", crate::config::TEST_BASE), Path::new("/etc/gate/gate.toml"))
     }
 
     fn err_of(extra: &str) -> String {

@@ -94,21 +94,11 @@ mod tests {
 
     use crate::config::Config;
 
-    const BASE: &str = r#"
-[upstream]
-url = "http://127.0.0.1:5000"
-[[auth.issuers]]
-issuer = "https://idp"
-audiences = ["mlflow"]
-algorithms = ["RS256"]
-jwks_url = "https://idp/jwks"
-[policy]
-dir = "policies"
-"#;
     const HOOK: &str = "[[webhooks]]\nurl = \"https://hooks.example/x\"\nevents = [\"MODEL_VERSION_CREATED\"]\n";
 
     fn parse(extra: &str) -> Result<Config, String> {
-        Config::parse(&format!("{BASE}{extra}"), Path::new("/etc/gate/gate.toml")).map_err(|e| e.to_string())
+        Config::parse(&format!("{}{extra}", crate::config::TEST_BASE), Path::new("/etc/gate/gate.toml"))
+            .map_err(|e| e.to_string())
     }
 
     #[test]
