@@ -70,6 +70,22 @@ async fn answer<B>(req: &Request<B>, gate: &Gate, extra: &ExtraCounters) -> Resp
                 "Policy reloads refused (unreadable files, compile error, failed self-test); the last good bundle stayed.",
                 policy.reload_failures,
             ));
+            let decisions = gate.policy().decision_stats();
+            ext.counters.push((
+                "mlflow_gate_decision_cache_hits_total",
+                "Decisions answered from the decision cache (the same input under the same bundle).",
+                decisions.hits,
+            ));
+            ext.counters.push((
+                "mlflow_gate_decision_cache_misses_total",
+                "Decisions evaluated and cached (no cached decision for the input).",
+                decisions.misses,
+            ));
+            ext.counters.push((
+                "mlflow_gate_decision_cache_bypassed_total",
+                "Decisions evaluated without the cache (it is off, or the bundle calls an impure builtin).",
+                decisions.uncacheable,
+            ));
             ext.info.push((
                 "mlflow_gate_policy_bundle_info",
                 "The policy bundle in force (revision: hash of its files).",

@@ -226,6 +226,8 @@ pub struct PolicyConfig {
     pub reload_interval: Duration,
     /// Which engine evaluates requests (`auto`: the bytecode VM when the bundle allows it).
     pub engine: EngineChoice,
+    /// Decisions kept in the decision cache (zero: every request is evaluated; `crate::policy::decisions`).
+    pub decision_cache_entries: u64,
 }
 
 /// `[webhook_delivery]`: how registry-event webhooks are delivered.
@@ -417,6 +419,7 @@ struct RawPolicy {
     eval_timeout_ms: Option<u64>,
     reload_interval_ms: Option<u64>,
     engine: Option<String>,
+    decision_cache_entries: Option<u64>,
 }
 
 impl Config {
@@ -779,6 +782,7 @@ impl Validator {
             entrypoint,
             eval_timeout: Duration::from_millis(raw.eval_timeout_ms.unwrap_or(500).max(1)),
             reload_interval: Duration::from_millis(raw.reload_interval_ms.unwrap_or(1000)),
+            decision_cache_entries: raw.decision_cache_entries.unwrap_or(crate::policy::DEFAULT_DECISION_CACHE_ENTRIES),
         })
     }
 }

@@ -90,7 +90,7 @@ pub async fn build_gate(config: Config) -> Result<Arc<Gate>, StartError> {
         config.browser.as_ref().map(|b| browser::Browser::start(b, config.server.tls.is_some())).transpose()?;
     let audit_sink = config.audit.clone();
     let (webhook_delivery, webhook_hooks) = (config.webhook_delivery.clone(), config.webhooks.clone());
-    let mut policy = policy::Policy::new(bundle);
+    let mut policy = policy::Policy::new(bundle).with_decision_cache(config.policy.decision_cache_entries);
     policy.start_reloader(config.policy.reload_interval);
     let fleet_db = start_fleet_db(&config.fleet).await?;
     let fleet = config.fleet.clone();

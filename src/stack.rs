@@ -675,7 +675,7 @@ impl Gate {
             workspace,
         };
         let policy_started = Instant::now();
-        let evaluated = self.policy.evaluate(input::build_rego(principal, op, &facts, resource));
+        let evaluated = self.policy.decide(principal, op, &facts, resource);
         self.metrics.policy_seconds.observe(policy_started.elapsed());
         let decision = evaluated.map_err(|e| {
             tracing::error!(error = %e, "policy evaluation failed; denying");

@@ -236,6 +236,12 @@ async fn sighup_reloads_the_running_binary() {
     let text = metrics().await;
     assert!(text.contains("mlflow_gate_policy_reloads_total 1\n"), "{text}");
     assert!(text.contains("mlflow_gate_policy_reload_failures_total 0\n"), "{text}");
+    // The same read, repeated under one bundle, is decided from the decision cache; the reload was not.
+    let counter = |text: &str, name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0)
+    };
+    assert!(counter(&text, "mlflow_gate_decision_cache_hits_total ") >= 1, "{text}");
+    assert!(counter(&text, "mlflow_gate_decision_cache_misses_total ") >= 2, "one per bundle: {text}");
     let revision = |text: &str| {
         text.lines().find_map(|l| l.strip_prefix("mlflow_gate_policy_bundle_info{revision=\"")).map(str::to_string)
     };

@@ -92,6 +92,7 @@ pub struct Bundle {
     dir: PathBuf,
     timeout: Duration,
     generation: u64,
+    impure: Option<&'static str>,
 }
 
 impl Bundle {
@@ -112,6 +113,7 @@ impl Bundle {
         let mut engine = regorus::Engine::new();
         engine.set_execution_timer_config(timer(timeout));
         let revision = load_files(&mut engine, &files)?;
+        let impure = impure_builtin(&files)?;
         Bundle {
             engine,
             bytecode: None,
@@ -123,6 +125,7 @@ impl Bundle {
             dir: dir.to_path_buf(),
             timeout,
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+            impure,
         }
         .warm_and_self_test()
         .map(Bundle::with_bytecode)
@@ -245,6 +248,13 @@ impl Bundle {
         self.generation
     }
 
+    /// The first builtin of [`IMPURE_BUILTINS`] the bundle's Rego names, if any: its decisions may then depend on
+    /// more than the input document (the clock, randomness, the network), so none is answered from the decision
+    /// cache.
+    pub fn impure_builtin(&self) -> Option<&'static str> {
+        self.impure
+    }
+
     /// Evaluates the entrypoint on the sample inputs and keeps the engine that did it: regorus prepares its
     /// analysis on the first evaluation, and clones of a warmed engine skip that work. Undefined builtins, runtime
     /// errors and malformed decisions surface here, at start or reload, rather than on every request.
@@ -302,6 +312,76 @@ pub fn policy_files(dir: &Path, with_tests: bool) -> Result<Vec<PathBuf>, Bundle
         return Err(BundleError::Io { path: dir.display().to_string(), message: "holds no *.rego file".into() });
     }
     Ok(files)
+}
+
+/// Builtins whose results are not a function of the input document and the bundle (the clock, randomness, the
+/// network, the process), or that have effects (`print`, `trace`). A bundle whose Rego code calls one (or seems to,
+/// in a string; comments do not count) is evaluated for every request: the decision cache (`super::decisions`) relies on a decision being
+/// a function of the input and the bundle. (Rego calls builtins only by name, so a bundle cannot reach one of these
+/// without naming it.)
+pub const IMPURE_BUILTINS: &[&str] = &[
+    "time.now_ns",
+    "rand.intn",
+    "uuid.rfc4122",
+    "uuid.parse",
+    "http.send",
+    "opa.runtime",
+    "net.lookup_ip_addr",
+    "io.jwt.decode_verify",
+    "crypto.x509.parse_and_verify_certificates",
+    "print",
+    "trace",
+];
+
+/// The first of [`IMPURE_BUILTINS`] that a `*.rego` file of the bundle names.
+fn impure_builtin(files: &[PathBuf]) -> Result<Option<&'static str>, BundleError> {
+    for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "rego")) {
+        let text = without_comments(&read(file)?);
+        if let Some(name) = IMPURE_BUILTINS.iter().find(|name| calls(&text, name)) {
+            return Ok(Some(name));
+        }
+    }
+    Ok(None)
+}
+
+/// Rego source with its `#` comments removed (a `#` inside a string or a raw string is kept).
+fn without_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut quoted, mut raw, mut escaped, mut comment) = (false, false, false, false);
+    for c in text.chars() {
+        if comment {
+            if c == '\n' {
+                comment = false;
+                out.push(c);
+            }
+            continue;
+        }
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' if !raw => quoted = !quoted,
+            '`' if !quoted => raw = !raw,
+            '#' if !quoted && !raw => {
+                comment = true;
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Whether `text` has `name` as a whole name followed by `(` (white space between allowed): a call of that
+/// builtin, or the same words in a string (which only costs the cache). `sprintf(` is not `print(`, and
+/// `input.trace` is not `trace(`.
+fn calls(text: &str, name: &str) -> bool {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
+    text.match_indices(name).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + name.len()..].trim_start();
+        !before.is_some_and(ident) && after.starts_with('(')
+    })
 }
 
 /// Adds the files to an engine and returns the bundle revision (SHA-256 over names and contents).

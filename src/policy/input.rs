@@ -159,6 +159,142 @@ pub fn to_rego(input: &Value) -> regorus::Value {
     }
 }
 
+/// The input document's fields [`digest`] reads, as `section.field` paths (`folded` is derived from `resource`). A
+/// unit test compares this list with the fields [`build_rego`] writes, so a field added to the document and not
+/// to the digest fails the build's tests instead of making two different inputs share a cached decision.
+pub const DIGESTED_FIELDS: &[&str] = &[
+    "version",
+    "principal.sub",
+    "principal.issuer",
+    "principal.groups",
+    "principal.claims",
+    "principal.via",
+    "operation.rpc",
+    "operation.read_only",
+    "operation.resource_type",
+    "operation.server_side_job",
+    "operation.permission",
+    "operation.path_params",
+    "request.method",
+    "request.path",
+    "request.query",
+    "request.body",
+    "request.workspace",
+    "folded",
+    "resource",
+];
+
+/// A 128-bit keyed digest (SipHash-1-3 with the process's secret `key`) of everything [`build_rego`] reads, and of
+/// the bundle `generation`: two requests with the same digest get the same input document from the same bundle.
+/// The encoding is prefix-free (every string and list carries its length, every JSON node a type tag), so distinct
+/// inputs collide only by chance (about 2^-128 per pair, and the key is secret, so a caller cannot search for a
+/// collision offline). Object keys are hashed in their order, so the same object in another order only misses.
+pub fn digest(
+    key: (u64, u64),
+    generation: u64,
+    principal: &Principal,
+    operation: &Operation,
+    request: &RequestFacts<'_>,
+    resource: &Value,
+) -> u128 {
+    use siphasher::sip128::Hasher128;
+    use std::hash::Hasher;
+    let mut h = siphasher::sip128::SipHasher13::new_with_keys(key.0, key.1);
+    h.write_u64(generation);
+    h.write_u32(INPUT_VERSION);
+    put_str(&mut h, &principal.sub);
+    put_str(&mut h, &principal.issuer);
+    h.write_usize(principal.groups.len());
+    for g in &principal.groups {
+        put_str(&mut h, g);
+    }
+    put_json(&mut h, &principal.claims);
+    put_str(&mut h, principal.via.as_str());
+    put_str(&mut h, operation.rpc);
+    h.write_u8(u8::from(operation.read_only));
+    put_str(&mut h, operation.resource.as_str());
+    h.write_u8(u8::from(operation.server_side_job));
+    put_str(&mut h, permission::need(operation).as_str());
+    h.write_usize(operation.path_params.len());
+    for (k, v) in &operation.path_params {
+        put_str(&mut h, k);
+        put_str(&mut h, v);
+    }
+    put_str(&mut h, request.method);
+    put_str(&mut h, request.path);
+    put_map(&mut h, request.query);
+    match request.body {
+        None => h.write_u8(0),
+        Some(body) => {
+            h.write_u8(1);
+            put_map(&mut h, body);
+        }
+    }
+    match request.workspace {
+        None => h.write_u8(0),
+        Some(w) => {
+            h.write_u8(1);
+            put_str(&mut h, w);
+        }
+    }
+    // `folded` is a function of `resource` alone.
+    put_json(&mut h, resource);
+    h.finish128().as_u128()
+}
+
+fn put_str(h: &mut impl std::hash::Hasher, s: &str) {
+    h.write_usize(s.len());
+    h.write(s.as_bytes());
+}
+
+fn put_map(h: &mut impl std::hash::Hasher, m: &Map<String, Value>) {
+    h.write_usize(m.len());
+    for (k, v) in m {
+        put_str(h, k);
+        put_json(h, v);
+    }
+}
+
+fn put_json(h: &mut impl std::hash::Hasher, v: &Value) {
+    match v {
+        Value::Null => h.write_u8(0),
+        Value::Bool(b) => {
+            h.write_u8(1);
+            h.write_u8(u8::from(*b));
+        }
+        // As `to_rego` reads numbers: a non-negative integer, a negative integer or a float.
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => {
+                h.write_u8(2);
+                h.write_u64(u);
+            }
+            (None, Some(i)) => {
+                h.write_u8(6);
+                h.write_i64(i);
+            }
+            (None, None) => {
+                h.write_u8(7);
+                h.write_u64(n.as_f64().map_or(u64::MAX, f64::to_bits));
+            }
+        },
+        Value::String(s) => {
+            h.write_u8(3);
+            put_str(h, s);
+        }
+        Value::Array(items) => {
+            h.write_u8(4);
+            h.write_usize(items.len());
+            for item in items {
+                put_json(h, item);
+            }
+        }
+        Value::Object(m) => {
+            h.write_u8(5);
+            put_map(h, m);
+        }
+    }
+}
+
 /// A sample input (a read by an ordinary user) for self-tests and warm-up.
 pub fn sample() -> regorus::Value {
     let principal = Principal {
@@ -228,5 +364,103 @@ mod tests {
         for sample in super::super::samples::all() {
             assert_eq!(sample.input(), to_rego(&sample.document()), "{}", sample.name);
         }
+    }
+
+    fn fields(v: &regorus::Value, prefix: &str, depth: usize, out: &mut Vec<String>) {
+        match v {
+            regorus::Value::Object(map) if depth > 0 => {
+                for (k, child) in map.iter() {
+                    let k = k.as_string().map(|s| s.to_string()).unwrap_or_default();
+                    let path = if prefix.is_empty() { k } else { format!("{prefix}.{k}") };
+                    let deeper = matches!(path.as_str(), "principal" | "operation" | "request");
+                    fields(child, &path, if deeper { 1 } else { 0 }, out);
+                }
+            }
+            _ => out.push(prefix.to_string()),
+        }
+    }
+
+    #[test]
+    fn the_digest_covers_every_field_of_the_document() {
+        let mut built = Vec::new();
+        fields(&sample(), "", 1, &mut built);
+        built.sort();
+        let mut digested: Vec<String> = DIGESTED_FIELDS.iter().map(|f| f.to_string()).collect();
+        digested.sort();
+        assert_eq!(built, digested, "a field of the input document is not in the decision cache's digest");
+    }
+
+    #[test]
+    fn the_digest_changes_with_every_fact_and_with_the_bundle() {
+        use crate::mlflow::routes::Resource;
+        let key = (7, 11);
+        let principal = Principal {
+            sub: "alice".into(),
+            issuer: "https://idp.example".into(),
+            groups: vec!["a".into()],
+            claims: json!({"sub": "alice", "exp": 1, "f": 0.5, "n": -3}),
+            via: crate::auth::Via::Bearer,
+        };
+        let op = Operation::plain("GetRegisteredModel", true, Resource::RegisteredModel);
+        let query = crate::mlflow::params::query_map(&[("name".into(), "m".into())]);
+        let body = json!({"k": [1, "x", null, true, {"a": 2}]}).as_object().cloned().unwrap_or_default();
+        let request = RequestFacts { method: "GET", path: "/p", query: &query, body: Some(&body), workspace: None };
+        let resource = json!({"permissions": {"chain": [{"grants": {"users": {"bob": "READ"}}}]}});
+        let base = digest(key, 1, &principal, &op, &request, &resource);
+        assert_eq!(base, digest(key, 1, &principal, &op, &request, &resource), "the same input, the same digest");
+        let mut changed = vec![
+            digest((7, 12), 1, &principal, &op, &request, &resource),
+            digest(key, 2, &principal, &op, &request, &resource),
+        ];
+        let principals = [
+            Principal { sub: "alicf".into(), ..principal.clone() },
+            Principal { issuer: "https://idp.other".into(), ..principal.clone() },
+            Principal { groups: vec!["a".into(), "b".into()], ..principal.clone() },
+            Principal { groups: vec!["ab".into()], ..principal.clone() },
+            Principal { claims: json!({"sub": "alice", "exp": 2, "f": 0.5, "n": -3}), ..principal.clone() },
+            Principal { claims: json!({"sub": "alice", "exp": 1, "f": 0.25, "n": -3}), ..principal.clone() },
+            Principal { claims: json!({"sub": "alice", "exp": "1", "f": 0.5, "n": -3}), ..principal.clone() },
+            Principal { via: crate::auth::Via::Session, ..principal.clone() },
+        ];
+        changed.extend(principals.iter().map(|p| digest(key, 1, p, &op, &request, &resource)));
+        let mut ops = vec![
+            Operation::plain("GetRegisteredModels", true, Resource::RegisteredModel),
+            Operation::plain("GetRegisteredModel", false, Resource::RegisteredModel),
+            Operation::plain("GetRegisteredModel", true, Resource::ModelVersion),
+        ];
+        let mut with_params = op.clone();
+        with_params.path_params = vec![("model_id", "m-1".into())];
+        ops.push(with_params);
+        let mut job = op.clone();
+        job.server_side_job = true;
+        ops.push(job);
+        changed.extend(ops.iter().map(|o| digest(key, 1, &principal, o, &request, &resource)));
+        let other_query = crate::mlflow::params::query_map(&[("name".into(), "n".into())]);
+        let other_body = json!({"k": [1, "x", null, false, {"a": 2}]}).as_object().cloned().unwrap_or_default();
+        let requests = [
+            RequestFacts { method: "POST", ..request.clone() },
+            RequestFacts { path: "/q", ..request.clone() },
+            RequestFacts { query: &other_query, ..request.clone() },
+            RequestFacts { body: None, ..request.clone() },
+            RequestFacts { body: Some(&other_body), ..request.clone() },
+            RequestFacts { workspace: Some("team-a"), ..request.clone() },
+            RequestFacts { workspace: Some(""), ..request.clone() },
+        ];
+        changed.extend(requests.iter().map(|r| digest(key, 1, &principal, &op, r, &resource)));
+        for other in [
+            json!({"permissions": {"chain": [{"grants": {"users": {"bob": "EDIT"}}}]}}),
+            json!({"permissions": {"chain": [{"grants": {"users": {"bob": "READ", "eve": "READ"}}}]}}),
+            json!({"permissions": {"chain": [{"grants": {"users": {"bob": "READ"}}}, {}]}}),
+            json!({"permissions": {"chain": [{"grants": {"users": {"bob": ["READ"]}}}]}}),
+            json!({"permissions": {"chain": [{"grants": {"users": {"bob": null}}}]}}),
+            json!({}),
+        ] {
+            changed.push(digest(key, 1, &principal, &op, &request, &other));
+        }
+        let mut all = changed.clone();
+        all.push(base);
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), changed.len() + 1, "every changed input must have its own digest");
     }
 }

@@ -4,18 +4,21 @@
 //! undefined or malformed result is a denial.
 
 pub mod bundle;
+pub mod decisions;
 pub mod input;
 pub mod reload;
 pub mod samples;
 pub mod testing;
 mod worker;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
 pub use bundle::{Bundle, BundleError, EngineChoice};
+pub use decisions::{DecisionStats, Decisions};
 pub use reload::{Reload, ReloadStats};
 pub use worker::evaluate;
 
@@ -51,12 +54,29 @@ pub enum EvalError {
 pub struct Policy {
     slot: Arc<reload::Slot>,
     reloader: Option<tokio::task::AbortHandle>,
+    decisions: Option<Decisions>,
+    uncacheable: AtomicU64,
 }
+
+/// Decisions cached by default (`[policy] decision_cache_entries`).
+pub const DEFAULT_DECISION_CACHE_ENTRIES: u64 = 10_000;
 
 impl Policy {
     /// Wraps a loaded, self-tested bundle. Reloads read the bundle's own directory, entrypoint and time limit.
+    /// Decisions are cached ([`DEFAULT_DECISION_CACHE_ENTRIES`]; see [`Policy::with_decision_cache`]).
     pub fn new(bundle: Bundle) -> Policy {
-        Policy { slot: Arc::new(reload::Slot::new(bundle)), reloader: None }
+        Policy {
+            slot: Arc::new(reload::Slot::new(bundle)),
+            reloader: None,
+            decisions: Some(Decisions::new(DEFAULT_DECISION_CACHE_ENTRIES)),
+            uncacheable: AtomicU64::new(0),
+        }
+    }
+
+    /// Caches at most `entries` decisions (`decisions`); zero turns the cache off (every request is evaluated).
+    pub fn with_decision_cache(mut self, entries: u64) -> Policy {
+        self.decisions = (entries > 0).then(|| Decisions::new(entries));
+        self
     }
 
     /// Starts the background reloader (inside a tokio runtime): polls the directory every `interval` (zero: no
@@ -76,6 +96,37 @@ impl Policy {
     /// evaluation, whatever a concurrent reload swaps in.
     pub fn evaluate(&self, input: regorus::Value) -> Result<Decision, EvalError> {
         evaluate(&self.slot.current(), input)
+    }
+
+    /// The decision for one request: from the decision cache when the same input document was decided under the
+    /// bundle in force (and the bundle is pure, `Bundle::impure_builtin`), else the document is built and evaluated
+    /// (and the decision cached). Errors are never cached.
+    pub fn decide(
+        &self,
+        principal: &crate::auth::Principal,
+        operation: &crate::mlflow::routes::Operation,
+        request: &input::RequestFacts<'_>,
+        resource: &serde_json::Value,
+    ) -> Result<Arc<Decision>, EvalError> {
+        let bundle = self.slot.current();
+        let evaluate_now = || evaluate(&bundle, input::build_rego(principal, operation, request, resource));
+        let Some(cache) = self.decisions.as_ref().filter(|_| bundle.impure_builtin().is_none()) else {
+            self.uncacheable.fetch_add(1, Ordering::Relaxed);
+            return evaluate_now().map(Arc::new);
+        };
+        let digest = input::digest(cache.key(), bundle.generation(), principal, operation, request, resource);
+        if let Some(decision) = cache.get(digest) {
+            return Ok(decision);
+        }
+        let decision = Arc::new(evaluate_now()?);
+        cache.insert(digest, decision.clone());
+        Ok(decision)
+    }
+
+    /// The decision cache's counters.
+    pub fn decision_stats(&self) -> DecisionStats {
+        let (hits, misses) = self.decisions.as_ref().map(Decisions::stats).unwrap_or_default();
+        DecisionStats { hits, misses, uncacheable: self.uncacheable.load(Ordering::Relaxed) }
     }
 
     /// Reloads now if the files changed: loads, compiles and self-tests the bundle, then swaps it in. On failure the
