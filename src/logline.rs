@@ -190,3 +190,248 @@ mod tests {
         assert_eq!(out.len() / 11 + usize::try_from(lost).unwrap(), 50);
     }
 }
+
+/// The JSON line of every log event, written directly: the same document as tracing-subscriber's JSON format with
+/// the current span (`{"timestamp", "level", "fields": {...}, "target", "span": {..., "name"}, "spans": [...]}`),
+/// without its per-event detours (re-parsing each span's stored fields as JSON, serialising through serde). Span
+/// fields are stored as JSON by [`tracing_subscriber::fmt::format::JsonFields`] and embedded as they are.
+pub struct JsonLine;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for JsonLine
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::with_capacity(512);
+        line.push_str("{\"timestamp\":\"");
+        push_timestamp(&mut line, std::time::SystemTime::now());
+        line.push_str("\",\"level\":\"");
+        line.push_str(event.metadata().level().as_str());
+        line.push_str("\",\"fields\":{");
+        event.record(&mut Fields { out: &mut line, first: true });
+        line.push_str("},\"target\":");
+        push_json_str(&mut line, event.metadata().target());
+        if let Some(scope) = ctx.event_scope() {
+            let spans: Vec<String> = scope.from_root().map(|span| span_json::<S, N>(&span)).collect();
+            if let Some(current) = spans.last() {
+                line.push_str(",\"span\":");
+                line.push_str(current);
+                line.push_str(",\"spans\":[");
+                line.push_str(&spans.join(","));
+                line.push(']');
+            }
+        }
+        line.push_str("}\n");
+        writer.write_str(&line)
+    }
+}
+
+/// `{<the span's fields>, "name": <its name>}`.
+fn span_json<S, N>(span: &tracing_subscriber::registry::SpanRef<'_, S>) -> String
+where
+    S: for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    let mut out = String::from("{");
+    let extensions = span.extensions();
+    if let Some(stored) = extensions.get::<tracing_subscriber::fmt::FormattedFields<N>>() {
+        let inner = stored.fields.trim();
+        let inner = inner.strip_prefix('{').and_then(|i| i.strip_suffix('}')).unwrap_or(inner).trim();
+        if !inner.is_empty() {
+            out.push_str(inner);
+            out.push(',');
+        }
+    }
+    out.push_str("\"name\":");
+    push_json_str(&mut out, span.name());
+    out.push('}');
+    out
+}
+
+/// Writes an event's fields as JSON members, as tracing-subscriber's JSON format does: strings, booleans and
+/// integers as themselves, finite floats as numbers, everything else (`Display`/`Debug` values, errors, the message)
+/// as the string it formats to.
+struct Fields<'a> {
+    out: &'a mut String,
+    first: bool,
+}
+
+impl Fields<'_> {
+    fn key(&mut self, field: &tracing::field::Field) {
+        if !std::mem::take(&mut self.first) {
+            self.out.push(',');
+        }
+        push_json_str(self.out, field.name());
+        self.out.push(':');
+    }
+}
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.key(field);
+        push_json_str(self.out, value);
+    }
+
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.key(field);
+        self.out.push_str(if value { "true" } else { "false" });
+    }
+
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        use std::fmt::Write as _;
+        self.key(field);
+        let _ = write!(self.out, "{value}");
+    }
+
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        use std::fmt::Write as _;
+        self.key(field);
+        let _ = write!(self.out, "{value}");
+    }
+
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        use std::fmt::Write as _;
+        self.key(field);
+        if value.is_finite() {
+            let _ = write!(self.out, "{value}");
+        } else {
+            push_json_str(self.out, &value.to_string());
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.key(field);
+        push_json_str(self.out, &format!("{value:?}"));
+    }
+}
+
+/// Appends `s` as a JSON string (quotes, backslashes and control characters escaped).
+fn push_json_str(out: &mut String, s: &str) {
+    use std::fmt::Write as _;
+    out.push('"');
+    let mut plain = 0;
+    for (i, c) in s.char_indices() {
+        let escaped = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            c if u32::from(c) < 0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&s[plain..i]);
+        if escaped.is_empty() {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push_str(escaped);
+        }
+        plain = i + c.len_utf8();
+    }
+    out.push_str(&s[plain..]);
+    out.push('"');
+}
+
+/// Appends `t` as RFC 3339 UTC with microseconds (`2026-11-29T14:14:22.340427Z`).
+fn push_timestamp(out: &mut String, t: std::time::SystemTime) {
+    use std::fmt::Write as _;
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Days to a civil date (H. Hinnant's algorithm, for dates after 1970).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_micros()
+    );
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn lines(with_ours: bool) -> Vec<serde_json::Value> {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let make = move || writer.clone();
+        let emit = || {
+            let span = tracing::info_span!("request", request_id = "08af90dbacb2392f");
+            let _entered = span.enter();
+            tracing::info!(method = "GET", sub = "a\"b\\c\n\u{1}é", n = 7u64, d = -3i64, f = 0.5, ok = true,
+                error = %std::io::Error::other("boom"), "request");
+            tracing::warn!(would_deny = %"x; y", "shadow-mode rules would deny this request");
+        };
+        if with_ours {
+            let subscriber = tracing_subscriber::fmt()
+                .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                .event_format(JsonLine)
+                .with_writer(make)
+                .finish();
+            tracing::subscriber::with_default(subscriber, emit);
+        } else {
+            let subscriber = tracing_subscriber::fmt().json().with_current_span(true).with_writer(make).finish();
+            tracing::subscriber::with_default(subscriber, emit);
+        }
+        let bytes = capture.0.lock().map(|b| b.clone()).unwrap_or_default();
+        let text = String::from_utf8(bytes).unwrap_or_default();
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+    }
+
+    #[test]
+    fn the_line_is_the_document_tracing_subscriber_writes() {
+        let (ours, theirs) = (lines(true), lines(false));
+        assert_eq!(ours.len(), 2);
+        for (mut a, mut b) in ours.into_iter().zip(theirs) {
+            let (ta, tb) = (a["timestamp"].take(), b["timestamp"].take());
+            assert_eq!(a, b);
+            let (ta, tb) = (ta.as_str().unwrap_or_default().to_owned(), tb.as_str().unwrap_or_default().to_owned());
+            assert_eq!(ta.len(), tb.len(), "{ta} vs {tb}");
+            assert_eq!(ta[..16], tb[..16], "same minute: {ta} vs {tb}");
+        }
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let at = |secs: u64, micros: u32| {
+            let mut s = String::new();
+            push_timestamp(&mut s, std::time::UNIX_EPOCH + std::time::Duration::new(secs, micros * 1000));
+            s
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(at(951_782_400, 1), "2000-02-29T00:00:00.000001Z");
+        assert_eq!(at(1_795_962_862, 340_427), "2026-11-29T14:34:22.340427Z");
+        assert_eq!(at(4_107_542_399, 999_999), "2100-02-28T23:59:59.999999Z");
+    }
+}

@@ -546,7 +546,12 @@ fn init_logging() -> Option<mlflow_gate::logline::Guard> {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MLFLOW_GATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(true).with_writer(writer).init();
+    tracing_subscriber::fmt()
+        .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+        .event_format(mlflow_gate::logline::JsonLine)
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .init();
     guard
 }
 

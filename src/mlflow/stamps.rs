@@ -220,6 +220,13 @@ pub fn history_entry(
     resource: &Value,
     change: &Change<'_>,
 ) -> Option<(String, Value)> {
+    // Every other operation (reads above all) leaves no history: nothing is built for them.
+    if !matches!(
+        op.rpc,
+        rpc::TRANSITION_MODEL_VERSION_STAGE | rpc::SET_REGISTERED_MODEL_ALIAS | rpc::DELETE_REGISTERED_MODEL_ALIAS
+    ) {
+        return None;
+    }
     let holder = resource.pointer("/alias_holder/version").and_then(|v| match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
