@@ -281,7 +281,7 @@ enum GrantsCmd {
 /// The object and the grantee of a grant.
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("object").required(true).multiple(false)
-    .args(["experiment_id", "model", "logged_model", "trace"])))]
+    .args(["experiment_id", "model", "logged_model", "trace", "gateway_endpoint", "gateway_endpoint_name"])))]
 struct GrantArgs {
     /// The experiment (by id).
     #[arg(long)]
@@ -295,6 +295,12 @@ struct GrantArgs {
     /// The trace (by id, `tr-...`): its own grants override what it inherits from its experiment.
     #[arg(long)]
     trace: Option<String>,
+    /// The AI-gateway endpoint (by id, `e-...`).
+    #[arg(long)]
+    gateway_endpoint: Option<String>,
+    /// The AI-gateway endpoint (by name).
+    #[arg(long)]
+    gateway_endpoint_name: Option<String>,
     /// A user (the token subject).
     #[arg(long, conflicts_with = "group", required_unless_present = "group")]
     user: Option<String>,
@@ -312,6 +318,8 @@ impl GrantArgs {
             ("registered-models", "name", &self.model),
             ("logged-models", "model_id", &self.logged_model),
             ("traces", "trace_id", &self.trace),
+            ("gateway/endpoints", "endpoint_id", &self.gateway_endpoint),
+            ("gateway/endpoints", "name", &self.gateway_endpoint_name),
         ];
         // clap requires exactly one of them.
         let (family, field, value) = objects
