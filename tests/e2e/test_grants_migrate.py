@@ -184,8 +184,8 @@ def expected_lines(world: World, verb: str) -> list[str]:
         f"{verb} MANAGE on experiment {a} to user ba:admin (basic-auth user admin, user permission)",
         f"{verb} MANAGE on experiment {b} to user ba:admin (basic-auth user admin, user permission)",
         f'{verb} MANAGE on registered model "{world.model}" to user ba:admin (basic-auth user admin, user permission)',
-        f"{verb} EDIT on experiment {world.ws_experiment} in workspace {WORKSPACE} to user ba:bob (basic-auth user bob, "
-        "role ws-editors)",
+        f"{verb} EDIT on experiment {world.ws_experiment} in workspace {WORKSPACE} to user ba:bob "
+        "(basic-auth user bob, role ws-editors)",
         f"{verb} EDIT on gateway endpoint {world.endpoint} to user ba:alice (basic-auth user alice, user permission)",
     ]
 
@@ -280,6 +280,7 @@ def test_roles_as_groups_writes_group_grants_in_the_roles_workspace(world, peopl
                    "--experiment-id", world.experiments[1], "--group", "reviewers")
     assert json.loads(got)["experiment_permission"] == {
         "experiment_id": world.experiments[1], "group_name": "reviewers", "user_id": "reviewers", "permission": "READ"}
-    ws_tags = http(world.mlflow.url, "GET", "/api/2.0/mlflow/experiments/get", headers={"X-MLFLOW-WORKSPACE": WORKSPACE},
+    ws_tags = http(world.mlflow.url, "GET", "/api/2.0/mlflow/experiments/get",
+                   headers={"X-MLFLOW-WORKSPACE": WORKSPACE},
                    params={"experiment_id": world.ws_experiment}).json()["experiment"]
     assert tags_of(ws_tags)["mlflow_gate.grant.group.ws-editors"] == "EDIT"

@@ -7,8 +7,11 @@ no real provider here); revoking works at once. Every denial asserts MLflow's st
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from conftest import run_gate
 from helpers import assert_denied, http, unique, upstream
 
 GATEWAY = "/api/3.0/mlflow/gateway"
@@ -36,6 +39,8 @@ def endpoint(gate, two_teams) -> dict:
     ep = created["endpoint"]
     ok(http(gate.url, "POST", "/api/2.0/mlflow/gateway/endpoints/permissions/create", root,
             json={"endpoint_id": ep["endpoint_id"], "group_name": "team-a", "permission": "MANAGE"}))
+    ok(http(gate.url, "POST", f"{GATEWAY}/endpoints/bindings/create", two_teams["ana"],
+            json={"endpoint_id": ep["endpoint_id"], "resource_type": "scorer", "resource_id": unique("scorer")}))
     return {"endpoint_id": ep["endpoint_id"], "name": ep["name"], "created_by": ep["created_by"],
             "secret_created_by": secret.get("created_by")}
 
@@ -53,13 +58,16 @@ def direct(mlflow_server, ep: dict) -> dict:
     return upstream(mlflow_server, f"{GATEWAY}/endpoints/get", endpoint_id=ep["endpoint_id"])["endpoint"]
 
 
-def listed(gate, token: str) -> tuple[set[str], set[str], str]:
-    """The endpoint names the caller sees in MLflow's list and in the OpenAI-style model list."""
+def listed(gate, token: str) -> tuple[set[str], set[str], set[str], str]:
+    """The endpoint names the caller sees in MLflow's list and in the OpenAI-style model list, and the endpoint ids
+    of the bindings it sees."""
     mlflow_list = http(gate.url, "GET", f"{GATEWAY}/endpoints/list", token)
     models = http(gate.url, "GET", "/gateway/mlflow/v1/models", token)
+    bindings = http(gate.url, "GET", f"{GATEWAY}/endpoints/bindings/list", token)
     names = {e.get("name") for e in ok(mlflow_list).get("endpoints", [])}
     model_ids = {m["id"] for m in ok(models).get("data", [])}
-    return names, model_ids, mlflow_list.text + models.text
+    bound = {b["endpoint_id"] for b in ok(bindings).get("bindings", [])}
+    return names, model_ids, bound, mlflow_list.text + models.text + bindings.text
 
 
 def chat(gate, token: str, name: str):
@@ -137,19 +145,20 @@ def test_a_grant_lets_another_team_edit_but_not_delete(gate, mlflow_server, endp
 def test_no_permissions_hides_an_endpoint_and_stops_its_invocation_until_revoked(gate, mlflow_server, endpoint,
                                                                                   two_teams):
     ben, name = two_teams["ben"], endpoint["name"]
-    names, models, _ = listed(gate, ben)
-    assert name in names and name in models
+    names, models, bound, _ = listed(gate, ben)
+    assert name in names and name in models and endpoint["endpoint_id"] in bound
     ok(grant(gate, two_teams["ana"], endpoint, "create", group_name="team-b", permission="NO_PERMISSIONS"))
     try:
-        names, models, text = listed(gate, ben)
-        assert name not in names and name not in models
+        names, models, bound, text = listed(gate, ben)
+        assert name not in names and name not in models and endpoint["endpoint_id"] not in bound
         assert endpoint["endpoint_id"] not in text and name not in text
         assert_denied(http(gate.url, "GET", f"{GATEWAY}/endpoints/get", ben, params={"name": name}),
                       "needs READ", "NO_PERMISSIONS")
         assert_denied(chat(gate, ben, name), "ben may not GatewayChatCompletions", "needs USE", "NO_PERMISSIONS")
         assert_denied(invoke_by_path(gate, ben, name), "ben may not GatewayInvocations", "needs USE")
         # Team A still sees and invokes it.
-        assert name in listed(gate, two_teams["alex"])[0]
+        names, _, bound, _ = listed(gate, two_teams["alex"])
+        assert name in names and endpoint["endpoint_id"] in bound
         reached_mlflow(chat(gate, two_teams["alex"], name))
         reached_mlflow(invoke_by_path(gate, two_teams["alex"], name))
     finally:
@@ -165,6 +174,19 @@ def test_an_invocation_naming_no_endpoint_is_refused_and_secrets_stay_admin_only
     secret = http(gate.url, "POST", f"{GATEWAY}/secrets/create", two_teams["ana"],
                   json={"secret_name": unique("key"), "secret_value": {"api_key": "x"}, "provider": "openai"})
     assert_denied(secret, "only admins may call CreateGatewaySecret")
+
+
+def test_the_cli_grants_on_an_endpoint_by_name(gate, endpoint, two_teams):
+    common = ["--gate-url", gate.url, "--token", two_teams["ana"], "--gateway-endpoint-name", endpoint["name"],
+              "--group", "team-b"]
+    run_gate("grants", "set", *common, "--level", "EDIT")
+    got = json.loads(run_gate("grants", "get", *common))
+    assert got == {"gateway_endpoint_permission": {"endpoint_id": endpoint["endpoint_id"], "group_name": "team-b",
+                                                   "user_id": "team-b", "permission": "EDIT"}}
+    ok(http(gate.url, "POST", f"{GATEWAY}/endpoints/set-tag", two_teams["ben"],
+            json={"endpoint_id": endpoint["endpoint_id"], "key": "by-cli", "value": "yes"}))
+    run_gate("grants", "revoke", *common)
+    assert grant(gate, two_teams["ana"], endpoint, "get", group_name="team-b").status_code == 404
 
 
 def test_the_owner_deletes_the_endpoint(gate, mlflow_server, endpoint, two_teams):
