@@ -288,6 +288,7 @@ object_read_permitted if {
 # both agree.
 plainly_permitted if {
 	needed_ranks[permission_need] <= default_rank
+	not kind_has_own_default
 	not caller_denied_on_chain
 	not caller_denied_by_pattern
 }
@@ -309,8 +310,13 @@ caller_created_a_link if {
 	perm_chain[_].owner == principal_sub
 }
 
-# The default on the request's own object.
-default_rank := chain_default_rank(perm_chain)
+# config_rank("default"), read inline (see configured_patterns). Not for an object whose kind has a default of its
+# own (type_default: AI-gateway endpoints), which takes the full computation (chain_default_rank).
+default_rank := r if {
+	r := permission_ranks[permissions_config.default]
+} else := 0
+
+kind_has_own_default if type_defaults[perm_chain[count(perm_chain) - 1].type]
 
 caller_denied_on_chain if {
 	some node in perm_chain
