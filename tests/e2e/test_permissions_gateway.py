@@ -171,6 +171,11 @@ def test_an_invocation_naming_no_endpoint_is_refused_and_secrets_stay_admin_only
     response = http(gate.url, "POST", "/gateway/mlflow/v1/chat/completions", two_teams["ben"],
                     json={"messages": [{"role": "user", "content": "hi"}]})
     assert_denied(response, "names no endpoint_name or model or name")
+    # A body the gate cannot read as JSON (MLflow would decompress a zstd one) cannot name its endpoint: refused.
+    compressed = http(gate.url, "POST", "/gateway/mlflow/v1/chat/completions", two_teams["ben"],
+                      data=b"\x28\xb5\x2f\xfd\x00\x00", headers={"Content-Encoding": "zstd",
+                                                                "Content-Type": "application/json"})
+    assert compressed.status_code == 400, compressed.text
     secret = http(gate.url, "POST", f"{GATEWAY}/secrets/create", two_teams["ana"],
                   json={"secret_name": unique("key"), "secret_value": {"api_key": "x"}, "provider": "openai"})
     assert_denied(secret, "only admins may call CreateGatewaySecret")
