@@ -3,15 +3,18 @@ enabled by default, secrets encrypted with the development KEK): the admin creat
 stamps `created_by`) and grants team A MANAGE on it; team B reads and invokes it by default but cannot change,
 re-tag or delete it; a grant widens that; a `NO_PERMISSIONS` grant hides it from every list and stops its
 invocations (the gate's 403, where an allowed caller reaches MLflow, which refuses the incomplete request: there is
-no real provider here); revoking works at once. Every denial asserts MLflow's state did not change."""
+no real provider here); revoking works at once. Every denial asserts MLflow's state did not change. A second gate, whose policy
+data (only) opens endpoint creation to engineers and makes invoking a grant, shows the creator's MANAGE and a USE
+grant."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
-from conftest import run_gate
+from conftest import REPO, gate_config, gate_process, run_gate
 from helpers import assert_denied, http, unique, upstream
 
 GATEWAY = "/api/3.0/mlflow/gateway"
@@ -20,6 +23,32 @@ GATEWAY = "/api/3.0/mlflow/gateway"
 def ok(response) -> dict:
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def new_definition(gate, root: str) -> str:
+    """A secret and a model definition (admin-only), for an endpoint's model config: its id."""
+    secret = ok(http(gate.url, "POST", f"{GATEWAY}/secrets/create", root,
+                     json={"secret_name": unique("key"), "secret_value": {"api_key": "sk-test"},
+                           "provider": "openai"}))["secret"]
+    return ok(http(gate.url, "POST", f"{GATEWAY}/model-definitions/create", root,
+                   json={"name": unique("def"), "secret_id": secret["secret_id"], "provider": "openai",
+                         "model_name": "gpt-4o-mini"}))["model_definition"]["model_definition_id"]
+
+
+@pytest.fixture(scope="module")
+def open_gate(mlflow_server, gate_keys, tmp_path_factory):
+    """A second gate on the same MLflow whose policy data lets engineers create endpoints and makes invoking one a
+    grant (`type_default.gateway_endpoint` = READ): no Rego changed."""
+    policies = tmp_path_factory.mktemp("gw-policies") / "policies"
+    shutil.copytree(REPO / "policies", policies, ignore=shutil.ignore_patterns("*_test.rego"))
+    data = json.loads((policies / "data.json").read_text())
+    data["operations"]["admin_mutations"].remove("CreateGatewayEndpoint")
+    data["operations"]["engineer_mutations"].append("CreateGatewayEndpoint")
+    data["permissions"]["type_default"]["gateway_endpoint"] = "READ"
+    (policies / "data.json").write_text(json.dumps(data))
+    config = gate_config(mlflow_server.url, gate_keys.jwks, {"policy": {"dir": str(policies)}})
+    with gate_process(tmp_path_factory.mktemp("gw-open-gate"), config) as gate:
+        yield gate
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +221,22 @@ def test_the_cli_grants_on_an_endpoint_by_name(gate, endpoint, two_teams):
             json={"endpoint_id": endpoint["endpoint_id"], "key": "by-cli", "value": "yes"}))
     run_gate("grants", "revoke", *common)
     assert grant(gate, two_teams["ana"], endpoint, "get", group_name="team-b").status_code == 404
+
+
+def test_an_engineer_who_creates_an_endpoint_manages_it_and_invoking_can_be_made_a_grant(open_gate, two_teams):
+    ana, ben = two_teams["ana"], two_teams["ben"]
+    config = {"model_definition_id": new_definition(open_gate, two_teams["root"]), "linkage_type": "PRIMARY"}
+    ep = ok(http(open_gate.url, "POST", f"{GATEWAY}/endpoints/create", ana,
+                 json={"name": unique("chat-ana"), "model_configs": [config]}))["endpoint"]
+    assert ep["created_by"] == "ana"
+    assert_denied(chat(open_gate, ben, ep["name"]), "needs USE", "ben has READ (the default")
+    assert_denied(chat(open_gate, two_teams["alex"], ep["name"]), "needs USE")  # her team mate, no grant
+    reached_mlflow(chat(open_gate, ana, ep["name"]))  # the creator's MANAGE
+    ok(grant(open_gate, ana, ep, "create", group_name="team-b", permission="USE"))
+    reached_mlflow(chat(open_gate, ben, ep["name"]))
+    assert_denied(http(open_gate.url, "POST", f"{GATEWAY}/endpoints/set-tag", ben,
+                       json={"endpoint_id": ep["endpoint_id"], "key": "k", "value": "v"}), "needs EDIT", "ben has USE")
+    ok(http(open_gate.url, "DELETE", f"{GATEWAY}/endpoints/delete", ana, json={"endpoint_id": ep["endpoint_id"]}))
 
 
 def test_the_owner_deletes_the_endpoint(gate, mlflow_server, endpoint, two_teams):
