@@ -223,7 +223,8 @@ def test_the_cli_grants_on_an_endpoint_by_name(gate, endpoint, two_teams):
     assert grant(gate, two_teams["ana"], endpoint, "get", group_name="team-b").status_code == 404
 
 
-def test_an_engineer_who_creates_an_endpoint_manages_it_and_invoking_can_be_made_a_grant(open_gate, two_teams):
+def test_an_engineer_who_creates_an_endpoint_manages_it_and_invoking_can_be_made_a_grant(open_gate, mlflow_server,
+                                                                                        two_teams):
     ana, ben = two_teams["ana"], two_teams["ben"]
     config = {"model_definition_id": new_definition(open_gate, two_teams["root"]), "linkage_type": "PRIMARY"}
     ep = ok(http(open_gate.url, "POST", f"{GATEWAY}/endpoints/create", ana,
@@ -236,6 +237,7 @@ def test_an_engineer_who_creates_an_endpoint_manages_it_and_invoking_can_be_made
     reached_mlflow(chat(open_gate, ben, ep["name"]))
     assert_denied(http(open_gate.url, "POST", f"{GATEWAY}/endpoints/set-tag", ben,
                        json={"endpoint_id": ep["endpoint_id"], "key": "k", "value": "v"}), "needs EDIT", "ben has USE")
+    assert "k" not in {t["key"] for t in direct(mlflow_server, ep).get("tags", [])}
     ok(http(open_gate.url, "DELETE", f"{GATEWAY}/endpoints/delete", ana, json={"endpoint_id": ep["endpoint_id"]}))
 
 
