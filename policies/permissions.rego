@@ -6,6 +6,7 @@
 # creator and its grants tag, in the request's workspace). This file decides, with everything adjustable in
 # data.permissions (README.md, "Resource permissions"):
 #   default   the level of an authenticated caller without a grant          (default: READ)
+#   type_default  per object kind, a default that replaces `default` for it   (default: gateway_endpoint USE)
 #   creator   the level of an object's creator, on it and on its children    (default: MANAGE; EDIT is one edit away)
 #   create    per object kind, the groups that may create one ("*": anyone) (default: everyone)
 #   patterns  grants by name pattern: {"user"|"group", "type", "name" (glob), "level", "workspace"?}
@@ -22,7 +23,7 @@ permission_ranks := {"NO_PERMISSIONS": 0, "READ": 1, "USE": 2, "EDIT": 3, "MANAG
 permission_names := ["NO_PERMISSIONS", "READ", "USE", "EDIT", "MANAGE"]
 
 # The level a route needs, as a rank; undefined for routes without one ("none", "create", "filter").
-needed_ranks := {"read": 1, "edit": 3, "manage": 4}
+needed_ranks := {"read": 1, "use": 2, "edit": 3, "manage": 4}
 
 permission_need := p if {
 	p := input.operation.permission
@@ -177,7 +178,22 @@ grants_deny(grants) if {
 	g.level == "NO_PERMISSIONS"
 }
 
-chain_granted_ranks(chain, grants) := ({config_rank("default")} | {config_rank("creator") | chain_owned(chain)}) | {r |
+# The default level on a chain: its root's kind's (data.permissions.type_default.<kind>: AI-gateway endpoints are
+# invoked by default, which READ does not cover), else data.permissions.default; a misspelt level is NO_PERMISSIONS.
+# (Written without `else`: regorus' bytecode VM mis-evaluated the `else` forms of these rules.)
+chain_default_rank(chain) := object.get(permission_ranks, default_level_for(chain_root_kind(chain)), 0)
+
+type_defaults := t if {
+	t := permissions_config.type_default
+	is_object(t)
+} else := {}
+
+default_level_for(kind) := object.get(type_defaults, kind, object.get(permissions_config, "default", ""))
+
+# The type of a chain's last link ("" for an empty chain).
+chain_root_kind(chain) := concat("", [node.type | some i, node in chain; i == count(chain) - 1; is_string(node.type)])
+
+chain_granted_ranks(chain, grants) := ({chain_default_rank(chain)} | {config_rank("creator") | chain_owned(chain)}) | {r |
 	some g in grants
 	r := permission_ranks[g.level]
 }
@@ -272,6 +288,7 @@ object_read_permitted if {
 # both agree.
 plainly_permitted if {
 	needed_ranks[permission_need] <= default_rank
+	not kind_has_own_default
 	not caller_denied_on_chain
 	not caller_denied_by_pattern
 }
@@ -293,10 +310,13 @@ caller_created_a_link if {
 	perm_chain[_].owner == principal_sub
 }
 
-# config_rank("default"), read inline (see configured_patterns).
+# config_rank("default"), read inline (see configured_patterns). Not for an object whose kind has a default of its
+# own (type_default: AI-gateway endpoints), which takes the full computation (chain_default_rank).
 default_rank := r if {
 	r := permission_ranks[permissions_config.default]
 } else := 0
+
+kind_has_own_default if type_defaults[perm_chain[count(perm_chain) - 1].type]
 
 caller_denied_on_chain if {
 	some node in perm_chain
@@ -474,9 +494,13 @@ filter_decision := {"allow": true, "reasons": [], "break_glass": false, "would_d
 
 readable_candidates := {i | some i, _ in filter_candidates} if is_admin
 
-else := {i | some i, _ in filter_candidates; not i in denied_candidates} if config_rank("default") >= 1
+else := {i | some i, _ in filter_candidates; not i in denied_candidates} if filter_default_readable
 
 else := {i | some i in granted_candidates; not i in denied_candidates}
+
+# Whether a page's results are readable by default: the kind the gate names for the page
+# (input.resource.permissions.kind, for the AI-gateway lists) may have a default of its own (chain_default_rank).
+filter_default_readable if object.get(permission_ranks, default_level_for(object.get(perm_facts, "kind", "")), 0) >= 1
 
 denied_candidates contains i if {
 	some i, chain in filter_candidates

@@ -538,21 +538,97 @@ test_graphql_objects_are_checked_like_their_rest_reads if {
 	decision == fx_allowed with input as admin
 }
 
-# --- Gateway resources (no experiment): admins manage, engineers read and use (data.operations) -------------------
+# --- AI gateway: endpoints have owner chains (creator + grant tags); secrets, model definitions and the creation of
+# endpoints keep the group rule of data.operations (admins manage, engineers read) -----------------------------------
 
 test_only_admins_manage_gateway_configuration if {
 	for_ben := fx_request(fxp_ben, "CreateGatewaySecret", "gateway", false, {"target": {}})
 	fxp_reasons(for_ben) == ["only admins may call CreateGatewaySecret"]
 	for_root := object.union(for_ben, {"principal": fx_root})
 	decision == fx_allowed with input as for_root
-	endpoint := fx_request(fxp_ben, "DeleteGatewayEndpoint", "gateway", false, {"target": {}})
-	fxp_reasons(endpoint) == ["only admins may call DeleteGatewayEndpoint"]
+	endpoint := fx_request(fxp_ben, "CreateGatewayEndpoint", "gateway", false, {"target": {}})
+	fxp_reasons(endpoint) == ["only admins may call CreateGatewayEndpoint"]
 }
 
 test_engineers_read_and_use_gateway_endpoints if {
-	decision == fx_allowed with input as fx_request(fxp_ben, "GatewayChatCompletions", "gateway", false, {"target": {}})
 	decision == fx_allowed with input as fx_request(fxp_ben, "ListGatewayEndpoints", "gateway", true, {"target": {}})
 	decision == fx_allowed with input as fx_request(fxp_ben, "GetGatewaySecretInfo", "gateway", true, {"target": {}})
+	decision == fx_allowed with input as fxp_invoke(fxp_ben, fxp_none)
+	decision == fx_allowed with input as fxp_input(fxp_ben, "GetGatewayEndpoint", "gateway", "read", [fxp_endpoint(fxp_none)])
+}
+
+fxp_endpoint(grants) := {"type": "gateway_endpoint", "id": "e-1", "name": "chat-a", "owner": "ana", "grants": grants}
+
+fxp_invoke(who, grants) := fxp_input(who, "GatewayChatCompletions", "gateway", "use", [fxp_endpoint(grants)])
+
+fxp_endpoint_write(who, rpc, need, grants) := fxp_input(who, rpc, "gateway", need, [fxp_endpoint(grants)])
+
+test_a_colleague_cannot_change_or_delete_someone_elses_endpoint if {
+	fxp_reasons(fxp_endpoint_write(fxp_ben, "UpdateGatewayEndpoint", "edit", fxp_none)) == [concat("", [
+		"ben may not UpdateGatewayEndpoint the gateway_endpoint \"chat-a\" (e-1): that needs EDIT, and ben has USE ",
+		"(the default for authenticated users without a grant); ask its owner ana or an admin for a grant",
+	])]
+	fxp_reasons(fxp_endpoint_write(fxp_ben, "DeleteGatewayEndpoint", "manage", fxp_none)) == [concat("", [
+		"ben may not DeleteGatewayEndpoint the gateway_endpoint \"chat-a\" (e-1): that needs MANAGE, and ben has USE ",
+		"(the default for authenticated users without a grant); ask its owner ana or an admin for a grant",
+	])]
+}
+
+test_the_creator_of_an_endpoint_and_admins_manage_it if {
+	decision == fx_allowed with input as fxp_endpoint_write(fxp_ana, "DeleteGatewayEndpoint", "manage", fxp_none)
+	decision == fx_allowed with input as fxp_endpoint_write(fx_root, "DeleteGatewayEndpoint", "manage", fxp_grants({"root": "NO_PERMISSIONS"}, {}))
+}
+
+test_an_endpoint_grant_widens_to_edit_or_manage if {
+	edit := fxp_grants({"ben": "EDIT"}, {})
+	decision == fx_allowed with input as fxp_endpoint_write(fxp_ben, "UpdateGatewayEndpoint", "edit", edit)
+	fxp_reasons(fxp_endpoint_write(fxp_ben, "DeleteGatewayEndpoint", "manage", edit)) == [concat("", [
+		"ben may not DeleteGatewayEndpoint the gateway_endpoint \"chat-a\" (e-1): that needs MANAGE, and ben has EDIT ",
+		"(a grant to ben on the gateway_endpoint \"chat-a\" (e-1)); ask its owner ana or an admin for a grant",
+	])]
+	manage := fxp_grants({}, {"team-b": "MANAGE"})
+	decision == fx_allowed with input as fxp_endpoint_write(fxp_ben, "DeleteGatewayEndpoint", "manage", manage)
+}
+
+test_no_permissions_on_an_endpoint_stops_its_invocation_and_its_reads if {
+	deny := fxp_grants({"ben": "NO_PERMISSIONS"}, {"team-b": "MANAGE"})
+	fxp_reasons(fxp_invoke(fxp_ben, deny)) == [concat("", [
+		"ben may not GatewayChatCompletions the gateway_endpoint \"chat-a\" (e-1): that needs USE, and ben has ",
+		"NO_PERMISSIONS (a grant to ben on the gateway_endpoint \"chat-a\" (e-1)); ask its owner ana or an admin for a grant",
+	])]
+	not decision.allow with input as fxp_input(fxp_ben, "GetGatewayEndpoint", "gateway", "read", [fxp_endpoint(deny)])
+}
+
+test_the_endpoint_default_is_its_own_and_fails_closed_when_misspelt if {
+	fxp_reasons(fxp_invoke(fxp_ben, fxp_none)) with data.permissions.type_default as {} == [concat("", [
+		"ben may not GatewayChatCompletions the gateway_endpoint \"chat-a\" (e-1): that needs USE, and ben has READ ",
+		"(the default for authenticated users without a grant); ask its owner ana or an admin for a grant",
+	])]
+	fxp_reasons(fxp_invoke(fxp_ben, fxp_none)) with data.permissions.type_default.gateway_endpoint as "USES" == [concat("", [
+		"ben may not GatewayChatCompletions the gateway_endpoint \"chat-a\" (e-1): that needs USE, and ben has ",
+		"NO_PERMISSIONS (the default for authenticated users without a grant); ask its owner ana or an admin for a grant",
+	])]
+	decision == fx_allowed with input as fxp_invoke(fxp_ben, fxp_grants({}, {"team-b": "USE"})) with data.permissions.type_default as {}
+}
+
+test_a_pattern_grant_names_endpoints if {
+	patterns := [{"group": "team-b", "type": "gateway_endpoint", "name": "chat-*", "level": "EDIT"}]
+	decision == fx_allowed with input as fxp_endpoint_write(fxp_ben, "UpdateGatewayEndpoint", "edit", fxp_none) with data.permissions.patterns as patterns
+}
+
+fxp_gateway_page(who, candidates) := object.union(fxp_filter(who, candidates), {
+	"operation": {"rpc": "ListGatewayEndpoints", "resource_type": "gateway"},
+	"resource": {"permissions": {"kind": "gateway_endpoint"}},
+})
+
+test_gateway_lists_hide_the_endpoints_a_grant_denies if {
+	page := [[fxp_endpoint(fxp_none)], [fxp_endpoint(fxp_grants({}, {"team-b": "NO_PERMISSIONS"}))], [fxp_endpoint(fxp_grants({"ben": "READ"}, {}))]]
+	d := decision with input as fxp_gateway_page(fxp_ben, page)
+	d.readable == [0, 2]
+	closed := decision with input as fxp_gateway_page(fxp_ben, page) with data.permissions.type_default.gateway_endpoint as "NO_PERMISSIONS"
+	closed.readable == [2]
+	by_default := decision with input as fxp_gateway_page(fxp_ben, page) with data.permissions.default as "NO_PERMISSIONS"
+	by_default.readable == [0, 2]
 }
 
 test_patterns_given_as_a_set_apply_as_the_same_list if {

@@ -21,6 +21,18 @@ pub async fn call(
     path_and_query: &str,
     body: Option<&Value>,
 ) -> Result<Value, ClientError> {
+    call_in(base_url, token, None, method, path_and_query, body).await
+}
+
+/// [`call`] in an MLflow workspace (sent as `X-MLFLOW-WORKSPACE`; `None`: the default workspace, no header).
+pub async fn call_in(
+    base_url: &str,
+    token: &str,
+    workspace: Option<&str>,
+    method: Method,
+    path_and_query: &str,
+    body: Option<&Value>,
+) -> Result<Value, ClientError> {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
         .map_err(|e| ClientError(format!("cannot load root certificates: {e}")))?
@@ -29,11 +41,15 @@ pub async fn call(
         .build();
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
     let url = format!("{}{path_and_query}", base_url.trim_end_matches('/'));
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(method)
         .uri(&url)
         .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::CONTENT_TYPE, "application/json");
+    if let Some(ws) = workspace {
+        req = req.header("X-MLFLOW-WORKSPACE", ws);
+    }
+    let req = req
         .body(Full::new(Bytes::from(body.map(Value::to_string).unwrap_or_default())))
         .map_err(|e| ClientError(format!("{url}: {e}")))?;
     let resp = client.request(req).await.map_err(|e| ClientError(format!("{url}: {e}")))?;

@@ -275,13 +275,17 @@ enum GrantsCmd {
         /// Prepended to each basic-auth username to make the gate's subject (the token `sub`), e.g. `corp|`.
         #[arg(long, default_value = "")]
         subject_prefix: String,
+        /// Grant a named role's permissions to the group named like the role (your IdP must put the role's users
+        /// in that group), instead of to each user assigned to the role.
+        #[arg(long)]
+        roles_as_groups: bool,
     },
 }
 
 /// The object and the grantee of a grant.
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("object").required(true).multiple(false)
-    .args(["experiment_id", "model", "logged_model", "trace"])))]
+    .args(["experiment_id", "model", "logged_model", "trace", "gateway_endpoint", "gateway_endpoint_name"])))]
 struct GrantArgs {
     /// The experiment (by id).
     #[arg(long)]
@@ -295,6 +299,12 @@ struct GrantArgs {
     /// The trace (by id, `tr-...`): its own grants override what it inherits from its experiment.
     #[arg(long)]
     trace: Option<String>,
+    /// The AI-gateway endpoint (by id, `e-...`).
+    #[arg(long)]
+    gateway_endpoint: Option<String>,
+    /// The AI-gateway endpoint (by name).
+    #[arg(long)]
+    gateway_endpoint_name: Option<String>,
     /// A user (the token subject).
     #[arg(long, conflicts_with = "group", required_unless_present = "group")]
     user: Option<String>,
@@ -312,6 +322,8 @@ impl GrantArgs {
             ("registered-models", "name", &self.model),
             ("logged-models", "model_id", &self.logged_model),
             ("traces", "trace_id", &self.trace),
+            ("gateway/endpoints", "endpoint_id", &self.gateway_endpoint),
+            ("gateway/endpoints", "name", &self.gateway_endpoint_name),
         ];
         // clap requires exactly one of them.
         let (family, field, value) = objects
@@ -353,20 +365,28 @@ fn run_grants(cmd: GrantsCmd) -> Result<()> {
             let body = Some(serde_json::Value::Object(fields));
             workflow(&gate, http::Method::DELETE, format!("{family}/permissions/delete"), body)
         }
-        GrantsCmd::Migrate { gate, from, dry_run, subject_prefix } => migrate(&gate, &from, dry_run, &subject_prefix),
+        GrantsCmd::Migrate { gate, from, dry_run, subject_prefix, roles_as_groups } => {
+            let options = mlflow_gate::mlflow::basic_auth::Options { subject_prefix, roles_as_groups };
+            migrate(&gate, &from, dry_run, &options)
+        }
     }
 }
 
 /// `grants migrate`: the plan read from the basic-auth database, written grant by grant (create, or update when
 /// the grantee already has one), so every write is policy-checked and audited by the gate.
-fn migrate(gate: &GateArgs, from: &Path, dry_run: bool, prefix: &str) -> Result<()> {
+fn migrate(
+    gate: &GateArgs,
+    from: &Path,
+    dry_run: bool,
+    options: &mlflow_gate::mlflow::basic_auth::Options,
+) -> Result<()> {
     use mlflow_gate::mlflow::basic_auth::{self, Object};
-    let plan = basic_auth::read(from, prefix)?;
+    use mlflow_gate::mlflow::permission::Grantee;
+    let plan = basic_auth::read(from, options)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut failed = 0usize;
     for g in &plan.grants {
-        let line =
-            format!("{} on {} to user {} (basic-auth user {}, {})", g.level, g.object, g.subject, g.username, g.source);
+        let line = g.to_string();
         if dry_run {
             println!("would grant {line}");
             continue;
@@ -374,11 +394,14 @@ fn migrate(gate: &GateArgs, from: &Path, dry_run: bool, prefix: &str) -> Result<
         let (family, key, value) = match &g.object {
             Object::Experiment(id) => ("experiments", "experiment_id", id),
             Object::Model(name) => ("registered-models", "name", name),
+            Object::GatewayEndpoint(id) => ("gateway/endpoints", "endpoint_id", id),
         };
-        let body = serde_json::json!({ key: value, "username": g.subject, "permission": g.level });
+        let who = if g.kind == Grantee::User { "username" } else { "group_name" };
+        let body = serde_json::json!({ key: value, who: g.subject, "permission": g.level });
         let call = |method: http::Method, action: &str| {
             let path = format!("/api/2.0/mlflow/{family}/permissions/{action}");
-            runtime.block_on(mlflow_gate::client::call(&gate.gate_url, &gate.token, method, &path, Some(&body)))
+            let (url, token, ws) = (&gate.gate_url, &gate.token, g.workspace.as_deref());
+            runtime.block_on(mlflow_gate::client::call_in(url, token, ws, method, &path, Some(&body)))
         };
         let written = match call(http::Method::POST, "create") {
             Err(e) if e.to_string().contains("INVALID_STATE") => call(http::Method::PATCH, "update"),

@@ -5,15 +5,19 @@
 //! a per-object grant of one user hangs off that user's synthetic role `__user_<id>__`, and named roles are
 //! assigned to users in `user_role_assignments`. Databases made before the role tables keep the per-resource tables
 //! `experiment_permissions` and `registered_model_permissions`; those are read only when `role_permissions` is
-//! absent (from 3.17 on they are a paused snapshot MLflow no longer reads). What maps to a per-object user grant is
-//! planned (a named role's grant becomes one grant per user assigned to it); everything else (type-wide patterns,
-//! workspace, scorer and gateway permissions, admins, other workspaces, unknown levels) is listed as not migrated,
-//! with the reason, never dropped silently.
+//! absent (from 3.17 on they are a paused snapshot MLflow no longer reads). What maps to a per-object grant is
+//! planned: experiments, registered models and prompts, and AI-gateway endpoints, in the role's workspace (written
+//! with that `X-MLFLOW-WORKSPACE`); a named role's grant becomes one user grant per user assigned to it, or, with
+//! `roles_as_groups`, one group grant to the group named like the role. Everything else (type-wide patterns,
+//! workspace-wide, scorer, secret and model-definition permissions, admins, unknown levels) is listed as not
+//! migrated, with a reason that says what to do instead, never dropped silently.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
+
+use super::permission::Grantee;
 
 /// The permission names the gate's grants take (the same as MLflow's).
 pub const LEVELS: &[&str] = &["READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"];
@@ -37,6 +41,8 @@ pub enum Object {
     Experiment(String),
     /// A registered model (or prompt), by name.
     Model(String),
+    /// An AI-gateway endpoint, by id (`e-...`).
+    GatewayEndpoint(String),
 }
 
 impl std::fmt::Display for Object {
@@ -44,21 +50,56 @@ impl std::fmt::Display for Object {
         match self {
             Object::Experiment(id) => write!(f, "experiment {id}"),
             Object::Model(name) => write!(f, "registered model {name:?}"),
+            Object::GatewayEndpoint(id) => write!(f, "gateway endpoint {id}"),
         }
     }
 }
 
-/// One grant to write: `subject` gets `level` on `object`.
+/// One grant to write: `subject` (a user, or a group) gets `level` on `object`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     pub object: Object,
-    /// The gate's subject (the token `sub`): the basic-auth username with the subject prefix.
+    /// A user grant or (a named role, with `roles_as_groups`) a group grant.
+    pub kind: Grantee,
+    /// The gate's subject (the token `sub`: the basic-auth username with the subject prefix), or the group's name
+    /// (the role's name).
     pub subject: String,
-    /// The basic-auth username it came from.
+    /// The basic-auth username it came from (empty for a group grant).
     pub username: String,
+    /// For a group grant: the basic-auth users the role is assigned to (the IdP must put them in the group).
+    pub members: Vec<String>,
     pub level: String,
     /// Where it came from (`user permission`, `role <name>`, `experiment_permissions`, ...).
     pub source: String,
+    /// The MLflow workspace of the object, when not the default one (the grant is written with that
+    /// `X-MLFLOW-WORKSPACE`).
+    pub workspace: Option<String>,
+}
+
+impl std::fmt::Display for Grant {
+    /// `LEVEL on OBJECT [in workspace W] to user S (basic-auth user U, SOURCE)`, or `... to group G (SOURCE; ...)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} on {}", self.level, self.object)?;
+        if let Some(ws) = &self.workspace {
+            write!(f, " in workspace {ws}")?;
+        }
+        let (who, source) = (&self.subject, &self.source);
+        match self.kind {
+            Grantee::User => write!(f, " to user {who} (basic-auth user {}, {source})", self.username),
+            Grantee::Group if self.members.is_empty() => write!(
+                f,
+                " to group {who} ({source}; no basic-auth user has the role now: whoever the IdP puts in the group \
+                 {who} gets it)"
+            ),
+            Grantee::Group => write!(
+                f,
+                " to group {g} ({}; the IdP must put its users {} in the group {g})",
+                self.source,
+                self.members.join(", "),
+                g = self.subject
+            ),
+        }
+    }
 }
 
 /// Something in the database the gate's grants cannot express.
@@ -81,12 +122,22 @@ impl Plan {
     }
 }
 
+/// How basic-auth's users and roles become the gate's grantees.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Prepended to each basic-auth username to make the gate's subject (the token `sub`).
+    pub subject_prefix: String,
+    /// A named role's grant becomes one group grant (the group named like the role) instead of one user grant per
+    /// user assigned to it.
+    pub roles_as_groups: bool,
+}
+
 /// Reads the database at `path` (read-only) into a plan; a username `u` becomes the subject `subject_prefix + u`.
-pub fn read(path: &Path, subject_prefix: &str) -> Result<Plan, MigrateError> {
+pub fn read(path: &Path, options: &Options) -> Result<Plan, MigrateError> {
     let shown = path.display().to_string();
     let err = |source| MigrateError::Sqlite { path: shown.clone(), source };
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
-    plan(&conn, subject_prefix).map_err(|e| match e {
+    plan(&conn, options).map_err(|e| match e {
         PlanError::Sqlite(source) => err(source),
         PlanError::NotBasicAuth => MigrateError::NotBasicAuth { path: shown.clone() },
     })
@@ -109,7 +160,7 @@ struct User {
     admin: bool,
 }
 
-fn plan(conn: &Connection, prefix: &str) -> Result<Plan, PlanError> {
+fn plan(conn: &Connection, options: &Options) -> Result<Plan, PlanError> {
     let tables: BTreeSet<String> = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?
         .query_map([], |r| r.get::<_, String>(0))?
@@ -129,23 +180,72 @@ fn plan(conn: &Connection, prefix: &str) -> Result<Plan, PlanError> {
         );
     }
     if tables.contains("role_permissions") && tables.contains("roles") {
-        from_roles(conn, &users, prefix, &mut out)?;
+        from_roles(conn, &users, options, &mut out)?;
     } else {
-        from_legacy(conn, &tables, &users, prefix, &mut out)?;
+        from_legacy(conn, &tables, &users, &options.subject_prefix, &mut out)?;
     }
     Ok(out)
 }
 
-/// The object a resource type and a concrete pattern name, or why there is none.
-fn object(resource_type: &str, pattern: &str) -> Result<Object, &'static str> {
-    let object = match resource_type {
-        "experiment" => Object::Experiment(pattern.to_string()),
-        "registered_model" | "prompt" => Object::Model(pattern.to_string()),
-        "workspace" => return Err("workspace-wide permissions have no gate grant (use the policy data's defaults)"),
-        _ => return Err("the gate's grants cover experiments and registered models (and prompts) only"),
+/// Who a permission is for, as a pattern grant of the policy data names it (`"user": "<sub>"` / `"group": "<g>"`).
+struct Who<'a> {
+    kind: Grantee,
+    name: &'a str,
+}
+
+impl Who<'_> {
+    fn pattern(&self, kind: &str, level: &str, workspace: &str) -> String {
+        let who = if self.kind == Grantee::User { "user" } else { "group" };
+        let mut p = serde_json::json!({who: self.name, "type": kind, "name": "*", "level": level});
+        if workspace != DEFAULT_WORKSPACE {
+            p["workspace"] = serde_json::Value::String(workspace.to_string());
+        }
+        p.to_string()
+    }
+}
+
+/// The object a resource type and a concrete pattern name, or why there is none (what to do instead, with the
+/// pattern grant to add to `data.permissions.patterns` where one expresses it).
+fn object(resource_type: &str, pattern: &str, level: &str, workspace: &str, who: &Who<'_>) -> Result<Object, String> {
+    let (object, kind) = match resource_type {
+        "experiment" => (Object::Experiment(pattern.to_string()), "experiment"),
+        "registered_model" | "prompt" => (Object::Model(pattern.to_string()), "registered_model"),
+        "gateway_endpoint" => (Object::GatewayEndpoint(pattern.to_string()), "gateway_endpoint"),
+        "workspace" => {
+            return Err(format!(
+                "a workspace-wide permission has no grant: add pattern grants to data.permissions.patterns in the \
+                 policy data, {} and the same with \"type\" \"registered_model\" and \"gateway_endpoint\"",
+                who.pattern("experiment", level, workspace)
+            ))
+        }
+        "scorer" | "scorer_version" => {
+            let experiment = pattern.split('/').next().filter(|e| !e.is_empty() && *e != "*");
+            return Err(match experiment {
+                Some(e) => format!(
+                    "the gate's scorers take their experiment's permissions: grant {level} on experiment {e} \
+                     instead if the grantee should have it on the whole experiment (its runs, traces and scorers)"
+                ),
+                None => "the gate's scorers take their experiment's permissions: grant on the experiments instead"
+                    .to_string(),
+            });
+        }
+        "gateway_secret" | "gateway_model_definition" => {
+            return Err("the gate keeps no per-resource grants on gateway secrets and model definitions (they have \
+                 no tags): admins manage them (operations.admin_mutations), engineers read their metadata; make the \
+                 user a gate admin if they must change them"
+                .to_string())
+        }
+        _ => {
+            return Err("the gate's grants cover experiments, registered models and prompts, and AI-gateway \
+                 endpoints only"
+                .to_string())
+        }
     };
     if pattern == "*" || pattern.is_empty() {
-        return Err("a type-wide pattern: express it as a pattern grant in the policy data (data.json)");
+        return Err(format!(
+            "a type-wide pattern: add the pattern grant {} to data.permissions.patterns in the policy data",
+            who.pattern(kind, level, workspace)
+        ));
     }
     Ok(object)
 }
@@ -161,7 +261,13 @@ fn synthetic(role: &str) -> bool {
         .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
 }
 
-fn from_roles(conn: &Connection, users: &BTreeMap<i64, User>, prefix: &str, out: &mut Plan) -> Result<(), PlanError> {
+fn from_roles(
+    conn: &Connection,
+    users: &BTreeMap<i64, User>,
+    options: &Options,
+    out: &mut Plan,
+) -> Result<(), PlanError> {
+    let prefix = &options.subject_prefix;
     let mut assigned: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     if conn.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'user_role_assignments'")?.exists([])?
     {
@@ -190,34 +296,62 @@ fn from_roles(conn: &Connection, users: &BTreeMap<i64, User>, prefix: &str, out:
         })?
         .collect::<Result<Vec<_>, _>>()?;
     for (role_id, role, workspace, rtype, pattern, permission) in rows {
-        let source = if synthetic(&role) { "user permission".to_string() } else { format!("role {role}") };
+        let user_role = synthetic(&role);
+        let source = if user_role { "user permission".to_string() } else { format!("role {role}") };
         let what = format!("{permission} on {rtype} {pattern:?} ({source}, workspace {workspace})");
-        if workspace != DEFAULT_WORKSPACE {
-            out.skip(what, "only the default workspace is migrated");
-            continue;
-        }
-        let obj = match object(&rtype, &pattern) {
-            Ok(o) => o,
-            Err(why) => {
-                out.skip(what, why);
-                continue;
-            }
-        };
         let Some(level) = level(&permission) else {
             out.skip(what, "not a permission level the gate knows");
             continue;
         };
         let members: Vec<&User> = assigned.get(&role_id).into_iter().flatten().filter_map(|id| users.get(id)).collect();
+        let as_group = !user_role && options.roles_as_groups;
+        // A synthetic role's user is named by its id (`__user_<id>__`), whether or not the role is assigned.
+        let owner = role.strip_prefix("__user_").and_then(|r| r.strip_suffix("__")).and_then(|id| id.parse().ok());
+        let subject =
+            owner.and_then(|id: i64| users.get(&id)).map(|u| format!("{prefix}{}", u.name)).unwrap_or_default();
+        let who = if as_group || !user_role {
+            Who { kind: Grantee::Group, name: &role }
+        } else {
+            Who { kind: Grantee::User, name: &subject }
+        };
+        let obj = match object(&rtype, &pattern, &level, &workspace, &who) {
+            Ok(o) => o,
+            Err(why) => {
+                out.skipped.push(Skipped { what, why });
+                continue;
+            }
+        };
+        let ws = (workspace != DEFAULT_WORKSPACE).then(|| workspace.clone());
+        if as_group {
+            out.grants.push(Grant {
+                object: obj,
+                kind: Grantee::Group,
+                subject: role.clone(),
+                username: String::new(),
+                members: members.iter().map(|u| u.name.clone()).collect(),
+                level,
+                source,
+                workspace: ws,
+            });
+            continue;
+        }
         if members.is_empty() {
-            out.skip(what, "the role is assigned to no user");
+            out.skip(
+                what,
+                "the role is assigned to no user (nothing to grant; --roles-as-groups would grant it to the group \
+                 named like the role)",
+            );
         }
         for u in members {
             out.grants.push(Grant {
                 object: obj.clone(),
+                kind: Grantee::User,
                 subject: format!("{prefix}{}", u.name),
                 username: u.name.clone(),
+                members: Vec::new(),
                 level: level.clone(),
                 source: source.clone(),
+                workspace: ws.clone(),
             });
         }
     }
@@ -235,6 +369,7 @@ fn from_legacy(
     for (table, column, rtype) in [
         ("experiment_permissions", "experiment_id", "experiment"),
         ("registered_model_permissions", "name", "registered_model"),
+        ("gateway_endpoint_permissions", "endpoint_id", "gateway_endpoint"),
     ] {
         if !tables.contains(table) {
             continue;
@@ -249,28 +384,52 @@ fn from_legacy(
                 out.skip(what, "unknown user or permission level");
                 continue;
             };
-            match object(rtype, &pattern) {
+            let subject = format!("{prefix}{}", u.name);
+            let who = Who { kind: Grantee::User, name: &subject };
+            match object(rtype, &pattern, &level, DEFAULT_WORKSPACE, &who) {
                 Ok(obj) => out.grants.push(Grant {
                     object: obj,
-                    subject: format!("{prefix}{}", u.name),
+                    kind: Grantee::User,
+                    subject: subject.clone(),
                     username: u.name.clone(),
+                    members: Vec::new(),
                     level,
                     source: table.to_string(),
+                    workspace: None,
                 }),
-                Err(why) => out.skip(what, why),
+                Err(why) => out.skipped.push(Skipped { what, why }),
             }
         }
     }
     for table in tables.iter().filter(|t| t.ends_with("_permissions")) {
-        if matches!(table.as_str(), "experiment_permissions" | "registered_model_permissions" | "role_permissions") {
+        if matches!(
+            table.as_str(),
+            "experiment_permissions"
+                | "registered_model_permissions"
+                | "gateway_endpoint_permissions"
+                | "role_permissions"
+        ) {
             continue;
         }
         let n: i64 = conn.query_row(&format!("SELECT COUNT(*) FROM \"{table}\""), [], |r| r.get(0))?;
         if n > 0 {
-            out.skip(
-                format!("{n} row(s) of {table}"),
-                "the gate's grants cover experiments and registered models only",
-            );
+            let why = match table.as_str() {
+                "scorer_permissions" => {
+                    "the gate's scorers take their experiment's permissions: grant on their experiments instead"
+                }
+                "gateway_secret_permissions" | "gateway_model_definition_permissions" => {
+                    "the gate keeps no per-resource grants on gateway secrets and model definitions: admins manage \
+                     them (operations.admin_mutations)"
+                }
+                "workspace_permissions" => {
+                    "workspace-wide permissions have no grant: add pattern grants with a \"workspace\" to \
+                     data.permissions.patterns"
+                }
+                _ => {
+                    "the gate's grants cover experiments, registered models and prompts, and AI-gateway endpoints only"
+                }
+            };
+            out.skip(format!("{n} row(s) of {table}"), why);
         }
     }
     Ok(())

@@ -2,9 +2,9 @@
 //! route needs on the MLflow object it touches (read, edit, manage; creating and searching are their own kinds), how
 //! the gate reaches the object that holds the grants from the request's target (an experiment id, a run id, a model
 //! name, a logged model id), and the grant tags, the reserved tags that store who was granted what on an experiment,
-//! a run, a registered model, a logged model or a trace: one tag per grantee (`mlflow_gate.grant.user.<sub>` /
-//! `mlflow_gate.grant.group.<group>` = LEVEL, [`grant_tag_key`]), and the legacy combined tag (`mlflow_gate.grants`),
-//! still read.
+//! a run, a registered model, a logged model, a trace or an AI-gateway endpoint: one tag per grantee
+//! (`mlflow_gate.grant.user.<sub>` / `mlflow_gate.grant.group.<group>` = LEVEL, [`grant_tag_key`]), and the legacy
+//! combined tag (`mlflow_gate.grants`), still read.
 //!
 //! Routes that name several objects in a list (`run_ids`, `trace_ids`, `experiment_ids`) need the level on each
 //! ([`Need::Each`], the lists read by [`listed`]); GraphQL needs READ on every object its query names
@@ -179,6 +179,7 @@ impl Need {
             Need::Unchecked => "none",
             Need::Create => "create",
             Need::On(Level::Read, _) => "read",
+            Need::On(Level::Use, _) | Need::Each(Level::Use, _) => "use",
             Need::On(Level::Edit, _) => "edit",
             Need::On(Level::Manage, _) | Need::Each(Level::Manage, _) => "manage",
             Need::Filter => "filter",
@@ -193,6 +194,8 @@ impl Need {
 pub enum Level {
     /// See the object.
     Read,
+    /// Invoke it (an AI-gateway endpoint), as MLflow's own `USE`.
+    Use,
     /// Change it (log to a run, set tags, register versions, move aliases).
     Edit,
     /// Delete, restore, rename it, and change its grants.
@@ -220,6 +223,12 @@ pub enum Anchor {
     /// A file of the proxied artifact store, by its path (`artifact_path` in the route, or the `path` query of a
     /// listing): `<experiment_id>/...`, under `workspaces/<ws>/` or not. The experiment holds the permissions.
     ArtifactPath,
+    /// An AI-gateway endpoint, by `endpoint_id` (its configuration routes); a `GetGatewayEndpoint` naming only a
+    /// `name` is about [`Anchor::GatewayEndpointName`].
+    GatewayEndpoint,
+    /// An AI-gateway endpoint, by name: the path's `endpoint_name` of an invocation, or the body's `model` of the
+    /// OpenAI-, Anthropic- and MLflow-style invocations, or `name`.
+    GatewayEndpointName,
 }
 
 impl Anchor {
@@ -234,6 +243,8 @@ impl Anchor {
             Anchor::Trace => &["trace_id", "request_id"],
             Anchor::Dataset => &["dataset_id"],
             Anchor::ArtifactPath => &["artifact_path", "path"],
+            Anchor::GatewayEndpoint => &["endpoint_id"],
+            Anchor::GatewayEndpointName => &["endpoint_name", "model", "name"],
         }
     }
 
@@ -247,6 +258,7 @@ impl Anchor {
             Anchor::Trace => "trace",
             Anchor::Dataset => "dataset",
             Anchor::ArtifactPath => "artifact",
+            Anchor::GatewayEndpoint | Anchor::GatewayEndpointName => "gateway_endpoint",
         }
     }
 
@@ -356,6 +368,48 @@ const OWNED_WRITES: [(Level, Anchor, &[&str]); 5] = [
     ),
 ];
 
+/// AI-gateway endpoints, as MLflow's own auth app levels them (`validate_can_*_gateway_endpoint*`): reading its
+/// configuration needs READ, invoking it USE, changing it (its models, tags, bindings, guardrails, name) EDIT,
+/// deleting it (and changing its grants) MANAGE. Secrets and model definitions have no tags to hold grants: they
+/// keep the group rule of `data.operations` (policies/README.md, "AI gateway").
+const GATEWAY: [(Level, Anchor, &[&str]); 4] = [
+    (Level::Manage, Anchor::GatewayEndpoint, &["DeleteGatewayEndpoint"]),
+    (
+        Level::Edit,
+        Anchor::GatewayEndpoint,
+        &[
+            "UpdateGatewayEndpoint",
+            "SetGatewayEndpointTag",
+            "DeleteGatewayEndpointTag",
+            "AttachModelToEndpoint",
+            "DetachModelFromEndpoint",
+            "CreateEndpointBinding",
+            "DeleteEndpointBinding",
+            "AddGuardrailToEndpoint",
+            "RemoveGuardrailFromEndpoint",
+            "UpdateEndpointGuardrailConfig",
+        ],
+    ),
+    (Level::Read, Anchor::GatewayEndpoint, &["GetGatewayEndpoint", "ListEndpointGuardrailConfigs"]),
+    (
+        Level::Use,
+        Anchor::GatewayEndpointName,
+        &[
+            "GatewayInvocations",
+            "GatewayChatCompletions",
+            "GatewayOpenAiChatCompletions",
+            "GatewayOpenAiEmbeddings",
+            "GatewayTypesafeSystemOne",
+            "GatewayOpenAiResponses",
+            "GatewayOpenAiResponsesCompact",
+            "GatewayAnthropicMessages",
+            "GatewayGeminiGenerateContent",
+            "GatewayGeminiStreamGenerateContent",
+            "GatewayRawProxy",
+        ],
+    ),
+];
+
 /// Routes naming several objects in a list (`Anchor::list_field`): every one is checked, and one the caller may
 /// not reach refuses the request (MLflow answers these in one piece, so nothing can be cut from the answer).
 /// Linking a dataset to experiments (at its creation or later) writes into each of them, so it needs EDIT on each,
@@ -408,7 +462,7 @@ const READS: [(Anchor, &[&str]); 8] = [
 /// `registered-models/permissions/...` under `/api/2.0/mlflow/` and `/ajax-api/2.0/mlflow/`; the same shapes for
 /// `logged-models/permissions/...` and `traces/permissions/...`, which MLflow's app does not have), served by the gate
 /// itself (`pipeline::grants`), never forwarded: (method, path, RPC, read-only, object). Every one needs MANAGE.
-pub const GRANT_ROUTES: [(&str, &str, &str, bool, Anchor); 16] = [
+pub const GRANT_ROUTES: [(&str, &str, &str, bool, Anchor); 20] = [
     ("POST", "experiments/permissions/create", "CreateExperimentPermission", false, Anchor::Experiment),
     ("GET", "experiments/permissions/get", "GetExperimentPermission", true, Anchor::Experiment),
     ("PATCH", "experiments/permissions/update", "UpdateExperimentPermission", false, Anchor::Experiment),
@@ -439,6 +493,23 @@ pub const GRANT_ROUTES: [(&str, &str, &str, bool, Anchor); 16] = [
     ("GET", "traces/permissions/get", "GetTracePermission", true, Anchor::Trace),
     ("PATCH", "traces/permissions/update", "UpdateTracePermission", false, Anchor::Trace),
     ("DELETE", "traces/permissions/delete", "DeleteTracePermission", false, Anchor::Trace),
+    // Grants on one AI-gateway endpoint (`endpoint_id`, or `name`), in the shapes above.
+    ("POST", "gateway/endpoints/permissions/create", "CreateGatewayEndpointPermission", false, Anchor::GatewayEndpoint),
+    ("GET", "gateway/endpoints/permissions/get", "GetGatewayEndpointPermission", true, Anchor::GatewayEndpoint),
+    (
+        "PATCH",
+        "gateway/endpoints/permissions/update",
+        "UpdateGatewayEndpointPermission",
+        false,
+        Anchor::GatewayEndpoint,
+    ),
+    (
+        "DELETE",
+        "gateway/endpoints/permissions/delete",
+        "DeleteGatewayEndpointPermission",
+        false,
+        Anchor::GatewayEndpoint,
+    ),
 ];
 
 /// Classifies a grants-API route (HEAD reads like GET).
@@ -450,6 +521,7 @@ pub fn classify_grants(method: &str, path: &str) -> Option<Operation> {
             Anchor::LoggedModel => Resource::LoggedModel,
             Anchor::Trace => Resource::Trace,
             Anchor::RegisteredModel => Resource::RegisteredModel,
+            Anchor::GatewayEndpoint => Resource::Gateway,
             _ => Resource::Experiment,
         };
         Operation::plain(rpc, *read_only, resource)
@@ -473,11 +545,46 @@ pub const UNCHECKED_READS: [&str; 2] = ["GetOnlineTraceDetails", "SearchUnifiedT
 /// header, read by `pipeline::classify`.)
 pub const UNCHECKED_WRITES: [&str; 3] = ["InvokeGenaiEvaluate", "InvokeScorer", "UpsertOnlineScoringConfig"];
 
+/// AI-gateway routes deliberately left to the group rule of `data.operations` (admins manage, engineers read; a
+/// test checks that every other gateway route has a level or is filtered): secrets and model definitions have no
+/// tags to hold grants (their `created_by`, which the gate stamps, is recorded but decides nothing), budgets and
+/// guardrails are server-wide, creating an endpoint is admin-only by default (its creator then has the creator's
+/// level on it), the provider catalogue is static, and `gateway-proxy` forwards to an external deployments server
+/// (`MLFLOW_DEPLOYMENTS_TARGET`) whose endpoints are not the gateway's.
+pub const GATEWAY_GROUP_RULED: [&str; 26] = [
+    "CreateGatewayEndpoint",
+    "CreateGatewaySecret",
+    "UpdateGatewaySecret",
+    "DeleteGatewaySecret",
+    "GetGatewaySecretInfo",
+    "ListGatewaySecretInfos",
+    "GetSecretsConfig",
+    "CreateGatewayModelDefinition",
+    "UpdateGatewayModelDefinition",
+    "DeleteGatewayModelDefinition",
+    "GetGatewayModelDefinition",
+    "ListGatewayModelDefinitions",
+    "CreateBudgetPolicy",
+    "UpdateBudgetPolicy",
+    "DeleteBudgetPolicy",
+    "GetBudgetPolicy",
+    "ListBudgetPolicies",
+    "ListBudgetWindows",
+    "CreateGatewayGuardrail",
+    "DeleteGatewayGuardrail",
+    "GetGatewayGuardrail",
+    "ListGatewayGuardrails",
+    "GetProviderConfig",
+    "ListSupportedModels",
+    "ListSupportedProviders",
+    "GatewayProxy",
+];
+
 /// Creations (per-group rule).
 const CREATIONS: [&str; 2] = [rpc::CREATE_EXPERIMENT, rpc::CREATE_REGISTERED_MODEL];
 
 /// Searches and lists whose results are filtered (response phase).
-const FILTERED: [&str; 11] = [
+const FILTERED: [&str; 14] = [
     "SearchExperiments",
     "SearchRuns",
     "SearchRegisteredModels",
@@ -489,6 +596,9 @@ const FILTERED: [&str; 11] = [
     "SearchEvaluationDatasets",
     "ListScorers",
     "GetOnlineScoringConfigs",
+    "ListGatewayEndpoints",
+    "ListEndpointBindings",
+    "GatewayListModels",
 ];
 
 /// What a route needs. The approval workflow's routes need READ on the model (their own rules say who may
@@ -507,6 +617,9 @@ pub fn need(op: &Operation) -> Need {
         return Need::On(Level::Read, *anchor);
     }
     if let Some((level, anchor, _)) = OWNED_WRITES.iter().find(|(_, _, rpcs)| rpcs.contains(&op.rpc)) {
+        return Need::On(*level, *anchor);
+    }
+    if let Some((level, anchor, _)) = GATEWAY.iter().find(|(_, _, rpcs)| rpcs.contains(&op.rpc)) {
         return Need::On(*level, *anchor);
     }
     if let Some((level, anchor, _)) = EACH.iter().find(|(_, _, rpcs)| rpcs.contains(&op.rpc)) {

@@ -293,3 +293,58 @@ fn a_v3_trace_is_started_in_the_experiment_its_body_names() {
     assert_eq!(nested_experiment("StartTrace", Some(&snake)), Ok(None));
     assert_eq!(need(&op("POST", "/api/3.0/mlflow/traces")), Need::On(Level::Edit, Anchor::Experiment));
 }
+
+/// Every AI-gateway route either needs a level on the endpoint it names, or is a filtered list, or is one of the
+/// routes deliberately left to the group rule (`GATEWAY_GROUP_RULED`, each with its reason): a new gateway route
+/// fails here until someone decides.
+#[test]
+fn every_gateway_route_has_a_level_a_filter_or_a_reason() {
+    let mut missing = Vec::new();
+    for (method, path, rpc, _) in all_routes() {
+        let o = op(method, &path.replace('<', "x").replace('>', ""));
+        if o.resource != Resource::Gateway || o.rpc != rpc || GATEWAY_GROUP_RULED.contains(&rpc) {
+            continue;
+        }
+        if !matches!(need(&o), Need::On(_, Anchor::GatewayEndpoint | Anchor::GatewayEndpointName) | Need::Filter) {
+            missing.push(format!("{method} {path} ({rpc})"));
+        }
+    }
+    assert!(missing.is_empty(), "gateway routes without a level:\n{}", missing.join("\n"));
+    for rpc in GATEWAY_GROUP_RULED {
+        assert!(all_routes().any(|(_, _, r, _)| r == rpc), "{rpc} is not a route");
+    }
+}
+
+#[test]
+fn gateway_endpoints_are_read_used_edited_and_managed_as_mlflow_levels_them() {
+    let cases = [
+        ("GET", "/api/3.0/mlflow/gateway/endpoints/get", "read"),
+        ("GET", "/ajax-api/3.0/mlflow/gateway/guardrails/list-for-endpoint", "read"),
+        ("POST", "/api/3.0/mlflow/gateway/endpoints/update", "edit"),
+        ("POST", "/ajax-api/3.0/mlflow/gateway/endpoints/set-tag", "edit"),
+        ("POST", "/api/3.0/mlflow/gateway/endpoints/models/attach", "edit"),
+        ("POST", "/api/3.0/mlflow/gateway/endpoints/bindings/create", "edit"),
+        ("DELETE", "/api/3.0/mlflow/gateway/endpoints/delete", "manage"),
+        ("POST", "/gateway/mlflow/v1/chat/completions", "use"),
+        ("POST", "/gateway/chat/mlflow/invocations", "use"),
+        ("POST", "/gateway/proxy/chat/v1/x", "use"),
+        ("POST", "/gateway/anthropic/v1/messages", "use"),
+        ("GET", "/api/3.0/mlflow/gateway/endpoints/list", "filter"),
+        ("GET", "/api/3.0/mlflow/gateway/endpoints/bindings/list", "filter"),
+        ("GET", "/gateway/mlflow/v1/models", "filter"),
+        ("POST", "/api/3.0/mlflow/gateway/secrets/create", "none"),
+        ("POST", "/api/3.0/mlflow/gateway/endpoints/create", "none"),
+    ];
+    for (method, path, want) in cases {
+        assert_eq!(need(&op(method, path)).as_str(), want, "{method} {path}");
+    }
+    assert_eq!(
+        need(&op("POST", "/gateway/chat/mlflow/invocations")),
+        Need::On(Level::Use, Anchor::GatewayEndpointName)
+    );
+    assert_eq!(Anchor::GatewayEndpointName.fields(), ["endpoint_name", "model", "name"]);
+    assert_eq!(Anchor::GatewayEndpoint.as_str(), "gateway_endpoint");
+    let grant = classify_grants("PATCH", "/ajax-api/2.0/mlflow/gateway/endpoints/permissions/update");
+    assert_eq!(grant.map(|o| (o.rpc, o.resource)), Some(("UpdateGatewayEndpointPermission", Resource::Gateway)));
+    assert_eq!(grant_route("DeleteGatewayEndpointPermission"), Some(Anchor::GatewayEndpoint));
+}

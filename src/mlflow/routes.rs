@@ -217,6 +217,8 @@ pub mod rpc {
     pub const CREATE_LOGGED_MODEL: &str = "CreateLoggedModel";
     /// Creates a model version (stamped with its creator and lineage).
     pub const CREATE_MODEL_VERSION: &str = "CreateModelVersion";
+    /// Creates an AI-gateway endpoint (its `created_by` is set to the subject: the endpoint's owner).
+    pub const CREATE_GATEWAY_ENDPOINT: &str = "CreateGatewayEndpoint";
     /// Starts a trace (stamped with its creator).
     pub const START_TRACE: &str = "StartTrace";
     /// Moves a version to a stage (recorded in its stage history).
@@ -1021,15 +1023,17 @@ const ROOT: &[Route] = &[
     root!("POST" "/ajax-api/3.0/jobs/" => "SubmitJob", Job, Job),
     root!("PATCH" "/ajax-api/3.0/jobs/cancel/<job_id>" => "CancelJob", Job, Job),
     root!("POST" "/ajax-api/3.0/jobs/search" => "SearchJobs", Read, Job),
+    // Invocations naming their endpoint in the body's `model` are read as JSON (the gate checks USE on that
+    // endpoint, `mlflow::permission`); those naming it in the path stream their body unread.
     root!("POST" "/gateway/<endpoint_name>/mlflow/invocations" => "GatewayInvocations", Upload, Gateway),
-    root!("POST" "/gateway/mlflow/v1/chat/completions" => "GatewayChatCompletions", Upload, Gateway),
+    root!("POST" "/gateway/mlflow/v1/chat/completions" => "GatewayChatCompletions", Write, Gateway),
     root!("GET" "/gateway/mlflow/v1/models" => "GatewayListModels", Read, Gateway),
-    root!("POST" "/gateway/openai/v1/chat/completions" => "GatewayOpenAiChatCompletions", Upload, Gateway),
-    root!("POST" "/gateway/openai/v1/embeddings" => "GatewayOpenAiEmbeddings", Upload, Gateway),
-    root!("POST" "/gateway/typesafe/v1/systemone" => "GatewayTypesafeSystemOne", Upload, Gateway),
-    root!("POST" "/gateway/openai/v1/responses" => "GatewayOpenAiResponses", Upload, Gateway),
-    root!("POST" "/gateway/openai/v1/responses/compact" => "GatewayOpenAiResponsesCompact", Upload, Gateway),
-    root!("POST" "/gateway/anthropic/v1/messages" => "GatewayAnthropicMessages", Upload, Gateway),
+    root!("POST" "/gateway/openai/v1/chat/completions" => "GatewayOpenAiChatCompletions", Write, Gateway),
+    root!("POST" "/gateway/openai/v1/embeddings" => "GatewayOpenAiEmbeddings", Write, Gateway),
+    root!("POST" "/gateway/typesafe/v1/systemone" => "GatewayTypesafeSystemOne", Write, Gateway),
+    root!("POST" "/gateway/openai/v1/responses" => "GatewayOpenAiResponses", Write, Gateway),
+    root!("POST" "/gateway/openai/v1/responses/compact" => "GatewayOpenAiResponsesCompact", Write, Gateway),
+    root!("POST" "/gateway/anthropic/v1/messages" => "GatewayAnthropicMessages", Write, Gateway),
     root!("POST" "/gateway/gemini/v1beta/models/<endpoint_name>:generateContent" => "GatewayGeminiGenerateContent", Upload, Gateway),
     root!("POST" "/gateway/gemini/v1beta/models/<endpoint_name>:streamGenerateContent" => "GatewayGeminiStreamGenerateContent", Upload, Gateway),
     root!("POST" "/gateway/proxy/<endpoint_name>/<path:path>" => "GatewayRawProxy", Upload, Gateway),

@@ -164,6 +164,15 @@ pub fn stamp_request(op: &Operation, body: &mut Map<String, Value>, sub: &str, n
             tags.insert(CREATED_BY.to_string(), Value::String(sub.to_string()));
             body.insert("tags".into(), Value::String(Value::Object(tags).to_string()));
         }
+        // AI-gateway objects take their `created_by` from the request (MLflow trusts the client): the gate sets the
+        // subject. An endpoint's is its owner (resource permissions); the others' are the honest record.
+        rpc::CREATE_GATEWAY_ENDPOINT
+        | "CreateGatewaySecret"
+        | "CreateGatewayModelDefinition"
+        | "AttachModelToEndpoint"
+        | "CreateEndpointBinding" => {
+            body.insert("created_by".into(), Value::String(sub.to_string()));
+        }
         rpc::CREATE_RUN => {
             body.insert("user_id".into(), Value::String(sub.to_string()));
             push_tags(body, &[(RUN_USER_TAG, sub.to_string())], &[RUN_USER_TAG]);
@@ -297,6 +306,12 @@ mod tests {
         let mut experiment = obj(json!({"name": "e"}));
         stamp_request(&op("CreateExperiment"), &mut experiment, "alice", 5);
         assert_eq!(experiment["tags"], json!([{"key": CREATED_BY, "value": "alice"}]));
+        let mut endpoint = obj(json!({"name": "chat", "created_by": "mallory", "model_configs": []}));
+        stamp_request(&op("CreateGatewayEndpoint"), &mut endpoint, "alice", 5);
+        assert_eq!(endpoint["created_by"], "alice");
+        let mut secret = obj(json!({"secret_name": "k"}));
+        stamp_request(&op("CreateGatewaySecret"), &mut secret, "alice", 5);
+        assert_eq!(secret["created_by"], "alice");
         let mut logged = obj(json!({"experiment_id": "1", "source_run_id": "r1"}));
         stamp_request(&op("CreateLoggedModel"), &mut logged, "alice", 5);
         assert_eq!(logged["tags"], json!([{"key": CREATED_BY, "value": "alice"}]));

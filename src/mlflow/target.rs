@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::params::BodyError;
 
 /// Scalar fields a policy may need as the target of an operation.
-const TARGET_FIELDS: [&str; 28] = [
+const TARGET_FIELDS: [&str; 30] = [
     "name",
     "version",
     "stage",
@@ -44,6 +44,10 @@ const TARGET_FIELDS: [&str; 28] = [
     // run, which MLflow reads from the query as `run_uuid` only.
     "path",
     "run_uuid",
+    // AI-gateway endpoints: configuration routes name `endpoint_id`; OpenAI-style invocations name the endpoint as
+    // the body's `model`.
+    "endpoint_id",
+    "model",
 ];
 
 /// The canonical MLflow stage names; input is case-insensitive.

@@ -8,8 +8,9 @@
 //! there: that one rewrite is serialised in this process. Request and answer shapes are those of MLflow's
 //! basic-auth app (`experiment_id` or `name`, `username`, `permission`; answered as `experiment_permission` /
 //! `registered_model_permission`), plus `group_name` in place of `username` for a group grant, and `model_id` /
-//! `trace_id` (answered as `logged_model_permission` / `trace_permission`). A change takes effect on this gate's next
-//! request (the object's cached link is dropped).
+//! `trace_id` (answered as `logged_model_permission` / `trace_permission`), and `endpoint_id` (or `name`) for an
+//! AI-gateway endpoint (`gateway_endpoint_permission`, its grant tags on the endpoint). A change takes effect on this
+//! gate's next request (the object's cached link is dropped).
 
 use http::Method;
 use serde_json::{json, Map, Value};
@@ -137,6 +138,11 @@ impl Object<'_> {
                 format!("/api/2.0/mlflow/logged-models/{}/tags", encode_segment(id)),
                 json!({"tags": [{"key": key, "value": value}]}),
             ),
+            Anchor::GatewayEndpoint => (
+                Method::POST,
+                "/api/3.0/mlflow/gateway/endpoints/set-tag".to_string(),
+                json!({"endpoint_id": id, "key": key, "value": value}),
+            ),
             _ => (
                 Method::POST,
                 "/api/2.0/mlflow/experiments/set-experiment-tag".to_string(),
@@ -159,6 +165,11 @@ impl Object<'_> {
                 Method::DELETE,
                 format!("/api/2.0/mlflow/logged-models/{}/tags/{}", encode_segment(id), encode_segment(key)),
                 Value::Null,
+            ),
+            Anchor::GatewayEndpoint => (
+                Method::DELETE,
+                "/api/3.0/mlflow/gateway/endpoints/delete-tag".to_string(),
+                json!({"endpoint_id": id, "key": key}),
             ),
             _ => (
                 Method::POST,
@@ -251,6 +262,8 @@ fn answer(anchor: Anchor, id: &str, kind: Grantee, who: &str, level: &str, delet
             {"model_id": id, who_key: who, "user_id": who, "permission": level}}),
         Anchor::Trace => json!({"trace_permission":
             {"trace_id": id, who_key: who, "user_id": who, "permission": level}}),
+        Anchor::GatewayEndpoint => json!({"gateway_endpoint_permission":
+            {"endpoint_id": id, who_key: who, "user_id": who, "permission": level}}),
         _ => json!({"experiment_permission": {"experiment_id": id, who_key: who, "user_id": who, "permission": level}}),
     }
 }
@@ -287,5 +300,7 @@ mod tests {
         assert_eq!(a["logged_model_permission"]["model_id"], "m-1");
         let a = answer(Anchor::Trace, "tr-1", Grantee::Group, "team-b", "NO_PERMISSIONS", false);
         assert_eq!(a["trace_permission"]["trace_id"], "tr-1");
+        let a = answer(Anchor::GatewayEndpoint, "e-1", Grantee::User, "ben", "USE", false);
+        assert_eq!(a["gateway_endpoint_permission"]["endpoint_id"], "e-1");
     }
 }

@@ -2,7 +2,8 @@
 //! cut to the results the caller may read. Each result's permission chain (experiment; run then experiment; logged
 //! model then experiment; registered model, for models, prompts and versions) is built from the result itself and
 //! from look-ups of its parents (one per distinct parent on the page; a trace (with its own grants) and a dataset
-//! summary have their experiment as parent, and one without an MLflow experiment is dropped), and the policy decides them all in one
+//! summary have their experiment as parent, and one without an MLflow experiment is dropped; an AI-gateway endpoint is
+//! its own link, a binding and an OpenAI-style model take their endpoint's), and the policy decides them all in one
 //! evaluation (`input.resource.permissions.candidates`, answered with `readable`, see `policies/permissions.rego`).
 //! The page keeps MLflow's order and `next_page_token`; it may come back shorter than `max_results`. Anything the gate
 //! cannot build or decide fails the request (never an unfiltered page).
@@ -51,6 +52,12 @@ enum Kind {
     /// An evaluation dataset (v3, `experiment_ids`): the dataset, then every one of its experiments (one linked to
     /// none has only itself, so the default level decides).
     EvalDataset,
+    /// An AI-gateway endpoint (`gateway/endpoints/list`): its own link, from the result.
+    GatewayEndpoint,
+    /// A binding of an AI-gateway endpoint (`endpoint_id`): its endpoint decides.
+    EndpointBinding,
+    /// An OpenAI-style model of the gateway (`GET /gateway/mlflow/v1/models`): `id` is its endpoint's name.
+    GatewayModel,
 }
 
 fn page_of(rpc: &str) -> Option<(&'static str, Kind)> {
@@ -65,6 +72,9 @@ fn page_of(rpc: &str) -> Option<(&'static str, Kind)> {
         "ListScorers" => Some(("scorers", Kind::Scorer)),
         "GetOnlineScoringConfigs" => Some(("configs", Kind::Scorer)),
         "SearchEvaluationDatasets" => Some(("datasets", Kind::EvalDataset)),
+        "ListGatewayEndpoints" => Some(("endpoints", Kind::GatewayEndpoint)),
+        "ListEndpointBindings" => Some(("bindings", Kind::EndpointBinding)),
+        "GatewayListModels" => Some(("data", Kind::GatewayModel)),
         _ => None,
     }
 }
@@ -100,7 +110,8 @@ impl Filter<'_> {
             Some(_) => return Err(FilterError::Unreadable(self.op.rpc)),
         };
         let chains = self.chains(kind, &items).await?;
-        let readable = self.readable(&chains)?;
+        let gateway = matches!(kind, Kind::GatewayEndpoint | Kind::EndpointBinding | Kind::GatewayModel);
+        let readable = self.readable_as(&chains, gateway.then_some("gateway_endpoint"))?;
         let kept: Vec<Value> = items
             .into_iter()
             .zip(chains)
@@ -114,8 +125,18 @@ impl Filter<'_> {
 
     /// One evaluation for the whole page: the indexes of the readable candidates.
     fn readable(&self, chains: &[Option<Value>]) -> Result<HashSet<usize>, FilterError> {
+        self.readable_as(chains, None)
+    }
+
+    /// [`Filter::readable`] for a page of one kind of object that may have a default of its own (`kind` in the
+    /// facts: `data.permissions.type_default`).
+    fn readable_as(&self, chains: &[Option<Value>], kind: Option<&str>) -> Result<HashSet<usize>, FilterError> {
         let candidates: Vec<Value> = chains.iter().map(|c| c.clone().unwrap_or_else(|| json!([]))).collect();
-        let resource = json!({"permissions": {"workspace": self.ctx.workspace_name(), "candidates": candidates}});
+        let mut facts = json!({"workspace": self.ctx.workspace_name(), "candidates": candidates});
+        if let (Some(kind), Some(map)) = (kind, facts.as_object_mut()) {
+            map.insert("kind".into(), Value::String(kind.to_string()));
+        }
+        let resource = json!({ "permissions": facts });
         let decision = self
             .policy
             .evaluate(input::build_rego(self.principal, self.op, self.request, &resource))
@@ -151,6 +172,13 @@ impl Filter<'_> {
                 Kind::EvalDataset => {
                     out.push(self.dataset_chain(item, &mut parents).await?);
                     continue;
+                }
+                Kind::GatewayEndpoint => (permissions::gateway_endpoint_node(item), None),
+                Kind::EndpointBinding => {
+                    (None, text(item, "endpoint_id").map(|e| (Anchor::GatewayEndpoint, "endpoint_id", e.to_string())))
+                }
+                Kind::GatewayModel => {
+                    (None, text(item, "id").map(|e| (Anchor::GatewayEndpointName, "name", e.to_string())))
                 }
                 Kind::Scorer => {
                     let exp = item.get("experiment_id").and_then(Value::as_i64).map(|n| n.to_string());

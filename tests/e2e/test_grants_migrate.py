@@ -2,7 +2,10 @@
 per-experiment / per-model permissions are created through MLflow's own auth REST API, then the migration's dry-run
 prints what it would write (and writes nothing), the real run writes the grants through the gate (policy-checked:
 a non-manager's run is refused), the grants read back and are enforced for the subjects `--subject-prefix` makes
-of the basic-auth usernames, and what cannot be migrated (the basic-auth admin) is listed."""
+of the basic-auth usernames, and what cannot be migrated (the basic-auth admin, a type-wide pattern, a scorer
+permission) is listed with what to do instead. Also migrated: an AI-gateway endpoint permission, a role's permission
+in another MLflow workspace (written in that workspace), and, with `--roles-as-groups`, a named role as a group
+grant."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ ADMIN_PASSWORD = "migrate-admin-password-1"
 PREFIX = "ba:"
 GRANTS = "mlflow_gate.grants"  # the legacy combined tag (no longer written)
 GRANT_PREFIX = "mlflow_gate.grant."  # one tag per grantee; ':' is encoded as .3a
+WORKSPACE = "team-ws"
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -46,8 +50,11 @@ def basic_auth(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def own_gate(gate_keys, tmp_path_factory):
-    """A fresh MLflow (so experiment ids line up with the basic-auth server's) and a gate in front of it."""
-    with mlflow_process(tmp_path_factory.mktemp("mlflow-migrate")) as mlflow:
+    """A fresh MLflow (so experiment ids line up with the basic-auth server's), with workspaces and a second one,
+    and a gate in front of it."""
+    with mlflow_process(tmp_path_factory.mktemp("mlflow-migrate"), "--enable-workspaces") as mlflow:
+        created = http(mlflow.url, "POST", "/api/3.0/mlflow/workspaces", json={"name": WORKSPACE})
+        assert created.status_code == 201, created.text
         with gate_process(tmp_path_factory.mktemp("gate-migrate"), gate_config(mlflow.url, gate_keys.jwks)) as gate:
             yield mlflow, gate
 
@@ -57,6 +64,7 @@ def people(gate_keys) -> dict[str, str]:
     return {
         "alice": gate_keys.token(PREFIX + "alice", groups=["team-a"]),
         "bob": gate_keys.token(PREFIX + "bob", groups=["team-b"]),
+        "carol": gate_keys.token("carol", groups=["reviewers", "ws-editors"]),
         "root": gate_keys.token("root", groups=["mlflow-admin"]),
     }
 
@@ -74,8 +82,9 @@ class World:
             assert response.status_code == 200, (path, response.text)
             return response.json()
 
-        def on_gate(path: str, payload: dict) -> dict:
-            response = http(self.gate.url, "POST", path, people["root"], json=payload)
+        def on_gate(path: str, payload: dict, workspace: str | None = None) -> dict:
+            headers = {"X-MLFLOW-WORKSPACE": workspace} if workspace else {}
+            response = http(self.gate.url, "POST", path, people["root"], json=payload, headers=headers)
             assert response.status_code == 200, (path, response.text)
             return response.json()
 
@@ -102,6 +111,27 @@ class World:
                      {"role_id": role, "resource_type": "experiment", "resource_pattern": pattern,
                       "permission": "READ"})
         on_basic("/api/3.0/mlflow/roles/assign", {"username": "alice", "role_id": role})
+        # Behind the gate only: an experiment in another workspace, and an AI-gateway endpoint (ids the basic-auth
+        # database names as they are: it does not check that they exist).
+        self.ws_experiment = on_gate("/api/2.0/mlflow/experiments/create", {"name": unique("mig-ws")},
+                                     WORKSPACE)["experiment_id"]
+        ws_role = on_basic("/api/3.0/mlflow/roles/create", {"name": "ws-editors", "workspace": WORKSPACE})["role"]["id"]
+        on_basic("/api/3.0/mlflow/roles/permissions/add",
+                 {"role_id": ws_role, "resource_type": "experiment", "resource_pattern": self.ws_experiment,
+                  "permission": "EDIT"})
+        on_basic("/api/3.0/mlflow/roles/assign", {"username": "bob", "role_id": ws_role})
+        gateway = "/api/3.0/mlflow/gateway"
+        secret = on_gate(f"{gateway}/secrets/create", {"secret_name": unique("key"), "provider": "openai",
+                                                        "secret_value": {"api_key": "sk-test"}})["secret"]
+        definition = on_gate(f"{gateway}/model-definitions/create",
+                             {"name": unique("def"), "secret_id": secret["secret_id"], "provider": "openai",
+                              "model_name": "gpt-4o-mini"})["model_definition"]
+        self.endpoint = on_gate(f"{gateway}/endpoints/create", {"name": unique("chat"), "model_configs": [
+            {"model_definition_id": definition["model_definition_id"], "linkage_type": "PRIMARY"}]})["endpoint"][
+            "endpoint_id"]
+        for rtype, resource in [("gateway_endpoint", self.endpoint), ("scorer", f"{exp_a}/judge")]:
+            on_basic("/api/3.0/mlflow/users/permissions/grant",
+                     {"username": "alice", "resource_type": rtype, "resource_id": resource, "permission": "EDIT"})
 
     def migrate(self, token: str, *extra: str) -> subprocess.CompletedProcess:
         cmd = [str(GATE_BIN), "grants", "migrate", "--gate-url", self.gate.url, "--token", token,
@@ -116,6 +146,15 @@ class World:
     def describe_model(self, token: str) -> int:
         return http(self.gate.url, "PATCH", "/api/2.0/mlflow/registered-models/update", token,
                     json={"name": self.model, "description": "migrated"}).status_code
+
+    def tag_ws_experiment(self, token: str) -> int:
+        tag = {"experiment_id": self.ws_experiment, "key": "migrated", "value": "yes"}
+        return http(self.gate.url, "POST", "/api/2.0/mlflow/experiments/set-experiment-tag", token, json=tag,
+                    headers={"X-MLFLOW-WORKSPACE": WORKSPACE}).status_code
+
+    def tag_endpoint(self, token: str) -> int:
+        tag = {"endpoint_id": self.endpoint, "key": "migrated", "value": "yes"}
+        return http(self.gate.url, "POST", "/api/3.0/mlflow/gateway/endpoints/set-tag", token, json=tag).status_code
 
     def grants_upstream(self) -> tuple[dict[str, str], dict[str, str]]:
         """The grant tags of the first experiment and of the model (one tag per grantee; the legacy combined tag
@@ -145,7 +184,25 @@ def expected_lines(world: World, verb: str) -> list[str]:
         f"{verb} MANAGE on experiment {a} to user ba:admin (basic-auth user admin, user permission)",
         f"{verb} MANAGE on experiment {b} to user ba:admin (basic-auth user admin, user permission)",
         f'{verb} MANAGE on registered model "{world.model}" to user ba:admin (basic-auth user admin, user permission)',
+        f"{verb} EDIT on experiment {world.ws_experiment} in workspace {WORKSPACE} to user ba:bob "
+        "(basic-auth user bob, role ws-editors)",
+        f"{verb} EDIT on gateway endpoint {world.endpoint} to user ba:alice (basic-auth user alice, user permission)",
     ]
+
+
+NOT_MIGRATED = [
+    "not migrated: user admin is an MLflow admin: admins are not grants: make the subject a gate admin (the policy "
+    "data's admin groups)",
+    'not migrated: READ on experiment "*" (role reviewers, workspace default): a type-wide pattern: add the pattern '
+    'grant {"group":"reviewers","type":"experiment","name":"*","level":"READ"} to data.permissions.patterns in the '
+    "policy data",
+]
+
+
+def scorer_line(world: World) -> str:
+    return (f'not migrated: EDIT on scorer "{world.experiments[0]}/judge" (user permission, workspace default): the '
+            f"gate's scorers take their experiment's permissions: grant EDIT on experiment {world.experiments[0]} "
+            "instead if the grantee should have it on the whole experiment (its runs, traces and scorers)")
 
 
 def test_the_dry_run_prints_every_grant_and_what_is_not_migrated_and_writes_nothing(world, people):
@@ -154,14 +211,27 @@ def test_the_dry_run_prints_every_grant_and_what_is_not_migrated_and_writes_noth
     lines = done.stdout.splitlines()
     assert sorted(line for line in lines if line.startswith("would grant")) == sorted(expected_lines(world,
                                                                                                      "would grant"))
-    assert "not migrated: user admin is an MLflow admin: admins are not grants: make the subject a gate admin " \
-           "(the policy data's admin groups)" in lines
-    assert 'not migrated: READ on experiment "*" (role reviewers, workspace default): a type-wide pattern: express ' \
-           "it as a pattern grant in the policy data (data.json)" in lines
-    assert lines[-1] == "summary: 7 grant(s) to write, 0 failed, 2 item(s) not migrated"
+    assert sorted(line for line in lines if line.startswith("not migrated")) == sorted(NOT_MIGRATED
+                                                                                      + [scorer_line(world)])
+    assert lines[-1] == "summary: 9 grant(s) to write, 0 failed, 3 item(s) not migrated"
     assert world.grants_upstream() == ({}, {})
     assert world.tag_experiment(people["alice"]) == 403
     assert world.describe_model(people["bob"]) == 403
+    assert world.tag_ws_experiment(people["bob"]) == 403
+    assert world.tag_endpoint(people["alice"]) == 403
+
+
+def test_the_dry_run_with_roles_as_groups_plans_group_grants_and_says_who_the_idp_must_put_in_them(world, people):
+    done = world.migrate(people["root"], "--dry-run", "--roles-as-groups")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    b = world.experiments[1]
+    assert f"would grant READ on experiment {b} to group reviewers (role reviewers; the IdP must put its users alice " \
+           "in the group reviewers)" in lines
+    assert f"would grant EDIT on experiment {world.ws_experiment} in workspace {WORKSPACE} to group ws-editors (role " \
+           "ws-editors; the IdP must put its users bob in the group ws-editors)" in lines
+    assert not any("(basic-auth user alice, role reviewers)" in line for line in lines)
+    assert lines[-1] == "summary: 9 grant(s) to write, 0 failed, 3 item(s) not migrated"
 
 
 def test_a_caller_who_may_not_change_the_grants_migrates_nothing(world, people):
@@ -169,7 +239,7 @@ def test_a_caller_who_may_not_change_the_grants_migrates_nothing(world, people):
     assert done.returncode != 0
     assert "FAILED MANAGE on registered model" in done.stdout
     assert "PERMISSION_DENIED" in done.stdout
-    assert "summary: 0 grant(s) written, 7 failed, 2 item(s) not migrated" in done.stdout
+    assert "summary: 0 grant(s) written, 9 failed, 3 item(s) not migrated" in done.stdout
     assert world.grants_upstream() == ({}, {})
 
 
@@ -191,7 +261,26 @@ def test_the_migration_writes_grants_that_read_back_and_are_enforced(world, peop
     assert world.tag_experiment(people["bob"]) == 403
     assert world.describe_model(people["bob"]) == 200
     assert world.describe_model(people["alice"]) == 403
+    assert world.tag_ws_experiment(people["bob"]) == 200  # the grant was written in its workspace
+    assert world.tag_ws_experiment(people["alice"]) == 403
+    assert world.tag_endpoint(people["alice"]) == 200
+    assert world.tag_endpoint(people["bob"]) == 403
 
     again = world.migrate(people["root"])  # the grants exist: they are updated, not refused
     assert again.returncode == 0, again.stdout + again.stderr
-    assert again.stdout.splitlines()[-1] == "summary: 7 grant(s) written, 0 failed, 2 item(s) not migrated"
+    assert again.stdout.splitlines()[-1] == "summary: 9 grant(s) written, 0 failed, 3 item(s) not migrated"
+
+
+def test_roles_as_groups_writes_group_grants_in_the_roles_workspace(world, people):
+    assert world.tag_ws_experiment(people["carol"]) == 403  # her groups have no grant yet
+    done = world.migrate(people["root"], "--roles-as-groups")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert world.tag_ws_experiment(people["carol"]) == 200  # the group grant of role ws-editors, in its workspace
+    got = run_gate("grants", "get", "--gate-url", world.gate.url, "--token", people["root"],
+                   "--experiment-id", world.experiments[1], "--group", "reviewers")
+    assert json.loads(got)["experiment_permission"] == {
+        "experiment_id": world.experiments[1], "group_name": "reviewers", "user_id": "reviewers", "permission": "READ"}
+    ws_tags = http(world.mlflow.url, "GET", "/api/2.0/mlflow/experiments/get",
+                   headers={"X-MLFLOW-WORKSPACE": WORKSPACE},
+                   params={"experiment_id": world.ws_experiment}).json()["experiment"]
+    assert tags_of(ws_tags)["mlflow_gate.grant.group.ws-editors"] == "EDIT"

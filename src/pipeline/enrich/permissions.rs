@@ -268,6 +268,10 @@ fn named(target: &Map<String, Value>, anchor: Anchor) -> Result<(Anchor, String)
     if anchor == Anchor::ArtifactPath && target.get("run_id").or_else(|| target.get("run_uuid")).is_some() {
         return named(target, Anchor::Run);
     }
+    // `gateway/endpoints/get` names an endpoint by `endpoint_id` or by `name`.
+    if anchor == Anchor::GatewayEndpoint && target.get("endpoint_id").is_none() && target.get("name").is_some() {
+        return named(target, Anchor::GatewayEndpointName);
+    }
     // `artifacts/presigned-download-url` names a run or a logged model.
     let run_named = target.get("run_id").or_else(|| target.get("run_uuid")).is_some();
     if anchor == Anchor::Run && !run_named && target.get("model_id").is_some() {
@@ -343,6 +347,9 @@ pub async fn resolve(
             }
         }
         Anchor::Dataset => return dataset(enricher, up, ctx, id, fresh).await,
+        Anchor::GatewayEndpoint | Anchor::GatewayEndpointName => {
+            return gateway_endpoint(up, ctx, anchor == Anchor::GatewayEndpoint, &id).await
+        }
         Anchor::Trace => {
             let Some((trace, experiment)) = link(enricher, up, ctx, "trace", &id, fresh).await? else {
                 return Ok(Resolved::Missing);
@@ -398,6 +405,27 @@ async fn dataset(
         }
     }
     Ok(Resolved::Chain(chain))
+}
+
+/// An AI-gateway endpoint's chain: the endpoint alone (its owner: the `created_by` the gate stamped at its creation,
+/// `stamps::stamp_request`; its grants: its grant tags), by id or by name. Looked up afresh every time, never cached:
+/// gateway calls are few next to the UI's polling, an LLM call dwarfs one look-up, and an endpoint's name (which
+/// invocations and pattern grants use) changes at EDIT level.
+async fn gateway_endpoint(up: &Upstream, ctx: &RequestContext, by_id: bool, id: &str) -> Result<Resolved, EnrichError> {
+    let query = [(if by_id { "endpoint_id" } else { "name" }, id)];
+    let found = get(up, ctx, "gateway endpoint", "/api/3.0/mlflow/gateway/endpoints/get", &query).await?;
+    let Some(endpoint) = found.as_ref().and_then(|v| v.get("endpoint")) else { return Ok(Resolved::Missing) };
+    Ok(gateway_endpoint_node(endpoint).map_or(Resolved::Missing, |n| Resolved::Chain(vec![n])))
+}
+
+/// The link of an endpoint as MLflow answers it (`{endpoint_id, name, created_by, tags: [{key, value}]}`), also
+/// used for the pages of `gateway/endpoints/list`; `None` without an id.
+pub fn gateway_endpoint_node(endpoint: &Value) -> Option<Node> {
+    let id = endpoint.get("endpoint_id").and_then(Value::as_str).filter(|s| !s.is_empty())?;
+    let name = endpoint.get("name").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
+    let mut node = node("gateway_endpoint", id.to_string(), name, endpoint.get("tags"), CREATED_BY);
+    node.owner = endpoint.get("created_by").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
+    Some(node)
 }
 
 /// One link (`experiment`, `run`, `logged_model` or `trace` with its experiment id, or `registered_model`), from the
@@ -530,6 +558,25 @@ mod tests {
         assert_eq!(named(&t, Anchor::Run), Ok((Anchor::Run, "r2".to_string())));
         assert_eq!(named(&t, Anchor::ArtifactPath), Ok((Anchor::Run, "r2".to_string())));
         assert!(named(&t, Anchor::RegisteredModel).is_err() && named(&t, Anchor::LoggedModel).is_err());
+    }
+
+    #[test]
+    fn a_gateway_endpoint_is_named_by_id_or_by_name_and_owned_by_its_stamped_creator() {
+        let by_name = json!({"name": "chat"}).as_object().cloned().unwrap_or_default();
+        assert_eq!(named(&by_name, Anchor::GatewayEndpoint), Ok((Anchor::GatewayEndpointName, "chat".to_string())));
+        let both = json!({"endpoint_id": "e-1", "name": "new"}).as_object().cloned().unwrap_or_default();
+        assert_eq!(named(&both, Anchor::GatewayEndpoint), Ok((Anchor::GatewayEndpoint, "e-1".to_string())));
+        let invoked = json!({"model": "chat", "messages": []}).as_object().cloned().unwrap_or_default();
+        assert_eq!(named(&invoked, Anchor::GatewayEndpointName), Ok((Anchor::GatewayEndpointName, "chat".to_string())));
+        let answer = json!({"endpoint_id": "e-1", "name": "chat", "created_by": "ana",
+            "tags": [{"key": "mlflow_gate.grant.user.ben", "value": "NO_PERMISSIONS"}]});
+        let n = gateway_endpoint_node(&answer).map(|n| n.to_json());
+        assert_eq!(
+            n,
+            Some(json!({"type": "gateway_endpoint", "id": "e-1", "name": "chat", "owner": "ana",
+                "grants": {"users": {"ben": "NO_PERMISSIONS"}, "groups": {}}}))
+        );
+        assert!(gateway_endpoint_node(&json!({"name": "x"})).is_none());
     }
 
     #[test]
