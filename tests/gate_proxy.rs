@@ -335,3 +335,69 @@ async fn creating_a_model_or_version_is_not_a_missing_object() {
     assert_eq!(upstream.hits(create), 1);
     gate.stop().await;
 }
+
+/// An upstream that answers the first request of every connection (keep-alive) and closes the connection when a
+/// second request arrives on it, unanswered: a pooled connection that fails after the request was written.
+async fn one_request_per_connection_upstream() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>)
+{
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let answered = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = answered.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut seen = Vec::new();
+                let mut requests = 0;
+                loop {
+                    let Ok(n) = stream.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        requests += 1;
+                        if requests > 1 {
+                            return; // dropped: the connection closes with the request unanswered
+                        }
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let body = "{}";
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        if stream.write_all(format!("{head}{body}").as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, answered)
+}
+
+#[tokio::test]
+async fn a_read_on_a_pooled_connection_that_fails_is_sent_again_on_a_fresh_one() {
+    let (addr, answered) = one_request_per_connection_upstream().await;
+    let keys = Keys::new();
+    let gate = GateHandle::start_toml(&config_toml(addr, &keys.jwks_path(), &policies_dir(), "")).await;
+    for i in 0..4 {
+        let a = Req::get(gate.url("/health")).send().await;
+        assert_eq!(a.status, StatusCode::OK, "read {i}: {}", a.message());
+    }
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 4);
+    // A write is never sent twice: MLflow may have applied it before the connection failed.
+    let post = Req::post(gate.url("/api/2.0/mlflow/experiments/create"))
+        .token(&keys.token("alice", &[]))
+        .json(r#"{"name":"x"}"#)
+        .send()
+        .await;
+    assert_eq!(post.status, StatusCode::BAD_GATEWAY, "{}", post.message());
+    gate.stop().await;
+}

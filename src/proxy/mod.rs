@@ -169,6 +169,8 @@ impl Upstream {
         out.context.apply_workspace(&mut headers);
         // The deadline counts from the end of the request body: an upload takes as long as it takes.
         let (sent_tx, sent_rx) = tokio::sync::oneshot::channel::<()>();
+        let bodiless_read =
+            matches!(out.method, Method::GET | Method::HEAD | Method::OPTIONS) && matches!(out.body, OutBody::Empty);
         let body = match out.body {
             OutBody::Evaluated(bytes) => {
                 headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
@@ -182,6 +184,20 @@ impl Upstream {
                 body::empty()
             }
         };
+        // A bodiless read is sent again, once, on a fresh connection when a pooled one fails after the request was
+        // written (MLflow's server closed it): it changes nothing in MLflow, as nginx's `proxy_next_upstream error`.
+        let (method, original_host) = (out.method.clone(), out.original_host.clone());
+        let (client_headers, conn, target, context) = (out.headers, out.conn, out.target, out.context);
+        let again = || -> Result<Request<GateBody>, GateError> {
+            let mut headers = headers::for_upstream(client_headers, conn, original_host.as_deref(), &self.host);
+            context.apply_workspace(&mut headers);
+            headers.remove(http::header::CONTENT_LENGTH);
+            let mut req = Request::new(body::empty());
+            *req.method_mut() = method.clone();
+            *req.uri_mut() = self.uri(target)?;
+            *req.headers_mut() = headers;
+            Ok(req)
+        };
         let mut req = Request::new(body);
         *req.method_mut() = out.method;
         *req.uri_mut() = uri;
@@ -194,8 +210,20 @@ impl Upstream {
             }
             tokio::time::sleep(timeout).await;
         };
+        let send = async {
+            match self.client.request(req).await {
+                Err(e) if bodiless_read && !e.is_connect() => {
+                    tracing::warn!(error = %e, "a pooled connection to MLflow failed; sending the read again");
+                    match again() {
+                        Ok(req) => self.client.request(req).await,
+                        Err(_) => Err(e),
+                    }
+                }
+                result => result,
+            }
+        };
         let resp = tokio::select! {
-            r = self.client.request(req) => match r {
+            r = send => match r {
                 Ok(resp) => resp,
                 Err(e) => {
                     // A client that stalls mid-upload fails the upstream request: that is the client's timeout.
@@ -265,7 +293,7 @@ impl Upstream {
         let path = || path_and_query.to_string();
         let uri = self.uri_for(path_and_query).map_err(|source| CallError::Uri { path: path(), source })?;
         let mut req = Request::new(body::full(body));
-        *req.method_mut() = method;
+        *req.method_mut() = method.clone();
         *req.uri_mut() = uri;
         let h = req.headers_mut();
         h.insert(http::header::HOST, self.host.clone());
@@ -275,7 +303,21 @@ impl Upstream {
         if let Some(auth) = &self.service_authorization {
             h.insert(http::header::AUTHORIZATION, auth.clone());
         }
-        let resp = tokio::time::timeout(self.config.timeout, self.client.request(req))
+        // A look-up (GET) is sent again, once, when a pooled connection fails after it was written (see `forward`).
+        let again = (method == Method::GET).then(|| (req.uri().clone(), req.headers().clone()));
+        let send = async {
+            match (self.client.request(req).await, again) {
+                (Err(e), Some((uri, headers))) if !e.is_connect() => {
+                    tracing::warn!(error = %e, "a pooled connection to MLflow failed; sending the look-up again");
+                    let mut req = Request::new(body::full(String::new()));
+                    *req.uri_mut() = uri;
+                    *req.headers_mut() = headers;
+                    self.client.request(req).await
+                }
+                (result, _) => result,
+            }
+        };
+        let resp = tokio::time::timeout(self.config.timeout, send)
             .await
             .map_err(|_| CallError::Timeout { path: path() })?
             .map_err(|source| CallError::Request { path: path(), source })?;
