@@ -818,7 +818,10 @@ impl Grants {
 
     /// The policy's view: `{"users": {...}, "groups": {...}}`.
     pub fn to_json(&self) -> Value {
-        serde_json::json!({"users": self.users, "groups": self.groups})
+        let mut grants = Map::with_capacity(2);
+        grants.insert("users".into(), Value::Object(self.users.clone()));
+        grants.insert("groups".into(), Value::Object(self.groups.clone()));
+        Value::Object(grants)
     }
 }
 

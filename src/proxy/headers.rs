@@ -55,15 +55,19 @@ pub struct ClientConn {
     pub client_cert: Option<String>,
 }
 
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+/// The headers a `Connection` header names (hop-by-hop too).
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
+        .collect()
+}
+
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    for name in connection_named(headers) {
         headers.remove(name);
     }
     for name in HOP_BY_HOP {
@@ -79,12 +83,20 @@ pub fn for_upstream(
     original_host: Option<&str>,
     upstream_host: &HeaderValue,
 ) -> HeaderMap {
-    let mut h = client.clone();
-    remove_hop_by_hop(&mut h);
-    for name in CLIENT_ONLY {
-        h.remove(name);
+    // One pass over the client's headers, keeping what may cross (cheaper than cloning the map and removing twenty
+    // names from it: this runs for every request).
+    let named = connection_named(client);
+    let mut h = HeaderMap::with_capacity(client.len() + 5);
+    for (name, value) in client {
+        let s = name.as_str();
+        if name == header::COOKIE || HOP_BY_HOP.contains(&s) || CLIENT_ONLY.contains(&s) || named.contains(name) {
+            continue;
+        }
+        h.append(name.clone(), value.clone());
     }
-    strip_ui_header_cookies(&mut h);
+    if client.contains_key(header::COOKIE) && !named.contains(&header::COOKIE) {
+        forward_cookies(client, &mut h);
+    }
     h.insert(header::HOST, upstream_host.clone());
     let ip = HeaderValue::from_str(&conn.peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
     h.insert("x-forwarded-for", ip);
@@ -96,8 +108,9 @@ pub fn for_upstream(
     h
 }
 
-fn strip_ui_header_cookies(h: &mut HeaderMap) {
-    let kept: Vec<String> = h
+/// The client's cookies that may cross, as one `Cookie` header: all but the UI's header cookies and the gate's own.
+fn forward_cookies(client: &HeaderMap, h: &mut HeaderMap) {
+    let kept: Vec<String> = client
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -111,7 +124,6 @@ fn strip_ui_header_cookies(h: &mut HeaderMap) {
         })
         .map(str::to_owned)
         .collect();
-    h.remove(header::COOKIE);
     if !kept.is_empty() {
         if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
             h.insert(header::COOKIE, v);
@@ -169,5 +181,18 @@ mod tests {
         assert_eq!(up["host"], "127.0.0.1:5000");
         assert_eq!(up["cookie"], "a=1; b=2");
         assert_eq!(up["content-type"], "application/json");
+    }
+
+    #[test]
+    fn repeated_headers_cross_in_order_and_a_cookie_header_named_by_connection_does_not() {
+        let mut c = HeaderMap::new();
+        for (k, v) in [("accept", "a"), ("accept", "b"), ("connection", "cookie"), ("cookie", "a=1")] {
+            c.append(k, HeaderValue::from_static(v));
+        }
+        let up = for_upstream(&c, &conn(), None, &HeaderValue::from_static("127.0.0.1:5000"));
+        let accept: Vec<_> = up.get_all("accept").iter().collect();
+        assert_eq!(accept, ["a", "b"]);
+        assert!(!up.contains_key("cookie"));
+        assert!(!up.contains_key("x-forwarded-host"));
     }
 }

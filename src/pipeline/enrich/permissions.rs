@@ -96,8 +96,17 @@ pub struct Node {
 impl Node {
     /// The policy's view of the link.
     pub fn to_json(&self) -> Value {
+        // Built member by member: this runs for every link of every checked request (`json!` would serialise the
+        // grant maps through serde instead of cloning them).
         let grants = self.grants.as_ref().map(Grants::to_json).unwrap_or_else(|_| json!({"users": {}, "groups": {}}));
-        json!({"type": self.kind, "id": self.id, "name": self.name, "owner": self.owner, "grants": grants})
+        let text = |s: &Option<String>| s.as_ref().map_or(Value::Null, |s| Value::String(s.clone()));
+        let mut node = Map::with_capacity(5);
+        node.insert("type".into(), Value::String(self.kind.into()));
+        node.insert("id".into(), Value::String(self.id.clone()));
+        node.insert("name".into(), text(&self.name));
+        node.insert("owner".into(), text(&self.owner));
+        node.insert("grants".into(), grants);
+        Value::Object(node)
     }
 }
 
@@ -257,8 +266,13 @@ pub fn to_facts(ctx: &RequestContext, anchor: Anchor, resolved: &Resolved) -> Va
         Resolved::Missing => (false, None, Vec::new()),
         Resolved::Unnamed(why) => (false, Some(why.clone()), Vec::new()),
     };
-    json!({"workspace": ctx.workspace_name(), "anchor": anchor.as_str(), "exists": exists, "problem": problem,
-        "chain": chain})
+    let mut facts = Map::with_capacity(5);
+    facts.insert("workspace".into(), ctx.workspace_name().map_or(Value::Null, |w| Value::String(w.into())));
+    facts.insert("anchor".into(), Value::String(anchor.as_str().into()));
+    facts.insert("exists".into(), Value::Bool(exists));
+    facts.insert("problem".into(), problem.map_or(Value::Null, Value::String));
+    facts.insert("chain".into(), Value::Array(chain));
+    Value::Object(facts)
 }
 
 /// The value naming the object: the first of the anchor's fields the target has, as a non-empty string (a number
