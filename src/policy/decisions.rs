@@ -24,8 +24,18 @@ const TIME_TO_IDLE: Duration = Duration::from_secs(300);
 /// bigger one (a replaced bundle may return large flags), so `entries` bounds memory as well as count.
 fn weight(decision: &Decision) -> u32 {
     let reasons: usize = decision.reasons.iter().map(String::len).sum();
-    let flags = serde_json::to_vec(&decision.flags).map_or(0, |f| f.len());
+    let flags: usize = decision.flags.iter().map(|(k, v)| k.len() + size(v)).sum();
     u32::try_from(1 + (reasons + flags) / 512).unwrap_or(u32::MAX)
+}
+
+/// About how many bytes a JSON value holds (strings and keys by length, every other node 8), without serialising it.
+fn size(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::String(s) => s.len(),
+        serde_json::Value::Array(items) => items.iter().map(size).sum::<usize>() + 8,
+        serde_json::Value::Object(m) => m.iter().map(|(k, v)| k.len() + size(v)).sum::<usize>() + 8,
+        _ => 8,
+    }
 }
 
 /// The cache of one policy (all bundles it swaps in).
@@ -83,5 +93,20 @@ impl Decisions {
     /// Hits and misses so far.
     pub fn stats(&self) -> (u64, u64) {
         (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_decisions_weigh_more() {
+        let small = Decision { allow: true, reasons: vec![], flags: serde_json::Map::new() };
+        assert_eq!(weight(&small), 1);
+        let mut flags = serde_json::Map::new();
+        flags.insert("readable".into(), serde_json::Value::Array((0..1000).map(serde_json::Value::from).collect()));
+        let big = Decision { allow: true, reasons: vec!["x".repeat(2048)], flags };
+        assert_eq!(weight(&big), 1 + (2048 + 8 + 8 * 1000 + 8) / 512);
     }
 }
