@@ -137,9 +137,10 @@ impl Filter<'_> {
             map.insert("kind".into(), Value::String(kind.to_string()));
         }
         let resource = json!({ "permissions": facts });
+        // A page polled again with the same results and grants is decided from the decision cache.
         let decision = self
             .policy
-            .evaluate(input::build_rego(self.principal, self.op, self.request, &resource))
+            .decide(self.principal, self.op, self.request, &resource)
             .map_err(|e| FilterError::Policy(e.to_string()))?;
         let Some(Value::Array(indexes)) = decision.flags.get("readable") else {
             return Err(FilterError::Policy("the decision has no \"readable\" list".into()));
