@@ -230,6 +230,9 @@ pub struct PolicyConfig {
     pub decision_cache_entries: u64,
 }
 
+/// Decisions cached by default (`[policy] decision_cache_entries`).
+pub const DEFAULT_DECISION_CACHE_ENTRIES: u64 = 10_000;
+
 /// `[webhook_delivery]`: how registry-event webhooks are delivered.
 #[derive(Debug, Clone)]
 pub struct WebhookDeliveryConfig {
@@ -782,7 +785,7 @@ impl Validator {
             entrypoint,
             eval_timeout: Duration::from_millis(raw.eval_timeout_ms.unwrap_or(500).max(1)),
             reload_interval: Duration::from_millis(raw.reload_interval_ms.unwrap_or(1000)),
-            decision_cache_entries: raw.decision_cache_entries.unwrap_or(crate::policy::DEFAULT_DECISION_CACHE_ENTRIES),
+            decision_cache_entries: raw.decision_cache_entries.unwrap_or(DEFAULT_DECISION_CACHE_ENTRIES),
         })
     }
 }

@@ -122,3 +122,82 @@ fn a_disabled_cache_evaluates_every_time() {
     assert!(decide(&policy, &resource));
     assert_eq!(policy.decision_stats(), DecisionStats { hits: 0, misses: 0, uncacheable: 2 });
 }
+
+fn with_claims(claims: Value) -> Principal {
+    Principal { claims, ..ben() }
+}
+
+fn decide_as(policy: &Policy, who: &Principal) -> bool {
+    let op = Operation::plain("GetRun", true, Resource::Run);
+    let query = mlflow_gate::mlflow::params::query_map(&[("run_id".into(), "r1".into())]);
+    let request =
+        RequestFacts { method: "GET", path: "/api/2.0/mlflow/runs/get", query: &query, body: None, workspace: None };
+    match policy.decide(who, &op, &request, &run_of_ana(json!({}))) {
+        Ok(decision) => decision.allow,
+        Err(e) => panic!("evaluation failed: {e}"),
+    }
+}
+
+#[test]
+fn fresh_tokens_of_one_caller_share_a_decision_when_the_bundle_declares_the_claims_it_reads() {
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let bundle = load(&policies);
+    assert_eq!(bundle.claims(), Some(&[][..]), "the default bundle reads no claim");
+    let policy = Policy::new(bundle);
+    let first = with_claims(json!({"sub": "ben", "exp": 1_900_000_000u64, "iat": 1, "jti": "a"}));
+    let second = with_claims(json!({"sub": "ben", "exp": 1_900_000_060u64, "iat": 61, "jti": "b"}));
+    assert!(decide_as(&policy, &first));
+    assert!(decide_as(&policy, &second));
+    assert_eq!(policy.decision_stats(), DecisionStats { hits: 1, misses: 1, uncacheable: 0 });
+
+    // Without the declaration every claim is in the document: two tokens, two evaluations.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let text = "package mlflow_gate\nimport rego.v1\n\ndecision := {\"allow\": true}\n";
+    std::fs::write(dir.path().join("p.rego"), text).unwrap_or_else(|e| panic!("{e}"));
+    let policy = Policy::new(load(dir.path()));
+    assert!(decide_as(&policy, &first));
+    assert!(decide_as(&policy, &second));
+    assert_eq!(policy.decision_stats(), DecisionStats { hits: 0, misses: 2, uncacheable: 0 });
+}
+
+#[test]
+fn a_declared_claim_is_handed_over_and_the_others_are_not() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.path().join("data.json"), r#"{"gate": {"claims": ["email"]}}"#)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // `input.principal[c]` with c computed is not the word, so the loader lets it through: it sees the narrowed claims.
+    let text = "package mlflow_gate\nimport rego.v1\n\nc := concat(\"\", [\"cla\", \"ims\"])\n\ndecision := {\"allow\": true} if {\n\tinput.principal.claims.email == \"ben@example.com\"\n\tcount(input.principal[c]) == 1\n} else := {\"allow\": false}\n";
+    std::fs::write(dir.path().join("p.rego"), text).unwrap_or_else(|e| panic!("{e}"));
+    let policy = Policy::new(load(dir.path()));
+    assert!(decide_as(&policy, &with_claims(json!({"sub": "ben", "email": "ben@example.com", "exp": 5, "jti": "x"}))));
+    assert!(!decide_as(&policy, &with_claims(json!({"sub": "ben", "email": "eve@example.com"}))));
+}
+
+#[test]
+fn a_bundle_reading_a_claim_it_does_not_declare_is_refused_with_the_line() {
+    let refused = |rego: &str| {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("data.json"), r#"{"gate": {"claims": ["email"]}}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text = format!("package mlflow_gate\nimport rego.v1\n\n# claims in a comment do not count\n{rego}\n");
+        std::fs::write(dir.path().join("p.rego"), text).unwrap_or_else(|e| panic!("{e}"));
+        Bundle::load(dir.path(), "data.mlflow_gate.decision", Duration::from_millis(500)).err().map(|e| e.to_string())
+    };
+    let undeclared = refused("decision := {\"allow\": input.principal.claims.groups_v2 == \"x\"}");
+    let undeclared = undeclared.unwrap_or_default();
+    assert!(undeclared.contains("p.rego:5") && undeclared.contains("\"groups_v2\""), "{undeclared}");
+    let whole = refused("decision := {\"allow\": count(input.principal.claims) > 0}").unwrap_or_default();
+    assert!(whole.contains("whole or with a computed key") && whole.contains("data.gate.claims"), "{whole}");
+    let keyed =
+        refused("k := \"email\"\ndecision := {\"allow\": input.principal.claims[k] == \"x\"}").unwrap_or_default();
+    assert!(keyed.contains("p.rego:6"), "{keyed}");
+    let by_name =
+        "decision := {\"allow\": true} if input.principal.claims[\"email\"] == \"x\"\nelse := {\"allow\": false}";
+    assert_eq!(refused(by_name), None);
+    let bad = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(bad.path().join("data.json"), r#"{"gate": {"claims": "email"}}"#).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(bad.path().join("p.rego"), "package mlflow_gate\nimport rego.v1\n\ndecision := {\"allow\": true}\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = Bundle::load(bad.path(), "data.mlflow_gate.decision", Duration::from_millis(500)).err();
+    assert!(err.is_some_and(|e| e.to_string().contains("must be a list")));
+}

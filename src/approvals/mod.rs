@@ -197,7 +197,7 @@ impl Workflow<'_> {
         let query = Map::new();
         let workspace = context.workspace_name();
         let facts = input::RequestFacts { method: "POST", path, query: &query, body: Some(&body), workspace };
-        let decision = self.policy.evaluate(input::build_rego(ctx.call.principal, &op, &facts, &resource));
+        let decision = self.policy.decide(ctx.call.principal, &op, &facts, &resource);
         if !decision.as_ref().is_ok_and(|d| d.allow) {
             return Ok(Some(format!(
                 "approval recorded; {} may not perform the transition, so it was not applied",

@@ -93,6 +93,7 @@ pub struct Bundle {
     timeout: Duration,
     generation: u64,
     impure: Option<&'static str>,
+    claims: Option<Arc<[String]>>,
 }
 
 impl Bundle {
@@ -114,6 +115,7 @@ impl Bundle {
         engine.set_execution_timer_config(timer(timeout));
         let revision = load_files(&mut engine, &files)?;
         let impure = impure_builtin(&files)?;
+        let claims = declared_claims(&engine, &files)?;
         Bundle {
             engine,
             bytecode: None,
@@ -126,6 +128,7 @@ impl Bundle {
             timeout,
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             impure,
+            claims,
         }
         .warm_and_self_test()
         .map(Bundle::with_bytecode)
@@ -255,6 +258,30 @@ impl Bundle {
         self.impure
     }
 
+    /// The principal as this bundle's input document shows it: with only the declared claims ([`Bundle::claims`]).
+    pub fn principal_view<'a>(
+        &self,
+        principal: &'a crate::auth::Principal,
+    ) -> std::borrow::Cow<'a, crate::auth::Principal> {
+        let Some(declared) = self.claims() else { return std::borrow::Cow::Borrowed(principal) };
+        let claims = principal.claims.as_object().map(|all| {
+            all.iter().filter(|(k, _)| declared.iter().any(|d| d == *k)).map(|(k, v)| (k.clone(), v.clone())).collect()
+        });
+        std::borrow::Cow::Owned(crate::auth::Principal {
+            sub: principal.sub.clone(),
+            issuer: principal.issuer.clone(),
+            groups: principal.groups.clone(),
+            claims: serde_json::Value::Object(claims.unwrap_or_default()),
+            via: principal.via,
+        })
+    }
+
+    /// The token claims the bundle declares it reads (`data.gate.claims`): when declared, `input.principal.claims`
+    /// holds only these (see [`declared_claims`]); `None`: every verified claim.
+    pub fn claims(&self) -> Option<&[String]> {
+        self.claims.as_deref()
+    }
+
     /// Evaluates the entrypoint on the sample inputs and keeps the engine that did it: regorus prepares its
     /// analysis on the first evaluation, and clones of a warmed engine skip that work. Undefined builtins, runtime
     /// errors and malformed decisions surface here, at start or reload, rather than on every request.
@@ -382,6 +409,64 @@ fn calls(text: &str, name: &str) -> bool {
         let after = text[at + name.len()..].trim_start();
         !before.is_some_and(ident) && after.starts_with('(')
     })
+}
+
+/// `data.gate.claims`: the names of the token claims the bundle's rules read. Declared, it narrows
+/// `input.principal.claims` to those claims, so that two tokens of one caller that differ only in claims no rule
+/// reads (`exp`, `iat`, `jti`: every freshly issued token) make the same input document, and share a cached
+/// decision. Not declared: every verified claim, as before the declaration existed. A declaration is checked against
+/// the code: every mention of `claims` in a `*.rego` file (comments aside, strings included) must be followed by
+/// `.<name>` or `["<name>"]` of a declared name; anything else (the claims read whole, with a computed key, or a
+/// name not declared) refuses the bundle with the file and line, so a rule never silently reads an absent claim.
+fn declared_claims(engine: &regorus::Engine, files: &[PathBuf]) -> Result<Option<Arc<[String]>>, BundleError> {
+    let data = engine.get_data();
+    let declared = match &data["gate"]["claims"] {
+        regorus::Value::Undefined | regorus::Value::Null => return Ok(None),
+        regorus::Value::Array(items) => {
+            items.iter().map(|v| v.as_string().map(|s| s.to_string()).ok()).collect::<Option<Vec<String>>>()
+        }
+        _ => None,
+    };
+    let data_error = |message: String| BundleError::Compile { path: "data.gate.claims".into(), message };
+    let declared = declared.ok_or_else(|| data_error("must be a list of claim names (strings)".into()))?;
+    for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "rego")) {
+        let code = without_comments(&read(file)?);
+        if let Some((line, problem)) = undeclared_claim_read(&code, &declared) {
+            return Err(BundleError::Compile {
+                path: format!("{}:{line}", file.display()),
+                message: format!(
+                    "{problem}, but data.gate.claims declares only {declared:?}: add the claim to data.gate.claims \
+                     (or remove the declaration to hand every claim to the policy)"
+                ),
+            });
+        }
+    }
+    Ok(Some(declared.into()))
+}
+
+/// The first mention of `claims` in `code` that does not read a declared claim by name: its line and what it reads.
+fn undeclared_claim_read(code: &str, declared: &[String]) -> Option<(usize, String)> {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    for (at, _) in code.match_indices("claims") {
+        let before = code[..at].chars().next_back();
+        let rest = &code[at + "claims".len()..];
+        if before.is_some_and(ident) || rest.chars().next().is_some_and(ident) {
+            continue;
+        }
+        let line = code[..at].matches('\n').count() + 1;
+        let name = if let Some(dotted) = rest.strip_prefix('.') {
+            let end = dotted.find(|c: char| !ident(c)).unwrap_or(dotted.len());
+            Some(&dotted[..end]).filter(|n| !n.is_empty())
+        } else {
+            rest.strip_prefix("[\"").and_then(|r| r.split_once("\"]")).map(|(n, _)| n)
+        };
+        match name {
+            Some(n) if declared.iter().any(|d| d == n) => {}
+            Some(n) => return Some((line, format!("the bundle reads the claim {n:?}"))),
+            None => return Some((line, "the bundle reads the claims whole or with a computed key".to_string())),
+        }
+    }
+    None
 }
 
 /// Adds the files to an engine and returns the bundle revision (SHA-256 over names and contents).

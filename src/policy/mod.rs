@@ -58,8 +58,7 @@ pub struct Policy {
     uncacheable: AtomicU64,
 }
 
-/// Decisions cached by default (`[policy] decision_cache_entries`).
-pub const DEFAULT_DECISION_CACHE_ENTRIES: u64 = 10_000;
+pub use crate::config::DEFAULT_DECISION_CACHE_ENTRIES;
 
 impl Policy {
     /// Wraps a loaded, self-tested bundle. Reloads read the bundle's own directory, entrypoint and time limit.
@@ -109,6 +108,7 @@ impl Policy {
         resource: &serde_json::Value,
     ) -> Result<Arc<Decision>, EvalError> {
         let bundle = self.slot.current();
+        let principal = &*bundle.principal_view(principal);
         let evaluate_now = || evaluate(&bundle, input::build_rego(principal, operation, request, resource));
         let Some(cache) = self.decisions.as_ref().filter(|_| bundle.impure_builtin().is_none()) else {
             self.uncacheable.fetch_add(1, Ordering::Relaxed);

@@ -178,7 +178,7 @@ impl Reviews<'_> {
             body: json.as_ref(),
             workspace: head.context.workspace_name(),
         };
-        let decision = self.policy.evaluate(input::build_rego(principal, &op, &facts, &resource)).map_err(|e| {
+        let decision = self.policy.decide(principal, &op, &facts, &resource).map_err(|e| {
             tracing::error!(error = %e, "policy evaluation for the review page failed");
             GateError::PolicyFailed
         })?;
