@@ -27,6 +27,14 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// without an answer.
 const MAX_REFUSALS: usize = 64;
 
+/// The HTTP/1.1 read buffer's largest size (hyper grows it from 8 KiB only while reads fill it, so idle and
+/// small-request connections keep 8 KiB), which is also the largest request head. A streamed upload is read in
+/// pieces of up to this size: at 64 KiB a 1 GiB upload took 16,700 reads, 14,700 `writev`s to MLflow and 9,000
+/// context switches (430 us of gate CPU per MiB); at 256 KiB 10,000 reads (the socket seldom holds more), 9,500
+/// `writev`s and 7,000 switches (361 us per MiB). Hyper's client reads downloads in pieces of up to ~400 KiB (its
+/// default), so a streamed upload holds no more in flight than a download.
+const HTTP1_BUFFER_BYTES: usize = 256 * 1024;
+
 /// What HTTP/2 buffers per stream for a response the client reads slowly.
 const HTTP2_SEND_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -114,7 +122,7 @@ pub async fn serve(
 /// and send buffer for HTTP/2 (each stream's unread request data and unsent response data is bounded by them).
 fn builder(header_read_timeout: Duration, load: &LoadLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout).max_buf_size(64 * 1024);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout).max_buf_size(HTTP1_BUFFER_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())
