@@ -211,11 +211,14 @@ impl Conn {
         let mut busy_rx = busy.subscribe();
         let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let (gate, info, in_flight) = (gate.clone(), info.clone(), InFlight::start(&busy));
-            async move {
+            // Boxed: hyper keeps a box the size of this future for every connection from its first byte to its
+            // close, idle or not (10 KiB, 2.6 MiB at 256 idle keep-alive connections); boxed here, the 10 KiB
+            // are allocated only while a request is in flight.
+            Box::pin(async move {
                 let req = req.map(|b| IdleTimeoutBody::new(b, body_idle));
                 let resp = gate.handle(req, info).await;
                 Ok::<_, std::convert::Infallible>(resp.map(|b| crate::body::stream(Guarded::new(b, in_flight))))
-            }
+            })
         });
         let conn = builder.serve_connection(io, service).into_owned();
         let mut conn = std::pin::pin!(conn);
