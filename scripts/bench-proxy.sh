@@ -29,7 +29,7 @@ trap 'rm -rf "$bin"' EXIT
 cp "$target/release/mlflow-gate" "$target/release/examples/static_upstream" "$target/release/examples/bench_tokens" "$bin/"
 venv_args=()
 case " $* " in
-  *" --quick "*|*" --skip-mlflow "*) ;;
+  *" --quick "*|*" --skip-mlflow "*|*" --only-artifacts "*) ;;
   *)
     venv=$(scripts/venv.sh | tail -n1)
     # MLflow's basic-auth app needs Flask-WTF (mlflow[auth]); kept beside the venv, for that server only.

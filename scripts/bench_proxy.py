@@ -452,7 +452,7 @@ def static_scenarios(args, procs: Procs, bins: dict, tmp: Path, keys: Path, poli
                             "--audience", AUDIENCE, "--sub", SUB, "--ttl", "86400"],
                            capture_output=True, text=True, check=True).stdout.strip()
     tokens = tmp / "tokens.txt"
-    if not args.only_mlflow:
+    if not args.only_mlflow and not args.only_artifacts:
         mint_tokens(bins, keys, args.fresh_tokens, tokens)
     LOADER = Loader(tmp, args.duration, tokens, token)
     L = LOADER
@@ -493,8 +493,8 @@ def static_scenarios(args, procs: Procs, bins: dict, tmp: Path, keys: Path, poli
     add("nginx proxy: read", "h2", c, lambda: L.h2load(ngx_h2, READ, c, "none"), vs={"direct": base["direct"]})
     add("gate RS256: read, same token", "h2", c, lambda: L.h2load(gate.url, READ, c, "same"), gate, base)
 
-    if args.only_mlflow:
-        return [], {"gate": gate, "upstream": upstream, "token": token}
+    if args.only_mlflow or args.only_artifacts:
+        return [], {"gate": gate, "other": other, "upstream": upstream, "token": token, "nginx": ngx_url}
     for rnd in range(args.rounds):
         log(f"static upstream: round {rnd + 1}/{args.rounds} ({len(plan)} runs of {args.duration} s)")
         for row, fn, g in plan:
@@ -527,13 +527,18 @@ def static_scenarios(args, procs: Procs, bins: dict, tmp: Path, keys: Path, poli
     rows += lat_rows
     extra["p99_added"] = lat_rows[1].med("p99") - lat_rows[0].med("p99")
     extra["idle_rss"] = idle_connections_rss(gate, 256)
-    extra["gate"], extra["upstream"], extra["token"] = gate, upstream, token
+    extra["gate"], extra["other"], extra["upstream"], extra["token"] = gate, other, upstream, token
+    extra["nginx"] = ngx_url
     return rows, extra
 
 
-def artifacts(args, gate: Gate, upstream: str, token: str, tmp: Path) -> list[Row]:
-    """1 GiB up and down, direct and through the gate, with curl (one connection each)."""
+def artifacts(args, extra: dict, tmp: Path) -> list[Row]:
+    """1 GiB up and down, directly, through nginx (unbuffered, as a reference for what one more copy through a
+    user-space proxy costs on this machine) and through the gate (and the --compare-gate build), with curl (one
+    connection each), rounds interleaved."""
+    gate, other, upstream, token = extra["gate"], extra.get("other"), extra["upstream"], extra["token"]
     size = (64 << 20) if args.quick else (1 << 30)
+    size = (args.upload_mib << 20) if args.upload_mib else size
     src = tmp / "upload.bin"
     with open(src, "wb") as f:
         f.truncate(size)
@@ -541,11 +546,17 @@ def artifacts(args, gate: Gate, upstream: str, token: str, tmp: Path) -> list[Ro
     down_path = "/api/2.0/mlflow-artifacts/artifacts/1/r1/artifacts/bench-1g"
     rows = []
     label = "1 GiB" if size == 1 << 30 else f"{size >> 20} MiB up, 1 GiB down"
+    rounds = args.rounds if args.only_artifacts else max(1, args.rounds - 1)
     for what in ("upload", "download"):
         direct = Row(f"direct: {label} artifact {what}", "h1", 1)
         through = Row(f"gate: {label} artifact {what}", "h1", 1, vs={"direct": direct.key()})
-        for rnd in range(max(1, args.rounds - 1)):
-            for row, base, auth in ((direct, upstream, None), (through, gate.url, token)):
+        nginx = Row(f"nginx proxy: {label} artifact {what}", "h1", 1, vs={"direct": direct.key()})
+        runs = [(direct, upstream, None, None), (nginx, extra["nginx"], None, None), (through, gate.url, token, gate)]
+        if other:
+            runs.append((Row(f"OTHER gate: {label} artifact {what}", "h1", 1, vs={"direct": direct.key()}),
+                         other.url, token, other))
+        for rnd in range(rounds):
+            for row, base, auth, g in runs:
                 # No `Expect: 100-continue` (curl would wait for it), the body straight from the page cache.
                 cmd = ["curl", "-sS", "-o", "/dev/null", "-H", "Expect:", "-w",
                        "%{http_code} %{time_total} %{size_upload} %{size_download}"]
@@ -555,22 +566,23 @@ def artifacts(args, gate: Gate, upstream: str, token: str, tmp: Path) -> list[Ro
                     cmd += ["-T", str(src), base + up_path]
                 else:
                     cmd += [base + down_path]
-                g = gate if auth else None
-                rss0 = proc_kib(gate.status(), "VmRSS") / 1024 if g else 0
+                rss0 = proc_kib(g.status(), "VmRSS") / 1024 if g else 0
+                expected = size if what == "upload" else 1 << 30
 
-                def run(cmd=cmd):
+                def run(cmd=cmd, expected=expected):
                     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600).stdout.split()
                     code, secs, moved = int(out[0]), float(out[1]), max(float(out[2]), float(out[3]))
                     # The req/s column holds MiB/s for these rows; the "requests" count MiB (CPU per MiB).
                     return Load(max(1, int(moved) >> 20), moved / secs / (1 << 20), secs, secs,
-                                0 if code == 200 and moved >= size else 1)
+                                0 if code == 200 and moved >= expected else 1)
                 load, cpu, rss = measured(g, run)
                 row.loads.append(load)
                 if g:
                     row.cpu_us.append(cpu)
                     row.rss_mib.append(rss - rss0)
-        through.note = "(req/s: MiB/s; CPU: per MiB; RSS: growth over the transfer)"
-        rows += [direct, through]
+        for row, *_ in runs[2:]:
+            row.note = "(req/s: MiB/s; CPU: per MiB; RSS: growth over the transfer)"
+        rows += [r for r, *_ in runs]
     return rows
 
 
@@ -715,6 +727,9 @@ def main() -> int:
     ap.add_argument("--only-mlflow", action="store_true", help="the real-MLflow scenarios alone (with a minimal "
                     "static setup for the token)")
     ap.add_argument("--skip-artifacts", action="store_true")
+    ap.add_argument("--only-artifacts", action="store_true", help="the artifact transfers alone (with a minimal "
+                    "static setup; --compare-gate adds the other build's transfers, interleaved), --rounds rounds")
+    ap.add_argument("--upload-mib", type=int, help="upload this many MiB instead of 1 GiB (the download stays 1 GiB)")
     ap.add_argument("--json", help="also write the rows as JSON here")
     args = ap.parse_args()
     global DISCARD_GATE_LOGS
@@ -732,12 +747,12 @@ def main() -> int:
         keys = tmp / "keys"
         subprocess.run([str(bins["gate"]), "dev", "keygen", "--dir", str(keys)], check=True, capture_output=True)
         rows, extra = static_scenarios(args, procs, bins, tmp, keys, Path(args.policies))
-        if args.only_mlflow:
+        if args.only_mlflow or args.only_artifacts:
             rows = []
         if not args.skip_artifacts and not args.only_mlflow:
             log("artifact transfer, direct and through the gate")
-            rows += artifacts(args, extra["gate"], extra["upstream"], extra["token"], tmp)
-        if args.venv and not args.quick and not args.skip_mlflow:
+            rows += artifacts(args, extra, tmp)
+        if args.venv and not args.quick and not args.skip_mlflow and not args.only_artifacts:
             try:
                 rows += mlflow_scenarios(args, procs, bins, tmp, keys, Path(args.policies), extra["token"])
             except SystemExit as e:

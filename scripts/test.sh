@@ -38,6 +38,9 @@ venv=$(scripts/venv.sh | tail -n1)
 step "Flask-WTF for MLflow's basic-auth app (the grants migration test; cached beside the venv)"
 scripts/basic-auth-deps.sh "$venv"
 
+step "make and a C compiler for the jemalloc allocator (tikv-jemalloc-sys builds it from source; from Debian)"
+command -v make && command -v cc || (apt-get update -qq && apt-get install -y -qq make gcc)
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -8,6 +8,12 @@ use clap::{Parser, Subcommand};
 use mlflow_gate::config::Config;
 use mlflow_gate::devkeys;
 
+/// jemalloc, with background threads that return freed memory to the system: glibc's malloc kept the heap of a
+/// burst of requests (its arenas grow and are seldom trimmed), so the gate's RSS stayed at its peak long after the
+/// load (README, "Performance").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "mlflow-gate", version, about = "A policy-enforcing reverse proxy in front of MLflow")]
 struct Cli {

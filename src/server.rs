@@ -27,6 +27,14 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// without an answer.
 const MAX_REFUSALS: usize = 64;
 
+/// The HTTP/1.1 read buffer's largest size (hyper grows it from 8 KiB only while reads fill it, so idle and
+/// small-request connections keep 8 KiB), which is also the largest request head. A streamed upload is read in
+/// pieces of up to this size: at 64 KiB a 1 GiB upload took 16,700 reads, 14,700 `writev`s to MLflow and 9,000
+/// context switches (430 us of gate CPU per MiB); at 256 KiB 10,000 reads (the socket seldom holds more), 9,500
+/// `writev`s and 7,000 switches (361 us per MiB). Hyper's client reads downloads in pieces of up to ~400 KiB (its
+/// default), so a streamed upload holds no more in flight than a download.
+const HTTP1_BUFFER_BYTES: usize = 256 * 1024;
+
 /// What HTTP/2 buffers per stream for a response the client reads slowly.
 const HTTP2_SEND_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -114,7 +122,7 @@ pub async fn serve(
 /// and send buffer for HTTP/2 (each stream's unread request data and unsent response data is bounded by them).
 fn builder(header_read_timeout: Duration, load: &LoadLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout).max_buf_size(64 * 1024);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout).max_buf_size(HTTP1_BUFFER_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -203,11 +211,14 @@ impl Conn {
         let mut busy_rx = busy.subscribe();
         let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let (gate, info, in_flight) = (gate.clone(), info.clone(), InFlight::start(&busy));
-            async move {
+            // Boxed: hyper keeps a box the size of this future for every connection from its first byte to its
+            // close, idle or not (10 KiB, 2.6 MiB at 256 idle keep-alive connections); boxed here, the 10 KiB
+            // are allocated only while a request is in flight.
+            Box::pin(async move {
                 let req = req.map(|b| IdleTimeoutBody::new(b, body_idle));
                 let resp = gate.handle(req, info).await;
                 Ok::<_, std::convert::Infallible>(resp.map(|b| crate::body::stream(Guarded::new(b, in_flight))))
-            }
+            })
         });
         let conn = builder.serve_connection(io, service).into_owned();
         let mut conn = std::pin::pin!(conn);
