@@ -278,8 +278,8 @@ fn keys_are_base64_of_at_least_32_bytes_and_checkpoints_are_found_where_publishe
 
 #[test]
 fn rfc3339_is_correct() {
-    assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_millis(1_795_714_970_236)), "2026-11-26T17:42:50.236Z");
-    assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    assert_eq!(rfc3339(std::time::UNIX_EPOCH + Duration::from_millis(1_795_714_970_236)), "2026-11-26T17:42:50.236Z");
+    assert_eq!(rfc3339(std::time::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod browser;
+pub mod civil;
 pub mod client;
 pub mod config;
 pub mod devkeys;

@@ -210,7 +210,7 @@ where
     ) -> std::fmt::Result {
         let mut line = String::with_capacity(512);
         line.push_str("{\"timestamp\":\"");
-        push_timestamp(&mut line, std::time::SystemTime::now());
+        crate::civil::push_rfc3339(&mut line, std::time::SystemTime::now(), 6);
         line.push_str("\",\"level\":\"");
         line.push_str(event.metadata().level().as_str());
         line.push_str("\",\"fields\":{");
@@ -338,32 +338,6 @@ fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// Appends `t` as RFC 3339 UTC with microseconds (`2026-11-29T14:14:22.340427Z`).
-fn push_timestamp(out: &mut String, t: std::time::SystemTime) {
-    use std::fmt::Write as _;
-    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Days to a civil date (H. Hinnant's algorithm, for dates after 1970).
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_micros()
-    );
-}
-
 #[cfg(test)]
 mod format_tests {
     use super::*;
@@ -420,18 +394,5 @@ mod format_tests {
             assert_eq!(ta.len(), tb.len(), "{ta} vs {tb}");
             assert_eq!(ta[..16], tb[..16], "same minute: {ta} vs {tb}");
         }
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        let at = |secs: u64, micros: u32| {
-            let mut s = String::new();
-            push_timestamp(&mut s, std::time::UNIX_EPOCH + std::time::Duration::new(secs, micros * 1000));
-            s
-        };
-        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(at(951_782_400, 1), "2000-02-29T00:00:00.000001Z");
-        assert_eq!(at(1_795_962_862, 340_427), "2026-11-29T14:34:22.340427Z");
-        assert_eq!(at(4_107_542_399, 999_999), "2100-02-28T23:59:59.999999Z");
     }
 }

@@ -35,11 +35,15 @@ fn run_of_ana(grants: Value) -> Value {
 }
 
 fn decide(policy: &Policy, resource: &Value) -> bool {
+    decide_as(policy, &ben(), resource)
+}
+
+fn decide_as(policy: &Policy, who: &Principal, resource: &Value) -> bool {
     let op = Operation::plain("GetRun", true, Resource::Run);
     let query = mlflow_gate::mlflow::params::query_map(&[("run_id".into(), "r1".into())]);
     let request =
         RequestFacts { method: "GET", path: "/api/2.0/mlflow/runs/get", query: &query, body: None, workspace: None };
-    match policy.decide(&ben(), &op, &request, resource) {
+    match policy.decide(who, &op, &request, resource) {
         Ok(decision) => decision.allow,
         Err(e) => panic!("evaluation failed: {e}"),
     }
@@ -127,17 +131,6 @@ fn with_claims(claims: Value) -> Principal {
     Principal { claims, ..ben() }
 }
 
-fn decide_as(policy: &Policy, who: &Principal) -> bool {
-    let op = Operation::plain("GetRun", true, Resource::Run);
-    let query = mlflow_gate::mlflow::params::query_map(&[("run_id".into(), "r1".into())]);
-    let request =
-        RequestFacts { method: "GET", path: "/api/2.0/mlflow/runs/get", query: &query, body: None, workspace: None };
-    match policy.decide(who, &op, &request, &run_of_ana(json!({}))) {
-        Ok(decision) => decision.allow,
-        Err(e) => panic!("evaluation failed: {e}"),
-    }
-}
-
 #[test]
 fn fresh_tokens_of_one_caller_share_a_decision_when_the_bundle_declares_the_claims_it_reads() {
     let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
@@ -146,8 +139,8 @@ fn fresh_tokens_of_one_caller_share_a_decision_when_the_bundle_declares_the_clai
     let policy = Policy::new(bundle);
     let first = with_claims(json!({"sub": "ben", "exp": 1_900_000_000u64, "iat": 1, "jti": "a"}));
     let second = with_claims(json!({"sub": "ben", "exp": 1_900_000_060u64, "iat": 61, "jti": "b"}));
-    assert!(decide_as(&policy, &first));
-    assert!(decide_as(&policy, &second));
+    assert!(decide_as(&policy, &first, &run_of_ana(json!({}))));
+    assert!(decide_as(&policy, &second, &run_of_ana(json!({}))));
     assert_eq!(policy.decision_stats(), DecisionStats { hits: 1, misses: 1, uncacheable: 0 });
 
     // Without the declaration every claim is in the document: two tokens, two evaluations.
@@ -155,8 +148,8 @@ fn fresh_tokens_of_one_caller_share_a_decision_when_the_bundle_declares_the_clai
     let text = "package mlflow_gate\nimport rego.v1\n\ndecision := {\"allow\": true}\n";
     std::fs::write(dir.path().join("p.rego"), text).unwrap_or_else(|e| panic!("{e}"));
     let policy = Policy::new(load(dir.path()));
-    assert!(decide_as(&policy, &first));
-    assert!(decide_as(&policy, &second));
+    assert!(decide_as(&policy, &first, &run_of_ana(json!({}))));
+    assert!(decide_as(&policy, &second, &run_of_ana(json!({}))));
     assert_eq!(policy.decision_stats(), DecisionStats { hits: 0, misses: 2, uncacheable: 0 });
 }
 
@@ -169,8 +162,16 @@ fn a_declared_claim_is_handed_over_and_the_others_are_not() {
     let text = "package mlflow_gate\nimport rego.v1\n\nc := concat(\"\", [\"cla\", \"ims\"])\n\ndecision := {\"allow\": true} if {\n\tinput.principal.claims.email == \"ben@example.com\"\n\tcount(input.principal[c]) == 1\n} else := {\"allow\": false}\n";
     std::fs::write(dir.path().join("p.rego"), text).unwrap_or_else(|e| panic!("{e}"));
     let policy = Policy::new(load(dir.path()));
-    assert!(decide_as(&policy, &with_claims(json!({"sub": "ben", "email": "ben@example.com", "exp": 5, "jti": "x"}))));
-    assert!(!decide_as(&policy, &with_claims(json!({"sub": "ben", "email": "eve@example.com"}))));
+    assert!(decide_as(
+        &policy,
+        &with_claims(json!({"sub": "ben", "email": "ben@example.com", "exp": 5, "jti": "x"})),
+        &run_of_ana(json!({}))
+    ));
+    assert!(!decide_as(
+        &policy,
+        &with_claims(json!({"sub": "ben", "email": "eve@example.com"})),
+        &run_of_ana(json!({}))
+    ));
 }
 
 #[test]
