@@ -229,40 +229,35 @@ pub fn history_entry(
     resource: &Value,
     change: &Change<'_>,
 ) -> Option<(String, Value)> {
-    // Every other operation (reads above all) leaves no history: nothing is built for them.
-    if !matches!(
-        op.rpc,
-        rpc::TRANSITION_MODEL_VERSION_STAGE | rpc::SET_REGISTERED_MODEL_ALIAS | rpc::DELETE_REGISTERED_MODEL_ALIAS
-    ) {
-        return None;
-    }
-    let holder = resource.pointer("/alias_holder/version").and_then(|v| match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    });
+    let holder = || {
+        resource.pointer("/alias_holder/version").and_then(|v| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+    };
     let version = || target.get("version").and_then(Value::as_str).map(str::to_owned);
-    let mut entry = json!({"by": change.sub, "at": change.now_ms, "request_id": change.request_id,
-        "break_glass": change.break_glass});
-    let version = match op.rpc {
+    // What the change was; every other operation (reads above all) leaves no history, and nothing is built for it.
+    let (version, fields) = match op.rpc {
         rpc::TRANSITION_MODEL_VERSION_STAGE => {
-            entry["stage"] = target.get("stage")?.as_str()?.into();
-            entry["archive_existing"] =
-                Value::Bool(target.get("archive_existing_versions") == Some(&Value::Bool(true)));
-            version()?
+            let archive = target.get("archive_existing_versions") == Some(&Value::Bool(true));
+            let stage = target.get("stage")?.as_str()?;
+            (version()?, [("stage", stage.into()), ("archive_existing", Value::Bool(archive))])
         }
         rpc::SET_REGISTERED_MODEL_ALIAS => {
-            entry["alias"] = target.get("alias")?.as_str()?.into();
-            entry["previous_version"] = holder.map_or(Value::Null, Value::String);
-            version()?
+            let previous = holder().map_or(Value::Null, Value::String);
+            (version()?, [("alias", target.get("alias")?.as_str()?.into()), ("previous_version", previous)])
         }
         rpc::DELETE_REGISTERED_MODEL_ALIAS => {
-            entry["alias"] = target.get("alias")?.as_str()?.into();
-            entry["removed"] = Value::Bool(true);
-            holder?
+            (holder()?, [("alias", target.get("alias")?.as_str()?.into()), ("removed", Value::Bool(true))])
         }
         _ => return None,
     };
+    let mut entry = json!({"by": change.sub, "at": change.now_ms, "request_id": change.request_id,
+        "break_glass": change.break_glass});
+    for (key, value) in fields {
+        entry[key] = value;
+    }
     Some((version, entry))
 }
 
