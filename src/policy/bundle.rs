@@ -114,8 +114,9 @@ impl Bundle {
         let mut engine = regorus::Engine::new();
         engine.set_execution_timer_config(timer(timeout));
         let revision = load_files(&mut engine, &files)?;
-        let impure = impure_builtin(&files)?;
-        let claims = declared_claims(&engine, &files)?;
+        let code = rego_code(&files)?;
+        let impure = impure_builtin(&code);
+        let claims = declared_claims(&engine, &code)?;
         Bundle {
             engine,
             bytecode: None,
@@ -360,15 +361,18 @@ pub const IMPURE_BUILTINS: &[&str] = &[
     "trace",
 ];
 
+/// Each `*.rego` file of the bundle with its code, comments removed: what the checks below read.
+fn rego_code(files: &[PathBuf]) -> Result<Vec<(&PathBuf, String)>, BundleError> {
+    files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "rego"))
+        .map(|f| Ok((f, without_comments(&read(f)?))))
+        .collect()
+}
+
 /// The first of [`IMPURE_BUILTINS`] that a `*.rego` file of the bundle names.
-fn impure_builtin(files: &[PathBuf]) -> Result<Option<&'static str>, BundleError> {
-    for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "rego")) {
-        let text = without_comments(&read(file)?);
-        if let Some(name) = IMPURE_BUILTINS.iter().find(|name| calls(&text, name)) {
-            return Ok(Some(name));
-        }
-    }
-    Ok(None)
+fn impure_builtin(code: &[(&PathBuf, String)]) -> Option<&'static str> {
+    code.iter().find_map(|(_, text)| IMPURE_BUILTINS.iter().find(|name| calls(text, name)).copied())
 }
 
 /// Rego source with its `#` comments removed (a `#` inside a string or a raw string is kept).
@@ -418,7 +422,10 @@ fn calls(text: &str, name: &str) -> bool {
 /// the code: every mention of `claims` in a `*.rego` file (comments aside, strings included) must be followed by
 /// `.<name>` or `["<name>"]` of a declared name; anything else (the claims read whole, with a computed key, or a
 /// name not declared) refuses the bundle with the file and line, so a rule never silently reads an absent claim.
-fn declared_claims(engine: &regorus::Engine, files: &[PathBuf]) -> Result<Option<Arc<[String]>>, BundleError> {
+fn declared_claims(
+    engine: &regorus::Engine,
+    code: &[(&PathBuf, String)],
+) -> Result<Option<Arc<[String]>>, BundleError> {
     let data = engine.get_data();
     let declared = match &data["gate"]["claims"] {
         regorus::Value::Undefined | regorus::Value::Null => return Ok(None),
@@ -429,9 +436,8 @@ fn declared_claims(engine: &regorus::Engine, files: &[PathBuf]) -> Result<Option
     };
     let data_error = |message: String| BundleError::Compile { path: "data.gate.claims".into(), message };
     let declared = declared.ok_or_else(|| data_error("must be a list of claim names (strings)".into()))?;
-    for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "rego")) {
-        let code = without_comments(&read(file)?);
-        if let Some((line, problem)) = undeclared_claim_read(&code, &declared) {
+    for (file, text) in code {
+        if let Some((line, problem)) = undeclared_claim_read(text, &declared) {
             return Err(BundleError::Compile {
                 path: format!("{}:{line}", file.display()),
                 message: format!(
