@@ -184,14 +184,15 @@ pub const DIGESTED_FIELDS: &[&str] = &[
     "resource",
 ];
 
-/// A 128-bit keyed digest (SipHash-1-3 with the process's secret `key`) of everything [`build_rego`] reads, and of
-/// the bundle `generation`: two requests with the same digest get the same input document from the same bundle.
+/// A 128-bit keyed digest (SipHash-1-3 with the process's secret `key`) of everything [`build_rego`] reads (of the
+/// principal's claims, only the bundle's declared `claims` when it declares them), and of the bundle `generation`: two requests with the same digest get the same input document from the same bundle.
 /// The encoding is prefix-free (every string and list carries its length, every JSON node a type tag), so distinct
 /// inputs collide only by chance (about 2^-128 per pair, and the key is secret, so a caller cannot search for a
 /// collision offline). Object keys are hashed in their order, so the same object in another order only misses.
 pub fn digest(
     key: (u64, u64),
     generation: u64,
+    claims: Option<&[String]>,
     principal: &Principal,
     operation: &Operation,
     request: &RequestFacts<'_>,
@@ -208,7 +209,19 @@ pub fn digest(
     for g in &principal.groups {
         put_str(&mut h, g);
     }
-    put_json(&mut h, &principal.claims);
+    // The claims the document will hold: the bundle's declared ones (`Bundle::principal_view`), or all of them.
+    match (claims, principal.claims.as_object()) {
+        (None, _) => put_json(&mut h, &principal.claims),
+        (Some(declared), all) => {
+            let kept = || all.into_iter().flatten().filter(|(k, _)| declared.iter().any(|d| d == *k));
+            h.write_u8(5);
+            h.write_usize(kept().count());
+            for (k, v) in kept() {
+                put_str(&mut h, k);
+                put_json(&mut h, v);
+            }
+        }
+    }
     put_str(&mut h, principal.via.as_str());
     put_str(&mut h, operation.rpc);
     h.write_u8(u8::from(operation.read_only));
@@ -406,11 +419,11 @@ mod tests {
         let body = json!({"k": [1, "x", null, true, {"a": 2}]}).as_object().cloned().unwrap_or_default();
         let request = RequestFacts { method: "GET", path: "/p", query: &query, body: Some(&body), workspace: None };
         let resource = json!({"permissions": {"chain": [{"grants": {"users": {"bob": "READ"}}}]}});
-        let base = digest(key, 1, &principal, &op, &request, &resource);
-        assert_eq!(base, digest(key, 1, &principal, &op, &request, &resource), "the same input, the same digest");
+        let base = digest(key, 1, None, &principal, &op, &request, &resource);
+        assert_eq!(base, digest(key, 1, None, &principal, &op, &request, &resource), "the same input, the same digest");
         let mut changed = vec![
-            digest((7, 12), 1, &principal, &op, &request, &resource),
-            digest(key, 2, &principal, &op, &request, &resource),
+            digest((7, 12), 1, None, &principal, &op, &request, &resource),
+            digest(key, 2, None, &principal, &op, &request, &resource),
         ];
         let principals = [
             Principal { sub: "alicf".into(), ..principal.clone() },
@@ -422,7 +435,7 @@ mod tests {
             Principal { claims: json!({"sub": "alice", "exp": "1", "f": 0.5, "n": -3}), ..principal.clone() },
             Principal { via: crate::auth::Via::Session, ..principal.clone() },
         ];
-        changed.extend(principals.iter().map(|p| digest(key, 1, p, &op, &request, &resource)));
+        changed.extend(principals.iter().map(|p| digest(key, 1, None, p, &op, &request, &resource)));
         let mut ops = vec![
             Operation::plain("GetRegisteredModels", true, Resource::RegisteredModel),
             Operation::plain("GetRegisteredModel", false, Resource::RegisteredModel),
@@ -434,7 +447,7 @@ mod tests {
         let mut job = op.clone();
         job.server_side_job = true;
         ops.push(job);
-        changed.extend(ops.iter().map(|o| digest(key, 1, &principal, o, &request, &resource)));
+        changed.extend(ops.iter().map(|o| digest(key, 1, None, &principal, o, &request, &resource)));
         let other_query = crate::mlflow::params::query_map(&[("name".into(), "n".into())]);
         let other_body = json!({"k": [1, "x", null, false, {"a": 2}]}).as_object().cloned().unwrap_or_default();
         let requests = [
@@ -446,7 +459,7 @@ mod tests {
             RequestFacts { workspace: Some("team-a"), ..request.clone() },
             RequestFacts { workspace: Some(""), ..request.clone() },
         ];
-        changed.extend(requests.iter().map(|r| digest(key, 1, &principal, &op, r, &resource)));
+        changed.extend(requests.iter().map(|r| digest(key, 1, None, &principal, &op, r, &resource)));
         for other in [
             json!({"permissions": {"chain": [{"grants": {"users": {"bob": "EDIT"}}}]}}),
             json!({"permissions": {"chain": [{"grants": {"users": {"bob": "READ", "eve": "READ"}}}]}}),
@@ -455,12 +468,18 @@ mod tests {
             json!({"permissions": {"chain": [{"grants": {"users": {"bob": null}}}]}}),
             json!({}),
         ] {
-            changed.push(digest(key, 1, &principal, &op, &request, &other));
+            changed.push(digest(key, 1, None, &principal, &op, &request, &other));
         }
         let mut all = changed.clone();
         all.push(base);
         all.sort_unstable();
         all.dedup();
         assert_eq!(all.len(), changed.len() + 1, "every changed input must have its own digest");
+        // With declared claims, only those count: a fresh token of the same caller is the same input.
+        let declared = ["f".to_string()];
+        let narrowed = |p: &Principal| digest(key, 1, Some(&declared), p, &op, &request, &resource);
+        assert_eq!(narrowed(&principal), narrowed(&principals[4]), "exp is not declared");
+        assert_ne!(narrowed(&principal), narrowed(&principals[5]), "f is declared");
+        assert_ne!(narrowed(&principal), base, "the narrowed claims are another document");
     }
 }

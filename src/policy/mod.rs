@@ -108,13 +108,18 @@ impl Policy {
         resource: &serde_json::Value,
     ) -> Result<Arc<Decision>, EvalError> {
         let bundle = self.slot.current();
-        let principal = &*bundle.principal_view(principal);
-        let evaluate_now = || evaluate(&bundle, input::build_rego(principal, operation, request, resource));
+        // The document shows only the claims the bundle declares; it is built (and the principal narrowed) only when
+        // the decision is not cached.
+        let evaluate_now = || {
+            let principal = bundle.principal_view(principal);
+            evaluate(&bundle, input::build_rego(&principal, operation, request, resource))
+        };
         let Some(cache) = self.decisions.as_ref().filter(|_| bundle.impure_builtin().is_none()) else {
             self.uncacheable.fetch_add(1, Ordering::Relaxed);
             return evaluate_now().map(Arc::new);
         };
-        let digest = input::digest(cache.key(), bundle.generation(), principal, operation, request, resource);
+        let (key, generation) = (cache.key(), bundle.generation());
+        let digest = input::digest(key, generation, bundle.claims(), principal, operation, request, resource);
         if let Some(decision) = cache.get(digest) {
             return Ok(decision);
         }
