@@ -4,6 +4,7 @@
 //! on shutdown.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -182,19 +183,49 @@ struct Conn {
     slot: OwnedSemaphorePermit,
 }
 
+/// What a connection's idle timer reads: requests in flight, and when the last one ended. Plain atomics, written
+/// as a request starts and as its response ends, read only when the timer fires: the earlier `watch` channel woke
+/// the connection task twice per request and armed a fresh timer after each one.
+struct Activity {
+    in_flight: AtomicUsize,
+    /// When the last request ended (or the connection opened), in nanoseconds since `opened`.
+    last_end: AtomicU64,
+    opened: std::time::Instant,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity { in_flight: AtomicUsize::new(0), last_end: AtomicU64::new(0), opened: std::time::Instant::now() }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// How long the connection has had no request in flight (zero while one is).
+    fn idle(&self) -> Duration {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_nanos(self.now().saturating_sub(self.last_end.load(Ordering::Acquire)))
+    }
+}
+
 /// Marks a request in flight on its connection until its response has been sent (or dropped).
-struct InFlight(Arc<watch::Sender<usize>>);
+struct InFlight(Arc<Activity>);
 
 impl InFlight {
-    fn start(busy: &Arc<watch::Sender<usize>>) -> InFlight {
-        busy.send_modify(|n| *n += 1);
-        InFlight(busy.clone())
+    fn start(activity: &Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(activity.clone())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        // The end is stamped before the count drops: a timer that sees no request in flight sees this end.
+        self.0.last_end.fetch_max(self.0.now(), Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -207,10 +238,10 @@ impl Conn {
     {
         let Conn { builder, gate, mut stop, idle, body_idle, slot } = self;
         let peer = info.peer;
-        let busy = Arc::new(watch::channel(0usize).0);
-        let mut busy_rx = busy.subscribe();
+        let activity = Arc::new(Activity::new());
+        let timer = activity.clone();
         let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let (gate, info, in_flight) = (gate.clone(), info.clone(), InFlight::start(&busy));
+            let (gate, info, in_flight) = (gate.clone(), info.clone(), InFlight::start(&activity));
             // Boxed: hyper keeps a box the size of this future for every connection from its first byte to its
             // close, idle or not (10 KiB, 2.6 MiB at 256 idle keep-alive connections); boxed here, the 10 KiB
             // are allocated only while a request is in flight.
@@ -223,6 +254,7 @@ impl Conn {
         let conn = builder.serve_connection(io, service).into_owned();
         let mut conn = std::pin::pin!(conn);
         let mut closing = false;
+        let mut idle_timer = std::pin::pin!(idle_for(&timer, idle));
         loop {
             tokio::select! {
                 ended = conn.as_mut() => {
@@ -235,7 +267,7 @@ impl Conn {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
-                () = idle_for(&mut busy_rx, idle), if !closing => {
+                () = idle_timer.as_mut(), if !closing => {
                     tracing::debug!(%peer, "closing a connection idle for server.idle_timeout_secs");
                     conn.as_mut().graceful_shutdown();
                     closing = true;
@@ -246,16 +278,16 @@ impl Conn {
     }
 }
 
-/// Completes once no request has been in flight for `idle`.
-async fn idle_for(busy: &mut watch::Receiver<usize>, idle: Duration) {
+/// Completes once no request has been in flight for `idle`. It sleeps until the earliest moment that could be the
+/// case and looks then, so a busy connection costs one timer per `idle`, not one per request.
+async fn idle_for(activity: &Activity, idle: Duration) {
+    let mut wait = idle;
     loop {
-        if busy.wait_for(|n| *n == 0).await.is_err() {
-            return std::future::pending().await;
+        tokio::time::sleep(wait).await;
+        let quiet = activity.idle();
+        if quiet >= idle {
+            return;
         }
-        match tokio::time::timeout(idle, busy.changed()).await {
-            Err(_) => return,
-            Ok(Ok(())) => continue,
-            Ok(Err(_)) => return std::future::pending().await,
-        }
+        wait = idle - quiet;
     }
 }

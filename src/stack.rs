@@ -13,7 +13,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response};
 use http_body::Body;
-use tracing::Instrument;
 
 use crate::approvals;
 use crate::audit::{AuditLog, Entry as AuditEntry};
@@ -208,8 +207,9 @@ impl Gate {
         B::Error: Into<BoxError>,
     {
         let id = request_id();
-        let span = tracing::info_span!("request", request_id = %id);
-        async move {
+        // Every line logged while the request is served carries its id (`logline::in_request`).
+        let marked = id.clone();
+        crate::logline::in_request(&marked, async move {
             let started = Instant::now();
             let method = req.method().clone();
             let raw_path = req.uri().path().to_owned();
@@ -255,8 +255,7 @@ impl Gate {
                 Some(slot) => resp.map(|b| body::stream(Guarded::new(b, slot))),
                 None => resp,
             }
-        }
-        .instrument(span)
+        })
         .await
     }
 
