@@ -291,3 +291,38 @@ async fn idle_for(activity: &Activity, idle: Duration) {
         wait = idle - quiet;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[tokio::test]
+    async fn the_idle_timer_waits_for_the_request_in_flight_then_counts_from_its_end() {
+        let idle = Duration::from_millis(150);
+        let activity = Arc::new(Activity::new());
+        let started = Instant::now();
+        let request = InFlight::start(&activity);
+        let ended = tokio::spawn(async move {
+            // A request that takes three idle periods.
+            tokio::time::sleep(Duration::from_millis(450)).await;
+            drop(request);
+            Instant::now()
+        });
+        idle_for(&activity, idle).await;
+        let closed = Instant::now();
+        let ended = ended.await.unwrap();
+        // (`ended` is read just after the end was stamped: a few microseconds of slack.)
+        assert!(
+            closed + Duration::from_millis(2) >= ended + idle,
+            "closed {:?} after the request ended",
+            closed.saturating_duration_since(ended)
+        );
+        assert!(closed - started < Duration::from_secs(2), "the timer did not fire: {:?}", closed - started);
+        // A connection that never had a request is idle from when it opened.
+        let fresh = Activity::new();
+        let started = Instant::now();
+        idle_for(&fresh, idle).await;
+        assert!(started.elapsed() >= idle);
+    }
+}
