@@ -348,3 +348,52 @@ fn gateway_endpoints_are_read_used_edited_and_managed_as_mlflow_levels_them() {
     assert_eq!(grant.map(|o| (o.rpc, o.resource)), Some(("UpdateGatewayEndpointPermission", Resource::Gateway)));
     assert_eq!(grant_route("DeleteGatewayEndpointPermission"), Some(Anchor::GatewayEndpoint));
 }
+
+/// `need` as it was before its tables were indexed by RPC: the scan, in order.
+fn need_by_scan(op: &Operation) -> Need {
+    if op.workflow {
+        return Need::On(Level::Read, Anchor::RegisteredModel);
+    }
+    if let Some(anchor) = grant_route(op.rpc) {
+        return Need::On(Level::Manage, anchor);
+    }
+    if let Some((level, anchor, _)) = TABLE.iter().find(|(_, _, rpcs)| rpcs.contains(&op.rpc)) {
+        return Need::On(*level, *anchor);
+    }
+    if let Some((anchor, _)) = READS.iter().find(|(_, rpcs)| rpcs.contains(&op.rpc)) {
+        return Need::On(Level::Read, *anchor);
+    }
+    if let Some((level, anchor, _)) = OWNED_WRITES.iter().find(|(_, _, rpcs)| rpcs.contains(&op.rpc)) {
+        return Need::On(*level, *anchor);
+    }
+    if let Some((level, anchor, _)) = GATEWAY.iter().find(|(_, _, rpcs)| rpcs.contains(&op.rpc)) {
+        return Need::On(*level, *anchor);
+    }
+    if let Some((level, anchor, _)) = EACH.iter().find(|(_, _, rpcs)| rpcs.contains(&op.rpc)) {
+        return Need::Each(*level, *anchor);
+    }
+    if op.resource == Resource::GraphQl {
+        return Need::Queried;
+    }
+    if CREATIONS.contains(&op.rpc) {
+        return Need::Create;
+    }
+    if FILTERED.contains(&op.rpc) {
+        return Need::Filter;
+    }
+    Need::Unchecked
+}
+
+#[test]
+fn the_indexed_tables_answer_as_the_scan_did_for_every_route() {
+    let mut checked = 0;
+    for (method, path, _, _) in all_routes() {
+        let mut o = op(method, &path.replace('<', "x").replace('>', ""));
+        for workflow in [false, true] {
+            o.workflow = workflow;
+            assert_eq!(need(&o), need_by_scan(&o), "{method} {path} (workflow: {workflow})");
+            checked += 1;
+        }
+    }
+    assert!(checked > 300, "only {checked} routes");
+}
