@@ -117,7 +117,7 @@ struct Trail {
 
 /// Who a request is from, or (for a browser's page navigation without credentials) the way to sign in.
 enum Caller {
-    Known(Principal),
+    Known(Arc<Principal>),
     SignIn(Response<GateBody>),
 }
 
@@ -368,7 +368,7 @@ impl Gate {
             Session::Valid(principal, refresh) => {
                 b.csrf(req.method(), req.headers())?;
                 trail.set_cookie = refresh;
-                return Ok(Caller::Known(principal));
+                return Ok(Caller::Known(Arc::new(principal)));
             }
             Session::Refused(e) => GateError::Unauthenticated(e.to_string()),
             Session::Absent => match self.authenticate(req.headers(), conn.client_cert.as_deref()).await {
@@ -408,7 +408,11 @@ impl Gate {
     }
 
     /// Authenticates the caller (a bearer token, or a verified client certificate).
-    async fn authenticate(&self, headers: &http::HeaderMap, client_cert: Option<&str>) -> Result<Principal, GateError> {
+    async fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+        client_cert: Option<&str>,
+    ) -> Result<Arc<Principal>, GateError> {
         let started = Instant::now();
         let authenticated = self.auth.authenticate(headers, client_cert).await;
         self.metrics.auth_seconds.observe(started.elapsed());

@@ -127,10 +127,15 @@ impl Authenticator {
 
     /// Authenticates a request from its headers, or (when it sends no bearer token) from the verified client
     /// certificate of its connection, if that identity is one the config maps to a principal.
-    pub async fn authenticate(&self, headers: &HeaderMap, client_cert: Option<&str>) -> Result<Principal, AuthError> {
+    /// The principal is shared with the token cache (a repeated token costs no copy of its claims).
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        client_cert: Option<&str>,
+    ) -> Result<Arc<Principal>, AuthError> {
         if !headers.contains_key(http::header::AUTHORIZATION) {
             if let Some(p) = client_cert.and_then(|id| self.certificate_principal(id)) {
-                return Ok(p);
+                return Ok(Arc::new(p));
             }
         }
         let token = token::bearer_token(headers, self.max_token_bytes).map_err(invalid)?;
@@ -139,13 +144,14 @@ impl Authenticator {
         if let Some(hit) = self.tokens.get(&key) {
             if let Some(issuer) = self.issuers.get(hit.issuer) {
                 match issuer.current().await {
-                    Some(keys) if Arc::ptr_eq(&keys, &hit.keys) => return Ok((*hit.principal).clone()),
+                    Some(keys) if Arc::ptr_eq(&keys, &hit.keys) => return Ok(hit.principal),
                     _ => self.tokens.forget(&key),
                 }
             }
         }
         let (principal, index, keys) = self.verify(token, None).await?;
-        self.tokens.remember(key, Arc::new(principal.clone()), index, keys);
+        let principal = Arc::new(principal);
+        self.tokens.remember(key, principal.clone(), index, keys);
         Ok(principal)
     }
 

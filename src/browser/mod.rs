@@ -239,7 +239,7 @@ impl Browser {
     /// Who is signed in, as JSON (the session, or a bearer token).
     async fn me(&self, headers: &HeaderMap, auth: &Authenticator, now: u64) -> Result<Response<GateBody>, GateError> {
         let (principal, refresh) = match self.session(headers, now) {
-            Session::Valid(p, refresh) => (p, refresh),
+            Session::Valid(p, refresh) => (std::sync::Arc::new(p), refresh),
             Session::Refused(e) => return Err(GateError::Unauthenticated(e.to_string())),
             Session::Absent => {
                 (auth.authenticate(headers, None).await.map_err(|e| GateError::Unauthenticated(e.to_string()))?, None)

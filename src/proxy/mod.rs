@@ -50,6 +50,9 @@ fn client_tls(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig,
 pub struct Upstream {
     client: Client<Connector, GateBody>,
     config: UpstreamConfig,
+    /// The scheme and authority of `config.url`, parsed once (every request's URI is built from them).
+    scheme: http::uri::Scheme,
+    authority: Option<http::uri::Authority>,
     host: HeaderValue,
     service_authorization: Option<HeaderValue>,
 }
@@ -159,7 +162,9 @@ impl Upstream {
                 Some(v)
             }
         };
-        Ok(Upstream { client, config: config.clone(), host, service_authorization })
+        let scheme = config.url.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP);
+        let authority = config.url.authority().cloned();
+        Ok(Upstream { client, config: config.clone(), scheme, authority, host, service_authorization })
     }
 
     /// Sends a request to MLflow and returns its response (headers cleaned, body streaming).
@@ -249,12 +254,11 @@ impl Upstream {
     }
 
     fn uri_for(&self, path_and_query: &str) -> Result<Uri, http::Error> {
-        let base = &self.config.url;
-        Uri::builder()
-            .scheme(base.scheme_str().unwrap_or("http"))
-            .authority(base.authority().map(|a| a.as_str()).unwrap_or_default())
-            .path_and_query(path_and_query)
-            .build()
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = self.authority.clone();
+        parts.path_and_query = Some(http::uri::PathAndQuery::try_from(path_and_query)?);
+        Ok(Uri::from_parts(parts)?)
     }
 
     /// The gate's own JSON call to MLflow (look-ups and stamps), with the configured service credentials, in the
