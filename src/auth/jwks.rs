@@ -208,11 +208,19 @@ impl Expiry<(), Cached> for CacheExpiry {
     }
 }
 
+/// How long [`IssuerKeys::current`] answers from its snapshot before it asks the cache again: short against any
+/// key cache lifetime, long against the time between two requests.
+const SNAPSHOT_LIFETIME: Duration = Duration::from_millis(250);
+
 /// The keys of one issuer.
 pub struct IssuerKeys {
     config: Arc<IssuerConfig>,
     fetcher: Fetcher,
     cache: Cache<(), Cached>,
+    /// The keys the cache last gave and until when to give them again without asking it: every request with a
+    /// cached token asks for the current keys, and the cache's look-up (a future, its clock and its housekeeping)
+    /// cost more than the rest of a cached token's check. Dropped when a refresh is forced.
+    snapshot: RwLock<Option<(Arc<KeySet>, Instant)>>,
     last_good: RwLock<Option<Arc<KeySet>>>,
     last_forced: Mutex<Option<Instant>>,
     last_failure: Mutex<Option<Instant>>,
@@ -233,6 +241,7 @@ impl IssuerKeys {
             config,
             fetcher,
             cache,
+            snapshot: RwLock::new(None),
             last_good: RwLock::new(None),
             last_forced: Mutex::new(None),
             last_failure: Mutex::new(None),
@@ -251,11 +260,21 @@ impl IssuerKeys {
     /// The current keys: cached, freshly loaded, or (when loading fails) the last good set. `None` when no keys
     /// have ever been loaded and loading fails now.
     pub async fn current(&self) -> Option<Arc<KeySet>> {
+        if let Some((keys, until)) = self.snapshot.read().ok().and_then(|s| s.clone()) {
+            if Instant::now() < until {
+                return Some(keys);
+            }
+        }
         if self.recently_failed() && self.cache.get(&()).await.is_none() {
             return self.last_good();
         }
         match self.cache.try_get_with((), self.load()).await {
-            Ok(cached) => Some(cached.keys),
+            Ok(cached) => {
+                if let Ok(mut snapshot) = self.snapshot.write() {
+                    *snapshot = Some((cached.keys.clone(), Instant::now() + SNAPSHOT_LIFETIME));
+                }
+                Some(cached.keys)
+            }
             Err(e) => {
                 tracing::warn!(issuer = %self.config.issuer, error = %e, "loading the issuer's keys failed");
                 self.last_good()
@@ -274,6 +293,9 @@ impl IssuerKeys {
                 return false;
             }
             *last = Some(Instant::now());
+        }
+        if let Ok(mut snapshot) = self.snapshot.write() {
+            *snapshot = None;
         }
         self.cache.invalidate(&()).await;
         true
