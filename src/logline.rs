@@ -201,8 +201,11 @@ tokio::task_local! {
 /// `request_id` field gives. A task-local value instead of a `tracing` span: the span cost a registry slot, a JSON
 /// rendering of its fields, and an enter and exit on every poll of the request, for every request (about 5% of the
 /// instructions of a proxied request).
-pub async fn in_request<F: std::future::Future>(id: &str, work: F) -> F::Output {
-    REQUEST_ID.scope(id.into(), work).await
+///
+/// Not an `async fn`: each async layer stores the future it awaits and moves it once more, and a request's future is
+/// large; pass it boxed.
+pub fn in_request<F: std::future::Future>(id: &str, work: F) -> impl std::future::Future<Output = F::Output> {
+    REQUEST_ID.scope(id.into(), work)
 }
 
 /// The JSON line of every log event, written directly: the same document as tracing-subscriber's JSON format with

@@ -209,53 +209,57 @@ impl Gate {
         let id = request_id();
         // Every line logged while the request is served carries its id (`logline::in_request`).
         let marked = id.clone();
-        crate::logline::in_request(&marked, async move {
-            let started = Instant::now();
-            let method = req.method().clone();
-            let raw_path = req.uri().path().to_owned();
-            let mut trail = Trail { rpc: "-", ..Trail::default() };
-            // Admission first: a request over `max_concurrent_requests` costs nothing more than its 503.
-            let (outcome, slot) = match self.capacity.admit() {
-                Ok(slot) => (self.process(req, &conn, &id, &mut trail).await, Some(slot)),
-                Err(e) => (Err(e), None),
-            };
-            let mut resp = match outcome {
-                Ok(resp) => resp,
-                Err(e) => {
-                    if trail.outcome != Outcome::Allowed {
-                        trail.outcome = Outcome::Failed(e.kind());
+        // Boxed: the request's future is ~10 KiB, and every layer that takes it by value copies all of it.
+        crate::logline::in_request(
+            &marked,
+            Box::pin(async move {
+                let started = Instant::now();
+                let method = req.method().clone();
+                let raw_path = req.uri().path().to_owned();
+                let mut trail = Trail { rpc: "-", ..Trail::default() };
+                // Admission first: a request over `max_concurrent_requests` costs nothing more than its 503.
+                let (outcome, slot) = match self.capacity.admit() {
+                    Ok(slot) => (self.process(req, &conn, &id, &mut trail).await, Some(slot)),
+                    Err(e) => (Err(e), None),
+                };
+                let mut resp = match outcome {
+                    Ok(resp) => resp,
+                    Err(e) => {
+                        if trail.outcome != Outcome::Allowed {
+                            trail.outcome = Outcome::Failed(e.kind());
+                        }
+                        e.into_response(&id)
                     }
-                    e.into_response(&id)
+                };
+                if let Ok(v) = HeaderValue::from_str(&id) {
+                    resp.headers_mut().insert(REQUEST_ID_HEADER, v);
                 }
-            };
-            if let Ok(v) = HeaderValue::from_str(&id) {
-                resp.headers_mut().insert(REQUEST_ID_HEADER, v);
-            }
-            if let Some(cookie) = trail.set_cookie.take() {
-                resp.headers_mut().append(header::SET_COOKIE, cookie);
-            }
-            tracing::info!(
-                method = %method,
-                path = %raw_path,
-                rpc = trail.rpc,
-                sub = trail.sub.as_deref().unwrap_or("-"),
-                workspace = trail.workspace.as_deref().unwrap_or("-"),
-                decision = trail.outcome.as_str(),
-                reasons = %trail.reasons.join("; "),
-                break_glass = trail.break_glass,
-                frozen_override = trail.frozen_override,
-                would_deny = %trail.would_deny.join("; "),
-                status = resp.status().as_u16(),
-                latency_us = started.elapsed().as_micros() as u64,
-                "request"
-            );
-            self.account(&trail, &method, &raw_path, &id, resp.status().as_u16(), started.elapsed());
-            // The slot is held until the response has been sent.
-            match slot {
-                Some(slot) => resp.map(|b| body::stream(Guarded::new(b, slot))),
-                None => resp,
-            }
-        })
+                if let Some(cookie) = trail.set_cookie.take() {
+                    resp.headers_mut().append(header::SET_COOKIE, cookie);
+                }
+                tracing::info!(
+                    method = %method,
+                    path = %raw_path,
+                    rpc = trail.rpc,
+                    sub = trail.sub.as_deref().unwrap_or("-"),
+                    workspace = trail.workspace.as_deref().unwrap_or("-"),
+                    decision = trail.outcome.as_str(),
+                    reasons = %trail.reasons.join("; "),
+                    break_glass = trail.break_glass,
+                    frozen_override = trail.frozen_override,
+                    would_deny = %trail.would_deny.join("; "),
+                    status = resp.status().as_u16(),
+                    latency_us = started.elapsed().as_micros() as u64,
+                    "request"
+                );
+                self.account(&trail, &method, &raw_path, &id, resp.status().as_u16(), started.elapsed());
+                // The slot is held until the response has been sent.
+                match slot {
+                    Some(slot) => resp.map(|b| body::stream(Guarded::new(b, slot))),
+                    None => resp,
+                }
+            }),
+        )
         .await
     }
 
@@ -283,15 +287,17 @@ impl Gate {
             trail.authenticated(&principal);
             trail.outcome = Outcome::Public;
             let pages = reviews::Reviews { upstream: &self.upstream, policy: &self.policy, enricher: &self.enricher };
-            return pages.serve(req.method(), &head.target, &head.context, &principal).await;
+            return Box::pin(pages.serve(req.method(), &head.target, &head.context, &principal)).await;
         }
         if let Some(b) = self.browser.as_ref().filter(|_| Browser::owns(&head.target.path)) {
             trail.outcome = Outcome::Public;
-            return b.serve(req.method(), &head.target, req.headers(), &self.auth, browser::now_secs()).await;
+            return Box::pin(b.serve(req.method(), &head.target, req.headers(), &self.auth, browser::now_secs())).await;
         }
         if head.public().is_some() {
-            if let Some(sign_in) = self.sign_in_first(&req, &head).await? {
-                return Ok(sign_in);
+            if self.browser.is_some() {
+                if let Some(sign_in) = Box::pin(self.sign_in_first(&req, &head)).await? {
+                    return Ok(sign_in);
+                }
             }
             trail.outcome = Outcome::Public;
             return self.serve_public(req, &head, conn).await;
@@ -321,17 +327,28 @@ impl Gate {
         // A search's body, for the second decision on its results (searches are small reads).
         let body_for_filter = read.json.clone().filter(|_| permission::need(&op) == Need::Filter);
         if permission::grant_route(op.rpc).is_some() {
-            return self.serve_grants(&permitted).await;
+            return Box::pin(self.serve_grants(&permitted)).await;
         }
         if op.workflow {
-            return self.serve_workflow(&permitted).await;
+            return Box::pin(self.serve_workflow(&permitted)).await;
         }
         let resp = self.dispatch(&parts, &permitted, read, conn, trail).await?;
         if !resp.status().is_success() {
             return Ok(resp);
         }
-        let resp = self.filter_results(&permitted, body_for_filter.as_ref(), resp).await?;
-        self.after_effects(&permitted, resp).await
+        // The response phases, boxed and only where they apply: their futures are large, and stored inline they
+        // would be built and copied with every request's.
+        let resp = match permission::need(&op) {
+            Need::Filter | Need::Queried => {
+                Box::pin(self.filter_results(&permitted, body_for_filter.as_ref(), resp)).await?
+            }
+            _ => resp,
+        };
+        if op.read_only {
+            // A read drops no cached link, leaves no history and produces no event.
+            return Ok(resp);
+        }
+        Box::pin(self.after_effects(&permitted, resp)).await
     }
 
     /// A public route: forwarded without authentication, and never with a body.
@@ -378,7 +395,7 @@ impl Gate {
         };
         if navigation && !req.headers().contains_key(header::AUTHORIZATION) {
             let return_to = req.uri().path_and_query().map_or("/", |p| p.as_str());
-            return Ok(Caller::SignIn(b.sign_in(return_to, browser::now_secs()).await?));
+            return Ok(Caller::SignIn(Box::pin(b.sign_in(return_to, browser::now_secs())).await?));
         }
         Err(unauthenticated)
     }
@@ -402,7 +419,7 @@ impl Gate {
             Session::Valid(..) => Ok(None),
             Session::Absent | Session::Refused(_) => {
                 let return_to = req.uri().path_and_query().map_or("/", |p| p.as_str());
-                Ok(Some(b.sign_in(return_to, browser::now_secs()).await?))
+                Ok(Some(Box::pin(b.sign_in(return_to, browser::now_secs())).await?))
             }
         }
     }
@@ -518,7 +535,8 @@ impl Gate {
         let (rpc::TRANSITION_MODEL_VERSION_STAGE, Some(true), Some(name)) = (p.op.rpc, archives, name) else {
             return Ok(None);
         };
-        approvals::hold_promotion(db, p.head.context.workspace_name(), name).await.map(Some)
+        // Boxed: a PostgreSQL transaction's future, stored inline, would enlarge (and be copied with) every request's.
+        Box::pin(approvals::hold_promotion(db, p.head.context.workspace_name(), name)).await.map(Some)
     }
 
     /// Response phase of a search or list: MLflow's page cut to the results the caller may read

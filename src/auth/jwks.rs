@@ -265,6 +265,11 @@ impl IssuerKeys {
                 return Some(keys);
             }
         }
+        // Boxed: the cache's futures are large, and this runs for every request with a cached token.
+        Box::pin(self.current_from_cache()).await
+    }
+
+    async fn current_from_cache(&self) -> Option<Arc<KeySet>> {
         if self.recently_failed() && self.cache.get(&()).await.is_none() {
             return self.last_good();
         }

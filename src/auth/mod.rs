@@ -149,7 +149,8 @@ impl Authenticator {
                 }
             }
         }
-        let (principal, index, keys) = self.verify(token, None).await?;
+        // Boxed: a verification's future (a key fetch among its paths) is large and paid only by a new token.
+        let (principal, index, keys) = Box::pin(self.verify(token, None)).await?;
         let principal = Arc::new(principal);
         self.tokens.remember(key, principal.clone(), index, keys);
         Ok(principal)

@@ -619,33 +619,34 @@ pub fn need(op: &Operation) -> Need {
     then_by_rpc.get(op.rpc).copied().unwrap_or(Need::Unchecked)
 }
 
+type NeedsByRpc = HashMap<&'static str, Need>;
+
 /// The tables of `need` by RPC, built once: `need` runs several times per request, and scanning the tables compared
 /// the RPC with a few hundred names each time. The first map answers before the GraphQL rule, the second after it;
 /// within each, the first table naming an RPC wins, in the order the tables were once scanned (grant routes, the
 /// level table, reads, owned writes, the AI gateway, listed objects; then creations and filtered lists).
-static NEEDS: std::sync::LazyLock<(HashMap<&'static str, Need>, HashMap<&'static str, Need>)> =
-    std::sync::LazyLock::new(|| {
-        let mut first = HashMap::new();
-        for (.., rpc, _, anchor) in GRANT_ROUTES {
-            first.entry(rpc).or_insert(Need::On(Level::Manage, anchor));
-        }
-        for (level, anchor, rpcs) in TABLE {
-            rpcs.iter().for_each(|rpc| _ = first.entry(*rpc).or_insert(Need::On(level, anchor)));
-        }
-        for (anchor, rpcs) in READS {
-            rpcs.iter().for_each(|rpc| _ = first.entry(*rpc).or_insert(Need::On(Level::Read, anchor)));
-        }
-        for (level, anchor, rpcs) in OWNED_WRITES.into_iter().chain(GATEWAY) {
-            rpcs.iter().for_each(|rpc| _ = first.entry(*rpc).or_insert(Need::On(level, anchor)));
-        }
-        for (level, anchor, rpcs) in EACH {
-            rpcs.iter().for_each(|rpc| _ = first.entry(*rpc).or_insert(Need::Each(level, anchor)));
-        }
-        let mut then = HashMap::new();
-        CREATIONS.iter().for_each(|rpc| _ = then.entry(*rpc).or_insert(Need::Create));
-        FILTERED.iter().for_each(|rpc| _ = then.entry(*rpc).or_insert(Need::Filter));
-        (first, then)
-    });
+static NEEDS: std::sync::LazyLock<(NeedsByRpc, NeedsByRpc)> = std::sync::LazyLock::new(|| {
+    let mut first = HashMap::new();
+    for (.., rpc, _, anchor) in GRANT_ROUTES {
+        first.entry(rpc).or_insert(Need::On(Level::Manage, anchor));
+    }
+    for (level, anchor, rpcs) in TABLE {
+        rpcs.iter().for_each(|rpc| _ = first.entry(*rpc).or_insert(Need::On(level, anchor)));
+    }
+    for (anchor, rpcs) in READS {
+        rpcs.iter().for_each(|rpc| _ = first.entry(*rpc).or_insert(Need::On(Level::Read, anchor)));
+    }
+    for (level, anchor, rpcs) in OWNED_WRITES.into_iter().chain(GATEWAY) {
+        rpcs.iter().for_each(|rpc| _ = first.entry(*rpc).or_insert(Need::On(level, anchor)));
+    }
+    for (level, anchor, rpcs) in EACH {
+        rpcs.iter().for_each(|rpc| _ = first.entry(*rpc).or_insert(Need::Each(level, anchor)));
+    }
+    let mut then = HashMap::new();
+    CREATIONS.iter().for_each(|rpc| _ = then.entry(*rpc).or_insert(Need::Create));
+    FILTERED.iter().for_each(|rpc| _ = then.entry(*rpc).or_insert(Need::Filter));
+    (first, then)
+});
 
 /// The most objects one request may name in a list (MLflow's own caps are lower: 100 runs for the metric
 /// histories); past it the request is refused before any look-up.

@@ -124,6 +124,10 @@ pub enum CallError {
     },
 }
 
+/// The future of one of the gate's own calls to MLflow (`Upstream::call`).
+type BoxedCall<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(http::StatusCode, Bytes), CallError>> + Send + 'a>>;
+
 /// Idle connections kept to MLflow by `Upstream::new` (the gate itself sizes its pool to its request limit).
 pub const DEFAULT_IDLE_CONNECTIONS: usize = 64;
 
@@ -286,7 +290,20 @@ impl Upstream {
         self.call(ctx, Method::GET, path_and_query, String::new(), limit).await
     }
 
-    async fn call(
+    /// Boxed: the look-up's future (the client's request, its timeout, the body) is large, and it would otherwise be
+    /// stored and copied inline in every future that may call it, on every request, whether it calls it or not.
+    fn call<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+        method: Method,
+        path_and_query: &'a str,
+        body: String,
+        limit: usize,
+    ) -> BoxedCall<'a> {
+        Box::pin(self.call_unboxed(ctx, method, path_and_query, body, limit))
+    }
+
+    async fn call_unboxed(
         &self,
         ctx: &RequestContext,
         method: Method,

@@ -199,7 +199,8 @@ impl Enricher {
         needs: Needs,
     ) -> Result<Value, EnrichError> {
         if artifacts::governs(op) {
-            return artifacts::resource(self, up, ctx, op, target).await;
+            // Boxed: the artifact facts' future is large and only artifact routes build it.
+            return Box::pin(artifacts::resource(self, up, ctx, op, target)).await;
         }
         if !Enricher::needs(op) || needs == Needs::NONE {
             return Ok(json!({ "target": target }));

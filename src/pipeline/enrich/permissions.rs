@@ -19,7 +19,7 @@
 
 use std::time::Duration;
 
-use moka::future::Cache;
+use moka::sync::Cache;
 use serde_json::{json, Map, Value};
 
 use super::{artifacts, get, kv_map, EnrichError, Enricher};
@@ -34,7 +34,8 @@ pub const LINK_TTL: Duration = Duration::from_secs(5);
 /// (workspace, kind, id).
 type LinkKey = (Option<String>, &'static str, String);
 
-/// Cached links: a missing object is cached too (`None`).
+/// Cached links: a missing object is cached too (`None`). A synchronous cache: its look-up is a call, not a future
+/// stored (and copied) in every request's future.
 pub struct Links {
     nodes: Cache<LinkKey, Option<(Node, Option<String>)>>,
     /// Whether EDIT-level writes may use the cache: true for a gate that sees every grant change (it drops what
@@ -72,7 +73,7 @@ impl Links {
             ("logged_model", "model_id"),
         ] {
             if let Some(id) = target.get(field).and_then(Value::as_str) {
-                self.nodes.invalidate(&(ws.clone(), kind, id.to_string())).await;
+                self.nodes.invalidate(&(ws.clone(), kind, id.to_string()));
             }
         }
     }
@@ -458,7 +459,7 @@ async fn link(
     // A run's or a trace's link (its experiment and its gate-stamped owner) never changes, so even a write may take
     // it from the cache: logging to a run then costs one look-up (its experiment's grants, fresh), not two.
     if !fresh || kind == "run" || kind == "trace" {
-        if let Some(hit) = links.nodes.get(&key).await {
+        if let Some(hit) = links.nodes.get(&key) {
             return Ok(hit);
         }
     }
@@ -510,7 +511,7 @@ async fn link(
             })
         }
     };
-    links.nodes.insert(key, found.clone()).await;
+    links.nodes.insert(key, found.clone());
     Ok(found)
 }
 
