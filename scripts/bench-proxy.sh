@@ -22,11 +22,12 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 target="${CARGO_TARGET_DIR:-$root/target}"
 echo "bench: building the gate and the benchmark helpers (release, $target)" >&2
-cargo build --release --bin mlflow-gate --example static_upstream --example bench_tokens >&2
+cargo build --release --bin mlflow-gate --example static_upstream --example bench_tokens --example hyper_floor >&2
 # Copies, so that another build into the same target directory cannot swap the binaries mid-run.
 bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
-cp "$target/release/mlflow-gate" "$target/release/examples/static_upstream" "$target/release/examples/bench_tokens" "$bin/"
+cp "$target/release/mlflow-gate" "$target/release/examples/static_upstream" "$target/release/examples/bench_tokens" \
+  "$target/release/examples/hyper_floor" "$bin/"
 venv_args=()
 case " $* " in
   *" --quick "*|*" --skip-mlflow "*|*" --only-artifacts "*) ;;
@@ -41,4 +42,4 @@ case " $* " in
     venv_args=(--venv "$venv" --basic-auth-pythonpath "$extra") ;;
 esac
 python3 scripts/bench_proxy.py --gate "$bin/mlflow-gate" --upstream "$bin/static_upstream" \
-  --tokens "$bin/bench_tokens" "${venv_args[@]}" "$@"
+  --tokens "$bin/bench_tokens" --floor "$bin/hyper_floor" "${venv_args[@]}" "$@"

@@ -4,7 +4,8 @@
 Every figure is measured in this run, on this machine, against baselines measured in the same run (rounds
 interleaved, medians reported), because the machines are shared and absolute figures are noise:
 
-* a static upstream (`examples/static_upstream.rs`): direct; nginx as a plain keep-alive reverse proxy; the gate
+* a static upstream (`examples/static_upstream.rs`): direct; nginx as a plain keep-alive reverse proxy; the
+  smallest proxy built from the gate's own parts (`examples/hyper_floor.rs`: what the stack costs); the gate
   on a public route (no authentication, no policy: the gate's bare proxy path); the gate with RS256 tokens and the
   default bundle on a read, a search (POST body) and a registry mutation (whose look-ups the static upstream
   answers); the same token repeated and a fresh token per request; HTTP/1.1 keep-alive (wrk) and h2c (h2load);
@@ -394,6 +395,19 @@ class Loader:
             raise SystemExit(f"cannot read h2load's output ({e}): {done.stdout}{done.stderr}") from e
 
 
+class Floor:
+    """`examples/hyper_floor.rs`: the smallest proxy built from the gate's parts (Tokio, hyper-util's server and
+    pooled client), nothing else; measured like a gate (CPU per request, peak RSS)."""
+
+    def __init__(self, procs: Procs, binary: Path, tmp: Path, upstream: str):
+        addr = tmp / "floor.addr"
+        self.proc = procs.start("floor", [str(binary), upstream.removeprefix("http://"), str(addr)])
+        self.url = "http://" + wait_file(addr, self.proc, "hyper floor proxy")
+        wait_http(self.url + "/health", self.proc, "hyper floor proxy")
+
+    cpu, status, reset_peak = Gate.cpu, Gate.status, Gate.reset_peak
+
+
 def measured(gate: Gate | None, run) -> tuple[Load, float | None, float | None]:
     """Runs a load, returning it with the gate's CPU per request (us) and peak RSS (MiB) over the run."""
     if gate is None:
@@ -448,6 +462,7 @@ def static_scenarios(args, procs: Procs, bins: dict, tmp: Path, keys: Path, poli
     ngx_h2 = f"http://127.0.0.1:{ngx_port + 1 if ngx_port < 65000 else ngx_port - 1}"
     wait_http(ngx_url + "/health", ngx, "nginx")
     gate = Gate(procs, bins["gate"], tmp, "gate-static", upstream, keys / "jwks.json", policies)
+    floor = Floor(procs, bins["floor"], tmp, upstream) if bins.get("floor") else None
     other = None
     if args.compare_gate:
         other = Gate(procs, Path(args.compare_gate), tmp, "gate-other", upstream, keys / "jwks.json", policies)
@@ -473,6 +488,8 @@ def static_scenarios(args, procs: Procs, bins: dict, tmp: Path, keys: Path, poli
         base = {"direct": f"direct: read|h1|{c}", "nginx": f"nginx proxy: read|h1|{c}"}
         add("direct: read", "h1", c, lambda c=c: L.wrk(upstream, READ, c, "none"))
         add("nginx proxy: read", "h1", c, lambda c=c: L.wrk(ngx_url, READ, c, "none"), vs={"direct": base["direct"]})
+        if floor:
+            add("hyper floor proxy: read", "h1", c, lambda c=c: L.wrk(floor.url, READ, c, "none"), floor, base)
         add("gate, public route (no auth/policy)", "h1", c,
             lambda c=c: L.wrk(gate.url, PUBLIC, c, "none"), gate, base)
         add("gate RS256: read, same token", "h1", c, lambda c=c: L.wrk(gate.url, READ, c, "same"), gate, base)
@@ -682,6 +699,11 @@ def budgets(rows: list[Row], extra: dict) -> list[str]:
             if fresh == fresh:
                 line += f", {fresh:.2f}x with fresh tokens (>= 0.35: {mark(fresh >= 0.35)})"
             out.append(line)
+    floor = ratio("hyper floor proxy: read|h1|32", "nginx proxy: read|h1|32")
+    if floor == floor:
+        public = ratio("gate, public route (no auth/policy)|h1|32", "nginx proxy: read|h1|32")
+        out.append(f"for reference at 32 conns: the stack's floor (examples/hyper_floor.rs) {floor:.2f}x nginx, "
+                   f"the gate's public route {public:.2f}x")
     cpu = by.get("gate RS256: read, same token|h1|32")
     if cpu and cpu.cpu_us:
         v = statistics.median(cpu.cpu_us)
@@ -715,6 +737,7 @@ def main() -> int:
     ap.add_argument("--gate", required=True)
     ap.add_argument("--upstream", required=True, help="the static_upstream example binary")
     ap.add_argument("--tokens", required=True, help="the bench_tokens example binary")
+    ap.add_argument("--floor", help="the hyper_floor example binary (adds its rows: the stack's own floor)")
     ap.add_argument("--policies", default=str(Path(__file__).resolve().parent.parent / "policies"))
     ap.add_argument("--venv", help="a venv with mlflow (the real-MLflow scenarios are skipped without it)")
     ap.add_argument("--basic-auth-pythonpath", help="where Flask-WTF is, for MLflow's basic-auth app")
@@ -741,6 +764,8 @@ def main() -> int:
     args.duration = args.duration or (1.0 if args.quick else 4.0)
     args.fresh_tokens = args.fresh_tokens or int(30000 * args.duration * args.rounds)
     bins = {"gate": Path(args.gate), "upstream": Path(args.upstream), "tokens": Path(args.tokens)}
+    if args.floor:
+        bins["floor"] = Path(args.floor)
     tmp = Path(tempfile.mkdtemp(prefix="mlflow-gate-bench-"))
     procs = Procs(tmp)
     keep_tmp = False
