@@ -313,7 +313,10 @@ impl Gate {
         let read = self.read_body(&head, &op, &parts.headers, body).await?;
         let fields = head.parameters(&op, read.json.as_ref())?;
         let resource = self.enrich(&head, &op, fields).await?;
-        trail.target = audit_target(&resource, &head.context);
+        // Only the audit record and the denial webhook read it (a copy of the target per request otherwise).
+        if self.audit.is_some() || self.webhooks.is_some() {
+            trail.target = audit_target(&resource, &head.context);
+        }
         self.capacity
             .run_heavy(read.heavy, || self.decide(&principal, &op, &head, read.json.as_ref(), &resource, trail))
             .await??;
@@ -325,7 +328,7 @@ impl Gate {
             break_glass: trail.break_glass,
         };
         // A search's body, for the second decision on its results (searches are small reads).
-        let body_for_filter = read.json.clone().filter(|_| permission::need(&op) == Need::Filter);
+        let body_for_filter = read.json.as_ref().filter(|_| permission::need(&op) == Need::Filter).cloned();
         if permission::grant_route(op.rpc).is_some() {
             return Box::pin(self.serve_grants(&permitted)).await;
         }

@@ -96,10 +96,15 @@ pub fn canonicalize(uri: &Uri, version: Version) -> Result<Target, CanonError> {
     if !raw.starts_with('/') {
         return Err(CanonError::NotAbsolutePath);
     }
-    let bytes: Vec<u8> = decode_strict(raw)?;
-    let path = String::from_utf8(bytes).map_err(|_| CanonError::NotUtf8)?;
+    // Most paths have no escape: decoding would copy them byte by byte to the same string.
+    let path = if raw.contains('%') {
+        String::from_utf8(decode_strict(raw)?).map_err(|_| CanonError::NotUtf8)?
+    } else {
+        raw.to_owned()
+    };
     check_decoded(&path)?;
-    let wire_path = utf8_percent_encode(&path, PATH_ENCODE).to_string();
+    // Borrowed when nothing needs encoding (no formatting machinery per request).
+    let wire_path = std::borrow::Cow::<str>::from(utf8_percent_encode(&path, PATH_ENCODE)).into_owned();
     Ok(Target { path, wire_path, query: uri.query().map(str::to_owned) })
 }
 

@@ -67,10 +67,17 @@ fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
 }
 
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // One look at the (few) names present, and removals only of those found: this runs for every response, and
+    // removing each of the nine names parsed and hashed each of them. `connection` is one of them, so a map without
+    // any names none by its `Connection` header either.
+    let present: Vec<HeaderName> = headers.keys().filter(|n| HOP_BY_HOP.contains(&n.as_str())).cloned().collect();
+    if present.is_empty() {
+        return;
+    }
     for name in connection_named(headers) {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in present {
         headers.remove(name);
     }
 }
