@@ -10,6 +10,8 @@
 //! It binds 127.0.0.1:0 and writes its address to ADDR_FILE (written whole, then renamed).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -42,11 +44,7 @@ fn main() {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(1024)
             .build(http);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let tmp = format!("{addr_file}.tmp");
-        std::fs::write(&tmp, addr.to_string()).unwrap();
-        std::fs::rename(&tmp, &addr_file).unwrap();
+        let listener = support::bind_and_announce(&addr_file).await;
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
             let _ = stream.set_nodelay(true);

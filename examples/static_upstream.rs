@@ -10,6 +10,8 @@
 //! work). `GET .../artifacts/bench-1g` streams 1 GiB of zeros (the download side of the artifact benchmark).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -96,11 +98,7 @@ fn main() {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build().unwrap();
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let tmp = format!("{addr_file}.tmp");
-        std::fs::write(&tmp, addr.to_string()).unwrap();
-        std::fs::rename(&tmp, &addr_file).unwrap();
+        let listener = support::bind_and_announce(&addr_file).await;
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
             let _ = stream.set_nodelay(true);

@@ -418,26 +418,11 @@ mod format_tests {
         TaskLocal,
     }
 
-    fn lines(with_ours: bool, marked: Marked) -> Vec<serde_json::Value> {
+    /// The JSON lines `emit` logs, through this module's format or through tracing-subscriber's own.
+    fn logged(with_ours: bool, emit: impl Fn()) -> Vec<serde_json::Value> {
         let capture = Capture::default();
         let writer = capture.clone();
         let make = move || writer.clone();
-        let events = || {
-            tracing::info!(method = "GET", sub = "a\"b\\c\n\u{1}\u{8}\u{c}é", n = 7u64, d = -3i64, f = 0.5, ok = true,
-                error = %std::io::Error::other("bo\"om"), "request");
-            tracing::warn!(would_deny = %"x; y", "shadow-mode rules would deny this request");
-        };
-        let emit = || match marked {
-            Marked::Span => {
-                let span = tracing::info_span!("request", request_id = "08af90dbacb2392f");
-                let _entered = span.enter();
-                events();
-            }
-            Marked::TaskLocal => {
-                let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-                runtime.block_on(in_request("08af90dbacb2392f", async { events() }));
-            }
-        };
         if with_ours {
             let subscriber = tracing_subscriber::fmt()
                 .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
@@ -452,6 +437,25 @@ mod format_tests {
         let bytes = capture.0.lock().map(|b| b.clone()).unwrap_or_default();
         let text = String::from_utf8(bytes).unwrap_or_default();
         text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+    }
+
+    fn lines(with_ours: bool, marked: Marked) -> Vec<serde_json::Value> {
+        let events = || {
+            tracing::info!(method = "GET", sub = "a\"b\\c\n\u{1}\u{8}\u{c}é", n = 7u64, d = -3i64, f = 0.5, ok = true,
+                error = %std::io::Error::other("bo\"om"), "request");
+            tracing::warn!(would_deny = %"x; y", "shadow-mode rules would deny this request");
+        };
+        logged(with_ours, || match marked {
+            Marked::Span => {
+                let span = tracing::info_span!("request", request_id = "08af90dbacb2392f");
+                let _entered = span.enter();
+                events();
+            }
+            Marked::TaskLocal => {
+                let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                runtime.block_on(in_request("08af90dbacb2392f", async { events() }));
+            }
+        })
     }
 
     #[test]
@@ -474,24 +478,9 @@ mod format_tests {
     #[test]
     fn a_line_outside_a_request_has_no_span() {
         for with_ours in [true, false] {
-            let capture = Capture::default();
-            let writer = capture.clone();
-            let make = move || writer.clone();
-            let emit = || tracing::info!(n = 1u64, "started");
-            if with_ours {
-                let subscriber = tracing_subscriber::fmt()
-                    .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-                    .event_format(JsonLine)
-                    .with_writer(make)
-                    .finish();
-                tracing::subscriber::with_default(subscriber, emit);
-            } else {
-                let subscriber = tracing_subscriber::fmt().json().with_current_span(true).with_writer(make).finish();
-                tracing::subscriber::with_default(subscriber, emit);
-            }
-            let text = String::from_utf8(capture.0.lock().map(|b| b.clone()).unwrap_or_default()).unwrap_or_default();
-            let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
-            assert!(line.get("span").is_none() && line.get("spans").is_none(), "{line}");
+            let lines = logged(with_ours, || tracing::info!(n = 1u64, "started"));
+            assert_eq!(lines.len(), 1);
+            assert!(lines[0].get("span").is_none() && lines[0].get("spans").is_none(), "{}", lines[0]);
         }
     }
 }
