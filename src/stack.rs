@@ -209,7 +209,7 @@ impl Gate {
         let id = request_id();
         // Every line logged while the request is served carries its id (`logline::in_request`).
         let marked = id.clone();
-        // Boxed: the request's future is ~10 KiB, and every layer that takes it by value copies all of it.
+        // Boxed: the request's future is several KiB, and every layer that takes it by value copies all of it.
         crate::logline::in_request(
             &marked,
             Box::pin(async move {
