@@ -202,4 +202,29 @@ mod tests {
         assert!(!up.contains_key("cookie"));
         assert!(!up.contains_key("x-forwarded-host"));
     }
+
+    #[test]
+    fn a_response_loses_its_hop_by_hop_headers_and_those_its_connection_header_names() {
+        let mut r = HeaderMap::new();
+        for (k, v) in [
+            ("content-type", "application/json"),
+            ("connection", "keep-alive, x-upstream-hop"),
+            ("x-upstream-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("keep-alive", "timeout=5"),
+            ("x-request-id", "r"),
+        ] {
+            r.append(k, HeaderValue::from_static(v));
+        }
+        for_client(&mut r);
+        let mut left: Vec<_> = r.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-request-id"]);
+        // Nothing hop-by-hop: the map is left as it is.
+        let mut plain = HeaderMap::new();
+        plain.append("content-type", HeaderValue::from_static("application/json"));
+        plain.append("x-upstream-hop", HeaderValue::from_static("1"));
+        for_client(&mut plain);
+        assert_eq!(plain.len(), 2);
+    }
 }
