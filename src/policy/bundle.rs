@@ -265,14 +265,14 @@ impl Bundle {
         principal: &'a crate::auth::Principal,
     ) -> std::borrow::Cow<'a, crate::auth::Principal> {
         let Some(declared) = self.claims() else { return std::borrow::Cow::Borrowed(principal) };
-        let claims = principal.claims.as_object().map(|all| {
-            all.iter().filter(|(k, _)| declared.iter().any(|d| d == *k)).map(|(k, v)| (k.clone(), v.clone())).collect()
-        });
+        let claims = super::input::declared_only(principal.claims.as_object(), declared)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         std::borrow::Cow::Owned(crate::auth::Principal {
             sub: principal.sub.clone(),
             issuer: principal.issuer.clone(),
             groups: principal.groups.clone(),
-            claims: serde_json::Value::Object(claims.unwrap_or_default()),
+            claims: serde_json::Value::Object(claims),
             via: principal.via,
         })
     }

@@ -185,7 +185,8 @@ pub const DIGESTED_FIELDS: &[&str] = &[
 ];
 
 /// A 128-bit keyed digest (SipHash-1-3 with the process's secret `key`) of everything [`build_rego`] reads (of the
-/// principal's claims, only the bundle's declared `claims` when it declares them), and of the bundle `generation`: two requests with the same digest get the same input document from the same bundle.
+/// principal's claims, only the bundle's declared `claims` when it declares them), and of the bundle `generation`:
+/// two requests with the same digest get the same input document from the same bundle.
 /// The encoding is prefix-free (every string and list carries its length, every JSON node a type tag), so distinct
 /// inputs collide only by chance (about 2^-128 per pair, and the key is secret, so a caller cannot search for a
 /// collision offline). Object keys are hashed in their order, so the same object in another order only misses.
@@ -213,7 +214,7 @@ pub fn digest(
     match (claims, principal.claims.as_object()) {
         (None, _) => put_json(&mut h, &principal.claims),
         (Some(declared), all) => {
-            let kept = || all.into_iter().flatten().filter(|(k, _)| declared.iter().any(|d| d == *k));
+            let kept = || declared_only(all, declared);
             h.write_u8(5);
             h.write_usize(kept().count());
             for (k, v) in kept() {
@@ -266,6 +267,15 @@ fn put_map(h: &mut impl std::hash::Hasher, m: &Map<String, Value>) {
         put_str(h, k);
         put_json(h, v);
     }
+}
+
+/// The claims of `all` that `declared` names, in their order: what `input.principal.claims` holds when a bundle
+/// declares the claims it reads (`Bundle::principal_view` builds the document from the same selection).
+pub fn declared_only<'a>(
+    all: Option<&'a Map<String, Value>>,
+    declared: &'a [String],
+) -> impl Iterator<Item = (&'a String, &'a Value)> {
+    all.into_iter().flatten().filter(|(k, _)| declared.iter().any(|d| d == *k))
 }
 
 fn put_json(h: &mut impl std::hash::Hasher, v: &Value) {
